@@ -1,0 +1,180 @@
+"""Versioned model artifacts on disk, with a ``current`` pointer and verification on load.
+
+Layout::
+
+    <root>/<version>/model.joblib      the fitted TicketClassifier
+    <root>/<version>/metadata.json     ModelMetadata (targets, labels, encoder, sha256, metrics...)
+    <root>/<version>/metrics.json      evaluation on the held-out split
+    <root>/<version>/confusion-<target>.png
+    <root>/current                     text file naming the served version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+from pydantic import BaseModel, Field
+
+from models.classifier import TicketClassifier
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+METRICS_FILE = "metrics.json"
+CURRENT_FILE = "current"
+
+
+class RegistryError(RuntimeError):
+    """The registry has no such model, or it cannot be read."""
+
+
+class ModelVerificationError(RegistryError):
+    """The artifact does not match its checksum or the serving encoder."""
+
+
+class ModelMetadata(BaseModel):
+    version: str
+    created_at: datetime
+    targets: list[str]
+    labels: dict[str, list[str]]
+    embedding_model: str
+    embedding_dimension: int
+    max_text_chars: int
+    classifier: str = "LogisticRegression"
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    data_path: str | None = None
+    data_sha256: str | None = None
+    n_train: int = 0
+    n_test: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    model_sha256: str = ""
+
+
+class LoadedModel(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    classifier: TicketClassifier
+    metadata: ModelMetadata
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_version(data_sha256: str | None, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"v{stamp}-{(data_sha256 or 'nodata')[:8]}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    Path(tmp).replace(path)
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / METADATA_FILE).is_file())
+
+    def current_version(self) -> str | None:
+        pointer = self.root / CURRENT_FILE
+        if not pointer.is_file():
+            return None
+        return pointer.read_text(encoding="utf-8").strip() or None
+
+    def set_current(self, version: str) -> None:
+        if version not in self.versions():
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        _atomic_write(self.root / CURRENT_FILE, version + "\n")
+        logger.info("current model is now %s", version)
+
+    def save(
+        self,
+        classifier: TicketClassifier,
+        metadata: ModelMetadata,
+        *,
+        metrics: dict[str, Any] | None = None,
+        make_current: bool = True,
+    ) -> Path:
+        directory = self.path(metadata.version)
+        directory.mkdir(parents=True, exist_ok=True)
+        model_path = directory / MODEL_FILE
+        if model_path.exists():
+            raise RegistryError(f"model version {metadata.version!r} already exists")
+        joblib.dump(classifier, model_path)
+        metadata = metadata.model_copy(update={"model_sha256": sha256_file(model_path)})
+        if metrics is not None:
+            metadata = metadata.model_copy(update={"metrics": metrics})
+            _atomic_write(directory / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        _atomic_write(directory / METADATA_FILE, metadata.model_dump_json(indent=2) + "\n")
+        if make_current:
+            self.set_current(metadata.version)
+        return directory
+
+    def metadata(self, version: str) -> ModelMetadata:
+        path = self.path(version) / METADATA_FILE
+        if not path.is_file():
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        return ModelMetadata.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def load(
+        self,
+        version: str | None = None,
+        *,
+        expect_embedding_model: str | None = None,
+        expect_dimension: int | None = None,
+    ) -> LoadedModel:
+        """Load and verify a model; ``version=None`` means the current one."""
+        version = version or self.current_version()
+        if version is None:
+            raise RegistryError(
+                f"no current model in {self.root}: train one first (ticketflow train --data ...)"
+            )
+        metadata = self.metadata(version)
+        model_path = self.path(version) / MODEL_FILE
+        actual = sha256_file(model_path) if model_path.is_file() else "missing"
+        if actual != metadata.model_sha256:
+            raise ModelVerificationError(
+                f"model {version}: {MODEL_FILE} sha256 {actual[:12]} does not match "
+                f"metadata {metadata.model_sha256[:12]}; refusing to load it"
+            )
+        if (
+            expect_embedding_model is not None
+            and metadata.embedding_model != expect_embedding_model
+        ):
+            raise ModelVerificationError(
+                f"model {version} was trained on embeddings of {metadata.embedding_model!r}, "
+                f"but the worker encodes with {expect_embedding_model!r}"
+            )
+        if expect_dimension is not None and metadata.embedding_dimension != expect_dimension:
+            raise ModelVerificationError(
+                f"model {version} expects {metadata.embedding_dimension}-d vectors, "
+                f"the encoder gives {expect_dimension}-d"
+            )
+        # joblib unpickles code: only after the checksum above matched the metadata.
+        classifier = joblib.load(model_path)
+        if not isinstance(classifier, TicketClassifier):
+            raise ModelVerificationError(f"model {version}: {MODEL_FILE} is not a TicketClassifier")
+        return LoadedModel(classifier=classifier, metadata=metadata)

@@ -1,0 +1,111 @@
+"""Settings, read from the environment and ``.env``.
+
+Only entry points (the CLI, the worker, the Faust app module) build a ``Settings``; library
+code receives plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import FieldLimits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Use this cluster; unset = the local jar-based broker."
+    )
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_topic_tickets: str = "tickets"
+    kafka_topic_labeled: str = "labeled-tickets"
+    kafka_topic_dlq: str = "tickets-dlq"
+    kafka_topic_partitions: int = 3
+    kafka_topic_replication: int = 1
+    kafka_max_message_bytes: int = 1_000_000
+
+    # Local broker (only when KAFKA_BOOTSTRAP_SERVERS is unset)
+    local_kafka_port: int = 9092
+    local_kafka_controller_port: int = 9093
+    local_kafka_version: str = "4.1.2"
+    local_kafka_heap: str = "512m"
+    state_dir: Path = Path(".state")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "ticketflow")
+
+    # Worker
+    worker_app_id: str = "ticketflow-worker"
+    worker_batch_max: int = 64
+    worker_batch_within_s: float = 1.0
+    metrics_port: int = Field(
+        default=6066, description="Worker web port: /metrics, /healthz, /readyz."
+    )
+    metrics_bind: str = "0.0.0.0"
+    worker_commit_interval_s: float = 2.8
+    lag_interval_s: float = 5.0
+    review_threshold: float = 0.6
+    dlq_keep_bytes: int = 65_536
+
+    # Input limits
+    max_subject_chars: int = 1_000
+    max_body_chars: int = 20_000
+    max_tags: int = 50
+    max_tag_chars: int = 100
+
+    # Model
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_device: str = "cpu"
+    embedding_batch_size: int = 32
+    torch_threads: int | None = None
+    max_text_chars: int = 2_000
+    model_registry_dir: Path = Path("models/registry")
+    model_version: str | None = Field(
+        default=None, description="Serve this version; unset = current."
+    )
+
+    # ChromaDB
+    chroma_host: str | None = Field(default=None, description="Set = HttpClient; unset = embedded.")
+    chroma_port: int = 8000
+    chroma_path: Path = Path(".state/chroma")
+    chroma_collection: str = "tickets"
+    chroma_store_text: bool = False
+
+    log_level: str = "INFO"
+
+    @property
+    def field_limits(self) -> FieldLimits:
+        return FieldLimits(
+            max_subject_chars=self.max_subject_chars,
+            max_body_chars=self.max_body_chars,
+            max_tags=self.max_tags,
+            max_tag_chars=self.max_tag_chars,
+        )
+
+    @property
+    def local_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.local_kafka_port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or self.local_bootstrap
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) connection settings, security included."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password
+        return config

@@ -1,0 +1,18 @@
+"""Event contracts at every boundary. A leaf package: it imports no other project package."""
+
+from schemas.dead_letter import DeadLetter, DeadLetterReason
+from schemas.labeled import LabeledTicket, LabelScore, SourcePosition, TargetPrediction
+from schemas.ticket import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DeadLetter",
+    "DeadLetterReason",
+    "FieldLimits",
+    "LabelScore",
+    "LabeledTicket",
+    "SourcePosition",
+    "TargetPrediction",
+    "Ticket",
+    "fold_tag_columns",
+]

@@ -1,0 +1,146 @@
+"""Faust wiring: topics, the labelling agent, health and metrics pages. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.settings import Settings
+from monitoring.metrics import WorkerMetrics
+from stream.routing import Position
+from stream.runtime import Runtime, load_runtime
+from stream.worker import BatchLabeler, BatchLimits, RawEvent
+
+logger = logging.getLogger(__name__)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    metrics: WorkerMetrics | None = None,
+    runtime_loader: Callable[[Settings], Runtime] = load_runtime,
+) -> faust.App:
+    metrics = metrics or WorkerMetrics()
+    app = faust.App(
+        settings.worker_app_id,
+        broker=broker_urls(settings.bootstrap_servers),
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=settings.kafka_topic_replication,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.metrics_port,
+        web_bind=settings.metrics_bind,
+        web_host=settings.metrics_bind,
+        producer_max_request_size=settings.kafka_max_message_bytes + 65_536,
+        consumer_max_fetch_size=settings.kafka_max_message_bytes + 65_536,
+        broker_commit_interval=settings.worker_commit_interval_s,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        # Raw bytes in and out: validation is ours, so a bad payload becomes a dead letter
+        # instead of a deserialisation crash inside Faust.
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    tickets_topic = raw_topic(settings.kafka_topic_tickets)
+    labeled_topic = raw_topic(settings.kafka_topic_labeled)
+    dlq_topic = raw_topic(settings.kafka_topic_dlq)
+    # One thread: the encoder and the vector store are not shared between concurrent batches.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
+    state: dict[str, Any] = {"labeler": None}
+
+    async def send_to(topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
+        delivery = await topic.send(key=key, value=value)
+        await delivery  # wait for the broker's ack before the offsets may be committed
+
+    async def build_labeler() -> BatchLabeler:
+        loop = asyncio.get_running_loop()
+        runtime = await loop.run_in_executor(executor, runtime_loader, settings)
+        metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
+        metrics.ready.set(1)
+        return BatchLabeler(
+            pipeline=runtime.pipeline,
+            store=runtime.store,
+            model_version=runtime.model_version,
+            send_labeled=lambda k, v: send_to(labeled_topic, k, v),
+            send_dead=lambda k, v: send_to(dlq_topic, k, v),
+            executor=executor,
+            metrics=metrics,
+            limits=BatchLimits(
+                fields=settings.field_limits,
+                max_message_bytes=settings.kafka_max_message_bytes,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+                review_threshold=settings.review_threshold,
+                store_text=settings.chroma_store_text,
+            ),
+        )
+
+    @app.agent(tickets_topic, name="label-tickets")
+    async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+        labeler = state["labeler"] = state["labeler"] or await build_labeler()
+        async for events in stream.take_events(
+            settings.worker_batch_max, within=settings.worker_batch_within_s
+        ):
+            await labeler.handle([_raw_event(e) for e in events])
+
+    @app.timer(interval=settings.lag_interval_s)  # type: ignore[untyped-decorator]
+    async def update_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            if position is None or highwater is None:
+                continue
+            lag = max(0, highwater - position)
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def ready(web: Any, request: Any) -> Any:
+        ok = state["labeler"] is not None
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    return app
+
+
+def _raw_event(event: faust.EventT[bytes]) -> RawEvent:
+    message = event.message
+    return RawEvent(
+        key=message.key,
+        value=message.value,
+        position=Position(topic=message.topic, partition=message.partition, offset=message.offset),
+        timestamp=message.timestamp,
+    )
+
+
+def _credentials(settings: Settings) -> Any:
+    if not settings.kafka_sasl_mechanism:
+        return None
+    import ssl
+
+    context = ssl.create_default_context() if "SSL" in settings.kafka_security_protocol else None
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )

@@ -1,0 +1,204 @@
+"""One micro-batch: decode, label, store the vectors, publish; dead-letter what fails.
+
+Framework-free on purpose: the Faust agent turns its events into :class:`RawEvent` and
+awaits :meth:`BatchLabeler.handle`; tests drive the same code without Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from models.pipeline import BatchResult, LabelingPipeline
+from monitoring.metrics import WorkerMetrics
+from schemas import DeadLetter, DeadLetterReason, FieldLimits, LabeledTicket, Ticket
+from stream.outputs import labeled_ticket, vector_metadata
+from stream.routing import Position, Rejected, dead_letter, decode_ticket
+from stream.vector_store import VectorStore
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    key: bytes | None
+    value: bytes | None
+    position: Position
+    timestamp: float | None = None  # Kafka message timestamp, seconds
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    fields: FieldLimits
+    max_message_bytes: int
+    dlq_keep_bytes: int
+    review_threshold: float
+    store_text: bool = False
+
+
+@dataclass
+class BatchOutcome:
+    labeled: list[LabeledTicket]
+    dead: list[DeadLetter]
+
+
+def _json_bytes(model: LabeledTicket | DeadLetter) -> bytes:
+    return model.model_dump_json().encode("utf-8")
+
+
+class BatchLabeler:
+    """Runs the pure pipeline off the event loop and writes its outputs before returning.
+
+    Returning normally means every event of the batch is on ``labeled-tickets`` (and in the
+    vector store) or on the dead-letter topic, so the caller may commit their offsets.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: LabelingPipeline,
+        store: VectorStore,
+        model_version: str,
+        send_labeled: Send,
+        send_dead: Send,
+        executor: Executor,
+        metrics: WorkerMetrics,
+        limits: BatchLimits,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.model_version = model_version
+        self.send_labeled = send_labeled
+        self.send_dead = send_dead
+        self.executor = executor
+        self.metrics = metrics
+        self.limits = limits
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+
+    async def handle(self, events: Sequence[RawEvent]) -> BatchOutcome:
+        loop = asyncio.get_running_loop()
+        self.metrics.consumed.inc(len(events))
+        self.metrics.batch_size.observe(len(events))
+        started = time.perf_counter()
+        tickets: list[tuple[Ticket, RawEvent]] = []
+        dead: list[DeadLetter] = []
+        for event in events:
+            decoded = decode_ticket(
+                event.value, limits=self.limits.fields, max_bytes=self.limits.max_message_bytes
+            )
+            if isinstance(decoded, Rejected):
+                dead.append(self._dead(event, decoded))
+            else:
+                tickets.append((decoded, event))
+        self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
+
+        labeled: list[LabeledTicket] = []
+        if tickets:
+            results, failures = await loop.run_in_executor(
+                self.executor, self._label, [t for t, _ in tickets]
+            )
+            for index, exc in failures:
+                ticket, event = tickets[index]
+                reason = f"{type(exc).__name__}: {exc}"
+                rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
+                dead.append(self._dead(event, rejected))
+            now = datetime.now(UTC)
+            labeled = [
+                labeled_ticket(
+                    tickets[index][0],
+                    prediction,
+                    tickets[index][1].position,
+                    model_version=self.model_version,
+                    embedding_model=self.pipeline.encoder.name,
+                    review_threshold=self.limits.review_threshold,
+                    processed_at=now,
+                )
+                for index, prediction in zip(results.indices, results.predictions, strict=True)
+            ]
+            await self._write_vectors(labeled, results)
+        await self._publish(labeled, dead, events)
+        return BatchOutcome(labeled=labeled, dead=dead)
+
+    def _label(
+        self, tickets: Sequence[Ticket]
+    ) -> tuple[BatchResult, list[tuple[int, BaseException]]]:
+        return self.pipeline.run_isolating(tickets)
+
+    def _dead(self, event: RawEvent, rejected: Rejected) -> DeadLetter:
+        self.metrics.dead_lettered.labels(reason=rejected.error_type.value).inc()
+        logger.info(
+            "dead letter %s@%d:%d %s: %s",
+            event.position.topic,
+            event.position.partition,
+            event.position.offset,
+            rejected.error_type.value,
+            rejected.reason,
+        )
+        return dead_letter(
+            event.value, rejected, event.position, keep_bytes=self.limits.dlq_keep_bytes
+        )
+
+    async def _write_vectors(self, labeled: Sequence[LabeledTicket], results: BatchResult) -> None:
+        if not labeled:
+            return
+        # Chroma refuses duplicate ids in one call; the last event for an id wins, as in Kafka.
+        last: dict[str, int] = {t.ticket_id: i for i, t in enumerate(labeled)}
+        rows = sorted(last.values())
+        ids = [labeled[i].ticket_id for i in rows]
+        vectors = results.vectors[rows]
+        metadatas = [vector_metadata(labeled[i]) for i in rows]
+        documents = [results.texts[i] for i in rows] if self.limits.store_text else None
+        loop = asyncio.get_running_loop()
+        delay = self.retry_initial_s
+        while True:
+            started = time.perf_counter()
+            try:
+                await loop.run_in_executor(
+                    self.executor, lambda: self.store.upsert(ids, vectors, metadatas, documents)
+                )
+            except Exception as exc:  # any client/transport error: retry, never drop the batch
+                self.metrics.vector_store_errors.inc()
+                self.metrics.vector_store_up.set(0)
+                logger.warning("vector store write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            self.metrics.vector_store_up.set(1)
+            self.metrics.stage_seconds.labels(stage="vector_write").observe(
+                time.perf_counter() - started
+            )
+            return
+
+    async def _publish(
+        self,
+        labeled: Sequence[LabeledTicket],
+        dead: Sequence[DeadLetter],
+        events: Sequence[RawEvent],
+    ) -> None:
+        started = time.perf_counter()
+        sends = [self.send_labeled(t.ticket_id.encode("utf-8"), _json_bytes(t)) for t in labeled]
+        sends += [
+            self.send_dead(d.ticket_id.encode("utf-8") if d.ticket_id else None, _json_bytes(d))
+            for d in dead
+        ]
+        await asyncio.gather(*sends)
+        finished = time.perf_counter()
+        self.metrics.stage_seconds.labels(stage="produce").observe(finished - started)
+        self.metrics.labeled.inc(len(labeled))
+        self.metrics.needs_review.inc(sum(1 for t in labeled if t.needs_review))
+        now = time.time()
+        by_position = {(e.position.partition, e.position.offset): e for e in events}
+        for t in labeled:
+            event = by_position.get((t.source.partition, t.source.offset))
+            if event is not None and event.timestamp:
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - event.timestamp))

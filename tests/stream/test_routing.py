@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from schemas import DeadLetterReason, FieldLimits, Ticket
+from stream.routing import MAX_JSON_DEPTH, Position, Rejected, dead_letter, decode_ticket
+
+pytestmark = pytest.mark.unit
+
+LIMITS = FieldLimits(max_body_chars=1_000, max_tags=5)
+
+
+def decode(raw: bytes | None) -> Ticket | Rejected:
+    return decode_ticket(raw, limits=LIMITS, max_bytes=10_000)
+
+
+def test_valid_ticket() -> None:
+    result = decode(json.dumps({"ticket_id": "T1", "subject": "hi", "tag_1": "a"}).encode())
+    assert isinstance(result, Ticket)
+    assert result.tags == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "words"),
+    [
+        (None, DeadLetterReason.INVALID_JSON, "null"),
+        (b"", DeadLetterReason.INVALID_JSON, "invalid JSON"),
+        (b"{not json", DeadLetterReason.INVALID_JSON, "invalid JSON"),
+        (b"[1, 2]", DeadLetterReason.NOT_AN_OBJECT, "list"),
+        (b'"text"', DeadLetterReason.NOT_AN_OBJECT, "str"),
+        (b"\xff\xfe{}", DeadLetterReason.NOT_UTF8, "UTF-8"),
+        (b'{"subject": "x"}', DeadLetterReason.VALIDATION_ERROR, "ticket_id"),
+        (b'{"ticket_id": "", "body": "x"}', DeadLetterReason.VALIDATION_ERROR, "empty"),
+        (b'{"ticket_id": 7, "body": "x"}', DeadLetterReason.VALIDATION_ERROR, "string"),
+        (b'{"ticket_id": "T", "subject": "", "body": ""}', DeadLetterReason.VALIDATION_ERROR, "both empty"),
+        (b'{"ticket_id": "T", "body": "x", "tags": "a,b"}', DeadLetterReason.VALIDATION_ERROR, "tags"),
+        (
+            json.dumps({"ticket_id": "T", "body": "x" * 1_001}).encode(),
+            DeadLetterReason.VALIDATION_ERROR,
+            "limit is 1000",
+        ),
+        (
+            json.dumps({"ticket_id": "T", "body": "x", "tags": ["t"] * 6}).encode(),
+            DeadLetterReason.VALIDATION_ERROR,
+            "6 tags",
+        ),
+        (b"{" + b'"a":' * 10 + b"1" + b"}" * 10, DeadLetterReason.INVALID_JSON, "invalid JSON"),
+        (b" " * 10_001, DeadLetterReason.MESSAGE_TOO_LARGE, "10001 bytes"),
+    ],
+)
+def test_bad_input_is_rejected_with_reason(
+    raw: bytes | None, reason: DeadLetterReason, words: str
+) -> None:
+    result = decode(raw)
+    assert isinstance(result, Rejected)
+    assert result.error_type == reason
+    assert words in result.reason
+
+
+def test_deep_json_is_rejected_without_recursion() -> None:
+    nested: object = "leaf"
+    for _ in range(MAX_JSON_DEPTH + 5):
+        nested = {"n": nested}
+    raw = json.dumps({"ticket_id": "T9", "body": "x", "extra": nested}).encode()
+    result = decode_ticket(raw, limits=LIMITS, max_bytes=100_000)
+    assert isinstance(result, Rejected)
+    assert "nested deeper" in result.reason
+    assert result.ticket_id == "T9"
+
+
+def test_dead_letter_carries_position_and_original() -> None:
+    raw = b'{"ticket_id": "T5"}'
+    rejected = decode(raw)
+    assert isinstance(rejected, Rejected)
+    letter = dead_letter(raw, rejected, Position("tickets", 2, 41), keep_bytes=100)
+    assert letter.ticket_id == "T5"
+    assert letter.original == raw.decode()
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("tickets", 2, 41)
+    assert letter.original_size == len(raw)

@@ -1,0 +1,159 @@
+"""The batch labeller with a real classifier and a real embedded ChromaDB; Kafka sends recorded."""
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.classifier import TicketClassifier
+from models.pipeline import LabelingPipeline
+from monitoring.metrics import WorkerMetrics
+from schemas import DeadLetter, FieldLimits, LabeledTicket
+from stream.routing import Position
+from stream.vector_store import ChromaVectorStore, open_chroma_client
+from stream.worker import BatchLabeler, BatchLimits, RawEvent
+from tests.helpers import HashingEncoder
+
+pytestmark = pytest.mark.unit
+
+TRAIN = {
+    "refund my invoice payment": "Billing",
+    "charged twice on my credit card": "Billing",
+    "invoice total is wrong": "Billing",
+    "printer does not print": "IT",
+    "laptop screen is broken": "IT",
+    "vpn cannot connect to network": "IT",
+}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+
+    async def __call__(self, key: bytes | None, value: bytes) -> None:
+        self.sent.append((key, value))
+
+
+class PoisonClassifier(TicketClassifier):
+    """Raises on one specific vector, like a model bug triggered by one ticket."""
+
+    def predict(self, vectors, *, top_k=3):  # type: ignore[no-untyped-def]
+        poison = HashingEncoder().encode(["POISON"])[0]
+        if any(np.allclose(v, poison) for v in vectors):
+            raise ValueError("classifier exploded")
+        return super().predict(vectors, top_k=top_k)
+
+
+def make_labeler(
+    tmp_path: Path, classifier_type: type[TicketClassifier] = TicketClassifier
+) -> tuple[BatchLabeler, Recorder, Recorder, ChromaVectorStore, WorkerMetrics]:
+    encoder = HashingEncoder()
+    base = TicketClassifier.fit(encoder.encode(list(TRAIN)), {"queue": list(TRAIN.values())})
+    classifier = classifier_type(base.heads)
+    store = ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=encoder.name,
+        dimension=encoder.dimension,
+    )
+    labeled, dead, metrics = Recorder(), Recorder(), WorkerMetrics()
+    labeler = BatchLabeler(
+        pipeline=LabelingPipeline(encoder, classifier, max_text_chars=1000),
+        store=store,
+        model_version="v-test",
+        send_labeled=labeled,
+        send_dead=dead,
+        executor=ThreadPoolExecutor(max_workers=1),
+        metrics=metrics,
+        limits=BatchLimits(
+            fields=FieldLimits(), max_message_bytes=100_000, dlq_keep_bytes=1_000, review_threshold=0.9
+        ),
+    )
+    return labeler, labeled, dead, store, metrics
+
+
+def event(offset: int, value: bytes | None) -> RawEvent:
+    return RawEvent(key=None, value=value, position=Position("tickets", 0, offset), timestamp=None)
+
+
+def ticket(ticket_id: str, body: str) -> bytes:
+    return json.dumps({"ticket_id": ticket_id, "subject": "", "body": body}).encode()
+
+
+def test_batch_labels_valid_and_dead_letters_invalid(tmp_path: Path) -> None:
+    labeler, labeled, dead, store, metrics = make_labeler(tmp_path)
+    events = [
+        event(0, ticket("A", "my invoice is wrong")),
+        event(1, b"{broken"),
+        event(2, ticket("B", "printer broken")),
+        event(3, b'{"ticket_id": "C"}'),
+    ]
+    outcome = asyncio.run(labeler.handle(events))
+    assert [t.ticket_id for t in outcome.labeled] == ["A", "B"]
+    assert [t.predictions["queue"].label for t in outcome.labeled] == ["Billing", "IT"]
+    assert [k for k, _ in labeled.sent] == [b"A", b"B"]
+    letters = [DeadLetter.model_validate_json(v) for _, v in dead.sent]
+    assert [(d.source_offset, d.error_type.value) for d in letters] == [
+        (1, "invalid_json"),
+        (3, "validation_error"),
+    ]
+    assert dead.sent[1][0] == b"C"
+    stored = store.get(["A", "B"])
+    assert sorted(stored["ids"]) == ["A", "B"]
+    meta = dict(zip(stored["ids"], stored["metadatas"], strict=True))
+    assert meta["A"]["queue"] == "Billing" and meta["A"]["model_version"] == "v-test"
+    published = LabeledTicket.model_validate_json(labeled.sent[0][1])
+    assert published.source.offset == 0 and published.model_version == "v-test"
+    assert published.needs_review == (published.predictions["queue"].probability < 0.9)
+    assert metrics.labeled._value.get() == 2
+    assert metrics.consumed._value.get() == 4
+
+
+def test_duplicate_ids_in_one_batch_are_both_published_and_stored_once(tmp_path: Path) -> None:
+    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+    events = [event(0, ticket("A", "printer broken")), event(1, ticket("A", "refund invoice"))]
+    asyncio.run(labeler.handle(events))
+    assert len(labeled.sent) == 2
+    assert store.count() == 1
+    assert store.get(["A"])["metadatas"][0]["queue"] == "Billing"  # the last one wins
+
+
+def test_poison_ticket_goes_to_dlq_and_the_rest_is_labeled(tmp_path: Path) -> None:
+    labeler, labeled, dead, _, _ = make_labeler(tmp_path, PoisonClassifier)
+    events = [
+        event(0, ticket("A", "printer broken")),
+        event(1, ticket("P", "POISON")),
+        event(2, ticket("B", "refund invoice")),
+    ]
+    asyncio.run(labeler.handle(events))
+    assert [k for k, _ in labeled.sent] == [b"A", b"B"]
+    letter = DeadLetter.model_validate_json(dead.sent[0][1])
+    assert letter.error_type.value == "processing_error"
+    assert "classifier exploded" in letter.reason
+    assert letter.ticket_id == "P"
+
+
+class FlakyStore:
+    def __init__(self, inner: ChromaVectorStore, failures: int) -> None:
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def upsert(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("chroma unavailable")
+        return self.inner.upsert(*args, **kwargs)
+
+
+def test_vector_store_outage_is_retried_before_publishing(tmp_path: Path) -> None:
+    labeler, labeled, _, store, metrics = make_labeler(tmp_path)
+    flaky = FlakyStore(store, failures=2)
+    labeler.store = flaky
+    labeler.retry_initial_s = 0.01
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
+    assert flaky.calls == 3
+    assert store.count() == 1
+    assert len(labeled.sent) == 1
+    assert metrics.vector_store_errors._value.get() == 2
