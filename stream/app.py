@@ -108,7 +108,9 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type, so the header is set directly.
+        body = generate_latest(metrics.registry)
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:

@@ -32,8 +32,16 @@ def test_valid_ticket() -> None:
         (b'{"subject": "x"}', DeadLetterReason.VALIDATION_ERROR, "ticket_id"),
         (b'{"ticket_id": "", "body": "x"}', DeadLetterReason.VALIDATION_ERROR, "empty"),
         (b'{"ticket_id": 7, "body": "x"}', DeadLetterReason.VALIDATION_ERROR, "string"),
-        (b'{"ticket_id": "T", "subject": "", "body": ""}', DeadLetterReason.VALIDATION_ERROR, "both empty"),
-        (b'{"ticket_id": "T", "body": "x", "tags": "a,b"}', DeadLetterReason.VALIDATION_ERROR, "tags"),
+        (
+            b'{"ticket_id": "T", "subject": "", "body": ""}',
+            DeadLetterReason.VALIDATION_ERROR,
+            "both empty",
+        ),
+        (
+            b'{"ticket_id": "T", "body": "x", "tags": "a,b"}',
+            DeadLetterReason.VALIDATION_ERROR,
+            "tags",
+        ),
         (
             json.dumps({"ticket_id": "T", "body": "x" * 1_001}).encode(),
             DeadLetterReason.VALIDATION_ERROR,
@@ -75,5 +83,9 @@ def test_dead_letter_carries_position_and_original() -> None:
     letter = dead_letter(raw, rejected, Position("tickets", 2, 41), keep_bytes=100)
     assert letter.ticket_id == "T5"
     assert letter.original == raw.decode()
-    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("tickets", 2, 41)
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+        "tickets",
+        2,
+        41,
+    )
     assert letter.original_size == len(raw)

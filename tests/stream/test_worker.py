@@ -69,7 +69,10 @@ def make_labeler(
         executor=ThreadPoolExecutor(max_workers=1),
         metrics=metrics,
         limits=BatchLimits(
-            fields=FieldLimits(), max_message_bytes=100_000, dlq_keep_bytes=1_000, review_threshold=0.9
+            fields=FieldLimits(),
+            max_message_bytes=100_000,
+            dlq_keep_bytes=1_000,
+            review_threshold=0.9,
         ),
     )
     return labeler, labeled, dead, store, metrics

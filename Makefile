@@ -1,0 +1,76 @@
+# ticketflow — `make help` lists the targets.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TF := $(VENV)/bin/ticketflow
+DEMO_STATE ?= .state/demo
+DEMO_N ?= 200
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv with everything (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
+	UV="$$(command -v uv || echo "$(PYTHON) -m uv")"
+	[ -x $(PY) ] || $$UV venv --quiet --python $(PYTHON) $(VENV)
+	# torch first, so the resolver never swaps it: a local CPU wheel when the machine has one.
+	if ls /opt/wheels/torch-*.whl >/dev/null 2>&1; then
+	  $$UV pip install --quiet --python $(PY) --find-links /opt/wheels torch
+	else
+	  $$UV pip install --quiet --python $(PY) torch
+	fi
+	# compat mode puts the checkout on sys.path, so our regular package `schemas` wins over
+	# the namespace directory of the same name that chromadb installs into site-packages.
+	$$UV pip install --quiet --python $(PY) -e ".[dev]" --config-settings editable_mode=compat
+	touch $@
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install ## install, then run the whole suite (unit + integration on a real Kafka broker)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider
+
+unit: install ## only the fast unit tests
+	$(PY) -m pytest -m unit -q
+
+demo: install ## broker, training on sample data, worker, tickets in, labels out
+	export STATE_DIR=$(DEMO_STATE) CHROMA_PATH=$(DEMO_STATE)/chroma MODEL_REGISTRY_DIR=$(DEMO_STATE)/registry
+	rm -rf $(DEMO_STATE) && mkdir -p $(DEMO_STATE)
+	cleanup() { [ -n "$${WORKER:-}" ] && kill $$WORKER 2>/dev/null && wait $$WORKER 2>/dev/null; $(TF) broker down >/dev/null || true; }
+	trap cleanup EXIT
+	$(TF) broker up
+	$(TF) topics create
+	$(TF) sample --n 2000 --out $(DEMO_STATE)/train.jsonl
+	$(TF) train --data $(DEMO_STATE)/train.jsonl --target queue --target priority
+	$(TF) worker > $(DEMO_STATE)/worker.log 2>&1 & WORKER=$$!
+	PORT=$$(grep -E '^METRICS_PORT=' .env | cut -d= -f2); PORT=$${METRICS_PORT:-$${PORT:-6066}}
+	for i in $$(seq 1 180); do curl -sf localhost:$$PORT/readyz >/dev/null && break; kill -0 $$WORKER || { tail -30 $(DEMO_STATE)/worker.log; exit 1; }; sleep 1; done
+	$(TF) produce --sample $(DEMO_N) --seed 7
+	$(TF) consume --max $(DEMO_N) --timeout 120 > $(DEMO_STATE)/labeled.jsonl
+	echo "--- first labelled tickets ($(DEMO_STATE)/labeled.jsonl):"
+	head -3 $(DEMO_STATE)/labeled.jsonl
+	echo "--- $$(wc -l < $(DEMO_STATE)/labeled.jsonl) of $(DEMO_N) tickets labelled; metrics at http://localhost:$$PORT/metrics"
+	curl -s localhost:$$PORT/metrics | grep -E '^ticketflow_(tickets_labeled_total|tickets_consumed_total|model_info)'
+	[ "$$(wc -l < $(DEMO_STATE)/labeled.jsonl)" -ge $(DEMO_N) ]
+
+bench: install ## throughput: bare encoder vs the full pipeline through Kafka
+	$(PY) -m bench.pipeline
+
+schemas: install ## regenerate schemas/json from the pydantic models
+	$(PY) -m schemas.export
+
+clean: ## remove local state (broker data, vector store, demo outputs)
+	rm -rf .state reports
+
+.PHONY: help install lint test unit demo bench schemas clean

@@ -1,0 +1,1 @@
+"""Local single-node KRaft Kafka broker built from Maven Central jars."""

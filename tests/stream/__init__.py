@@ -1,0 +1,1 @@
+"""Tests for the streaming layer (Kafka broker, topics)."""
