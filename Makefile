@@ -17,7 +17,7 @@ help: ## list the targets
 install: $(VENV)/.installed ## create .venv with everything (idempotent)
 
 $(VENV)/.installed: pyproject.toml
-	command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
+	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
 	UV="$$(command -v uv || echo "$(PYTHON) -m uv")"
 	[ -x $(PY) ] || $$UV venv --quiet --python $(PYTHON) $(VENV)
 	# torch first, so the resolver never swaps it: a local CPU wheel when the machine has one.

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from models.datasets import LabeledData
 from sklearn.model_selection import train_test_split
 
 from batch.evaluate import evaluate_classifier
 from models.classifier import TicketClassifier
+from models.datasets import LabeledData
 from models.embedding import Encoder
 from models.registry import ModelMetadata, ModelRegistry, new_version, sha256_file
 from models.text import build_texts

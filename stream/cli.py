@@ -108,7 +108,6 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     from models.datasets import ColumnMapping
-
     from models.sample import generate_tickets
     from stream.clients import produce_events, produce_file
 

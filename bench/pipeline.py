@@ -1,0 +1,254 @@
+"""Benchmark: the bare encoder vs. the full pipeline through Kafka, in one run.
+
+    python -m bench.pipeline [--n 600] [--threads 2] [--latency-n 200]
+
+Same texts and the same torch thread count for both. Prints tickets/s for each and their
+ratio, p50/p99 end-to-end latency at half the measured capacity, and the worker's peak RSS.
+Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private jar-based broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from models.embedding import SentenceTransformerEncoder
+from models.sample import generate_tickets, write_tickets
+from models.settings import Settings
+from models.text import build_texts
+from schemas import Ticket
+from stream.clients import encode_event, produce_raw
+from stream.kafka.local_broker import LocalKafkaBroker, free_port
+from stream.topics import create_topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def kafka(settings: Settings, workdir: Path) -> Iterator[str]:
+    if settings.kafka_bootstrap_servers:
+        yield settings.kafka_bootstrap_servers
+        return
+    broker = LocalKafkaBroker(
+        version=settings.local_kafka_version,
+        cache_dir=settings.cache_dir,
+        state_dir=workdir / "broker",
+        port=free_port(),
+        controller_port=free_port(),
+    )
+    broker.up()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.down()
+
+
+def bare_encoder(texts: list[str], model: str, threads: int) -> tuple[float, int]:
+    """Best batch size on a probe, then the whole set at that size: (tickets/s, batch size)."""
+    encoder = SentenceTransformerEncoder(model, batch_size=32, threads=threads)
+    probe = texts[: min(len(texts), 128)]
+    encoder.encode(probe[:16])  # warm-up
+    best = (0.0, 32)
+    for size in (8, 16, 32, 64):
+        encoder.batch_size = size
+        start = time.perf_counter()
+        encoder.encode(probe)
+        rate = len(probe) / (time.perf_counter() - start)
+        print(f"  encoder batch {size:3d}: {rate:6.1f} tickets/s")
+        best = max(best, (rate, size))
+    encoder.batch_size = best[1]
+    start = time.perf_counter()
+    encoder.encode(texts)
+    return len(texts) / (time.perf_counter() - start), best[1]
+
+
+def output_timestamps(bootstrap: str, topic: str, want: int, timeout_s: float) -> dict[str, float]:
+    """ticket_id -> broker timestamp (s) of its labelled record, until ``want`` ids are seen."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < want and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            record = json.loads(message.value() or b"{}")
+            seen.setdefault(record["ticket_id"], message.timestamp()[1] / 1000)
+    finally:
+        consumer.close()
+    return seen
+
+
+def peak_rss_mb(pid: int) -> float:
+    with suppress(OSError), Path(f"/proc/{pid}/status").open() as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 300) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        with (
+            suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply,
+        ):
+            if reply.status == 200:
+                return time.time()
+        time.sleep(0.05)
+    raise RuntimeError("worker not ready in time")
+
+
+def percentile(values: list[float], q: int) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else 0.0
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings()
+    workdir = Path(tempfile.mkdtemp(prefix="ticketflow-bench-"))
+    tickets = generate_tickets(args.n + args.latency_n, seed=99)
+    bulk, paced = tickets[: args.n], tickets[args.n :]
+    texts = build_texts([Ticket.model_validate(t) for t in bulk], max_chars=settings.max_text_chars)
+    print(f"bare encoder, {len(texts)} texts, {args.threads} torch threads:")
+    encoder_rate, batch_size = bare_encoder(texts, settings.embedding_model, args.threads)
+    print(f"  -> {encoder_rate:.1f} tickets/s at batch {batch_size}")
+
+    registry = workdir / "registry"
+    train_file = write_tickets(generate_tickets(args.train_n, seed=5), workdir / "train.jsonl")
+    env = {
+        **os.environ,
+        "MODEL_REGISTRY_DIR": str(registry),
+        "TORCH_THREADS": str(args.threads),
+        "EMBEDDING_BATCH_SIZE": str(batch_size),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "ticketflow_cli", "train", "--data", str(train_file)],
+        check=True,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    with kafka(settings, workdir) as bootstrap:
+        suffix = uuid.uuid4().hex[:8]
+        topics = {"tickets": f"bench-in-{suffix}", "labeled": f"bench-out-{suffix}"}
+        config = {"bootstrap.servers": bootstrap}
+        create_topics(
+            config, [*topics.values(), f"bench-dlq-{suffix}"], partitions=3, replication=1
+        )
+        produce_raw(
+            config, topics["tickets"], [(t["ticket_id"].encode(), encode_event(t)) for t in bulk]
+        )
+        port = free_port()
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            KAFKA_TOPIC_TICKETS=topics["tickets"],
+            KAFKA_TOPIC_LABELED=topics["labeled"],
+            KAFKA_TOPIC_DLQ=f"bench-dlq-{suffix}",
+            WORKER_APP_ID=f"bench-{suffix}",
+            CHROMA_PATH=str(workdir / "chroma"),
+            METRICS_PORT=str(port),
+            METRICS_BIND="127.0.0.1",
+            WORKER_BATCH_MAX=str(args.batch_max),
+            LOG_LEVEL="WARNING",
+        )
+        log = (workdir / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ticketflow_cli", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ready_at = wait_ready(port, worker)
+            done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
+            pipeline_rate = len(done) / (max(done.values()) - ready_at)
+            print(f"full pipeline: {len(done)} tickets, {pipeline_rate:.1f} tickets/s")
+
+            rate = pipeline_rate / 2
+            print(f"latency at {rate:.1f} tickets/s (half capacity), {len(paced)} tickets:")
+            sent_at: dict[str, float] = {}
+            producer = Producer({**config, "linger.ms": 0})
+            for ticket in paced:
+                sent_at[ticket["ticket_id"]] = time.time()
+                producer.produce(topics["tickets"], encode_event(ticket), ticket["ticket_id"])
+                producer.poll(0)
+                time.sleep(1 / rate)
+            producer.flush(30)
+            seen = output_timestamps(
+                bootstrap, topics["labeled"], len(bulk) + len(paced), timeout_s=600
+            )
+            latencies = [seen[i] - sent_at[i] for i in sent_at if i in seen]
+            rss = peak_rss_mb(worker.pid)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    result = {
+        "n": len(bulk),
+        "torch_threads": args.threads,
+        "encoder_batch_size": batch_size,
+        "worker_batch_max": args.batch_max,
+        "encoder_tickets_per_s": round(encoder_rate, 2),
+        "pipeline_tickets_per_s": round(pipeline_rate, 2),
+        "ratio": round(pipeline_rate / encoder_rate, 3),
+        "latency_rate_per_s": round(rate, 2),
+        "latency_p50_s": round(percentile(latencies, 50), 3),
+        "latency_p99_s": round(percentile(latencies, 99), 3),
+        "latency_samples": len(latencies),
+        "worker_peak_rss_mb": round(rss, 1),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=600, help="tickets pre-published for throughput")
+    parser.add_argument("--latency-n", type=int, default=200, help="tickets paced for latency")
+    parser.add_argument("--train-n", type=int, default=400, help="tickets to train the model on")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-max", type=int, default=64, help="WORKER_BATCH_MAX")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    args = parser.parse_args()
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    print(
+        f"RESULT encoder {result['encoder_tickets_per_s']}/s, pipeline "
+        f"{result['pipeline_tickets_per_s']}/s, ratio {result['ratio']} (target >= 0.90); "
+        f"p50 {result['latency_p50_s']}s p99 {result['latency_p99_s']}s at "
+        f"{result['latency_rate_per_s']}/s; worker peak RSS {result['worker_peak_rss_mb']} MB"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
