@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     embedding_device: str = "cpu"
     embedding_batch_size: int = 32
     torch_threads: int | None = None
-    max_text_chars: int = 2_000
+    max_text_chars: int = 1_000
     model_registry_dir: Path = Path("models/registry")
     model_version: str | None = Field(
         default=None, description="Serve this version; unset = current."

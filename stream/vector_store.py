@@ -33,13 +33,16 @@ class VectorStore(Protocol):
 def open_chroma_client(*, host: str | None, port: int, path: Path) -> Any:
     """``HttpClient`` when a host is given (required with several workers), else embedded."""
     import chromadb
+    from chromadb.config import Settings as ChromaSettings
 
+    # Telemetry would try to reach the internet from every worker.
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if host:
         logger.info("ChromaDB server at %s:%d", host, port)
-        return chromadb.HttpClient(host=host, port=port)
+        return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
     path.mkdir(parents=True, exist_ok=True)
     logger.info("embedded ChromaDB at %s", path)
-    return chromadb.PersistentClient(path=str(path))
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
 
 class ChromaVectorStore:
