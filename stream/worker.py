@@ -107,6 +107,8 @@ class BatchLabeler:
             results, failures = await loop.run_in_executor(
                 self.executor, self._label, [t for t, _ in tickets]
             )
+            for stage, seconds in results.timings.items():
+                self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
             for index, exc in failures:
                 ticket, event = tickets[index]
                 reason = f"{type(exc).__name__}: {exc}"
