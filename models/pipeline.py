@@ -36,6 +36,11 @@ class LabelingPipeline:
         self.classifier = classifier
         self.max_text_chars = max_text_chars
 
+    def review_thresholds(self, default: float) -> dict[str, float]:
+        """Per-target review thresholds: the model's own where it has them, else ``default``."""
+        own: dict[str, float] = getattr(self.classifier, "review_thresholds", None) or {}
+        return {target: float(own.get(target, default)) for target in self.classifier.targets}
+
     def run(self, tickets: Sequence[Ticket]) -> BatchResult:
         started = time.perf_counter()
         texts = build_texts(tickets, max_chars=self.max_text_chars)

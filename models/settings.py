@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     kafka_topic_tickets: str = "tickets"
     kafka_topic_labeled: str = "labeled-tickets"
     kafka_topic_dlq: str = "tickets-dlq"
+    kafka_topic_monitor: str = Field(
+        default="ticket-monitoring", description="Internal topic feeding the drift monitor."
+    )
+    monitor_enabled: bool = Field(default=True, description="Publish monitor records.")
     kafka_topic_partitions: int = 3
     kafka_topic_replication: int = 1
     kafka_max_message_bytes: int = 1_000_000

@@ -2,6 +2,7 @@
 
 from schemas.dead_letter import DeadLetter, DeadLetterReason
 from schemas.labeled import LabeledTicket, LabelScore, SourcePosition, TargetPrediction
+from schemas.monitoring import MonitorRecord
 from schemas.ticket import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "FieldLimits",
     "LabelScore",
     "LabeledTicket",
+    "MonitorRecord",
     "SourcePosition",
     "TargetPrediction",
     "Ticket",

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from schemas.dead_letter import DeadLetter
 from schemas.labeled import LabeledTicket
+from schemas.monitoring import MonitorRecord
 from schemas.ticket import Ticket
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
@@ -16,6 +17,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "ticket": Ticket,
     "labeled-ticket": LabeledTicket,
     "dead-letter": DeadLetter,
+    "monitor-record": MonitorRecord,
 }
 
 

@@ -58,6 +58,7 @@ def create_app(
     tickets_topic = raw_topic(settings.kafka_topic_tickets)
     labeled_topic = raw_topic(settings.kafka_topic_labeled)
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
+    monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     # One thread: the encoder and the vector store are not shared between concurrent batches.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
     state: dict[str, Any] = {"labeler": None}
@@ -82,6 +83,9 @@ def create_app(
             model_version=runtime.model_version,
             send_labeled=lambda k, v: send_to(labeled_topic, k, v),
             send_dead=lambda k, v: send_to(dlq_topic, k, v),
+            send_monitor=(
+                (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+            ),
             executor=executor,
             metrics=metrics,
             limits=BatchLimits(

@@ -81,7 +81,12 @@ def create_all_topics(settings: Settings, partitions: int | None = None) -> dict
 
     return create_topics(
         settings.kafka_client_config(),
-        [settings.kafka_topic_tickets, settings.kafka_topic_labeled, settings.kafka_topic_dlq],
+        [
+            settings.kafka_topic_tickets,
+            settings.kafka_topic_labeled,
+            settings.kafka_topic_dlq,
+            *([settings.kafka_topic_monitor] if settings.monitor_enabled else []),
+        ],
         partitions=partitions or settings.kafka_topic_partitions,
         replication=settings.kafka_topic_replication,
     )

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import datetime
 
+import numpy as np
+import numpy.typing as npt
+
 from models.classifier import Prediction
-from schemas import LabeledTicket, LabelScore, SourcePosition, TargetPrediction, Ticket
+from schemas import (
+    LabeledTicket,
+    LabelScore,
+    MonitorRecord,
+    SourcePosition,
+    TargetPrediction,
+    Ticket,
+)
 from stream.routing import Position
 from stream.vector_store import MetadataValue
 
@@ -18,9 +29,10 @@ def labeled_ticket(
     *,
     model_version: str,
     embedding_model: str,
-    review_threshold: float,
+    review_thresholds: Mapping[str, float],
     processed_at: datetime,
 ) -> LabeledTicket:
+    """``review_thresholds``: per target, the probability below which a person must look."""
     targets = {
         target: TargetPrediction(
             label=p.label,
@@ -32,7 +44,9 @@ def labeled_ticket(
     return LabeledTicket(
         ticket_id=ticket.ticket_id,
         predictions=targets,
-        needs_review=any(p.probability < review_threshold for p in predictions.values()),
+        needs_review=any(
+            p.probability < review_thresholds[target] for target, p in predictions.items()
+        ),
         model_version=model_version,
         embedding_model=embedding_model,
         event_time=ticket.created_at,
@@ -57,3 +71,27 @@ def vector_metadata(labeled: LabeledTicket) -> dict[str, MetadataValue]:
         metadata[target] = prediction.label
         metadata[f"{target}_probability"] = prediction.probability
     return metadata
+
+
+def monitor_record(
+    labeled: LabeledTicket, ticket: Ticket, vector: npt.NDArray[np.float32], text: str
+) -> MonitorRecord:
+    packed = np.asarray(vector, dtype="<f2").tobytes()
+    return MonitorRecord(
+        ticket_id=labeled.ticket_id,
+        model_version=labeled.model_version,
+        embedding_model=labeled.embedding_model,
+        vector_f16_b64=base64.b64encode(packed).decode("ascii"),
+        dimension=len(vector),
+        labels={t: p.label for t, p in labeled.predictions.items()},
+        probabilities={t: p.probability for t, p in labeled.predictions.items()},
+        needs_review=labeled.needs_review,
+        text_length=len(text),
+        language=ticket.language,
+        processed_time=labeled.processed_time,
+    )
+
+
+def unpack_vector(record: MonitorRecord) -> npt.NDArray[np.float32]:
+    raw = base64.b64decode(record.vector_f16_b64)
+    return np.frombuffer(raw, dtype="<f2").astype(np.float32)

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from models.pipeline import BatchResult, LabelingPipeline
 from monitoring.metrics import WorkerMetrics
-from schemas import DeadLetter, DeadLetterReason, FieldLimits, LabeledTicket, Ticket
-from stream.outputs import labeled_ticket, vector_metadata
+from schemas import DeadLetter, DeadLetterReason, FieldLimits, LabeledTicket, MonitorRecord, Ticket
+from stream.outputs import labeled_ticket, monitor_record, vector_metadata
 from stream.routing import Position, Rejected, dead_letter, decode_ticket
 from stream.vector_store import VectorStore
 
@@ -49,7 +49,7 @@ class BatchOutcome:
     dead: list[DeadLetter]
 
 
-def _json_bytes(model: LabeledTicket | DeadLetter) -> bytes:
+def _json_bytes(model: LabeledTicket | DeadLetter | MonitorRecord) -> bytes:
     return model.model_dump_json().encode("utf-8")
 
 
@@ -73,6 +73,7 @@ class BatchLabeler:
         limits: BatchLimits,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
+        send_monitor: Send | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -84,6 +85,7 @@ class BatchLabeler:
         self.limits = limits
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.send_monitor = send_monitor
 
     async def handle(self, events: Sequence[RawEvent]) -> BatchOutcome:
         loop = asyncio.get_running_loop()
@@ -115,6 +117,7 @@ class BatchLabeler:
                 rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
                 dead.append(self._dead(event, rejected))
             now = datetime.now(UTC)
+            thresholds = self.pipeline.review_thresholds(self.limits.review_threshold)
             labeled = [
                 labeled_ticket(
                     tickets[index][0],
@@ -122,13 +125,19 @@ class BatchLabeler:
                     tickets[index][1].position,
                     model_version=self.model_version,
                     embedding_model=self.pipeline.encoder.name,
-                    review_threshold=self.limits.review_threshold,
+                    review_thresholds=thresholds,
                     processed_at=now,
                 )
                 for index, prediction in zip(results.indices, results.predictions, strict=True)
             ]
             await self._write_vectors(labeled, results)
-        await self._publish(labeled, dead, events)
+        monitor = []
+        if self.send_monitor is not None and labeled:
+            monitor = [
+                monitor_record(t, tickets[i][0], results.vectors[row], results.texts[row])
+                for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
+            ]
+        await self._publish(labeled, dead, events, monitor)
         return BatchOutcome(labeled=labeled, dead=dead)
 
     def _label(
@@ -186,6 +195,7 @@ class BatchLabeler:
         labeled: Sequence[LabeledTicket],
         dead: Sequence[DeadLetter],
         events: Sequence[RawEvent],
+        monitor: Sequence[MonitorRecord] = (),
     ) -> None:
         started = time.perf_counter()
         sends = [self.send_labeled(t.ticket_id.encode("utf-8"), _json_bytes(t)) for t in labeled]
@@ -193,6 +203,10 @@ class BatchLabeler:
             self.send_dead(d.ticket_id.encode("utf-8") if d.ticket_id else None, _json_bytes(d))
             for d in dead
         ]
+        if self.send_monitor is not None:
+            sends += [
+                self.send_monitor(m.ticket_id.encode("utf-8"), _json_bytes(m)) for m in monitor
+            ]
         await asyncio.gather(*sends)
         finished = time.perf_counter()
         self.metrics.stage_seconds.labels(stage="produce").observe(finished - started)

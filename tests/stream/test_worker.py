@@ -160,3 +160,19 @@ def test_vector_store_outage_is_retried_before_publishing(tmp_path: Path) -> Non
     assert store.count() == 1
     assert len(labeled.sent) == 1
     assert metrics.vector_store_errors._value.get() == 2
+
+
+def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
+    from schemas import MonitorRecord
+    from stream.outputs import unpack_vector
+
+    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+    monitor = Recorder()
+    labeler.send_monitor = monitor
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer broken")), event(1, b"{bad")]))
+    assert len(monitor.sent) == 1
+    record = MonitorRecord.model_validate_json(monitor.sent[0][1])
+    assert record.ticket_id == "A" and record.labels["queue"] == "IT"
+    stored = np.asarray(store.get(["A"])["embeddings"][0], dtype=np.float32)
+    assert np.allclose(unpack_vector(record), stored, atol=1e-3)
+    assert record.text_length == len("printer broken")
