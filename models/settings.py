@@ -7,8 +7,9 @@ code receives plain arguments.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import FieldLimits
@@ -21,10 +22,13 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="Use this cluster; unset = the local jar-based broker."
     )
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM).")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client key (mTLS).")
     kafka_topic_tickets: str = "tickets"
     kafka_topic_labeled: str = "labeled-tickets"
     kafka_topic_dlq: str = "tickets-dlq"
@@ -79,7 +83,14 @@ class Settings(BaseSettings):
     chroma_port: int = 8000
     chroma_path: Path = Path(".state/chroma")
     chroma_collection: str = "tickets"
-    chroma_store_text: bool = False
+    chroma_auth_token: SecretStr | None = Field(
+        default=None, description="Bearer token for a ChromaDB server with token auth."
+    )
+    chroma_document: Literal["none", "redacted", "full"] = Field(
+        default="none",
+        description="Model text stored as the Chroma document: none, redacted (emails, "
+        "phone and card-like numbers masked) or full.",
+    )
 
     log_level: str = "INFO"
 
@@ -106,10 +117,15 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            config["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password:
-            config["sasl.password"] = self.kafka_sasl_password
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            ),
+            "ssl.ca.location": self.kafka_ssl_cafile,
+            "ssl.certificate.location": self.kafka_ssl_certfile,
+            "ssl.key.location": self.kafka_ssl_keyfile,
+        }
+        config.update({key: str(value) for key, value in optional.items() if value})
         return config

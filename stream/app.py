@@ -93,7 +93,7 @@ def create_app(
                 max_message_bytes=settings.kafka_max_message_bytes,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
                 review_threshold=settings.review_threshold,
-                store_text=settings.chroma_store_text,
+                document=settings.chroma_document,
             ),
         )
 
@@ -145,14 +145,28 @@ def _raw_event(event: faust.EventT[bytes]) -> RawEvent:
 
 
 def _credentials(settings: Settings) -> Any:
-    if not settings.kafka_sasl_mechanism:
+    """Faust (aiokafka) credentials from the same settings the confluent-kafka clients use."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
         return None
-    import ssl
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        import ssl
 
-    context = ssl.create_default_context() if "SSL" in settings.kafka_security_protocol else None
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
     return faust.SASLCredentials(
         username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password,
-        mechanism=settings.kafka_sasl_mechanism,
+        password=password.get_secret_value() if password else None,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         ssl_context=context,
     )

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from tqdm import tqdm
 
 from models.datasets import DEFAULT_MAPPING, ColumnMapping, map_record, read_table, rows_to_dicts
+from stream.kafka.errors import ErrorTrap, trapped
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,14 @@ def _json_kind(value: Any) -> str:
     return names.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
 
 
-def _producer(producer_config: dict[str, str]) -> Producer:
-    return Producer({**_PRODUCER_DEFAULTS, **producer_config})
+def _producer(producer_config: dict[str, str]) -> tuple[Producer, ErrorTrap]:
+    config, trap = trapped({**_PRODUCER_DEFAULTS, **producer_config})
+    return Producer(config), trap
 
 
 def _send_all(
     producer: Producer,
+    trap: ErrorTrap,
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]],
     *,
@@ -180,8 +183,11 @@ def _send_all(
                 producer.poll(delay)
         _produce_one(producer, topic, key, value, on_delivery)
         producer.poll(0)
+        trap.check()
         count += 1
-    remaining = producer.flush(flush_timeout_s)
+    deadline = time.monotonic() + flush_timeout_s
+    while (remaining := producer.flush(0.25)) and time.monotonic() < deadline:
+        trap.check()
     if remaining:
         raise DeliveryError(
             f"{remaining} of {count} messages to {topic!r} were not acknowledged "
@@ -233,12 +239,13 @@ def produce_events(
                 raise ValueError(f"event {index} has no ticket_id")
             yield str(ticket_id).strip().encode("utf-8"), encode_event(event)
 
-    producer = _producer(producer_config)
+    producer, trap = _producer(producer_config)
     total = len(events) if isinstance(events, Sized) else None
     if total is not None:
         logger.info("producing %d events to %s", total, topic)
     return _send_all(
         producer,
+        trap,
         topic,
         messages(),
         rate=rate,
@@ -282,8 +289,10 @@ def produce_raw(
     payloads: Iterable[tuple[bytes | None, bytes]],
 ) -> int:
     """Publish raw ``(key, value)`` bytes as given, e.g. malformed events for tests."""
+    producer, trap = _producer(producer_config)
     return _send_all(
-        _producer(producer_config),
+        producer,
+        trap,
         topic,
         payloads,
         rate=None,
@@ -325,6 +334,7 @@ def consume(
         # Committing offsets for a throwaway group would only leave clutter on the broker.
         "enable.auto.commit": group_id is not None,
     }
+    config, trap = trapped(config)
     consumer = Consumer(config)
     # The quiet period restarts at assignment: joining a group can take seconds by itself.
     last_activity = [time.monotonic()]
@@ -339,7 +349,8 @@ def consume(
             left = last_activity[0] + timeout_s - time.monotonic()
             if left <= 0:
                 break
-            msg = consumer.poll(min(left, 1.0))
+            msg = consumer.poll(min(left, 0.25))
+            trap.check()
             if msg is None:
                 continue
             error = msg.error()

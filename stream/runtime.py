@@ -54,7 +54,14 @@ def load_runtime(settings: Settings) -> Runtime:
     )
     store = ChromaVectorStore(
         open_chroma_client(
-            host=settings.chroma_host, port=settings.chroma_port, path=settings.chroma_path
+            host=settings.chroma_host,
+            port=settings.chroma_port,
+            path=settings.chroma_path,
+            auth_token=(
+                settings.chroma_auth_token.get_secret_value()
+                if settings.chroma_auth_token
+                else None
+            ),
         ),
         settings.chroma_collection,
         embedding_model=encoder.name,

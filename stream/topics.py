@@ -10,6 +10,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from stream.kafka.errors import ErrorTrap, KafkaSetupError, trapped
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,7 +20,13 @@ class TopicAdminError(RuntimeError):
 
 
 def _admin(client_config: Mapping[str, str]) -> AdminClient:
-    return AdminClient(dict(client_config))
+    admin, _ = _trapped_admin(client_config)
+    return admin
+
+
+def _trapped_admin(client_config: Mapping[str, str]) -> tuple[AdminClient, ErrorTrap]:
+    config, trap = trapped(client_config)
+    return AdminClient(config), trap
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -47,7 +55,7 @@ def create_topics(
         return {}
     if partitions < 1 or replication < 1:
         raise ValueError("partitions and replication must be >= 1")
-    admin = _admin(client_config)
+    admin, trap = _trapped_admin(client_config)
     futures = admin.create_topics(
         [
             NewTopic(name, num_partitions=partitions, replication_factor=replication)
@@ -60,7 +68,9 @@ def create_topics(
     failures: list[str] = []
     for name in unique:
         try:
-            futures[name].result(timeout=timeout + 5.0)
+            trap.wait(futures[name], timeout + 5.0)
+        except KafkaSetupError:
+            raise
         except Exception as exc:
             err = _kafka_error(exc)
             if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -123,13 +133,16 @@ def delete_topics(
     unique = list(dict.fromkeys(names))
     if not unique:
         return {}
-    admin = _admin(client_config)  # must outlive the futures: its destruction cancels them
+    # The admin client must outlive the futures: its destruction cancels them.
+    admin, trap = _trapped_admin(client_config)
     futures = admin.delete_topics(unique, operation_timeout=timeout, request_timeout=timeout)
     outcome: dict[str, str] = {}
     failures: list[str] = []
     for name in unique:
         try:
-            futures[name].result(timeout=timeout + 5.0)
+            trap.wait(futures[name], timeout + 5.0)
+        except KafkaSetupError:
+            raise
         except Exception as exc:
             err = _kafka_error(exc)
             if err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:

@@ -30,13 +30,21 @@ class VectorStore(Protocol):
     ) -> None: ...
 
 
-def open_chroma_client(*, host: str | None, port: int, path: Path) -> Any:
+def open_chroma_client(
+    *, host: str | None, port: int, path: Path, auth_token: str | None = None
+) -> Any:
     """``HttpClient`` when a host is given (required with several workers), else embedded."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     # Telemetry would try to reach the internet from every worker.
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if host and auth_token:
+        chroma_settings = ChromaSettings(
+            anonymized_telemetry=False,
+            chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+            chroma_client_auth_credentials=auth_token,
+        )
     if host:
         logger.info("ChromaDB server at %s:%d", host, port)
         return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from models.pipeline import BatchResult, LabelingPipeline
+from models.redaction import redact
 from monitoring.metrics import WorkerMetrics
 from schemas import DeadLetter, DeadLetterReason, FieldLimits, LabeledTicket, MonitorRecord, Ticket
 from stream.outputs import labeled_ticket, monitor_record, vector_metadata
@@ -40,7 +41,7 @@ class BatchLimits:
     max_message_bytes: int
     dlq_keep_bytes: int
     review_threshold: float
-    store_text: bool = False
+    document: str = "none"  # none | redacted | full: the model text kept in the vector store
 
 
 @dataclass
@@ -168,7 +169,11 @@ class BatchLabeler:
         ids = [labeled[i].ticket_id for i in rows]
         vectors = results.vectors[rows]
         metadatas = [vector_metadata(labeled[i]) for i in rows]
-        documents = [results.texts[i] for i in rows] if self.limits.store_text else None
+        documents = None
+        if self.limits.document == "full":
+            documents = [results.texts[i] for i in rows]
+        elif self.limits.document == "redacted":
+            documents = [redact(results.texts[i]) for i in rows]
         loop = asyncio.get_running_loop()
         delay = self.retry_initial_s
         while True:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_KAFKA_VERSION = "4.1.2"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 _MARKER = ".complete"
 _LOG_TAIL_LINES = 40
@@ -153,9 +154,17 @@ class LocalKafkaBroker:
         controller_port: int,
         heap: str = "512m",
         host: str = "127.0.0.1",
+        sasl_port: int | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
+        """``sasl_port`` + ``scram_users`` add a SASL_PLAINTEXT listener with SCRAM-SHA-256/512
+        users (name -> password) created at format time, for testing authenticated clients."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
+        if (sasl_port is None) != (not scram_users):
+            raise ValueError("sasl_port and scram_users go together")
+        self.sasl_port = sasl_port
+        self.scram_users = dict(scram_users or {})
         self.version = version
         self.cache_dir = Path(cache_dir).expanduser().resolve()
         self.state_dir = Path(state_dir).expanduser().resolve()
@@ -252,6 +261,24 @@ class LocalKafkaBroker:
 
     # ------------------------------------------------------------------ config
     def server_properties(self) -> dict[str, str]:
+        properties = self._plaintext_properties()
+        if self.sasl_port is not None:
+            sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
+            jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            properties["listeners"] += f",{sasl}"
+            properties["advertised.listeners"] += f",{sasl}"
+            properties["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            properties["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            for mechanism in SCRAM_MECHANISMS:
+                key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+                properties[key] = jaas
+        return properties
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        return f"{self.host}:{self.sasl_port}" if self.sasl_port is not None else None
+
+    def _plaintext_properties(self) -> dict[str, str]:
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -305,6 +332,9 @@ class LocalKafkaBroker:
             "-t", cluster_id,
             "-c", str(self.properties_file),
         ]  # fmt: skip
+        for name, password in self.scram_users.items():
+            for mechanism in SCRAM_MECHANISMS:
+                cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         logger.info("formatting KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
         if proc.returncode != 0 or not (self.data_dir / "meta.properties").exists():
@@ -370,7 +400,11 @@ class LocalKafkaBroker:
 
         started = time.monotonic()
         self.ensure_jars()
-        for port in (self.port, self.controller_port):
+        for port in (
+            self.port,
+            self.controller_port,
+            *([self.sasl_port] if self.sasl_port else []),
+        ):
             if not _port_bindable(self.host, port):
                 raise BrokerError(
                     f"cannot start the local Kafka broker: {self.host}:{port} is already in use "

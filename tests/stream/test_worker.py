@@ -166,7 +166,7 @@ def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
     from schemas import MonitorRecord
     from stream.outputs import unpack_vector
 
-    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+    labeler, _, _, store, _ = make_labeler(tmp_path)
     monitor = Recorder()
     labeler.send_monitor = monitor
     asyncio.run(labeler.handle([event(0, ticket("A", "printer broken")), event(1, b"{bad")]))
