@@ -68,7 +68,7 @@ def create_topics(
     failures: list[str] = []
     for name in unique:
         try:
-            trap.wait(futures[name], timeout + 5.0)
+            trap.wait(futures[name], timeout + 5.0, poll=admin.poll)
         except KafkaSetupError:
             raise
         except Exception as exc:
@@ -140,7 +140,7 @@ def delete_topics(
     failures: list[str] = []
     for name in unique:
         try:
-            trap.wait(futures[name], timeout + 5.0)
+            trap.wait(futures[name], timeout + 5.0, poll=admin.poll)
         except KafkaSetupError:
             raise
         except Exception as exc:

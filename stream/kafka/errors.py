@@ -56,10 +56,17 @@ class ErrorTrap:
                 "KAFKA_SASL_PASSWORD (and the TLS files)."
             )
 
-    def wait(self, future: Future[T], timeout: float) -> T:
-        """``future.result(timeout)``, but raise at once when a fatal error is trapped."""
+    def wait(
+        self, future: Future[T], timeout: float, poll: Callable[[float], Any] | None = None
+    ) -> T:
+        """``future.result(timeout)``, but raise at once when a fatal error is trapped.
+
+        ``poll`` serves the client's callbacks (an AdminClient only runs ``error_cb`` there).
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if poll is not None:
+                poll(0)
             self.check()
             left = deadline - time.monotonic()
             try:
