@@ -57,8 +57,16 @@ class Settings(BaseSettings):
     )
     metrics_bind: str = "0.0.0.0"
     worker_commit_interval_s: float = 2.8
+    worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once = Faust transactions (transactional producer, read_committed).",
+    )
     lag_interval_s: float = 5.0
     review_threshold: float = 0.6
+    review_precision: float = Field(
+        default=0.90,
+        description="ticketflow train: per-target review thresholds aim at this precision.",
+    )
     dlq_keep_bytes: int = 65_536
 
     # Input limits
@@ -93,6 +101,28 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+
+    # Drift monitor (``ticketflow monitor``)
+    monitor_app_id: str = Field(
+        default="ticketflow-monitor", description="Consumer group of the drift monitor."
+    )
+    monitor_metrics_port: int = Field(default=6067, description="Monitor /metrics port.")
+    kafka_topic_drift: str = Field(
+        default="drift-events", description="One record per window in which drift was detected."
+    )
+    drift_window_size: int = Field(default=500, description="A window closes after N tickets…")
+    drift_window_seconds: float = Field(default=300.0, description="…or T seconds.")
+    drift_min_window: int = Field(default=50, description="Smaller windows are not evaluated.")
+    drift_reference_dir: Path = Path("data/reference")
+    drift_reference_size: int = Field(default=2000, description="Rows sampled into a reference.")
+    drift_embedding_method: Literal["mmd", "model", "distance", "ratio"] = "mmd"
+    drift_embedding_threshold: float | None = Field(
+        default=None, description="None = Evidently's default for the method."
+    )
+    drift_p_value: float = 0.001
+    drift_share_threshold: float = 0.5
+    drift_report_dir: Path = Path("reports/evidently")
+    drift_report_min_interval_s: float = 900.0
 
     @property
     def field_limits(self) -> FieldLimits:

@@ -1,6 +1,7 @@
 """Event contracts at every boundary. A leaf package: it imports no other project package."""
 
 from schemas.dead_letter import DeadLetter, DeadLetterReason
+from schemas.drift import DriftEvent, FeatureDrift
 from schemas.labeled import LabeledTicket, LabelScore, SourcePosition, TargetPrediction
 from schemas.monitoring import MonitorRecord
 from schemas.ticket import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
@@ -9,6 +10,8 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DeadLetter",
     "DeadLetterReason",
+    "DriftEvent",
+    "FeatureDrift",
     "FieldLimits",
     "LabelScore",
     "LabeledTicket",

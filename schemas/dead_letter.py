@@ -28,6 +28,9 @@ class DeadLetter(BaseModel):
     original_truncated: bool = Field(
         default=False, description="True when only the first bytes of a huge payload are kept."
     )
+    original_key: str | None = Field(
+        default=None, description="The Kafka key of the original event (UTF-8, lossy)."
+    )
     ticket_id: str | None = Field(
         default=None, description="Best-effort id, when one was readable."
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.dead_letter import DeadLetter
+from schemas.drift import DriftEvent
 from schemas.labeled import LabeledTicket
 from schemas.monitoring import MonitorRecord
 from schemas.ticket import Ticket
@@ -18,6 +19,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "labeled-ticket": LabeledTicket,
     "dead-letter": DeadLetter,
     "monitor-record": MonitorRecord,
+    "drift-event": DriftEvent,
 }
 
 

@@ -46,6 +46,7 @@ def create_app(
         producer_max_request_size=settings.kafka_max_message_bytes + 65_536,
         consumer_max_fetch_size=settings.kafka_max_message_bytes + 65_536,
         broker_commit_interval=settings.worker_commit_interval_s,
+        processing_guarantee=settings.worker_processing_guarantee,
     )
 
     def raw_topic(name: str) -> faust.TopicT:

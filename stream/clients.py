@@ -321,6 +321,7 @@ def consume(
     timeout_s: float,
     group_id: str | None = None,
     from_beginning: bool = True,
+    read_committed: bool = False,
 ) -> Generator[dict[str, Any], None, None]:
     """Yield the decoded values of ``topic`` until ``max_messages`` or ``timeout_s`` of quiet.
 
@@ -333,6 +334,8 @@ def consume(
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         # Committing offsets for a throwaway group would only leave clutter on the broker.
         "enable.auto.commit": group_id is not None,
+        # read_committed hides records of aborted transactions (exactly-once producers).
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
     }
     config, trap = trapped(config)
     consumer = Consumer(config)

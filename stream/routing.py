@@ -94,7 +94,12 @@ def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> 
 
 
 def dead_letter(
-    raw: bytes | None, rejected: Rejected, position: Position, *, keep_bytes: int
+    raw: bytes | None,
+    rejected: Rejected,
+    position: Position,
+    *,
+    keep_bytes: int,
+    key: bytes | None = None,
 ) -> DeadLetter:
     payload = raw or b""
     original, encoding, truncated = DeadLetter.encode_original(payload, keep_bytes)
@@ -103,6 +108,7 @@ def dead_letter(
         original_encoding=encoding,
         original_size=len(payload),
         original_truncated=truncated,
+        original_key=key.decode("utf-8", errors="replace")[:1_000] if key is not None else None,
         ticket_id=rejected.ticket_id,
         error_type=rejected.error_type,
         reason=rejected.reason,

@@ -157,7 +157,11 @@ class BatchLabeler:
             rejected.reason,
         )
         return dead_letter(
-            event.value, rejected, event.position, keep_bytes=self.limits.dlq_keep_bytes
+            event.value,
+            rejected,
+            event.position,
+            keep_bytes=self.limits.dlq_keep_bytes,
+            key=event.key,
         )
 
     async def _write_vectors(self, labeled: Sequence[LabeledTicket], results: BatchResult) -> None:

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas import DeadLetterReason, FieldLimits, Ticket
 from stream.routing import MAX_JSON_DEPTH, Position, Rejected, dead_letter, decode_ticket
@@ -89,3 +91,36 @@ def test_dead_letter_carries_position_and_original() -> None:
         41,
     )
     assert letter.original_size == len(raw)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=2_000),
+        st.text(max_size=2_000).map(str.encode),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=50),
+            lambda children: (
+                st.lists(children, max_size=5)
+                | st.dictionaries(st.text(max_size=10), children, max_size=5)
+            ),
+            max_leaves=60,
+        ).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        st.fixed_dictionaries(
+            {"ticket_id": st.text(max_size=30) | st.integers() | st.none()},
+            optional={
+                "subject": st.text(max_size=100) | st.integers(),
+                "body": st.text(max_size=300) | st.lists(st.text(max_size=5)),
+                "tags": st.lists(st.text(max_size=20), max_size=60) | st.text(max_size=20),
+                "created_at": st.text(max_size=30),
+            },
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_decode_never_raises_and_always_explains(raw: bytes) -> None:
+    result = decode(raw)
+    assert isinstance(result, Ticket | Rejected)
+    if isinstance(result, Rejected):
+        assert result.reason
+        letter = dead_letter(raw, result, Position("t", 0, 0), keep_bytes=512)
+        assert letter.original_size == len(raw)
