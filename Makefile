@@ -31,15 +31,18 @@ $(VENV)/.installed: pyproject.toml
 	$$UV pip install --quiet --python $(PY) -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
-lint: install ## ruff and mypy
+lint: install lint-deploy ## ruff and mypy, then lint-deploy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install ## install, then run the whole suite (unit + integration on a real Kafka broker)
+test: install lint-deploy ## install, lint the deploy files, run the whole suite (unit + integration on a real Kafka broker)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider
+
+lint-deploy: ## hadolint, kustomize + kubeconform (KEDA schema), actionlint; tools cached in ~/.cache/ticketflow/tools
+	.ci/lint-deploy
 
 unit: install ## only the fast unit tests
 	$(PY) -m pytest -m unit -q
@@ -67,10 +70,13 @@ demo: install ## broker, training on sample data, worker, tickets in, labels out
 bench: install ## throughput: bare encoder vs the full pipeline through Kafka
 	$(PY) -m bench.pipeline
 
+eval: install ## compare candidate models on ../shared/datasets (docs/model-quality.md)
+	$(TF) experiments --out reports/experiments
+
 schemas: install ## regenerate schemas/json from the pydantic models
 	$(PY) -m schemas.export
 
 clean: ## remove local state (broker data, vector store, demo outputs)
 	rm -rf .state reports
 
-.PHONY: help install lint test unit demo bench schemas clean
+.PHONY: help install lint lint-deploy test unit demo bench eval schemas clean

@@ -47,6 +47,31 @@ def register(commands: Any) -> None:
     consume.add_argument("--group", help="consumer group (default: a fresh one)")
     consume.set_defaults(handler=run_consume)
 
+    monitor = commands.add_parser("monitor", help="run the drift monitor (windows + Evidently)")
+    monitor.add_argument("--no-create-topics", action="store_true")
+    monitor.set_defaults(handler=run_monitor)
+
+    drift = commands.add_parser("drift", help="drift reference sets and Evidently reports")
+    drift_commands = drift.add_subparsers(dest="drift_command", required=True)
+    reference = drift_commands.add_parser(
+        "reference", help="build the reference set of a model from a ticket file"
+    )
+    reference.add_argument("--data", type=Path, required=True, help="JSONL, CSV or Parquet")
+    reference.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN")
+    reference.add_argument("--limit", type=int, help="use only the first N rows")
+    reference.add_argument("--version", help="model version (default: MODEL_VERSION or current)")
+    reference.add_argument("--seed", type=int, default=42)
+    reference.set_defaults(handler=run_drift_reference)
+    report = drift_commands.add_parser(
+        "report", help="write an Evidently HTML report of recent tickets vs the reference"
+    )
+    report.add_argument(
+        "--window", type=int, help="the last N monitor records (default: DRIFT_WINDOW_SIZE)"
+    )
+    report.add_argument("--input", type=Path, help="read monitor records from this JSONL file")
+    report.add_argument("--out", type=Path, help="HTML path (default: under DRIFT_REPORT_DIR)")
+    report.set_defaults(handler=run_drift_report)
+
 
 def local_broker(settings: Settings) -> Any:
     from stream.kafka.local_broker import LocalKafkaBroker
@@ -145,4 +170,215 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
         group_id=args.group,
     ):
         print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+def _drift_config(settings: Settings) -> Any:
+    from monitoring.drift import DriftConfig
+
+    return DriftConfig(
+        embedding_method=settings.drift_embedding_method,
+        embedding_threshold=settings.drift_embedding_threshold,
+        p_value=settings.drift_p_value,
+        share_threshold=settings.drift_share_threshold,
+    )
+
+
+def run_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client import start_http_server
+
+    from monitoring.drift_metrics import MonitorMetrics
+    from monitoring.report import ReportLimiter
+    from stream.monitor import (
+        DriftMonitor,
+        install_stop_handlers,
+        reference_loader,
+        run_monitor_loop,
+    )
+    from stream.topics import create_topics
+
+    logging.getLogger().setLevel(settings.log_level)
+    config = settings.kafka_client_config()
+    if not args.no_create_topics:
+        create_topics(
+            config,
+            [settings.kafka_topic_monitor, settings.kafka_topic_drift],
+            partitions=settings.kafka_topic_partitions,
+            replication=settings.kafka_topic_replication,
+        )
+    import evidently.metrics.embeddings  # noqa: F401  (slow first import: not on the first window)
+
+    metrics = MonitorMetrics()
+    start_http_server(
+        settings.monitor_metrics_port, addr=settings.metrics_bind, registry=metrics.registry
+    )
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidently-report") as reporter:
+        monitor = DriftMonitor(
+            references=reference_loader(settings.drift_reference_dir),
+            metrics=metrics,
+            publish=lambda key, value: None,  # replaced by the loop's producer
+            config=_drift_config(settings),
+            window_size=settings.drift_window_size,
+            window_seconds=settings.drift_window_seconds,
+            min_window=settings.drift_min_window,
+            report_dir=settings.drift_report_dir,
+            report_limiter=ReportLimiter(settings.drift_report_min_interval_s),
+            reporter=reporter,
+        )
+        logger.info(
+            "monitor: %s -> windows of %d tickets / %.0fs -> %s; metrics on :%d",
+            settings.kafka_topic_monitor,
+            settings.drift_window_size,
+            settings.drift_window_seconds,
+            settings.kafka_topic_drift,
+            settings.monitor_metrics_port,
+        )
+        run_monitor_loop(
+            monitor,
+            {
+                **config,
+                "group.id": settings.monitor_app_id,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": "true",
+            },
+            config,
+            topic=settings.kafka_topic_monitor,
+            drift_topic=settings.kafka_topic_drift,
+            stop=stop,
+        )
+    return 0
+
+
+def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from models.datasets import ColumnMapping, read_table, rows_to_dicts
+    from models.embedding import SentenceTransformerEncoder
+    from models.pipeline import LabelingPipeline
+    from models.registry import ModelRegistry
+    from monitoring.reference import write_reference
+    from schemas import Ticket
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    model = registry.load(args.version or settings.model_version)
+    frame = read_table(args.data)
+    if args.limit is not None:
+        frame = frame.head(args.limit)
+    tickets = []
+    for row in rows_to_dicts(frame, ColumnMapping.parse(args.map), id_prefix=args.data.stem):
+        try:
+            tickets.append(Ticket.model_validate(row, context={"limits": settings.field_limits}))
+        except ValidationError:
+            continue
+    if not tickets:
+        print(f"{args.data}: no valid tickets", file=sys.stderr)
+        return 2
+    encoder = SentenceTransformerEncoder(
+        model.metadata.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+    )
+    pipeline = LabelingPipeline(
+        encoder, model.classifier, max_text_chars=model.metadata.max_text_chars
+    )
+    result = pipeline.run(tickets)
+    thresholds = pipeline.review_thresholds(settings.review_threshold)
+    targets = list(model.metadata.targets)
+    path = write_reference(
+        settings.drift_reference_dir,
+        model_version=model.metadata.version,
+        vectors=result.vectors,
+        labels={t: [p[t].label for p in result.predictions] for t in targets},
+        probabilities={t: [p[t].probability for p in result.predictions] for t in targets},
+        text_lengths=[len(text) for text in result.texts],
+        languages=[t.language for t in tickets],
+        needs_review=[
+            any(p[t].probability < thresholds[t] for t in targets) for p in result.predictions
+        ],
+        sample_size=settings.drift_reference_size,
+        seed=args.seed,
+    )
+    print(f"reference of model {model.metadata.version}: {len(tickets)} tickets -> {path}")
+    return 0
+
+
+def _latest_monitor_records(settings: Settings, count: int) -> list[Any]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas import MonitorRecord
+
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.monitor_app_id}-report",
+            "enable.auto.commit": "false",
+        }
+    )
+    try:
+        topic = settings.kafka_topic_monitor
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        assignment = []
+        remaining = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = max(low, high - count)
+            remaining += high - start
+            assignment.append(TopicPartition(topic, partition, start))
+        consumer.assign(assignment)
+        records = []
+        while remaining > 0:
+            messages = consumer.consume(num_messages=500, timeout=5.0)
+            if not messages:
+                break
+            for message in messages:
+                remaining -= 1
+                if not message.error():
+                    records.append(MonitorRecord.model_validate_json(message.value() or b""))
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: r.processed_time)
+    return records[-count:]
+
+
+def run_drift_report(args: argparse.Namespace, settings: Settings) -> int:
+    from monitoring.drift import detect_drift
+    from monitoring.reference import load_reference
+    from monitoring.report import report_path, write_report
+    from schemas import MonitorRecord
+    from stream.monitor import records_sample
+
+    count = args.window or settings.drift_window_size
+    if args.input:
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+        records = [MonitorRecord.model_validate_json(x) for x in lines if x.strip()][-count:]
+    else:
+        records = _latest_monitor_records(settings, count)
+    if not records:
+        print("no monitor records to report on", file=sys.stderr)
+        return 2
+    version = records[-1].model_version
+    records = [r for r in records if r.model_version == version]
+    reference = load_reference(settings.drift_reference_dir, version)
+    current = records_sample(records)
+    config = _drift_config(settings)
+    result = detect_drift(reference.sample, current, config)
+    path = write_report(
+        reference.sample,
+        current,
+        args.out or report_path(settings.drift_report_dir, version),
+        model_version=version,
+        reference_version=reference.reference_version,
+        embedding_threshold=config.threshold,
+    )
+    for feature in result.features:
+        flag = "DRIFT" if feature.drifted else "ok"
+        print(f"{feature.feature:24} {feature.method:16} {feature.score:8.4f}  {flag}")
+    print(f"{len(records)} records of model {version}: drifted={result.drifted}; report: {path}")
     return 0

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.pipeline"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.pipeline", "tests.fixtures.monitoring"]
 
 _outcomes: dict[str, int] = {"integration_passed": 0, "integration_skipped": 0}
 

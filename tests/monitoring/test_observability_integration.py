@@ -1,0 +1,229 @@
+"""A real Prometheus scrapes a real worker and a real monitor while tickets flow.
+
+Then every PromQL expression of every dashboard panel and alert rule is sent to Prometheus'
+HTTP API and must return data; alerts that can only fire on a failure are listed in
+``FIRES_ONLY_ON_FAILURE`` with a probe expression (their inputs) that must return data.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.sample import generate_tickets
+from schemas import DriftEvent
+from stream.clients import consume, produce_events, produce_raw
+from stream.kafka.local_broker import free_port
+from tests.fixtures.monitoring import (
+    REPO,
+    PrometheusServer,
+    ServiceProcess,
+    alert_rules,
+    dashboard_queries,
+    monitor_factory,  # noqa: F401  (fixture)
+    prometheus_factory,  # noqa: F401  (fixture)
+)
+from tests.fixtures.pipeline import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+WINDOW = 100
+IN_DISTRIBUTION = 300  # 3 windows
+SHIFTED = 200  # 2 windows
+SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
+
+# Alert -> an expression over the same inputs that must return data in a healthy system.
+FIRES_ONLY_ON_FAILURE = {
+    "TicketflowWorkerDown": 'up{job="ticketflow-worker"}',
+    "TicketflowMonitorDown": 'up{job="ticketflow-monitor"}',
+    "TicketflowConsumerLagGrowing": "sum by (topic) (delta(ticketflow_consumer_lag[5m]))",
+    "TicketflowDeadLetterSpike": (
+        "sum(rate(ticketflow_tickets_dead_lettered_total[5m]))"
+        " / clamp_min(sum(rate(ticketflow_tickets_consumed_total[5m])), 1e-9)"
+    ),
+    "TicketflowNoThroughput": "sum(rate(ticketflow_tickets_labeled_total[10m]))",
+}
+
+
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, diagnose: Callable[[], str]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}\n{diagnose()}")
+
+
+def metric(prometheus: PrometheusServer, expr: str) -> float:
+    result = prometheus.query(expr)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
+    worker_env: dict[str, str],
+    kafka_config: dict[str, str],
+    tmp_path: Path,
+    prometheus_factory: Any,  # noqa: F811
+    monitor_factory: Any,  # noqa: F811
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **worker_env,
+        "KAFKA_TOPIC_MONITOR": f"t-monitoring-{suffix}",
+        "KAFKA_TOPIC_DRIFT": f"t-drift-events-{suffix}",
+        "MONITOR_APP_ID": f"ticketflow-monitor-{suffix}",
+        "MONITOR_METRICS_PORT": str(free_port()),
+        "DRIFT_WINDOW_SIZE": str(WINDOW),
+        "DRIFT_WINDOW_SECONDS": "600",
+        "DRIFT_MIN_WINDOW": "30",
+        "DRIFT_REFERENCE_DIR": str(tmp_path / "reference"),
+        "DRIFT_REPORT_DIR": str(tmp_path / "reports"),
+        "DRIFT_REPORT_MIN_INTERVAL_S": "3600",
+    }
+    # 1. The reference set of the current model, from a fresh labelled sample.
+    reference_data = tmp_path / "reference.jsonl"
+    cli = [sys.executable, "-m", "ticketflow_cli"]
+    subprocess.run(
+        [*cli, "sample", "--n", "400", "--seed", "1001", "--out", str(reference_data)],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
+    subprocess.run(
+        [*cli, "drift", "reference", "--data", str(reference_data)],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
+
+    # 2. Worker, monitor and Prometheus.
+    worker = WorkerProcess(env=env, log=tmp_path / "worker.log", port=int(env["METRICS_PORT"]))
+    worker.start()
+    monitor: ServiceProcess = monitor_factory(env)
+    prometheus: PrometheusServer = prometheus_factory(
+        int(env["METRICS_PORT"]), int(env["MONITOR_METRICS_PORT"])
+    )
+
+    def diagnose() -> str:
+        return (
+            f"--- worker\n{worker.tail(30)}\n--- monitor\n{monitor.tail(30)}\n"
+            f"--- prometheus\n{prometheus.tail(10)}"
+        )
+
+    try:
+        worker.wait_ready()
+        wait_for(
+            "both targets up",
+            lambda: set(prometheus.targets_up().values()) == {"up"},
+            60,
+            diagnose,
+        )
+        tickets = env["KAFKA_TOPIC_TICKETS"]
+
+        # 3. In-distribution traffic (and a few broken events for the dead-letter panels).
+        stream = generate_tickets(IN_DISTRIBUTION, seed=2002)
+        for row in stream:
+            row["ticket_id"] = f"in-{row['ticket_id']}"
+        produce_events(kafka_config, tickets, stream, progress=False)
+        produce_raw(kafka_config, tickets, [(None, b"{not json") for _ in range(3)])
+        wait_for(
+            "3 in-distribution windows",
+            lambda: metric(prometheus, "sum(ticketflow_drift_windows_total)") >= 3,
+            420,
+            diagnose,
+        )
+        in_ok = metric(prometheus, 'sum(ticketflow_drift_windows_total{outcome="ok"})')
+        in_events = metric(prometheus, "sum(ticketflow_drift_events_total)")
+
+        # 4. A shifted stream: only billing and returns tickets.
+        pool = generate_tickets(SHIFTED * 6, seed=3003)
+        shifted = [r for r in pool if r["queue"] in SHIFTED_QUEUES][:SHIFTED]
+        assert len(shifted) == SHIFTED
+        for row in shifted:
+            row["ticket_id"] = f"shift-{row['ticket_id']}"
+        produce_events(kafka_config, tickets, shifted, progress=False)
+        wait_for(
+            "2 shifted windows",
+            lambda: metric(prometheus, "sum(ticketflow_drift_windows_total)") >= 5,
+            420,
+            diagnose,
+        )
+        events = [
+            DriftEvent.model_validate(record)
+            for record in consume(
+                kafka_config, env["KAFKA_TOPIC_DRIFT"], max_messages=10, timeout_s=10
+            )
+        ]
+        report_dir = Path(env["DRIFT_REPORT_DIR"])
+        wait_for(
+            "the evidently report",
+            lambda: (
+                any(report_dir.glob("*.html"))
+                and metric(prometheus, "sum(ticketflow_drift_reports_total)") >= 1
+            ),
+            300,
+            diagnose,
+        )
+        time.sleep(3)  # a few more scrapes and rule evaluations
+
+        # 5. Every dashboard and alert expression.
+        empty = []
+        answered = {}
+        for where, expr in dashboard_queries():
+            result = prometheus.query(expr)
+            answered[where] = len(result)
+            if not result:
+                empty.append(f"{where}: {expr}")
+        alerts = dict(alert_rules())
+        assert set(FIRES_ONLY_ON_FAILURE) < set(alerts)
+        for name, expr in alerts.items():
+            probe = FIRES_ONLY_ON_FAILURE.get(name)
+            if probe is None:
+                result = prometheus.query(expr)
+                answered[f"alert {name}"] = len(result)
+                if not result:
+                    empty.append(f"alert {name}: {expr}")
+            else:
+                assert prometheus.query(expr) == [], f"{name} fires in a healthy run"
+                result = prometheus.query(probe)
+                answered[f"alert {name} (probe)"] = len(result)
+                if not result:
+                    empty.append(f"alert {name} probe: {probe}")
+        print(json.dumps(answered, indent=1))
+        assert not empty, "queries without data:\n" + "\n".join(empty) + "\n" + diagnose()
+
+        # 6. The drift numbers: no drift in distribution, drift within 2 shifted windows.
+        print(f"in-distribution windows ok={in_ok} events={in_events}; drift events {events}")
+        assert in_ok == 3 and in_events == 0, diagnose()
+        assert 1 <= len(events) <= 2
+        assert events[0].window_size == WINDOW
+        assert any(f.feature == "label:queue" and f.drifted for f in events[0].features)
+        assert events[0].report_path is not None
+        html = Path(events[0].report_path).read_text(encoding="utf-8")
+        assert "Drift in embeddings" in html and "Dataset Drift" in html
+
+        # 7. On demand: the last window of the monitor topic (the shifted tickets).
+        on_demand = tmp_path / "on-demand.html"
+        run = subprocess.run(
+            [*cli, "drift", "report", "--window", str(WINDOW), "--out", str(on_demand)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"{WINDOW} records of model" in run.stdout and "drifted=True" in run.stdout
+        assert "Drift in embeddings" in on_demand.read_text(encoding="utf-8")
+    finally:
+        worker.stop()
