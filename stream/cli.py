@@ -150,7 +150,13 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         print(f"published {sent} generated tickets to {topic}")
         return 0
     report = produce_file(
-        config, topic, args.path, mapping=ColumnMapping.parse(args.map), rate=args.rate
+        config,
+        topic,
+        args.path,
+        mapping=ColumnMapping.parse(args.map),
+        rate=args.rate,
+        # Rows the worker would dead-letter for size are reported here with their line number.
+        max_bytes=settings.kafka_max_message_bytes,
     )
     for line, reason in report.skipped:
         print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
