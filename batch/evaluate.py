@@ -8,12 +8,52 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from models.classifier import TicketClassifier
+from models.classifier import TicketClassifier, threshold_for_precision
 from models.embedding import FloatMatrix
 
 logger = logging.getLogger(__name__)
+
+ROUTE_PRECISIONS = (0.80, 0.90, 0.95)
+
+
+def expected_calibration_error(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    *,
+    bins: int = 15,
+) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width bins.
+
+    Weighted by the share of predictions in each bin; 15 bins as in Guo et al. (2017).
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if len(conf) == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(conf[mask].mean() - ok[mask].mean())
+    return float(total)
+
+
+def confidence_metrics(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    precisions: Sequence[float] = ROUTE_PRECISIONS,
+) -> dict[str, Any]:
+    """ECE and the auto-route curve: coverage (and cut) at each precision level."""
+    route = {}
+    for precision in precisions:
+        threshold, coverage = threshold_for_precision(confidence, correct, precision)
+        route[f"{precision:.2f}"] = {"threshold": min(threshold, 1.0), "coverage": coverage}
+    return {"ece": expected_calibration_error(confidence, correct), "auto_route": route}
 
 
 def target_metrics(
@@ -42,10 +82,11 @@ def evaluate_classifier(
     vectors: FloatMatrix,
     labels: Mapping[str, Sequence[str]],
     *,
+    texts: Sequence[str] | None = None,
     figure_dir: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per target; with ``figure_dir`` also a confusion-matrix PNG per target."""
-    predictions = classifier.predict(vectors)
+    predictions = classifier.predict(vectors, texts)
     metrics: dict[str, dict[str, Any]] = {}
     for target in classifier.targets:
         if target not in labels:
@@ -55,6 +96,12 @@ def evaluate_classifier(
         known = classifier.labels(target)
         all_labels = known + sorted(set(y_true) - set(known))
         metrics[target] = target_metrics(y_true, y_pred, all_labels)
+        metrics[target].update(
+            confidence_metrics(
+                [p[target].probability for p in predictions],
+                [t == p for t, p in zip(y_true, y_pred, strict=True)],
+            )
+        )
         if figure_dir is not None:
             plot_confusion(
                 y_true, y_pred, all_labels, figure_dir / f"confusion-{target}.png", target
@@ -101,6 +148,12 @@ def format_report(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(
             f"== {target}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  (n={m['n']})"
         )
+        if "ece" in m:
+            route = "  ".join(
+                f"p≥{level}: {r['coverage']:.0%} (cut {r['threshold']:.2f})"
+                for level, r in m["auto_route"].items()
+            )
+            lines.append(f"   ECE {m['ece']:.3f}  auto-route coverage {route}")
         lines.append(f"   {'class':<32} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}")
         for label, row in m["per_class"].items():
             lines.append(

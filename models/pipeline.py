@@ -46,7 +46,13 @@ class LabelingPipeline:
         texts = build_texts(tickets, max_chars=self.max_text_chars)
         vectors = self.encoder.encode(texts)
         embedded = time.perf_counter()
-        predictions = self.classifier.predict(vectors) if len(vectors) else []
+        predictions: list[dict[str, Prediction]] = []
+        if len(vectors) and self.classifier.uses_text:
+            # The TF-IDF blocks read the same model text the encoder saw, built once above.
+            predictions = self.classifier.predict(vectors, texts)
+        elif len(vectors):
+            # Embedding-only models (and subclasses written for them) take the vectors alone.
+            predictions = self.classifier.predict(vectors)
         done = time.perf_counter()
         return BatchResult(
             texts=texts,

@@ -50,6 +50,10 @@ class ModelMetadata(BaseModel):
     embedding_dimension: int
     max_text_chars: int
     classifier: str = "LogisticRegression"
+    training_config: str | None = None  # batch.train.ModelConfig.name of the training run
+    review_precision: float | None = None  # the precision the review thresholds aim at
+    review_thresholds: dict[str, float] = Field(default_factory=dict)
+    train_seconds: dict[str, float] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
     data_path: str | None = None
     data_sha256: str | None = None

@@ -1,0 +1,135 @@
+"""The experiment harness: the protocol on small generated data (unit), and a small fast
+subset on the real data sets (slow; skipped where ../shared/datasets is absent)."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from batch import experiments
+from batch.embedding_cache import CachedEncoder
+from models.sample import generate_tickets
+from tests.helpers import HashingEncoder
+
+SHARED_DATASETS = experiments.default_datasets_dir()
+
+
+def _write_sets(root: Path) -> tuple[experiments.Task, experiments.Task]:
+    tickets = generate_tickets(240, seed=3)
+    (root / "a").mkdir(parents=True)
+    with (root / "a" / "tickets.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "body", "answer", "queue", "priority", "language"])
+        for t in tickets:
+            writer.writerow(
+                [t["subject"] or "", t["body"], "LEAK", t["queue"], t["priority"], t["language"]]
+            )
+    (root / "b").mkdir()
+    with (root / "b" / "tickets.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Document", "Topic_group"])
+        for t in tickets:
+            writer.writerow([t["body"].lower(), t["queue"]])
+    return (
+        experiments.Task("a", "a/tickets.csv", ("queue", "priority")),
+        experiments.Task("b", "b/tickets.csv", ("Topic_group",), ("body=Document",), rows=200),
+    )
+
+
+@pytest.mark.unit
+def test_harness_writes_the_table_and_picks_a_winner_by_cv(tmp_path: Path) -> None:
+    tasks = _write_sets(tmp_path / "data")
+    rows: list[dict[str, object]] = []
+    report = experiments.run_experiments(
+        tmp_path / "data",
+        HashingEncoder(),
+        out_dir=tmp_path / "out",
+        tasks=tasks,
+        candidates=experiments.quick_candidates(),
+        folds=3,
+        cost_encoder=HashingEncoder(),
+        progress=False,
+        on_row=rows.append,
+    )
+    assert report["protocol"]["b"]["rows_used"] == 200  # stratified subsample
+    assert report["protocol"]["a"]["rows_used"] == 240
+    # 3 targets x (majority, TF-IDF, hybrid, hybrid + temperature)
+    assert len(report["results"]) == len(rows) == 12
+    names = {r["candidate"] for r in report["results"]}
+    assert report["winner"] in names
+    row = next(r for r in report["results"] if r["task"] == "a" and r["target"] == "queue")
+    assert set(row["test"]["per_language_macro_f1"]) == {"de", "en"}
+    assert {"ece", "auto_route", "review_cut", "per_class"} <= set(row["test"])
+    assert row["cv"]["folds"] == 3
+    assert "inference_cost" in report
+    written = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert written["winner"] == report["winner"]
+    table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "## a / queue" in table and "cover@P≥0.90" in table and "majority class" in table
+
+
+@pytest.mark.unit
+def test_subsample_is_stratified_and_stable() -> None:
+    labels = ["x"] * 80 + ["y"] * 20
+    chosen = experiments.subsample_indices(labels, 50)
+    assert chosen == sorted(chosen) == experiments.subsample_indices(labels, 50)
+    assert sum(labels[i] == "y" for i in chosen) == 10
+    assert experiments.subsample_indices(labels, 500) == list(range(100))
+
+
+@pytest.mark.unit
+def test_embedding_cache_encodes_each_text_once(tmp_path: Path) -> None:
+    cached = CachedEncoder(HashingEncoder(), tmp_path)
+    first = cached.encode(["a b", "c d", "a b"])
+    assert cached.encoded == 2
+    again = CachedEncoder(HashingEncoder(), tmp_path)  # a new process: read from disk
+    second = again.encode(["c d", "a b"])
+    assert again.encoded == 0
+    assert (second == first[[1, 0]]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED_DATASETS / "bueck-v3" / "tickets.csv").is_file()
+    or not (SHARED_DATASETS / "endava-it" / "tickets.csv").is_file(),
+    reason=f"evaluation data sets not found in {SHARED_DATASETS} (they live outside the repo)",
+)
+def test_quick_subset_on_the_real_datasets(tmp_path: Path) -> None:
+    from batch.embedding_cache import DEFAULT_CACHE_DIR
+    from models.embedding import SentenceTransformerEncoder
+
+    encoder = CachedEncoder(
+        SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2"), DEFAULT_CACHE_DIR
+    )
+    report = experiments.run_experiments(
+        SHARED_DATASETS,
+        encoder,
+        out_dir=tmp_path,
+        candidates=experiments.quick_candidates(),
+        folds=3,
+        rows={"bueck-v3": 300, "endava-it": 300},
+        targets={"bueck-v3": ["queue"]},
+        progress=False,
+    )
+    by_name = {(r["task"], r["candidate"]): r for r in report["results"]}
+    for task in ("bueck-v3", "endava-it"):
+        majority = by_name[(task, "majority class")]["test"]["macro_f1"]
+        hybrid = by_name[(task, "hybrid + LR + temperature")]["test"]
+        # Far above chance even on 240 training rows; calibrated enough to mean something.
+        assert hybrid["macro_f1"] > majority + 0.15
+        assert hybrid["ece"] < 0.2
+    assert "per_language_macro_f1" in by_name[("bueck-v3", "majority class")]["test"]
+
+
+@pytest.mark.unit
+def test_cli_skips_with_a_clear_message_without_the_datasets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ticketflow_cli import build_parser
+
+    args = build_parser().parse_args(["experiments", "--datasets", str(tmp_path / "none")])
+    assert args.handler(args, None) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipping experiments:") and "bueck-v3/tickets.csv" in out
+    assert not (tmp_path / "reports").exists()
