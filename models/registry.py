@@ -7,6 +7,7 @@ Layout::
     <root>/<version>/metrics.json      evaluation on the held-out split
     <root>/<version>/confusion-<target>.png
     <root>/current                     text file naming the served version
+    <root>/history.jsonl               append-only: every promotion / rollback (who, when, why)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 CURRENT_FILE = "current"
+HISTORY_FILE = "history.jsonl"
 
 
 class RegistryError(RuntimeError):
@@ -68,6 +70,19 @@ class LoadedModel(BaseModel):
 
     classifier: TicketClassifier
     metadata: ModelMetadata
+
+
+class PromotionRecord(BaseModel):
+    """One line of ``history.jsonl``: the champion changed from ``previous`` to ``version``."""
+
+    version: str
+    previous: str | None
+    action: str  # promote | rollback | train
+    reason: str
+    by: str
+    at: datetime
+    forced: bool = False
+    report: str | None = None  # the retrain report that decided it, if any
 
 
 def sha256_file(path: Path) -> str:
@@ -134,7 +149,18 @@ class ModelRegistry:
             _atomic_write(directory / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         _atomic_write(directory / METADATA_FILE, metadata.model_dump_json(indent=2) + "\n")
         if make_current:
+            previous = self.current_version()
             self.set_current(metadata.version)
+            self.record(
+                PromotionRecord(
+                    version=metadata.version,
+                    previous=previous,
+                    action="train",
+                    reason="trained and made current (ticketflow train)",
+                    by=os.environ.get("USER") or "ticketflow",
+                    at=datetime.now(UTC),
+                )
+            )
         return directory
 
     def metadata(self, version: str) -> ModelMetadata:
@@ -182,3 +208,83 @@ class ModelRegistry:
         if not isinstance(classifier, TicketClassifier):
             raise ModelVerificationError(f"model {version}: {MODEL_FILE} is not a TicketClassifier")
         return LoadedModel(classifier=classifier, metadata=metadata)
+
+    # --- promotion history -------------------------------------------------------------------
+
+    def history(self) -> list[PromotionRecord]:
+        path = self.root / HISTORY_FILE
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [PromotionRecord.model_validate_json(line) for line in lines if line.strip()]
+
+    def record(self, entry: PromotionRecord) -> None:
+        """Append one line; the file is never rewritten (O_APPEND, one write per record)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = (entry.model_dump_json() + "\n").encode("utf-8")
+        fd = os.open(self.root / HISTORY_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def promote(
+        self,
+        version: str,
+        *,
+        by: str,
+        reason: str,
+        action: str = "promote",
+        forced: bool = False,
+        report: str | None = None,
+        now: datetime | None = None,
+    ) -> PromotionRecord:
+        """Make ``version`` current (its checksum verified first) and append it to the history."""
+        previous = self.current_version()
+        self.verify(version)
+        self.set_current(version)
+        entry = PromotionRecord(
+            version=version,
+            previous=previous,
+            action=action,
+            reason=reason,
+            by=by,
+            at=now or datetime.now(UTC),
+            forced=forced,
+            report=report,
+        )
+        self.record(entry)
+        return entry
+
+    def previous_champion(self) -> str | None:
+        """The version that was current before the current one (what ``rollback`` returns to)."""
+        # Replay the history as a stack of champions: a promotion pushes, a rollback pops.
+        stack: list[str] = []
+        for entry in self.history():
+            if entry.action == "rollback":
+                while stack and stack[-1] != entry.version:
+                    stack.pop()
+                if not stack:
+                    stack.append(entry.version)
+                continue
+            if not stack and entry.previous:
+                stack.append(entry.previous)
+            if not stack or stack[-1] != entry.version:
+                stack.append(entry.version)
+        current = self.current_version()
+        if not stack or stack[-1] != current:
+            return None  # the pointer was changed outside promote(): no reliable predecessor
+        return stack[-2] if len(stack) >= 2 else None
+
+    def verify(self, version: str) -> ModelMetadata:
+        """Checksum only (no unpickling): the artifact on disk is the one the metadata names."""
+        metadata = self.metadata(version)
+        model_path = self.path(version) / MODEL_FILE
+        actual = sha256_file(model_path) if model_path.is_file() else "missing"
+        if actual != metadata.model_sha256:
+            raise ModelVerificationError(
+                f"model {version}: {MODEL_FILE} sha256 {actual[:12]} does not match "
+                f"metadata {metadata.model_sha256[:12]}"
+            )
+        return metadata

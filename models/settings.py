@@ -124,6 +124,40 @@ class Settings(BaseSettings):
     drift_report_dir: Path = Path("reports/evidently")
     drift_report_min_interval_s: float = 900.0
 
+    # feedback / retraining / hot reload
+    kafka_topic_feedback: str = Field(
+        default="ticket-feedback", description="Label corrections by agents."
+    )
+    kafka_topic_model_updates: str = Field(
+        default="model-updates", description="Promotions and rollbacks, read by every worker."
+    )
+    feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
+    model_reload_enabled: bool = Field(
+        default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
+    )
+    model_reload_poll_s: float = Field(
+        default=60.0, description="Also check the registry's current pointer this often; 0 = off."
+    )
+    retrain_use_predicted: bool = Field(
+        default=True, description="Train on confident model labels next to human ones."
+    )
+    retrain_min_probability: float = Field(
+        default=0.9, description="Model labels below this probability are not trained on."
+    )
+    retrain_holdout_fraction: float = Field(
+        default=0.3, description="Share of human-labelled tickets held out for the comparison."
+    )
+    retrain_min_holdout: int = Field(
+        default=20, description="Fewer held-out human labels: no comparison, no promotion."
+    )
+    retrain_margin: float = Field(
+        default=0.01, description="Challenger macro-F1 must beat the champion by this much."
+    )
+    retrain_class_tolerance: float = Field(
+        default=0.05, description="No class's F1 may drop by more than this."
+    )
+    retrain_report_dir: Path = Path("reports/retrain")
+
     @property
     def field_limits(self) -> FieldLimits:
         return FieldLimits(

@@ -17,6 +17,7 @@ class DeadLetterReason(StrEnum):
     VALIDATION_ERROR = "validation_error"
     MESSAGE_TOO_LARGE = "message_too_large"
     PROCESSING_ERROR = "processing_error"
+    UNKNOWN_TICKET = "unknown_ticket"  # feedback for a ticket id the vector store does not hold
 
 
 class DeadLetter(BaseModel):

@@ -9,7 +9,9 @@ from pydantic import BaseModel
 
 from schemas.dead_letter import DeadLetter
 from schemas.drift import DriftEvent
+from schemas.feedback import LabelFeedback
 from schemas.labeled import LabeledTicket
+from schemas.model_update import ModelUpdate
 from schemas.monitoring import MonitorRecord
 from schemas.ticket import Ticket
 
@@ -20,6 +22,8 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "dead-letter": DeadLetter,
     "monitor-record": MonitorRecord,
     "drift-event": DriftEvent,
+    "label-feedback": LabelFeedback,
+    "model-update": ModelUpdate,
 }
 
 

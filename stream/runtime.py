@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from models.embedding import SentenceTransformerEncoder
+from models.embedding import Encoder, SentenceTransformerEncoder
 from models.pipeline import LabelingPipeline
 from models.registry import LoadedModel, ModelRegistry
 from models.settings import Settings
@@ -23,6 +23,15 @@ class Runtime:
     @property
     def model_version(self) -> str:
         return self.model.metadata.version
+
+
+def make_pipeline(encoder: Encoder, model: LoadedModel) -> LabelingPipeline:
+    """The serving pipeline of ``model`` on the already-loaded ``encoder``.
+
+    The one place that turns a verified model into a pipeline: the worker's start and its hot
+    reload (stream/reload.py) both call it.
+    """
+    return LabelingPipeline(encoder, model.classifier, max_text_chars=model.metadata.max_text_chars)
 
 
 def load_runtime(settings: Settings) -> Runtime:
@@ -67,6 +76,6 @@ def load_runtime(settings: Settings) -> Runtime:
         embedding_model=encoder.name,
         dimension=encoder.dimension,
     )
-    pipeline = LabelingPipeline(encoder, model.classifier, max_text_chars=metadata.max_text_chars)
+    pipeline = make_pipeline(encoder, model)
     logger.info("runtime ready: model %s, encoder %s", metadata.version, encoder.name)
     return Runtime(pipeline=pipeline, model=model, store=store)
