@@ -75,6 +75,51 @@ def register(commands: Any) -> None:
     )
     experiments.set_defaults(handler=run_experiments)
 
+    retrain = commands.add_parser(
+        "retrain",
+        help="challenger from the stored vectors + labels; promote it only when it is better",
+        description="Train a challenger on the vectors, documents and labels in ChromaDB "
+        "(human corrections first), compare it with the current model on held-out human "
+        "labels, register it, write a report and promote + announce it only when it wins.",
+    )
+    retrain.add_argument(
+        "--eval-file",
+        type=Path,
+        help="fixed evaluation set: ticket_id + one column per target (JSONL/CSV/Parquet); "
+        "the tickets must be in the store, they are never trained on",
+    )
+    retrain.add_argument(
+        "--if-drift",
+        action="store_true",
+        help="run only when a drift event arrived since the last promotion",
+    )
+    retrain.add_argument("--force", action="store_true", help="promote even if it loses")
+    retrain.add_argument("--no-promote", action="store_true", help="evaluate and register only")
+    retrain.add_argument("--c", type=float, help="LogisticRegression C (default: train's)")
+    retrain.add_argument(
+        "--features",
+        choices=["hybrid", "embedding"],
+        default="hybrid",
+        help="as for train: hybrid (default) or the embedding alone",
+    )
+    retrain.add_argument("--seed", type=int, default=42)
+    retrain.add_argument("--by", help="recorded as who promoted (default: $USER)")
+    retrain.set_defaults(handler=run_retrain)
+
+    models = commands.add_parser("models", help="list, promote or roll back registered models")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    models_commands.add_parser("list", help="versions (current marked *) and the history")
+    promote = models_commands.add_parser("promote", help="make VERSION current and announce it")
+    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("--reason", default="manual promotion")
+    promote.add_argument("--by", help="default: $USER")
+    rollback = models_commands.add_parser(
+        "rollback", help="back to the previous champion, announced"
+    )
+    rollback.add_argument("--reason", default="manual rollback")
+    rollback.add_argument("--by", help="default: $USER")
+    models.set_defaults(handler=run_models)
+
     evaluate = commands.add_parser("evaluate", help="evaluate a registered model on a file")
     _data_arguments(evaluate)
     evaluate.add_argument("--version", help="model version (default: current)")
@@ -236,4 +281,188 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+    return 0
+
+
+def _user(name: str | None) -> str:
+    import getpass
+
+    return name or getpass.getuser()
+
+
+# CLI glue only: the retrain / models commands talk to Kafka and ChromaDB through stream's
+# clients (imported lazily here); batch's library modules never import stream.
+
+
+def _announcer(settings: Settings) -> Any:
+    """Publish each ModelUpdate on model-updates (1 partition) and wait for the ack."""
+    from schemas import ModelUpdate
+    from stream.clients import produce_raw
+    from stream.topics import create_topics
+
+    config = settings.kafka_client_config()
+    create_topics(
+        config,
+        [settings.kafka_topic_model_updates],
+        partitions=1,
+        replication=settings.kafka_topic_replication,
+    )
+
+    def announce(update: ModelUpdate) -> None:
+        produce_raw(
+            config,
+            settings.kafka_topic_model_updates,
+            [(update.version.encode("utf-8"), update.model_dump_json().encode("utf-8"))],
+        )
+
+    return announce
+
+
+def drift_since(settings: Settings, since: Any, timeout_s: float = 5.0) -> list[Any]:
+    """Drift events detected after ``since`` (read from the start of the drift topic)."""
+    from schemas import DriftEvent
+    from stream.clients import consume
+
+    events = []
+    for record in consume(
+        settings.kafka_client_config(),
+        settings.kafka_topic_drift,
+        max_messages=None,
+        timeout_s=timeout_s,
+    ):
+        try:
+            event = DriftEvent.model_validate(record)
+        except ValueError:
+            continue
+        if event.detected_at > since:
+            events.append(event)
+    return events
+
+
+def last_promotion(registry: Any) -> Any:
+    current = registry.current_version()
+    if current is None:
+        return None
+    for entry in reversed(registry.history()):
+        if entry.version == current:
+            return entry.at
+    return registry.metadata(current).created_at
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from batch import promotion
+    from batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
+    from batch.train import EMBEDDING_LR, ModelConfig
+    from models.registry import ModelRegistry
+    from stream.vector_store import open_chroma_client
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    if args.if_drift:
+        since = last_promotion(registry)
+        if since is None:
+            raise SystemExit("no current model: run ticketflow train first")
+        events = drift_since(settings, since)
+        if not events:
+            print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
+            return 0
+        print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
+    client = open_chroma_client(
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        path=settings.chroma_path,
+        auth_token=(
+            settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None
+        ),
+    )
+    # get_collection, not get_or_create: retraining never declares a vector space itself.
+    stored = read_store(client.get_collection(settings.chroma_collection))
+    config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
+    if args.c is not None:
+        config = replace(config, c=args.c)
+    current = registry.current_version()
+    targets = registry.metadata(current).targets if current else []
+    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
+    result = retrain(
+        stored,
+        registry=registry,
+        policy=RetrainPolicy(
+            use_predicted=settings.retrain_use_predicted,
+            min_probability=settings.retrain_min_probability,
+            holdout_fraction=settings.retrain_holdout_fraction,
+            min_holdout=settings.retrain_min_holdout,
+            margin=settings.retrain_margin,
+            class_tolerance=settings.retrain_class_tolerance,
+        ),
+        config=config,
+        review_precision=settings.review_precision,
+        eval_labels=eval_labels,
+        force=args.force,
+        report_dir=settings.retrain_report_dir,
+        seed=args.seed,
+        source=f"chroma:{settings.chroma_collection}",
+    )
+    for reason in result.reasons:
+        print(f"  {reason}")
+    print(f"report: {result.markdown_path}")
+    if result.promote and not args.no_promote:
+        update = promotion.promote(
+            registry,
+            result.challenger,
+            by=_user(args.by),
+            reason=f"retrain {result.decision}: " + "; ".join(result.reasons),
+            announce=_announcer(settings),
+            forced=result.decision == "forced",
+            report=str(result.json_path),
+        )
+        print(f"challenger {update.version}: {result.decision}, announced (was {result.champion})")
+    else:
+        print(
+            f"challenger {result.challenger}: {result.decision}"
+            f"{' (not promoted: --no-promote)' if result.promote else ''}; "
+            f"{result.champion} stays current"
+        )
+    return 0
+
+
+def run_models(args: argparse.Namespace, settings: Settings) -> int:
+    from batch import promotion
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    if args.models_command == "promote":
+        update = promotion.promote(
+            registry,
+            args.version,
+            by=_user(args.by),
+            reason=args.reason,
+            announce=_announcer(settings),
+        )
+        print(f"promoted {update.version} (was {update.previous_version}), announced")
+        return 0
+    if args.models_command == "rollback":
+        update = promotion.rollback(
+            registry, by=_user(args.by), reason=args.reason, announce=_announcer(settings)
+        )
+        print(f"rolled back {update.previous_version} -> {update.version}, announced")
+        return 0
+    current = registry.current_version()
+    print(f"  {'version':<34} {'created (UTC)':<19} {'train':>6} {'macro-F1':>8}  config")
+    for version in registry.versions():
+        meta = registry.metadata(version)
+        first = meta.metrics.get(meta.targets[0], {}) if meta.targets else {}
+        f1 = first.get("macro_f1")
+        print(
+            f"{'*' if version == current else ' '} {version:<34} "
+            f"{meta.created_at:%Y-%m-%d %H:%M:%S} {meta.n_train:>6} "
+            f"{f1 if f1 is None else format(f1, '.3f'):>8}  {meta.training_config or ''}"
+        )
+    history = registry.history()
+    if history:
+        print("\nhistory (latest last):")
+        for entry in history[-10:]:
+            forced = " FORCED" if entry.forced else ""
+            print(
+                f"  {entry.at:%Y-%m-%d %H:%M:%S} {entry.action:<8} {entry.previous} -> "
+                f"{entry.version} by {entry.by}{forced}: {entry.reason[:120]}"
+            )
     return 0

@@ -73,6 +73,25 @@ class WorkerMetrics:
         self.ready = Gauge(
             "ticketflow_worker_ready", "1 once the model is loaded and consuming.", registry=r
         )
+        # feedback / retraining / hot reload
+        self.feedback_applied = Counter(
+            "ticketflow_feedback_applied",
+            "Label corrections merged into the vector store.",
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "ticketflow_model_reloads",
+            "Announced models loaded for a hot swap (ok) or refused by verification (refused).",
+            ["result"],
+            registry=r,
+        )
+        self.model_swap_seconds = Gauge(
+            "ticketflow_model_swap_delay_seconds",
+            "Last hot swap: from receiving the announcement to serving the new model.",
+            registry=r,
+        )
+        for result in ("ok", "refused"):
+            self.model_reloads.labels(result=result)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
 

@@ -12,8 +12,11 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from models.registry import ModelRegistry
 from models.settings import Settings
 from monitoring.metrics import WorkerMetrics
+from stream.feedback import FeedbackApplier
+from stream.reload import ModelReloader, swap_if_ready
 from stream.routing import Position
 from stream.runtime import Runtime, load_runtime
 from stream.worker import BatchLabeler, BatchLimits, RawEvent
@@ -60,9 +63,11 @@ def create_app(
     labeled_topic = raw_topic(settings.kafka_topic_labeled)
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
+    feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
     # One thread: the encoder and the vector store are not shared between concurrent batches.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
-    state: dict[str, Any] = {"labeler": None}
+    state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
+    building = asyncio.Lock()
 
     async def send_to(topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         delivery = await topic.send(key=key, value=value)
@@ -77,6 +82,16 @@ def create_app(
         gc.collect()
         gc.freeze()
         metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
+        if settings.model_reload_enabled and settings.model_version is None:
+            state["reloader"] = start_reloader(settings, runtime, metrics)
+        if feedback_topic is not None:
+            state["feedback"] = FeedbackApplier(
+                collection=runtime.store.collection,
+                send_dead=lambda k, v: send_to(dlq_topic, k, v),
+                executor=executor,
+                metrics=metrics,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+            )
         metrics.ready.set(1)
         return BatchLabeler(
             pipeline=runtime.pipeline,
@@ -98,13 +113,34 @@ def create_app(
             ),
         )
 
+    async def get_labeler() -> BatchLabeler:
+        async with building:  # both agents need it; build it once
+            if state["labeler"] is None:
+                state["labeler"] = await build_labeler()
+        labeler: BatchLabeler = state["labeler"]
+        return labeler
+
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
-        labeler = state["labeler"] = state["labeler"] or await build_labeler()
+        labeler = await get_labeler()
         async for events in stream.take_events(
             settings.worker_batch_max, within=settings.worker_batch_within_s
         ):
+            reloader = state["reloader"]
+            if reloader is not None:
+                # Between batches: the previous batch is fully written, this one not started.
+                swap_if_ready(labeler, reloader, metrics)
             await labeler.handle([_raw_event(e) for e in events])
+
+    if feedback_topic is not None:
+
+        @app.agent(feedback_topic, name="apply-feedback")
+        async def apply_feedback(stream: Any) -> None:
+            await get_labeler()
+            async for events in stream.take_events(
+                settings.worker_batch_max, within=settings.worker_batch_within_s
+            ):
+                await state["feedback"].handle([_raw_event(e) for e in events])
 
     @app.timer(interval=settings.lag_interval_s)  # type: ignore[untyped-decorator]
     async def update_lag() -> None:
@@ -133,6 +169,21 @@ def create_app(
         return web.json({"ready": ok}, status=200 if ok else 503)
 
     return app
+
+
+def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:
+    reloader = ModelReloader(
+        registry=ModelRegistry(settings.model_registry_dir),
+        encoder=runtime.pipeline.encoder,
+        serving_version=runtime.model_version,
+        metrics=metrics,
+        consumer_config=settings.kafka_client_config(),
+        topic=settings.kafka_topic_model_updates,
+        group_prefix=settings.worker_app_id,
+        poll_s=settings.model_reload_poll_s,
+    )
+    reloader.start()
+    return reloader
 
 
 def _raw_event(event: faust.EventT[bytes]) -> RawEvent:

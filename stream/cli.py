@@ -47,6 +47,23 @@ def register(commands: Any) -> None:
     consume.add_argument("--group", help="consumer group (default: a fresh one)")
     consume.set_defaults(handler=run_consume)
 
+    feedback = commands.add_parser(
+        "feedback", help="publish an agent's corrected label(s) for one ticket"
+    )
+    feedback.add_argument("ticket_id", metavar="TICKET_ID")
+    feedback.add_argument("--queue", help="the corrected queue")
+    feedback.add_argument("--priority", help="the corrected priority")
+    feedback.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="TARGET=LABEL",
+        help="a corrected label of any target (repeatable)",
+    )
+    feedback.add_argument("--by", help="who corrected it (default: $USER)")
+    feedback.add_argument("--comment")
+    feedback.set_defaults(handler=run_feedback)
+
     monitor = commands.add_parser("monitor", help="run the drift monitor (windows + Evidently)")
     monitor.add_argument("--no-create-topics", action="store_true")
     monitor.set_defaults(handler=run_monitor)
@@ -104,17 +121,28 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
 def create_all_topics(settings: Settings, partitions: int | None = None) -> dict[str, str]:
     from stream.topics import create_topics
 
-    return create_topics(
+    created = create_topics(
         settings.kafka_client_config(),
         [
             settings.kafka_topic_tickets,
             settings.kafka_topic_labeled,
             settings.kafka_topic_dlq,
             *([settings.kafka_topic_monitor] if settings.monitor_enabled else []),
+            *([settings.kafka_topic_feedback] if settings.feedback_enabled else []),
         ],
         partitions=partitions or settings.kafka_topic_partitions,
         replication=settings.kafka_topic_replication,
     )
+    # One partition: announcements are read in the order they were made.
+    created.update(
+        create_topics(
+            settings.kafka_client_config(),
+            [settings.kafka_topic_model_updates],
+            partitions=1,
+            replication=settings.kafka_topic_replication,
+        )
+    )
+    return created
 
 
 def run_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -176,6 +204,39 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
         group_id=args.group,
     ):
         print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from schemas import LabelFeedback
+    from stream.clients import produce_raw
+
+    labels: dict[str, str] = {}
+    for item in args.label:
+        target, sep, label = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--label {item!r}: expected TARGET=LABEL")
+        labels[target.strip()] = label.strip()
+    if args.queue:
+        labels["queue"] = args.queue
+    if args.priority:
+        labels["priority"] = args.priority
+    if not labels:
+        raise SystemExit("nothing to correct: give --queue, --priority or --label TARGET=LABEL")
+    event = LabelFeedback(
+        ticket_id=args.ticket_id,
+        labels=labels,
+        corrected_by=args.by or getpass.getuser(),
+        comment=args.comment,
+    )
+    produce_raw(
+        settings.kafka_client_config(),
+        settings.kafka_topic_feedback,
+        [(event.ticket_id.encode("utf-8"), event.model_dump_json().encode("utf-8"))],
+    )
+    print(f"feedback for {event.ticket_id}: {labels} -> {settings.kafka_topic_feedback}")
     return 0
 
 

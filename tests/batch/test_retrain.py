@@ -1,0 +1,204 @@
+"""Retraining from the vector store: no encoder, champion vs challenger, readable decisions."""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from batch.retrain import (
+    HELD_OUT,
+    RetrainError,
+    RetrainPolicy,
+    decide,
+    read_store,
+    retrain,
+)
+from batch.train import EMBEDDING_LR, ModelConfig, fit_model
+from models.redaction import redact
+from models.registry import ModelMetadata, ModelRegistry
+from models.sample import generate_tickets
+from models.text import build_texts
+from schemas import LabelFeedback, Ticket
+from stream.feedback import apply_feedback
+from stream.vector_store import ChromaVectorStore, open_chroma_client
+from tests.helpers import HashingEncoder
+
+pytestmark = pytest.mark.unit
+
+CONFIG = replace(ModelConfig(), cv_folds=3)
+RENAMED = "Billing and Payments"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Any]:
+    """A champion trained on generated tickets, and a store the 'worker' filled with them."""
+    encoder = HashingEncoder()
+    rows = generate_tickets(600, seed=5)
+    tickets = [Ticket.model_validate(r) for r in rows]
+    texts = build_texts(tickets, max_chars=1000)
+    vectors = encoder.encode(texts)
+    labels = {"queue": [r["queue"] for r in rows]}
+    champion, _ = fit_model(
+        texts[:200], vectors[:200], {t: v[:200] for t, v in labels.items()}, config=CONFIG
+    )
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.save(
+        champion,
+        ModelMetadata(
+            version="v-champion",
+            created_at=datetime.now(UTC),
+            targets=["queue"],
+            labels={t: champion.labels(t) for t in labels},
+            embedding_model=encoder.name,
+            embedding_dimension=encoder.dimension,
+            max_text_chars=1000,
+        ),
+    )
+    store = ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=encoder.name,
+        dimension=encoder.dimension,
+    )
+    predictions = champion.predict(vectors, texts)
+    store.upsert(
+        [r["ticket_id"] for r in rows],
+        vectors,
+        [
+            {
+                "label_source": "model",
+                "model_version": "v-champion",
+                **{t: p[t].label for t in p},
+                **{f"{t}_probability": p[t].probability for t in p},
+            }
+            for p in predictions
+        ],
+        [redact(t) for t in texts],
+    )
+    return {"rows": rows, "registry": registry, "store": store, "vectors": vectors, "texts": texts}
+
+
+def relabel(world: dict[str, Any]) -> None:
+    """Agents rename one queue consistently and confirm the true queue of the other tickets."""
+    feedback = [
+        LabelFeedback(
+            ticket_id=r["ticket_id"],
+            labels={"queue": "Payments" if r["queue"] == RENAMED else r["queue"]},
+            corrected_by="agent",
+        )
+        for r in world["rows"]
+    ]
+    outcome = apply_feedback(world["store"].collection, feedback)
+    assert len(outcome.applied) == len(feedback) and not outcome.unknown
+
+
+@pytest.fixture
+def no_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retraining must not embed anything: any encoder use fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the encoder was called during retrain")
+
+    import models.embedding
+
+    monkeypatch.setattr(models.embedding.SentenceTransformerEncoder, "__init__", refuse)
+    monkeypatch.setattr(models.embedding.SentenceTransformerEncoder, "encode", refuse)
+    monkeypatch.setattr(HashingEncoder, "encode", refuse)
+
+
+def test_relabelled_class_is_learned_and_promoted_without_the_encoder(
+    world: dict[str, Any], no_encoder: None, tmp_path: Path
+) -> None:
+    relabel(world)
+    stored = read_store(world["store"].collection)
+    assert len(stored.ids) == 600 and stored.embedding_model == "test/hashing"
+    result = retrain(
+        stored,
+        registry=world["registry"],
+        policy=RetrainPolicy(),
+        config=CONFIG,
+        report_dir=tmp_path / "reports",
+    )
+    assert result.promote and result.decision == "promoted", result.reasons
+    assert result.json_path is not None and result.json_path.is_file()
+    assert result.markdown_path is not None and "promoted" in result.markdown_path.read_text()
+    new = result.report["metrics"][HELD_OUT]["challenger"]["queue"]
+    old = result.report["metrics"][HELD_OUT]["champion"]["queue"]
+    assert new["per_class"]["Payments"]["f1-score"] > 0.5
+    assert old["per_class"]["Payments"]["f1-score"] == 0.0
+    challenger = world["registry"].load(result.challenger)
+    assert "Payments" in challenger.classifier.labels("queue")
+    assert RENAMED not in challenger.classifier.labels("queue")
+    assert world["registry"].current_version() == "v-champion"  # promotion is the caller's
+
+
+def test_a_worse_challenger_is_rejected_with_a_readable_reason(
+    world: dict[str, Any], no_encoder: None
+) -> None:
+    relabel(world)
+    stored = read_store(world["store"].collection)
+    good = retrain(stored, registry=world["registry"], policy=RetrainPolicy(), config=CONFIG)
+    world["registry"].promote(good.challenger, by="test", reason="better")
+    worse = retrain(
+        stored,
+        registry=world["registry"],
+        policy=RetrainPolicy(),
+        config=replace(EMBEDDING_LR, c=1e-3),  # no TF-IDF and heavily regularised
+    )
+    assert not worse.promote and worse.decision == "rejected"
+    text = " ".join(worse.reasons)
+    assert "macro-F1" in text and "< margin" in text
+    assert "F1 drops" in text
+
+
+def test_missing_documents_name_the_setting(world: dict[str, Any], tmp_path: Path) -> None:
+    collection = world["store"].collection
+    stored = read_store(collection)
+    stored.documents = [None] * len(stored.ids)
+    with pytest.raises(RetrainError, match="CHROMA_DOCUMENT=redacted"):
+        retrain(stored, registry=world["registry"], policy=RetrainPolicy(), config=CONFIG)
+
+
+def test_predicted_labels_below_the_threshold_or_disabled_are_not_used(
+    world: dict[str, Any],
+) -> None:
+    from batch.retrain import select
+
+    stored = read_store(world["store"].collection)
+    probabilities = np.asarray([m["queue_probability"] for m in stored.metadatas])
+    everything = select(stored, ["queue"], RetrainPolicy(min_probability=0.0), needs_text=True)
+    confident = select(stored, ["queue"], RetrainPolicy(min_probability=0.9), needs_text=True)
+    never = select(stored, ["queue"], RetrainPolicy(use_predicted=False), needs_text=True)
+    assert len(everything.train_rows) == 600
+    assert len(confident.train_rows) == int((probabilities >= 0.9).sum())
+    assert never.train_rows == []
+
+
+def test_decide_margin_and_tolerance() -> None:
+    def metrics(f1: float, per_class: dict[str, float]) -> dict[str, Any]:
+        return {
+            "s": {
+                "queue": {
+                    "macro_f1": f1,
+                    "n": 50,
+                    "per_class": {k: {"f1-score": v, "support": 10} for k, v in per_class.items()},
+                }
+            }
+        }
+
+    old = metrics(0.80, {"a": 0.8, "b": 0.8})
+    ok, _ = decide(old, metrics(0.85, {"a": 0.9, "b": 0.8}), margin=0.01, tolerance=0.05, min_n=20)
+    assert ok
+    ok, reasons = decide(
+        old, metrics(0.85, {"a": 1.0, "b": 0.7}), margin=0.01, tolerance=0.05, min_n=20
+    )
+    assert not ok and any("'b' F1 drops 0.800 -> 0.700" in r for r in reasons)
+    ok, reasons = decide(
+        old, metrics(0.805, {"a": 0.81, "b": 0.8}), margin=0.01, tolerance=0.05, min_n=20
+    )
+    assert not ok and "gain +0.005 < margin 0.010" in reasons[0]
+    ok, reasons = decide(old, metrics(0.9, {"a": 0.9}), margin=0.01, tolerance=0.05, min_n=60)
+    assert not ok and "only 50 labelled tickets" in reasons[0]
