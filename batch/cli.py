@@ -162,15 +162,31 @@ def _load(args: argparse.Namespace, settings: Settings) -> Any:
     return data
 
 
-def _encoder(settings: Settings, model_name: str | None = None) -> Any:
-    from models.embedding import SentenceTransformerEncoder
+def _encoder(
+    settings: Settings, model_name: str | None = None, *, backend: str | None = None
+) -> Any:
+    """The encoder of ``backend`` (default EMBEDDING_BACKEND); ONNX exports are made once
+    and kept next to the models (``MODEL_REGISTRY_DIR/encoders``)."""
+    from models.encoders import encoders_root, load_encoder
 
-    return SentenceTransformerEncoder(
+    return load_encoder(
         model_name or settings.embedding_model,
+        backend or settings.embedding_backend,  # type: ignore[arg-type]
+        export_root=encoders_root(settings.model_registry_dir),
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.torch_threads,
     )
+
+
+def _static_encoder(settings: Settings, model_name: str | None = None) -> Any:
+    """The cascade's static model, distilled once from the transformer (``CASCADE=on``)."""
+    from models.encoders import encoders_root
+    from models.static_encoder import StaticEncoder, ensure_static
+
+    source = model_name or settings.embedding_model
+    directory = ensure_static(source, encoders_root(settings.model_registry_dir))
+    return StaticEncoder(directory, source_model=source)
 
 
 def run_sample(args: argparse.Namespace, settings: Settings) -> int:
@@ -194,6 +210,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     result = train(
         data,
         encoder=_encoder(settings),
+        static_encoder=_static_encoder(settings) if settings.cascade else None,
+        cascade_tolerance=settings.cascade_tolerance,
         registry=ModelRegistry(settings.model_registry_dir),
         max_text_chars=settings.max_text_chars,
         test_size=args.test_size,
@@ -229,7 +247,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if version is None:
         raise SystemExit("no current model: run ticketflow train first")
     metadata = registry.metadata(version)
-    encoder = _encoder(settings, metadata.embedding_model)
+    encoder = _encoder(settings, metadata.embedding_model, backend=metadata.embedding_backend)
     model = registry.load(
         version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
     )
@@ -238,7 +256,12 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     data = _load(args, settings)
     texts = build_texts(data.tickets, max_chars=metadata.max_text_chars)
     vectors = encoder.encode(texts, show_progress=True)
-    metrics = evaluate_classifier(model.classifier, vectors, data.labels, texts=texts)
+    static = None
+    if metadata.static_model:
+        static = _static_encoder(settings, metadata.embedding_model).encode(texts)
+    metrics = evaluate_classifier(
+        model.classifier, vectors, data.labels, texts=texts, static_vectors=static
+    )
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     return 0
 
@@ -255,7 +278,8 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
             "(the evaluation data sets live outside the repository; see docs/model-quality.md)"
         )
         return 0
-    bare = _encoder(settings)
+    # The reference backend: the cache is keyed by model name, and the table compares models.
+    bare = _encoder(settings, backend="torch")
     encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
     if args.quick:
         rows = {"bueck-v3": 600, "endava-it": 600}
@@ -301,14 +325,14 @@ def _announcer(settings: Settings) -> Any:
     from stream.topics import create_topics
 
     config = settings.kafka_client_config()
-    create_topics(
-        config,
-        [settings.kafka_topic_model_updates],
-        partitions=1,
-        replication=settings.kafka_topic_replication,
-    )
 
     def announce(update: ModelUpdate) -> None:
+        create_topics(
+            config,
+            [settings.kafka_topic_model_updates],
+            partitions=1,
+            replication=settings.kafka_topic_replication,
+        )
         produce_raw(
             config,
             settings.kafka_topic_model_updates,
@@ -451,10 +475,11 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
         meta = registry.metadata(version)
         first = meta.metrics.get(meta.targets[0], {}) if meta.targets else {}
         f1 = first.get("macro_f1")
+        shown = "–" if f1 is None else f"{f1:.3f}"
         print(
             f"{'*' if version == current else ' '} {version:<34} "
             f"{meta.created_at:%Y-%m-%d %H:%M:%S} {meta.n_train:>6} "
-            f"{f1 if f1 is None else format(f1, '.3f'):>8}  {meta.training_config or ''}"
+            f"{shown:>8}  {meta.training_config or ''}"
         )
     history = registry.history()
     if history:
