@@ -29,7 +29,7 @@ import numpy.typing as npt
 from batch.evaluate import evaluate_classifier
 from batch.train import ModelConfig, fit_model, library_versions
 from models.classifier import TicketClassifier
-from models.registry import ModelMetadata, ModelRegistry, new_version
+from models.registry import ModelRegistry, new_version
 
 logger = logging.getLogger(__name__)
 
@@ -353,24 +353,26 @@ def retrain(
         if not registry.path(version).exists():
             break
         version = f"{base}-{n}"
-    metadata = ModelMetadata(
-        version=version,
-        created_at=datetime.now(UTC),
-        targets=targets,
-        labels={t: challenger.labels(t) for t in targets},
-        embedding_model=meta.embedding_model,
-        embedding_dimension=meta.embedding_dimension,
-        max_text_chars=meta.max_text_chars,
-        classifier=challenger.description,
-        training_config=config.name,
-        review_precision=review_precision,
-        review_thresholds=challenger.review_thresholds,
-        train_seconds={"embed": 0.0, "fit": fit_seconds},
-        library_versions=library_versions(),
-        data_path=source,
-        data_sha256=data_sha,
-        n_train=len(selection.train_rows),
-        n_test=len(selection.held_out.get(targets[0], [])),
+    # A copy of the champion's metadata: the serving contract (encoder, backend, dimension,
+    # text length...) stays the same, and fields this module does not know carry over.
+    metadata = meta.model_copy(
+        update={
+            "version": version,
+            "created_at": datetime.now(UTC),
+            "labels": {t: challenger.labels(t) for t in targets},
+            "classifier": challenger.description,
+            "training_config": config.name,
+            "review_precision": review_precision,
+            "review_thresholds": challenger.review_thresholds,
+            "train_seconds": {"embed": 0.0, "fit": fit_seconds},
+            "library_versions": library_versions(),
+            "data_path": source,
+            "data_sha256": data_sha,
+            "n_train": len(selection.train_rows),
+            "n_test": len(selection.held_out.get(targets[0], [])),
+            "metrics": {},
+            "model_sha256": "",
+        }
     )
     registry.save(
         challenger, metadata, metrics=challenger_metrics.get(HELD_OUT, {}), make_current=False
