@@ -279,6 +279,14 @@ def retrain(
         raise RetrainError("no champion in the registry: run ticketflow train first")
     champion = registry.load(champion_version)
     meta = champion.metadata
+    static_model = getattr(meta, "static_model", None)
+    if static_model:
+        raise RetrainError(
+            f"the champion {champion_version} is a cascade: the store holds its first stage's "
+            f"{static_model!r} vectors, not the {meta.embedding_model!r} vectors its second "
+            "stage reads, and retraining never re-embeds; retraining supports models trained "
+            "with CASCADE=false"
+        )
     if stored.embedding_model and stored.embedding_model != meta.embedding_model:
         raise RetrainError(
             f"the collection holds vectors of {stored.embedding_model!r}, the champion was "
