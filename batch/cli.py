@@ -176,6 +176,7 @@ def _encoder(
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.torch_threads,
+        cache_root=settings.cache_dir / "encoders",
     )
 
 
@@ -185,7 +186,11 @@ def _static_encoder(settings: Settings, model_name: str | None = None) -> Any:
     from models.static_encoder import StaticEncoder, ensure_static
 
     source = model_name or settings.embedding_model
-    directory = ensure_static(source, encoders_root(settings.model_registry_dir))
+    directory = ensure_static(
+        source,
+        encoders_root(settings.model_registry_dir),
+        cache_root=settings.cache_dir / "encoders",
+    )
     return StaticEncoder(directory, source_model=source)
 
 

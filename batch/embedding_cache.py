@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.embedding import Encoder, FloatMatrix
+from models.encoders import encoder_backend
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ class CachedEncoder:
 
     def __init__(self, encoder: Encoder, root: Path = DEFAULT_CACHE_DIR, *, chunk: int = 256):
         self.encoder = encoder
-        self.directory = root / _SLUG.sub("_", encoder.name)
+        # One directory per (model, backend): quantised vectors must not answer for fp32 ones.
+        backend = encoder_backend(encoder)
+        suffix = "" if backend == "torch" else f"--{backend}"
+        self.directory = root / (_SLUG.sub("_", encoder.name) + suffix)
         self.chunk = chunk
         self._memory: dict[bytes, FloatMatrix] | None = None
         self.encoded = 0  # texts actually sent to the encoder by this object

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from models.classifier import TicketClassifier, threshold_for_precision
+from models.cascade import predict_cascade
+from models.classifier import Prediction, TicketClassifier, threshold_for_precision
 from models.embedding import FloatMatrix
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,14 @@ def evaluate_classifier(
     *,
     texts: Sequence[str] | None = None,
     figure_dir: Path | None = None,
+    static_vectors: FloatMatrix | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per target; with ``figure_dir`` also a confusion-matrix PNG per target."""
-    predictions = classifier.predict(vectors, texts)
+    """Metrics per target; with ``figure_dir`` also a confusion-matrix PNG per target.
+
+    A cascade model is scored as it serves when ``static_vectors`` (the first stage's input,
+    same rows) are given; without them, its transformer stage alone.
+    """
+    predictions = predict_rows(classifier, vectors, texts, static_vectors)
     metrics: dict[str, dict[str, Any]] = {}
     for target in classifier.targets:
         if target not in labels:
@@ -107,6 +113,26 @@ def evaluate_classifier(
                 y_true, y_pred, all_labels, figure_dir / f"confusion-{target}.png", target
             )
     return metrics
+
+
+def predict_rows(
+    classifier: TicketClassifier,
+    vectors: FloatMatrix,
+    texts: Sequence[str] | None,
+    static_vectors: FloatMatrix | None = None,
+) -> list[dict[str, Prediction]]:
+    """The model's predictions; through the cascade when it has one and ``static_vectors``."""
+    if classifier.first_stage is None or static_vectors is None or texts is None:
+        return classifier.predict(vectors, texts)
+    outcome = predict_cascade(
+        classifier.first_stage,
+        classifier,
+        classifier.escalation_thresholds,
+        texts=texts,
+        static_vectors=static_vectors,
+        dense_vectors=lambda rows: vectors[rows],
+    )
+    return outcome.predictions
 
 
 def plot_confusion(

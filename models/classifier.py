@@ -99,6 +99,8 @@ class TicketClassifier:
         features: TextFeatures | None = None,
         temperatures: Mapping[str, float] | None = None,
         review_thresholds: Mapping[str, float] | None = None,
+        first_stage: TicketClassifier | None = None,
+        escalation_thresholds: Mapping[str, float] | None = None,
     ) -> None:
         if not heads:
             raise ValueError("a classifier needs at least one target")
@@ -106,12 +108,18 @@ class TicketClassifier:
         self.features = features
         self.temperatures = dict(temperatures or {})
         self.review_thresholds = dict(review_thresholds or {})
+        # The cascade (models.cascade): a head set on static vectors that decides the rows
+        # whose confidence reaches these per-target thresholds; None = transformer only.
+        self.first_stage = first_stage
+        self.escalation_thresholds = dict(escalation_thresholds or {})
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # Artifacts pickled before features/calibration existed load as embedding-only models.
         state.setdefault("features", None)
         state.setdefault("temperatures", {})
         state.setdefault("review_thresholds", {})
+        state.setdefault("first_stage", None)
+        state.setdefault("escalation_thresholds", {})
         self.__dict__.update(state)
 
     @property
@@ -127,7 +135,8 @@ class TicketClassifier:
     def description(self) -> str:
         name = self.features.config.name if self.features is not None else "emb"
         calibrated = "+temperature" if self.temperatures else ""
-        return f"LogisticRegression[{name}]{calibrated}"
+        cascade = f" after {self.first_stage.description}" if self.first_stage else ""
+        return f"LogisticRegression[{name}]{calibrated}{cascade}"
 
     def labels(self, target: str) -> list[str]:
         return [str(c) for c in self.heads[target].classes_]

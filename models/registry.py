@@ -50,6 +50,16 @@ class ModelMetadata(BaseModel):
     labels: dict[str, list[str]]
     embedding_model: str
     embedding_dimension: int
+    # Which backend produced the training vectors, and the exported graph it ran (onnx*);
+    # a worker serves with the same ones (models.encoders).
+    embedding_backend: str = "torch"
+    encoder_sha256: str | None = None
+    # The cascade's first stage: the static model it reads (models.static_encoder), its
+    # fingerprint, and the out-of-fold share of tickets it escalated to the transformer.
+    static_model: str | None = None
+    static_sha256: str | None = None
+    escalation_thresholds: dict[str, float] = Field(default_factory=dict)
+    escalated_share: float | None = None
     max_text_chars: int
     classifier: str = "LogisticRegression"
     training_config: str | None = None  # batch.train.ModelConfig.name of the training run
@@ -63,6 +73,11 @@ class ModelMetadata(BaseModel):
     n_test: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
+
+    @property
+    def vector_model(self) -> str:
+        """The model whose vectors the worker stores and publishes for this model."""
+        return self.static_model or self.embedding_model
 
 
 class LoadedModel(BaseModel):

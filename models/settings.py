@@ -79,7 +79,24 @@ class Settings(BaseSettings):
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embedding_device: str = "cpu"
     embedding_batch_size: int = 32
-    torch_threads: int | None = None
+    torch_threads: int | None = Field(
+        default=None,
+        description="Intra-op threads of the encoder (torch or onnxruntime); None = all cores.",
+    )
+    # speed: encoder backend, cascade, text cache (docs: README "Speed")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How training embeds; a worker serves with the model's own backend.",
+    )
+    cascade: bool = Field(
+        default=True, description="Train a static first stage that skips the transformer."
+    )
+    cascade_tolerance: float = Field(
+        default=0.005, description="Macro-F1 the cascade may lose to the transformer (CV)."
+    )
+    text_cache_size: int = Field(
+        default=10_000, description="Embeddings kept by model text (LRU); 0 = off."
+    )
     max_text_chars: int = 1_000
     model_registry_dir: Path = Path("models/registry")
     model_version: str | None = Field(

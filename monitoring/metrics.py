@@ -73,6 +73,14 @@ class WorkerMetrics:
         self.ready = Gauge(
             "ticketflow_worker_ready", "1 once the model is loaded and consuming.", registry=r
         )
+        # speed: the cascade and the text cache (models.cascade, models.text_cache)
+        self.pipeline_rows = Counter(
+            "ticketflow_pipeline_rows",
+            "Tickets by how they were embedded: escalated to the transformer by the cascade, "
+            "answered by the text cache (cache_hit) or not (cache_miss).",
+            ["kind"],
+            registry=r,
+        )
         # feedback / retraining / hot reload
         self.feedback_applied = Counter(
             "ticketflow_feedback_applied",

@@ -174,7 +174,7 @@ def create_app(
 def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:
     reloader = ModelReloader(
         registry=ModelRegistry(settings.model_registry_dir),
-        encoder=runtime.pipeline.encoder,
+        encoder=runtime.encoders,
         serving_version=runtime.model_version,
         metrics=metrics,
         consumer_config=settings.kafka_client_config(),

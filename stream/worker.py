@@ -112,6 +112,8 @@ class BatchLabeler:
             )
             for stage, seconds in results.timings.items():
                 self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+            for kind, count in results.counts.items():
+                self.metrics.pipeline_rows.labels(kind=kind).inc(count)
             for index, exc in failures:
                 ticket, event = tickets[index]
                 reason = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,337 @@
+"""Benchmark: every encoder backend, the cascade and the Kafka pipeline, in one run.
+
+    python -m bench.speed [--datasets ../shared/datasets] [--probe 300] [--stream-n 800]
+
+On bueck-v3 (split of ``ticketflow experiments``: stratified 80/20, seed 42; target queue),
+with the same probe texts for every row and the same thread count:
+
+- tickets/s of each encoder alone (torch fp32 = the reference), and of the cascade core
+  (``LabelingPipeline.run`` on micro-batches: static model, first stage, int8 on the unsure);
+- test macro-F1 of the hybrid model (``ModelConfig`` default) on each backend's vectors, and of
+  the cascade trained as ``ticketflow train`` trains it;
+- the full pipeline through Kafka with the default configuration: steady tickets/s, p50/p99
+  latency at half that rate, worker peak RSS, and cold start (process start → ready → first
+  label).
+
+Ratios are to the torch fp32 encoder measured in the same run. Embeddings for the F1 columns
+are cached (CACHE_DIR/embeddings), so only the first run pays for encoding 4,000 texts per
+backend. Uses KAFKA_BOOTSTRAP_SERVERS when set, else a private jar-based broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from sklearn.metrics import f1_score
+
+from batch.embedding_cache import CachedEncoder
+from batch.experiments import SEED, TEST_SIZE, default_datasets_dir
+from batch.train import ModelConfig, split_indices, train
+from bench.pipeline import (
+    kafka,
+    output_timestamps,
+    peak_rss_mb,
+    percentile,
+    stage_seconds,
+    wait_ready,
+)
+from models.classifier import TicketClassifier
+from models.datasets import ColumnMapping, load_labeled
+from models.embedding import Encoder
+from models.encoders import BACKENDS, encoders_root, load_encoder
+from models.pipeline import LabelingPipeline
+from models.registry import ModelRegistry
+from models.settings import Settings
+from models.static_encoder import StaticEncoder, ensure_static
+from models.text import build_texts
+from schemas import Ticket
+from stream.clients import encode_event, produce_raw
+from stream.kafka.local_broker import free_port
+from stream.topics import create_topics
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "queue"
+MICRO_BATCH = 32
+
+
+def encode_rate(encoder: Encoder, texts: list[str]) -> float:
+    """tickets/s encoding ``texts`` in worker-sized micro-batches (after a warm-up)."""
+    encoder.encode(texts[:8])
+    started = time.perf_counter()
+    for i in range(0, len(texts), MICRO_BATCH):
+        encoder.encode(texts[i : i + MICRO_BATCH])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def pipeline_rate(pipeline: LabelingPipeline, tickets: list[Ticket]) -> tuple[float, int]:
+    """tickets/s of the pure pipeline on micro-batches, and how many rows it escalated."""
+    pipeline.run(tickets[:8])
+    escalated = 0
+    started = time.perf_counter()
+    for i in range(0, len(tickets), MICRO_BATCH):
+        escalated += pipeline.run(tickets[i : i + MICRO_BATCH]).counts.get("escalated", 0)
+    return len(tickets) / (time.perf_counter() - started), escalated
+
+
+def macro_f1(y_true: list[str], y_pred: list[str]) -> float:
+    return float(f1_score(y_true, y_pred, average="macro"))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings()
+    workdir = Path(tempfile.mkdtemp(prefix="ticketflow-speed-"))
+    registry_dir = workdir / "registry"
+    model_name = settings.embedding_model
+    data = load_labeled(
+        args.datasets / "bueck-v3" / "tickets.csv",
+        targets=[TARGET],
+        mapping=ColumnMapping.parse([]),
+        progress=False,
+    )
+    tickets = data.tickets
+    texts = build_texts(tickets, max_chars=settings.max_text_chars)
+    y = data.labels[TARGET]
+    train_idx, test_idx = split_indices(len(texts), y, test_size=TEST_SIZE, seed=SEED)
+    probe_rows = test_idx[: args.probe]
+    probe = [texts[i] for i in probe_rows]
+    y_train, y_test = [y[i] for i in train_idx], [y[i] for i in test_idx]
+    cache = settings.cache_dir / "embeddings"
+    export_root = encoders_root(registry_dir)
+    cache_root = settings.cache_dir / "encoders"
+    config = ModelConfig()
+    rows: list[dict[str, Any]] = []
+    encoders: dict[str, Encoder] = {}
+
+    for backend in BACKENDS:
+        encoder = load_encoder(
+            model_name,
+            backend,
+            export_root=export_root,
+            cache_root=cache_root,
+            threads=args.threads,
+        )
+        encoders[backend] = encoder
+        rate = encode_rate(encoder, probe)
+        vectors = CachedEncoder(encoder, cache).encode(texts, show_progress=True)
+        model = TicketClassifier.fit(
+            vectors[train_idx],
+            {TARGET: y_train},
+            texts=[texts[i] for i in train_idx],
+            features=config.features,
+            c=config.c,
+            class_weight=config.class_weight,
+        )
+        predicted = model.predict(vectors[test_idx], [texts[i] for i in test_idx])
+        f1 = macro_f1(y_test, [p[TARGET].label for p in predicted])
+        rows.append({"path": f"encoder {backend}", "tickets_per_s": rate, "macro_f1": f1})
+        print(f"{backend:>10}: {rate:6.1f} tickets/s, hybrid macro-F1 {f1:.4f}", flush=True)
+
+    # The cascade exactly as `ticketflow train` builds it, on the default backend's vectors.
+    static = StaticEncoder(
+        ensure_static(model_name, export_root, cache_root=cache_root), source_model=model_name
+    )
+    default_encoder = encoders[settings.embedding_backend]
+    registry = ModelRegistry(registry_dir)
+    trained = train(
+        data,
+        encoder=CachedEncoder(default_encoder, cache),
+        static_encoder=static,
+        cascade_tolerance=settings.cascade_tolerance,
+        registry=registry,
+        max_text_chars=settings.max_text_chars,
+        test_size=TEST_SIZE,
+        seed=SEED,
+        config=config,
+        review_precision=settings.review_precision,
+        progress=True,
+    )
+    loaded = registry.load(trained.version)
+    static_rate = encode_rate(static, probe)
+    pipeline = LabelingPipeline(
+        default_encoder,
+        loaded.classifier,
+        max_text_chars=settings.max_text_chars,
+        static_encoder=static,
+    )
+    probe_tickets = [tickets[i] for i in probe_rows]
+    cascade_rate, escalated = pipeline_rate(pipeline, probe_tickets)
+    cascade_f1 = float(trained.metrics[TARGET]["macro_f1"])
+    rows.append({"path": "static model2vec alone", "tickets_per_s": static_rate})
+    rows.append(
+        {
+            "path": f"cascade core (static → {settings.embedding_backend})",
+            "tickets_per_s": cascade_rate,
+            "macro_f1": cascade_f1,
+            "escalated": round(escalated / len(probe_tickets), 3),
+        }
+    )
+    print(
+        f"   cascade: {cascade_rate:6.1f} tickets/s, macro-F1 {cascade_f1:.4f}, "
+        f"{escalated}/{len(probe_tickets)} escalated",
+        flush=True,
+    )
+    stream = stream_through_kafka(args, settings, workdir, registry_dir, tickets, test_idx)
+    rows.append(
+        {
+            "path": "full pipeline through Kafka (defaults)",
+            "tickets_per_s": stream["pipeline_tickets_per_s"],
+            "macro_f1": cascade_f1,
+        }
+    )
+    reference = rows[0]["tickets_per_s"]
+    for row in rows:
+        row["ratio_to_torch_fp32"] = round(row["tickets_per_s"] / reference, 2)
+        row["tickets_per_s"] = round(row["tickets_per_s"], 1)
+        if "macro_f1" in row:
+            row["macro_f1"] = round(row["macro_f1"], 4)
+    return {
+        "dataset": "bueck-v3 (queue), test split of ticketflow experiments",
+        "threads": args.threads,
+        "probe_texts": len(probe),
+        "model": trained.version,
+        "escalated_share_out_of_fold": loaded.metadata.escalated_share,
+        "rows": rows,
+        "stream": stream,
+        "pipeline_vs_backend_cost": round(
+            stream["pipeline_tickets_per_s"] / cascade_rate if cascade_rate else 0.0, 3
+        ),
+    }
+
+
+def stream_through_kafka(
+    args: argparse.Namespace,
+    settings: Settings,
+    workdir: Path,
+    registry_dir: Path,
+    tickets: list[Ticket],
+    test_idx: list[int],
+) -> dict[str, Any]:
+    events = [tickets[i].model_dump(mode="json", exclude_none=True) for i in test_idx]
+    for event in events:
+        event["ticket_id"] = f"{event['ticket_id']}-{uuid.uuid4().hex[:6]}"
+    bulk, paced = events[: args.stream_n], events[args.stream_n : args.stream_n + args.latency_n]
+    env = {
+        **os.environ,
+        "MODEL_REGISTRY_DIR": str(registry_dir),
+        "TORCH_THREADS": str(args.threads),
+    }
+    with kafka(settings, workdir) as bootstrap:
+        suffix = uuid.uuid4().hex[:8]
+        topics = {"tickets": f"speed-in-{suffix}", "labeled": f"speed-out-{suffix}"}
+        config = {"bootstrap.servers": bootstrap}
+        create_topics(
+            config, [*topics.values(), f"speed-dlq-{suffix}"], partitions=3, replication=1
+        )
+        produce_raw(
+            config, topics["tickets"], [(e["ticket_id"].encode(), encode_event(e)) for e in bulk]
+        )
+        port = free_port()
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            KAFKA_TOPIC_TICKETS=topics["tickets"],
+            KAFKA_TOPIC_LABELED=topics["labeled"],
+            KAFKA_TOPIC_DLQ=f"speed-dlq-{suffix}",
+            WORKER_APP_ID=f"speed-{suffix}",
+            CHROMA_PATH=str(workdir / "chroma"),
+            METRICS_PORT=str(port),
+            METRICS_BIND="127.0.0.1",
+            LOG_LEVEL="WARNING",
+        )
+        log = (workdir / "worker.log").open("wb")
+        started = time.time()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ticketflow_cli", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ready_at = wait_ready(port, worker)
+            done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
+            first, last = min(done.values()), max(done.values())
+            first_batch = sum(1 for t in done.values() if t <= first + 0.05)
+            steady = (len(done) - first_batch) / (last - first)
+            print(
+                f"  kafka: {len(done)} tickets, {steady:.1f} tickets/s steady; ready after "
+                f"{ready_at - started:.1f}s, first label after {first - started:.1f}s",
+                flush=True,
+            )
+            rate = steady / 2
+            sent_at: dict[str, float] = {}
+            producer = Producer({**config, "linger.ms": 0})
+            for event in paced:
+                sent_at[event["ticket_id"]] = time.time()
+                producer.produce(topics["tickets"], encode_event(event), event["ticket_id"])
+                producer.poll(0)
+                time.sleep(1 / rate)
+            producer.flush(30)
+            seen = output_timestamps(
+                bootstrap, topics["labeled"], len(bulk) + len(paced), timeout_s=600
+            )
+            latencies = [seen[i] - sent_at[i] for i in sent_at if i in seen]
+            rss = peak_rss_mb(worker.pid)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                metrics_text = reply.read().decode()
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    escalated = sum(
+        float(line.split()[-1])
+        for line in metrics_text.splitlines()
+        if line.startswith('ticketflow_pipeline_rows_total{kind="escalated"}')
+    )
+    return {
+        "n": len(done),
+        "pipeline_tickets_per_s": round(steady, 2),
+        "escalated_share": round(escalated / max(1, len(bulk) + len(paced)), 3),
+        "cold_start_ready_s": round(ready_at - started, 2),
+        "cold_start_first_label_s": round(first - started, 2),
+        "latency_rate_per_s": round(rate, 2),
+        "latency_p50_s": round(percentile(latencies, 50), 3),
+        "latency_p99_s": round(percentile(latencies, 99), 3),
+        "latency_samples": len(latencies),
+        "worker_peak_rss_mb": round(rss, 1),
+        "worker_stage_seconds": stage_seconds(metrics_text),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--datasets", type=Path, default=default_datasets_dir())
+    parser.add_argument("--probe", type=int, default=300, help="texts timed per path")
+    parser.add_argument("--stream-n", type=int, default=600, help="tickets pre-published")
+    parser.add_argument("--latency-n", type=int, default=150, help="tickets paced for latency")
+    parser.add_argument("--threads", type=int, default=2, help="encoder intra-op threads")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed.json")
+    args = parser.parse_args()
+    if not (args.datasets / "bueck-v3" / "tickets.csv").is_file():
+        raise SystemExit(f"bench.speed needs {args.datasets}/bueck-v3/tickets.csv")
+    result = run(args)
+    print()
+    print(f"| path | tickets/s | × torch fp32 | macro-F1 ({TARGET}) |")
+    print("|---|---|---|---|")
+    for row in result["rows"]:
+        f1 = f"{row['macro_f1']:.4f}" if "macro_f1" in row else "-"
+        print(f"| {row['path']} | {row['tickets_per_s']} | {row['ratio_to_torch_fp32']} | {f1} |")
+    print(json.dumps(result["stream"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

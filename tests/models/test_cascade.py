@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from models.cascade import ALWAYS_ESCALATE, escalation_threshold, predict_cascade
+from models.classifier import TicketClassifier
+from models.features import HYBRID
+from models.pipeline import LabelingPipeline
+from models.sample import generate_tickets
+from models.text import build_texts
+from schemas import Ticket
+from tests.helpers import HashingEncoder
+
+pytestmark = pytest.mark.unit
+
+
+def test_threshold_keeps_macro_f1_within_tolerance_and_escalates_only_the_unsure() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n)
+    second = np.full((n, 3), 0.05)
+    second[np.arange(n), y] = 0.9  # the transformer stage is always right
+    confidence = rng.uniform(0.34, 1.0, n)
+    first_pred = np.where(confidence > 0.7, y, (y + 1) % 3)  # right only when confident
+    first = np.full((n, 3), 0.0)
+    first[np.arange(n), first_pred] = confidence
+    first[np.arange(n), (first_pred + 1) % 3] = 1 - confidence
+    cut, share = escalation_threshold(first, second, y, tolerance=0.0)
+    assert 0.6 < cut <= 0.75
+    assert share == pytest.approx(float((confidence < cut).mean()))
+    escalated = confidence < cut
+    assert (np.where(escalated, y, first_pred) == y).all()
+
+
+def test_threshold_escalates_everything_when_the_first_stage_is_useless() -> None:
+    y = np.array([0, 1] * 50)
+    second = np.eye(2)[y] * 0.8 + 0.1
+    first = np.eye(2)[1 - y] * 0.8 + 0.1  # always wrong, confidently
+    cut, share = escalation_threshold(first, second, y, tolerance=0.01)
+    assert share == 1.0
+    assert cut == ALWAYS_ESCALATE
+
+
+def _cascade_model() -> tuple[TicketClassifier, list[str], HashingEncoder, HashingEncoder]:
+    rows = generate_tickets(300, seed=3)
+    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
+    dense, static = HashingEncoder(256, "test/dense"), HashingEncoder(64, "test/static")
+    labels = {"queue": [str(r["queue"]) for r in rows]}
+    second = TicketClassifier.fit(dense.encode(texts), labels, texts=texts, features=HYBRID)
+    first = TicketClassifier.fit(static.encode(texts), labels, texts=texts, features=HYBRID)
+    second.first_stage = first
+    return second, texts, dense, static
+
+
+def test_pipeline_runs_the_transformer_only_on_escalated_rows() -> None:
+    model, _, dense, static = _cascade_model()
+    tickets = [Ticket.model_validate(r) for r in generate_tickets(40, seed=9)]
+    first = model.first_stage
+    assert first is not None
+    texts = build_texts(tickets, max_chars=1000)
+    probe = first.predict(static.encode(texts), texts)
+    confidences = sorted(p["queue"].probability for p in probe)
+    model.escalation_thresholds = {"queue": confidences[10]}  # 10 rows below the cut
+
+    calls: list[int] = []
+
+    class Spy(HashingEncoder):
+        def encode(self, texts, *, show_progress=False):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return super().encode(texts)
+
+    pipeline = LabelingPipeline(
+        Spy(256, "test/dense"), model, max_text_chars=1000, static_encoder=static
+    )
+    result = pipeline.run(tickets)
+    assert calls == [10]
+    assert result.counts["escalated"] == 10
+    assert result.vectors.shape == (40, 64)  # the static space, for every row
+    assert pipeline.vector_model == "test/static"
+    # Escalated rows carry the transformer stage's prediction, the others the first stage's.
+    expected = predict_cascade(
+        first,
+        model,
+        model.escalation_thresholds,
+        texts=result.texts,
+        static_vectors=static.encode(result.texts),
+        dense_vectors=lambda rows: dense.encode([result.texts[i] for i in rows]),
+    )
+    assert [p["queue"] for p in result.predictions] == [p["queue"] for p in expected.predictions]
+
+
+def test_a_cascade_model_refuses_to_run_without_its_static_encoder() -> None:
+    model, _, dense, _ = _cascade_model()
+    with pytest.raises(ValueError, match="static encoder"):
+        LabelingPipeline(dense, model, max_text_chars=1000)

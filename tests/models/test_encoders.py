@@ -1,0 +1,73 @@
+"""Every encoder backend on the real model: same vectors (up to quantisation), same labels."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.classifier import TicketClassifier
+from models.embedding import EncoderLoadError
+from models.encoders import encoder_backend, encoder_sha256, load_encoder
+from models.features import HYBRID
+from models.onnx_encoder import GRAPH_FILE, OnnxEncoder
+from models.sample import generate_tickets
+from models.text import build_texts
+from schemas import Ticket
+
+pytestmark = pytest.mark.slow
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Exports are built once per machine, as ticketflow does (CACHE_DIR/encoders).
+CACHE = Path.home() / ".cache" / "ticketflow" / "encoders"
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[list[str], list[str]]:
+    rows = generate_tickets(500, seed=5)
+    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
+    return texts, [str(r["queue"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(sample: tuple[list[str], list[str]]) -> np.ndarray:
+    encoder = load_encoder(MODEL, "torch", export_root=Path("/nonexistent"), threads=2)
+    assert encoder_backend(encoder) == "torch" and encoder_sha256(encoder) is None
+    return encoder.encode(sample[0])
+
+
+@pytest.mark.parametrize(("backend", "min_cosine"), [("onnx", 0.999), ("onnx-int8", 0.97)])
+def test_backend_gives_the_torch_labels(
+    backend: str,
+    min_cosine: float,
+    sample: tuple[list[str], list[str]],
+    torch_vectors: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    texts, queues = sample
+    encoder = load_encoder(MODEL, backend, export_root=tmp_path, cache_root=CACHE, threads=2)  # type: ignore[arg-type]
+    assert encoder_backend(encoder) == backend
+    vectors = encoder.encode(texts)
+    cosine = (vectors * torch_vectors).sum(axis=1)
+    assert cosine.min() >= min_cosine, f"{backend}: min cosine {cosine.min():.4f}"
+    # A model trained on torch vectors, served with this backend's vectors.
+    train, held = slice(0, 250), slice(250, None)
+    model = TicketClassifier.fit(
+        torch_vectors[train], {"queue": queues[train]}, texts=texts[train], features=HYBRID
+    )
+    reference = [p["queue"].label for p in model.predict(torch_vectors[held], texts[held])]
+    served = [p["queue"].label for p in model.predict(vectors[held], texts[held])]
+    agreement = np.mean([a == b for a, b in zip(reference, served, strict=True)])
+    assert agreement >= 0.98, f"{backend}: {agreement:.1%} of labels agree with torch"
+
+
+def test_a_tampered_export_is_refused(tmp_path: Path) -> None:
+    encoder = load_encoder(MODEL, "onnx-int8", export_root=tmp_path, cache_root=CACHE)
+    assert isinstance(encoder, OnnxEncoder)
+    copy = tmp_path / "copy"
+    shutil.copytree(next(p for p in tmp_path.iterdir() if p.name.endswith("--f1")), copy)
+    with (copy / GRAPH_FILE).open("r+b") as handle:
+        handle.seek(-16, 2)
+        handle.write(b"\x00" * 16)
+    with pytest.raises(EncoderLoadError, match="does not match its manifest"):
+        OnnxEncoder(copy)
