@@ -70,6 +70,10 @@ demo: install ## broker, training on sample data, worker, tickets in, labels out
 bench: install ## throughput: bare encoder vs the full pipeline through Kafka
 	$(PY) -m bench.pipeline
 
+bench-speed: install ## backends, cascade and the Kafka pipeline on bueck-v3 (needs ../shared/datasets)
+	$(PY) -m bench.speed
+	$(PY) -m bench.threads
+
 eval: install ## compare candidate models on ../shared/datasets (docs/model-quality.md)
 	$(TF) experiments --out reports/experiments
 
@@ -79,4 +83,4 @@ schemas: install ## regenerate schemas/json from the pydantic models
 clean: ## remove local state (broker data, vector store, demo outputs)
 	rm -rf .state reports
 
-.PHONY: help install lint lint-deploy test unit demo bench eval schemas clean
+.PHONY: help install lint lint-deploy test unit demo bench bench-speed eval schemas clean

@@ -40,6 +40,8 @@ def create_app(
         broker=broker_urls(settings.bootstrap_servers),
         broker_credentials=_credentials(settings),
         store="memory://",
+        # Faust makes "<app id>-data" in the working directory otherwise, even with memory://.
+        datadir=str(settings.state_dir / "faust" / settings.worker_app_id),
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=settings.kafka_topic_replication,
         consumer_auto_offset_reset="earliest",
