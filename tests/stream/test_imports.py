@@ -1,0 +1,24 @@
+"""The worker imports only what it runs: cold start is dominated by imports."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HEAVY_UNUSED = ["torch", "sentence_transformers", "transformers", "evidently", "matplotlib"]
+
+
+def test_worker_modules_do_not_import_torch_or_evidently() -> None:
+    code = (
+        "import sys, ticketflow_cli\n"
+        "ticketflow_cli.build_parser()\n"
+        "import stream.app, stream.runtime, stream.worker, models.onnx_encoder, "
+        "models.static_encoder, models.encoders\n"
+        f"print(sorted(m for m in {HEAVY_UNUSED!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", f"the worker path imported {out.strip()}"
