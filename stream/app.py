@@ -35,6 +35,8 @@ def create_app(
     runtime_loader: Callable[[Settings], Runtime] = load_runtime,
 ) -> faust.App:
     metrics = metrics or WorkerMetrics()
+    # Faust creates only the last level of its datadir.
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_app_id,
         broker=broker_urls(settings.bootstrap_servers),
