@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -32,15 +33,25 @@ def materialise(
     cached = cache_root / directory.name
     if not (cached / marker).is_file():
         build(cached)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_directory(directory) as work:
         shutil.copytree(cached, work, dirs_exist_ok=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        work.replace(directory)
+    logger.info("copied %s from the cache %s", directory.name, cache_root)
+    return directory
+
+
+@contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """A temporary sibling of ``target`` that replaces it when the block succeeds.
+
+    A crash half-way never leaves a partial directory that a worker would load.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield work
+        if target.exists():
+            shutil.rmtree(target)
+        work.replace(target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    logger.info("copied %s from the cache %s", directory.name, cache_root)
-    return directory

@@ -15,11 +15,9 @@ An export lives in a directory with ``model.onnx``, ``tokenizer.json`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +26,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from models.build_cache import atomic_directory
 from models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
+from models.registry import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ class ExportManifest(BaseModel):
     export_format: int = EXPORT_FORMAT
     exported_at: datetime
     library_versions: dict[str, str] = {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _disable_ort_telemetry() -> None:
@@ -91,8 +83,7 @@ def export_dir_name(model_name: str, backend: str) -> str:
 def export_onnx(model_name: str, backend: OnnxBackend, out_dir: Path) -> ExportManifest:
     """Export ``model_name`` (hub name or local directory) to ``out_dir`` for ``backend``.
 
-    Written to a temporary sibling first and renamed, so a crash never leaves a half export
-    that a worker would load.
+    Written to a temporary sibling first and renamed (:func:`atomic_directory`).
     """
     import onnxruntime
     import torch
@@ -112,9 +103,7 @@ def export_onnx(model_name: str, backend: OnnxBackend, out_dir: Path) -> ExportM
             f"{model_name!r} pools with {pooling!r}; the ONNX backends support mean pooling "
             "only: use EMBEDDING_BACKEND=torch for this model"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_directory(out_dir) as work:
         transformer = AutoModel.from_pretrained(str(source))
         transformer.eval()
 
@@ -164,17 +153,11 @@ def export_onnx(model_name: str, backend: OnnxBackend, out_dir: Path) -> ExportM
             backend=backend,
             max_seq_length=max_len,
             dimension=int(transformer.config.hidden_size),
-            sha256=_sha256(graph),
+            sha256=sha256_file(graph),
             exported_at=datetime.now(UTC),
             library_versions={"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         )
         (work / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     logger.info("exported %s as %s to %s", model_name, backend, out_dir)
     return manifest
 
@@ -185,7 +168,9 @@ def load_export(directory: Path) -> ExportManifest:
     if not path.is_file():
         raise EncoderLoadError(f"no ONNX export in {directory} (missing {MANIFEST_FILE})")
     manifest = ExportManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    actual = _sha256(directory / GRAPH_FILE) if (directory / GRAPH_FILE).is_file() else "missing"
+    actual = (
+        sha256_file(directory / GRAPH_FILE) if (directory / GRAPH_FILE).is_file() else "missing"
+    )
     if actual != manifest.sha256:
         raise EncoderLoadError(
             f"ONNX export {directory}: {GRAPH_FILE} sha256 {actual[:12]} does not match its "

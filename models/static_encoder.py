@@ -13,13 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from models.build_cache import atomic_directory
 from models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
 
 logger = logging.getLogger(__name__)
@@ -61,19 +60,11 @@ def distill_static(source_model: str, out_dir: Path) -> Path:
             f"cannot distil a static model: {exc}. Install ticketflow's dependencies "
             "(`make install`) or use CASCADE=off"
         ) from exc
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_directory(out_dir) as work:
         model = distill(model_name=source, pca_dims=PCA_DIMS)
         model.save_pretrained(str(work))
         stamp = {"source_model": source_model, "sha256": _tree_sha256(work)}
         (work / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     logger.info("distilled %s into %s", source_model, out_dir)
     return out_dir
 
