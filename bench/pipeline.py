@@ -144,6 +144,112 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
+def measure_stream(
+    settings: Settings,
+    workdir: Path,
+    env: dict[str, str],
+    bulk: list[dict[str, Any]],
+    paced: list[dict[str, Any]],
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One worker (``env`` names its registry) through Kafka: ``bulk`` pre-published for
+    throughput, then ``paced`` at half that rate for latency; cold start, RSS, stages."""
+    with kafka(settings, workdir) as bootstrap:
+        suffix = uuid.uuid4().hex[:8]
+        topics = {"tickets": f"bench-in-{suffix}", "labeled": f"bench-out-{suffix}"}
+        config = {"bootstrap.servers": bootstrap}
+        create_topics(
+            config, [*topics.values(), f"bench-dlq-{suffix}"], partitions=3, replication=1
+        )
+        produce_raw(
+            config, topics["tickets"], [(t["ticket_id"].encode(), encode_event(t)) for t in bulk]
+        )
+        port = free_port()
+        env = {
+            **env,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_TOPIC_TICKETS": topics["tickets"],
+            "KAFKA_TOPIC_LABELED": topics["labeled"],
+            "KAFKA_TOPIC_DLQ": f"bench-dlq-{suffix}",
+            "WORKER_APP_ID": f"bench-{suffix}",
+            "CHROMA_PATH": str(workdir / "chroma"),
+            "STATE_DIR": str(workdir / "state"),
+            "METRICS_PORT": str(port),
+            "METRICS_BIND": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        log = (workdir / "worker.log").open("wb")
+        started = time.time()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ticketflow_cli", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ready_at = wait_ready(port, worker)
+            done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
+            # Steady state: from the first published label to the last, so the group join
+            # and the first fetch (a one-off per worker start) are not counted as throughput.
+            first, last = min(done.values()), max(done.values())
+            first_batch = sum(1 for t in done.values() if t <= first + 0.05)
+            steady = (len(done) - first_batch) / (last - first)
+            print(
+                f"full pipeline: {len(done)} tickets, {steady:.1f} tickets/s steady; worker "
+                f"ready after {ready_at - started:.1f}s, first label after "
+                f"{first - started:.1f}s",
+                flush=True,
+            )
+            rate = steady / 2
+            print(f"latency at {rate:.1f} tickets/s (half capacity), {len(paced)} tickets:")
+            sent_at: dict[str, float] = {}
+            producer = Producer({**config, "linger.ms": 0})
+            for ticket in paced:
+                sent_at[ticket["ticket_id"]] = time.time()
+                producer.produce(topics["tickets"], encode_event(ticket), ticket["ticket_id"])
+                producer.poll(0)
+                time.sleep(1 / rate)
+            producer.flush(30)
+            seen = output_timestamps(
+                bootstrap, topics["labeled"], len(bulk) + len(paced), timeout_s=600
+            )
+            latencies = [seen[i] - sent_at[i] for i in sent_at if i in seen]
+            rss = peak_rss_mb(worker.pid)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                metrics_text = reply.read().decode()
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    return {
+        "n": len(done),
+        "pipeline_tickets_per_s": round(steady, 2),
+        "pipeline_tickets_per_s_from_ready": round(len(done) / (last - ready_at), 2),
+        "cold_start_ready_s": round(ready_at - started, 2),
+        "cold_start_first_label_s": round(first - started, 2),
+        "latency_rate_per_s": round(rate, 2),
+        "latency_p50_s": round(percentile(latencies, 50), 3),
+        "latency_p99_s": round(percentile(latencies, 99), 3),
+        "latency_samples": len(latencies),
+        "worker_peak_rss_mb": round(rss, 1),
+        "worker_stage_seconds": stage_seconds(metrics_text),
+        "worker_pipeline_rows": pipeline_rows(metrics_text),
+    }
+
+
+def pipeline_rows(metrics_text: str) -> dict[str, float]:
+    """ticketflow_pipeline_rows_total by kind (escalated, cache_hit, cache_miss)."""
+    rows: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("ticketflow_pipeline_rows_total{"):
+            kind = line.split('kind="')[1].split('"')[0]
+            rows[kind] = float(line.split()[-1])
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     workdir = Path(tempfile.mkdtemp(prefix="ticketflow-bench-"))
@@ -169,88 +275,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    with kafka(settings, workdir) as bootstrap:
-        suffix = uuid.uuid4().hex[:8]
-        topics = {"tickets": f"bench-in-{suffix}", "labeled": f"bench-out-{suffix}"}
-        config = {"bootstrap.servers": bootstrap}
-        create_topics(
-            config, [*topics.values(), f"bench-dlq-{suffix}"], partitions=3, replication=1
-        )
-        produce_raw(
-            config, topics["tickets"], [(t["ticket_id"].encode(), encode_event(t)) for t in bulk]
-        )
-        port = free_port()
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            KAFKA_TOPIC_TICKETS=topics["tickets"],
-            KAFKA_TOPIC_LABELED=topics["labeled"],
-            KAFKA_TOPIC_DLQ=f"bench-dlq-{suffix}",
-            WORKER_APP_ID=f"bench-{suffix}",
-            CHROMA_PATH=str(workdir / "chroma"),
-            METRICS_PORT=str(port),
-            METRICS_BIND="127.0.0.1",
-            WORKER_BATCH_MAX=str(args.batch_max or batch_size),
-            LOG_LEVEL="WARNING",
-        )
-        log = (workdir / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow_cli", "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            ready_at = wait_ready(port, worker)
-            done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
-            # Steady state: from the first published label to the last, so the group join
-            # and the first fetch (a one-off per worker start) are not counted as throughput.
-            first, last = min(done.values()), max(done.values())
-            first_batch = sum(1 for t in done.values() if t <= first + 0.05)
-            pipeline_rate = (len(done) - first_batch) / (last - first)
-            cold_rate = len(done) / (last - ready_at)
-            print(
-                f"full pipeline: {len(done)} tickets, {pipeline_rate:.1f} tickets/s steady, "
-                f"{cold_rate:.1f}/s from worker ready ({first - ready_at:.1f}s to first label)"
-            )
-
-            rate = pipeline_rate / 2
-            print(f"latency at {rate:.1f} tickets/s (half capacity), {len(paced)} tickets:")
-            sent_at: dict[str, float] = {}
-            producer = Producer({**config, "linger.ms": 0})
-            for ticket in paced:
-                sent_at[ticket["ticket_id"]] = time.time()
-                producer.produce(topics["tickets"], encode_event(ticket), ticket["ticket_id"])
-                producer.poll(0)
-                time.sleep(1 / rate)
-            producer.flush(30)
-            seen = output_timestamps(
-                bootstrap, topics["labeled"], len(bulk) + len(paced), timeout_s=600
-            )
-            latencies = [seen[i] - sent_at[i] for i in sent_at if i in seen]
-            rss = peak_rss_mb(worker.pid)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                stages = stage_seconds(reply.read().decode())
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+    stream = measure_stream(
+        settings,
+        workdir,
+        env,
+        bulk,
+        paced,
+        extra_env={"WORKER_BATCH_MAX": str(args.batch_max or batch_size)},
+    )
+    pipeline_rate = stream["pipeline_tickets_per_s"]
     result = {
         "n": len(bulk),
         "torch_threads": args.threads,
         "encoder_batch_size": batch_size,
         "worker_batch_max": args.batch_max or batch_size,
         "encoder_tickets_per_s": round(encoder_rate, 2),
-        "pipeline_tickets_per_s": round(pipeline_rate, 2),
         "ratio": round(pipeline_rate / encoder_rate, 3),
-        "pipeline_tickets_per_s_from_ready": round(cold_rate, 2),
-        "ready_to_first_label_s": round(first - ready_at, 2),
-        "latency_rate_per_s": round(rate, 2),
-        "latency_p50_s": round(percentile(latencies, 50), 3),
-        "latency_p99_s": round(percentile(latencies, 99), 3),
-        "latency_samples": len(latencies),
-        "worker_peak_rss_mb": round(rss, 1),
-        "worker_stage_seconds": stages,
+        **stream,
     }
     return result
 

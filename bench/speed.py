@@ -23,30 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
 from sklearn.metrics import f1_score
 
 from batch.embedding_cache import CachedEncoder
 from batch.experiments import SEED, TEST_SIZE, default_datasets_dir
 from batch.train import ModelConfig, split_indices, train
-from bench.pipeline import (
-    kafka,
-    output_timestamps,
-    peak_rss_mb,
-    percentile,
-    stage_seconds,
-    wait_ready,
-)
+from bench.pipeline import measure_stream
 from models.classifier import TicketClassifier
 from models.datasets import ColumnMapping, load_labeled
 from models.embedding import Encoder
@@ -57,9 +45,6 @@ from models.settings import Settings
 from models.static_encoder import StaticEncoder, ensure_static
 from models.text import build_texts
 from schemas import Ticket
-from stream.clients import encode_event, produce_raw
-from stream.kafka.local_broker import free_port
-from stream.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "queue"
@@ -227,86 +212,11 @@ def stream_through_kafka(
         "MODEL_REGISTRY_DIR": str(registry_dir),
         "TORCH_THREADS": str(args.threads),
     }
-    with kafka(settings, workdir) as bootstrap:
-        suffix = uuid.uuid4().hex[:8]
-        topics = {"tickets": f"speed-in-{suffix}", "labeled": f"speed-out-{suffix}"}
-        config = {"bootstrap.servers": bootstrap}
-        create_topics(
-            config, [*topics.values(), f"speed-dlq-{suffix}"], partitions=3, replication=1
-        )
-        produce_raw(
-            config, topics["tickets"], [(e["ticket_id"].encode(), encode_event(e)) for e in bulk]
-        )
-        port = free_port()
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            KAFKA_TOPIC_TICKETS=topics["tickets"],
-            KAFKA_TOPIC_LABELED=topics["labeled"],
-            KAFKA_TOPIC_DLQ=f"speed-dlq-{suffix}",
-            WORKER_APP_ID=f"speed-{suffix}",
-            CHROMA_PATH=str(workdir / "chroma"),
-            METRICS_PORT=str(port),
-            METRICS_BIND="127.0.0.1",
-            LOG_LEVEL="WARNING",
-        )
-        log = (workdir / "worker.log").open("wb")
-        started = time.time()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow_cli", "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            ready_at = wait_ready(port, worker)
-            done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
-            first, last = min(done.values()), max(done.values())
-            first_batch = sum(1 for t in done.values() if t <= first + 0.05)
-            steady = (len(done) - first_batch) / (last - first)
-            print(
-                f"  kafka: {len(done)} tickets, {steady:.1f} tickets/s steady; ready after "
-                f"{ready_at - started:.1f}s, first label after {first - started:.1f}s",
-                flush=True,
-            )
-            rate = steady / 2
-            sent_at: dict[str, float] = {}
-            producer = Producer({**config, "linger.ms": 0})
-            for event in paced:
-                sent_at[event["ticket_id"]] = time.time()
-                producer.produce(topics["tickets"], encode_event(event), event["ticket_id"])
-                producer.poll(0)
-                time.sleep(1 / rate)
-            producer.flush(30)
-            seen = output_timestamps(
-                bootstrap, topics["labeled"], len(bulk) + len(paced), timeout_s=600
-            )
-            latencies = [seen[i] - sent_at[i] for i in sent_at if i in seen]
-            rss = peak_rss_mb(worker.pid)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                metrics_text = reply.read().decode()
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-    escalated = sum(
-        float(line.split()[-1])
-        for line in metrics_text.splitlines()
-        if line.startswith('ticketflow_pipeline_rows_total{kind="escalated"}')
+    stream = measure_stream(settings, workdir, env, bulk, paced)
+    stream["escalated_share"] = round(
+        stream["worker_pipeline_rows"].get("escalated", 0.0) / max(1, len(bulk) + len(paced)), 3
     )
-    return {
-        "n": len(done),
-        "pipeline_tickets_per_s": round(steady, 2),
-        "escalated_share": round(escalated / max(1, len(bulk) + len(paced)), 3),
-        "cold_start_ready_s": round(ready_at - started, 2),
-        "cold_start_first_label_s": round(first - started, 2),
-        "latency_rate_per_s": round(rate, 2),
-        "latency_p50_s": round(percentile(latencies, 50), 3),
-        "latency_p99_s": round(percentile(latencies, 99), 3),
-        "latency_samples": len(latencies),
-        "worker_peak_rss_mb": round(rss, 1),
-        "worker_stage_seconds": stage_seconds(metrics_text),
-    }
+    return stream
 
 
 def main() -> None:
