@@ -27,7 +27,7 @@ import pytest
 from models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
 from models.sample import generate_tickets
 from schemas import DriftEvent, LabelFeedback, ModelUpdate
-from stream.clients import consume, produce_events, produce_raw
+from stream.clients import consume, encode_event, produce_events, produce_raw
 from stream.topics import create_topics
 from tests.fixtures.pipeline import REPO, WorkerProcess
 
@@ -146,9 +146,17 @@ def tickets(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
 def produce_in_background(
     config: dict[str, str], topic: str, rows: list[dict[str, Any]], rate: float
 ) -> threading.Thread:
-    thread = threading.Thread(
-        target=produce_events, args=(config, topic, rows), kwargs={"rate": rate, "progress": False}
-    )
+    """Publish ``rows`` at about ``rate`` per second (in chunks of a second) from a thread."""
+
+    def run() -> None:
+        step = max(1, int(rate))
+        started = time.monotonic()
+        for n, first in enumerate(range(0, len(rows), step)):
+            chunk = rows[first : first + step]
+            produce_raw(config, topic, [(r["ticket_id"].encode(), encode_event(r)) for r in chunk])
+            time.sleep(max(0.0, started + (n + 1) * step / rate - time.monotonic()))
+
+    thread = threading.Thread(target=run)
     thread.start()
     return thread
 
