@@ -302,6 +302,13 @@ def retrain(
     needs_text = bool(config.features.word or config.features.char) or champion.classifier.uses_text
     targets = list(meta.targets)
     exclude = set(eval_labels or {})
+    index = {ticket_id: row for row, ticket_id in enumerate(stored.ids)}
+    missing = sorted(exclude - set(index))
+    if missing:
+        raise RetrainError(
+            f"{len(missing)} tickets of the evaluation file are not in the store, "
+            f"e.g. {missing[:3]}"
+        )
     selection = select(stored, targets, policy, needs_text=needs_text, exclude=exclude, seed=seed)
     if len(selection.train_rows) < 10:
         raise RetrainError(
@@ -325,13 +332,6 @@ def retrain(
 
     evaluations: dict[str, dict[str, list[tuple[int, str]]]] = {HELD_OUT: selection.held_out}
     if eval_labels:
-        index = {ticket_id: row for row, ticket_id in enumerate(stored.ids)}
-        missing = sorted(set(eval_labels) - set(index))
-        if missing:
-            raise RetrainError(
-                f"{len(missing)} tickets of the evaluation file are not in the store, "
-                f"e.g. {missing[:3]}"
-            )
         evaluations[EVAL_FILE] = {
             t: [(index[i], labels[t]) for i, labels in eval_labels.items() if t in labels]
             for t in targets

@@ -1,5 +1,6 @@
 """Retraining from the vector store: no encoder, champion vs challenger, readable decisions."""
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,3 +203,44 @@ def test_decide_margin_and_tolerance() -> None:
     assert not ok and "gain +0.005 < margin 0.010" in reasons[0]
     ok, reasons = decide(old, metrics(0.9, {"a": 0.9}), margin=0.01, tolerance=0.05, min_n=60)
     assert not ok and "only 50 labelled tickets" in reasons[0]
+
+
+def test_evaluation_file_is_scored_and_never_trained_on(
+    world: dict[str, Any], no_encoder: None, tmp_path: Path
+) -> None:
+    from batch.retrain import EVAL_FILE, load_eval_labels
+
+    relabel(world)
+    path = tmp_path / "gold.jsonl"
+    gold = world["rows"][-80:]
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "ticket_id": r["ticket_id"],
+                    "queue": "Payments" if r["queue"] == RENAMED else r["queue"],
+                }
+            )
+            for r in gold
+        )
+    )
+    eval_labels = load_eval_labels(path, ["queue"])
+    assert len(eval_labels) == 80
+    result = retrain(
+        read_store(world["store"].collection),
+        registry=world["registry"],
+        policy=RetrainPolicy(),
+        config=CONFIG,
+        eval_labels=eval_labels,
+    )
+    assert result.report["counts"]["excluded (evaluation file)"] == 80
+    assert result.report["metrics"][EVAL_FILE]["challenger"]["queue"]["n"] == 80
+    assert any(reason.startswith(EVAL_FILE) for reason in result.reasons)
+    with pytest.raises(RetrainError, match="not in the store"):
+        retrain(
+            read_store(world["store"].collection),
+            registry=world["registry"],
+            policy=RetrainPolicy(),
+            config=CONFIG,
+            eval_labels={"NOPE": {"queue": "x"}},
+        )
