@@ -28,6 +28,7 @@ from models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
 from models.sample import generate_tickets
 from schemas import DriftEvent, LabelFeedback, ModelUpdate
 from stream.clients import consume, encode_event, produce_events, produce_raw
+from stream.kafka.local_broker import free_port
 from stream.topics import create_topics
 from tests.fixtures.pipeline import REPO, WorkerProcess
 
@@ -368,3 +369,59 @@ def test_three_hot_swaps_lose_and_duplicate_nothing(
     assert all(len(v) == 1 for v in per_batch.values())  # one model per micro-batch
     assert Counter(r["model_version"] for r in labeled).keys() == {v1, v2}
     assert [h.action for h in registry.history()[-3:]] == ["promote", "rollback", "promote"]
+
+
+def test_every_worker_of_the_group_swaps(
+    loop_worker: WorkerProcess, kafka_config: dict[str, str], tmp_path: Path
+) -> None:
+    """Two workers share the tickets' consumer group; each still gets every announcement."""
+    first, env = loop_worker, loop_worker.env
+    registry = ModelRegistry(Path(env["MODEL_REGISTRY_DIR"]))
+    v1 = registry.current_version()
+    assert v1 is not None
+    v2 = f"{v1}-copy"
+    shutil.copytree(registry.path(v1), registry.path(v2))
+    meta = json.loads((registry.path(v2) / METADATA_FILE).read_text())
+    meta["version"] = v2
+    (registry.path(v2) / METADATA_FILE).write_text(json.dumps(meta))
+    port = free_port()
+    second = WorkerProcess(
+        env={
+            **env,
+            "METRICS_PORT": str(port),
+            "CHROMA_PATH": str(tmp_path / "chroma-2"),  # embedded stores are one process each
+            "STATE_DIR": str(tmp_path / "state-2"),
+        },
+        log=tmp_path / "worker-2.log",
+        port=port,
+    )
+    try:
+        first.start()
+        second.start()
+        first.wait_ready()
+        second.wait_ready()
+        rows = tickets(600, seed=41, prefix="M")
+        producer = produce_in_background(kafka_config, env["KAFKA_TOPIC_TICKETS"], rows, rate=20)
+        labeled_total = "ticketflow_tickets_labeled_total"
+        wait_for(
+            lambda: metric(first, labeled_total) + metric(second, labeled_total) >= 150,
+            first,
+            "labels",
+        )
+        cli(env, "models", "promote", v2, "--reason", "both workers", "--by", "test")
+        for worker in (first, second):
+            wait_for(lambda w=worker: bool(SWAP.findall(w.log.read_text())), worker, "a swap")
+        producer.join()
+        labeled = collect(kafka_config, env["KAFKA_TOPIC_LABELED"], len(rows))
+    finally:
+        second.stop()
+    ids = Counter(r["ticket_id"] for r in labeled)
+    per_worker = [SWAP.findall(w.log.read_text()) for w in (first, second)]
+    print(
+        f"\n2 workers: labelled {len(labeled)} (unique {len(ids)}), "
+        f"swaps {[[(s[1][-12:], s[3]) for s in p] for p in per_worker]}"
+    )
+    assert all(p and p[0][1] == v2 for p in per_worker)
+    assert set(ids) == {r["ticket_id"] for r in rows}
+    ordered = sorted(labeled, key=lambda r: r["processed_time"])
+    assert ordered[-1]["model_version"] == v2
