@@ -244,3 +244,36 @@ def test_evaluation_file_is_scored_and_never_trained_on(
             config=CONFIG,
             eval_labels={"NOPE": {"queue": "x"}},
         )
+
+
+def test_the_retrain_command_never_loads_an_encoder_library(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """`ticketflow retrain` end to end in a fresh process: no torch, ONNX or model2vec."""
+    import os
+    import subprocess
+    import sys
+
+    relabel(world)
+    probe = (
+        "import sys, ticketflow_cli\n"
+        "rc = ticketflow_cli.main(['retrain', '--no-promote'])\n"
+        "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'model2vec')\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules], rc)\n"
+    )
+    env = {
+        **os.environ,
+        "MODEL_REGISTRY_DIR": str(tmp_path / "registry"),
+        "CHROMA_PATH": str(tmp_path / "chroma"),
+        "RETRAIN_REPORT_DIR": str(tmp_path / "reports"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
+    assert "promoted" in done.stdout and "not promoted: --no-promote" in done.stdout
