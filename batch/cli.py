@@ -216,7 +216,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         data,
         encoder=_encoder(settings),
         static_encoder=_static_encoder(settings) if settings.cascade else None,
-        cascade_tolerance=settings.cascade_tolerance,
+        cascade_agreement=settings.cascade_agreement,
         registry=ModelRegistry(settings.model_registry_dir),
         max_text_chars=settings.max_text_chars,
         test_size=args.test_size,

@@ -305,7 +305,7 @@ def add_first_stage(
     labels: dict[str, list[str]],
     *,
     config: ModelConfig,
-    tolerance: float,
+    agreement: float,
     seed: int,
 ) -> float:
     """Fit the cascade's first stage into ``classifier``; returns the out-of-fold share of
@@ -315,16 +315,15 @@ def add_first_stage(
     )
     thresholds: dict[str, float] = {}
     escalate = np.zeros(len(texts), dtype=bool)
-    for target, y in labels.items():
+    for target in labels:
         second_oof, first_oof = held_out.get(target), first_held_out.get(target)
         if second_oof is None or first_oof is None:
             thresholds[target] = ALWAYS_ESCALATE
             escalate[:] = True
             continue
-        y_index = np.asarray([second_oof.classes.index(v) for v in y])
         p2 = apply_temperature(second_oof.logits, classifier.temperatures.get(target, 1.0))
         p1 = apply_temperature(first_oof.logits, first.temperatures.get(target, 1.0))
-        thresholds[target], share = escalation_threshold(p1, p2, y_index, tolerance=tolerance)
+        thresholds[target], share = escalation_threshold(p1, p2, agreement=agreement)
         escalate |= p1.max(axis=1) < thresholds[target]
         logger.info(
             "%s: cascade escalates below %.3f (out-of-fold: %.0f%% of tickets)",
@@ -386,14 +385,15 @@ def train(
     reference_dir: Path | None = None,
     reference_size: int = 2_000,
     static_encoder: Encoder | None = None,
-    cascade_tolerance: float = 0.005,
+    cascade_agreement: float = 0.97,
 ) -> TrainResult:
     """Split (stratified on the first target), embed once, fit, evaluate on the test part
     and register. ``review_precision``: per-target review thresholds for this precision.
 
     With ``static_encoder`` the model becomes a cascade (models.cascade): a first stage on
     the static vectors, with escalation thresholds chosen on out-of-fold predictions so the
-    cascade's macro-F1 stays within ``cascade_tolerance`` of the transformer stage's.
+    first stage keeps only tickets on which it gives the transformer stage's label at least
+    ``cascade_agreement`` of the time (models.cascade).
     """
     config = config or ModelConfig()
     targets = list(data.labels)
@@ -432,7 +432,7 @@ def train(
             static[np.asarray(train_idx)],
             labels_train,
             config=config,
-            tolerance=cascade_tolerance,
+            agreement=cascade_agreement,
             seed=seed,
         )
         seconds["cascade"] = time.perf_counter() - fitted

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data,
         encoder=CachedEncoder(default_encoder, cache),
         static_encoder=static,
-        cascade_tolerance=settings.cascade_tolerance,
+        cascade_agreement=settings.cascade_agreement,
         registry=registry,
         max_text_chars=settings.max_text_chars,
         test_size=TEST_SIZE,

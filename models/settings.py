@@ -91,8 +91,9 @@ class Settings(BaseSettings):
     cascade: bool = Field(
         default=True, description="Train a static first stage that skips the transformer."
     )
-    cascade_tolerance: float = Field(
-        default=0.005, description="Macro-F1 the cascade may lose to the transformer (CV)."
+    cascade_agreement: float = Field(
+        default=0.97,
+        description="Out-of-fold share of kept tickets where the first stage must match stage 2.",
     )
     text_cache_size: int = Field(
         default=10_000, description="Embeddings kept by model text (LRU); 0 = off."

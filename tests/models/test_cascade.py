@@ -13,29 +13,33 @@ from tests.helpers import HashingEncoder
 pytestmark = pytest.mark.unit
 
 
-def test_threshold_keeps_macro_f1_within_tolerance_and_escalates_only_the_unsure() -> None:
+def test_threshold_keeps_only_tickets_where_the_stages_agree_often_enough() -> None:
     rng = np.random.default_rng(0)
     n = 400
-    y = rng.integers(0, 3, n)
+    second_pred = rng.integers(0, 3, n)
     second = np.full((n, 3), 0.05)
-    second[np.arange(n), y] = 0.9  # the transformer stage is always right
+    second[np.arange(n), second_pred] = 0.9
     confidence = rng.uniform(0.34, 1.0, n)
-    first_pred = np.where(confidence > 0.7, y, (y + 1) % 3)  # right only when confident
+    # The first stage gives the second stage's answer only when it is confident.
+    first_pred = np.where(confidence > 0.7, second_pred, (second_pred + 1) % 3)
     first = np.full((n, 3), 0.0)
     first[np.arange(n), first_pred] = confidence
     first[np.arange(n), (first_pred + 1) % 3] = 1 - confidence
-    cut, share = escalation_threshold(first, second, y, tolerance=0.0)
-    assert 0.6 < cut <= 0.75
+    cut, share = escalation_threshold(first, second, agreement=1.0)
+    assert 0.7 < cut <= 0.75
     assert share == pytest.approx(float((confidence < cut).mean()))
-    escalated = confidence < cut
-    assert (np.where(escalated, y, first_pred) == y).all()
+    kept = confidence >= cut
+    assert (first_pred[kept] == second_pred[kept]).all()
+    # A looser agreement keeps more tickets (escalates fewer).
+    _, looser = escalation_threshold(first, second, agreement=0.9)
+    assert looser < share
 
 
-def test_threshold_escalates_everything_when_the_first_stage_is_useless() -> None:
+def test_threshold_escalates_everything_when_the_stages_never_agree() -> None:
     y = np.array([0, 1] * 50)
     second = np.eye(2)[y] * 0.8 + 0.1
-    first = np.eye(2)[1 - y] * 0.8 + 0.1  # always wrong, confidently
-    cut, share = escalation_threshold(first, second, y, tolerance=0.01)
+    first = np.eye(2)[1 - y] * 0.8 + 0.1
+    cut, share = escalation_threshold(first, second, agreement=0.9)
     assert share == 1.0
     assert cut == ALWAYS_ESCALATE
 
