@@ -11,6 +11,7 @@ Every run writes a JSON and a markdown report, promoted or not.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -188,6 +189,31 @@ def evaluate_rows(
     return metrics
 
 
+def _input_dimension(classifier: TicketClassifier) -> int | None:
+    """The vector width a classifier's heads read (None when it cannot tell)."""
+    if classifier.features is not None:
+        return classifier.features.dimension
+    coef = getattr(next(iter(classifier.heads.values())), "coef_", None)
+    return int(coef.shape[1]) if coef is not None else None
+
+
+def with_first_stage(champion: TicketClassifier, first: TicketClassifier) -> TicketClassifier:
+    """The champion cascade with ``first`` as its first stage (same thresholds, same
+    transformer stage). Refused when ``first`` learned a class the transformer stage lacks:
+    the escalated tickets could never get it."""
+    for target in first.targets:
+        new = set(first.labels(target)) - set(champion.labels(target))
+        if new:
+            raise RetrainError(
+                f"{target}: feedback introduced {sorted(new)}, which the cascade's transformer "
+                "stage does not know and retraining cannot teach it without re-embedding; "
+                "run ticketflow train on data with these labels"
+            )
+    challenger = copy.copy(champion)
+    challenger.first_stage = first
+    return challenger
+
+
 def decide(
     champion: Mapping[str, Mapping[str, Mapping[str, Any]]],
     challenger: Mapping[str, Mapping[str, Mapping[str, Any]]],
@@ -279,25 +305,25 @@ def retrain(
         raise RetrainError("no champion in the registry: run ticketflow train first")
     champion = registry.load(champion_version)
     meta = champion.metadata
-    static_model = getattr(meta, "static_model", None)
-    if static_model:
+    # A cascade's store holds its first stage's (static) vectors: retraining refits that
+    # stage, which decides most tickets; the transformer stage needs vectors only a re-embed
+    # could give, so it stays the champion's (``ticketflow train`` refits both).
+    cascade = champion.classifier.first_stage
+    expected_model = meta.vector_model
+    expected_dimension = (
+        _input_dimension(cascade) if cascade is not None else meta.embedding_dimension
+    )
+    if stored.embedding_model and stored.embedding_model != expected_model:
         raise RetrainError(
-            f"the champion {champion_version} is a cascade: the store holds its first stage's "
-            f"{static_model!r} vectors, not the {meta.embedding_model!r} vectors its second "
-            "stage reads, and retraining never re-embeds; retraining supports models trained "
-            "with CASCADE=false"
-        )
-    if stored.embedding_model and stored.embedding_model != meta.embedding_model:
-        raise RetrainError(
-            f"the collection holds vectors of {stored.embedding_model!r}, the champion was "
-            f"trained on {meta.embedding_model!r}"
+            f"the collection holds vectors of {stored.embedding_model!r}, the champion "
+            f"{champion_version} reads {expected_model!r}"
         )
     if not stored.ids:
         raise RetrainError("the vector store is empty: nothing to retrain on")
-    if stored.vectors.shape[1] != meta.embedding_dimension:
+    if expected_dimension is not None and stored.vectors.shape[1] != expected_dimension:
         raise RetrainError(
             f"stored vectors are {stored.vectors.shape[1]}-d, the champion expects "
-            f"{meta.embedding_dimension}-d"
+            f"{expected_dimension}-d"
         )
     needs_text = bool(config.features.word or config.features.char) or champion.classifier.uses_text
     targets = list(meta.targets)
@@ -318,16 +344,23 @@ def retrain(
     texts = [stored.documents[r] or "" for r in selection.train_rows]
     fit_started = time.perf_counter()
     try:
-        challenger, _ = fit_model(
+        fitted, _ = fit_model(
             texts,
             stored.vectors[np.asarray(selection.train_rows)],
             selection.train_labels,
             config=config,
-            review_precision=review_precision,
+            review_precision=None if cascade is not None else review_precision,
             seed=seed,
         )
     except ValueError as exc:
         raise RetrainError(f"cannot fit a challenger: {exc}") from exc
+    if cascade is not None:
+        challenger = with_first_stage(champion.classifier, fitted)
+        # What changed, and what the stored vectors can score: the first stages.
+        champion_scored, challenger_scored = cascade, fitted
+    else:
+        challenger = challenger_scored = fitted
+        champion_scored = champion.classifier
     fit_seconds = time.perf_counter() - fit_started
 
     evaluations: dict[str, dict[str, list[tuple[int, str]]]] = {HELD_OUT: selection.held_out}
@@ -339,10 +372,10 @@ def retrain(
     champion_metrics: dict[str, dict[str, dict[str, Any]]] = {}
     challenger_metrics: dict[str, dict[str, dict[str, Any]]] = {}
     for name, labelled in evaluations.items():
-        new = evaluate_rows(challenger, stored, labelled)
+        new = evaluate_rows(challenger_scored, stored, labelled)
         if new:
             challenger_metrics[name] = new
-            champion_metrics[name] = evaluate_rows(champion.classifier, stored, labelled)
+            champion_metrics[name] = evaluate_rows(champion_scored, stored, labelled)
     promote, reasons = decide(
         champion_metrics,
         challenger_metrics,

@@ -277,3 +277,93 @@ def test_the_retrain_command_never_loads_an_encoder_library(
     )
     assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
     assert "promoted" in done.stdout and "not promoted: --no-promote" in done.stdout
+
+
+@pytest.fixture
+def cascade_world(tmp_path: Path) -> dict[str, Any]:
+    """A cascade champion whose worker stored the first stage's (static) vectors."""
+    dense, static = HashingEncoder(256, "test/dense"), HashingEncoder(64, "test/static")
+    rows = generate_tickets(600, seed=6)
+    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
+    dense_vectors, static_vectors = dense.encode(texts), static.encode(texts)
+    labels = {"queue": [r["queue"] for r in rows[:200]]}
+    champion, _ = fit_model(texts[:200], dense_vectors[:200], labels, config=CONFIG)
+    first, _ = fit_model(
+        texts[:200], static_vectors[:200], labels, config=CONFIG, review_precision=None
+    )
+    champion.first_stage = first
+    champion.escalation_thresholds = {"queue": 0.5}
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.save(
+        champion,
+        ModelMetadata(
+            version="v-cascade",
+            created_at=datetime.now(UTC),
+            targets=["queue"],
+            labels={"queue": champion.labels("queue")},
+            embedding_model=dense.name,
+            embedding_dimension=dense.dimension,
+            static_model=static.name,
+            escalation_thresholds=champion.escalation_thresholds,
+            max_text_chars=1000,
+        ),
+    )
+    store = ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=static.name,
+        dimension=static.dimension,
+    )
+    store.upsert(
+        [r["ticket_id"] for r in rows],
+        static_vectors,
+        [{"label_source": "model", "queue": "IT Support", "queue_probability": 0.5}] * 600,
+        [redact(t) for t in texts],
+    )
+    return {"rows": rows, "registry": registry, "store": store}
+
+
+def test_a_cascade_retrains_its_first_stage_from_the_stored_static_vectors(
+    cascade_world: dict[str, Any], no_encoder: None
+) -> None:
+    feedback = [
+        LabelFeedback(ticket_id=r["ticket_id"], labels={"queue": r["queue"]}, corrected_by="a")
+        for r in cascade_world["rows"]
+    ]
+    apply_feedback(cascade_world["store"].collection, feedback)
+    stored = read_store(cascade_world["store"].collection)
+    registry = cascade_world["registry"]
+    result = retrain(stored, registry=registry, policy=RetrainPolicy(), config=CONFIG)
+    champion = registry.load("v-cascade").classifier
+    challenger = registry.load(result.challenger).classifier
+    assert challenger.first_stage is not None and champion.first_stage is not None
+    # The transformer stage and the thresholds are the champion's; the first stage is new.
+    np.testing.assert_array_equal(challenger.heads["queue"].coef_, champion.heads["queue"].coef_)
+    assert challenger.escalation_thresholds == champion.escalation_thresholds
+    # Refitted on the ~420 stored tickets with human labels (the champion's saw 200).
+    assert (
+        challenger.first_stage.features.n_features  # type: ignore[union-attr]
+        > champion.first_stage.features.n_features  # type: ignore[union-attr]
+    )
+    # Both first stages are scored on the held-out human labels, and the decision says why.
+    scores = result.report["metrics"][HELD_OUT]
+    assert {"champion", "challenger"} <= set(scores)
+    assert scores["challenger"]["queue"]["n"] == scores["champion"]["queue"]["n"] > 0
+    assert result.reasons
+
+
+def test_a_cascade_refuses_a_class_its_transformer_stage_does_not_know(
+    cascade_world: dict[str, Any], no_encoder: None
+) -> None:
+    feedback = [
+        LabelFeedback(
+            ticket_id=r["ticket_id"],
+            labels={"queue": "Payments" if r["queue"] == RENAMED else r["queue"]},
+            corrected_by="a",
+        )
+        for r in cascade_world["rows"]
+    ]
+    apply_feedback(cascade_world["store"].collection, feedback)
+    stored = read_store(cascade_world["store"].collection)
+    with pytest.raises(RetrainError, match="does not know"):
+        retrain(stored, registry=cascade_world["registry"], policy=RetrainPolicy(), config=CONFIG)
