@@ -162,8 +162,15 @@ def _load(args: argparse.Namespace, settings: Settings) -> Any:
     return data
 
 
+FROM_SETTINGS = -1  # _encoder(max_tokens=...): EMBEDDING_MAX_TOKENS
+
+
 def _encoder(
-    settings: Settings, model_name: str | None = None, *, backend: str | None = None
+    settings: Settings,
+    model_name: str | None = None,
+    *,
+    backend: str | None = None,
+    max_tokens: int | None = FROM_SETTINGS,
 ) -> Any:
     """The encoder of ``backend`` (default EMBEDDING_BACKEND); ONNX exports are made once
     and kept next to the models (``MODEL_REGISTRY_DIR/encoders``)."""
@@ -177,6 +184,7 @@ def _encoder(
         batch_size=settings.embedding_batch_size,
         threads=settings.torch_threads,
         cache_root=settings.cache_dir / "encoders",
+        max_tokens=settings.embedding_max_tokens if max_tokens == FROM_SETTINGS else max_tokens,
     )
 
 
@@ -252,7 +260,12 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if version is None:
         raise SystemExit("no current model: run ticketflow train first")
     metadata = registry.metadata(version)
-    encoder = _encoder(settings, metadata.embedding_model, backend=metadata.embedding_backend)
+    encoder = _encoder(
+        settings,
+        metadata.embedding_model,
+        backend=metadata.embedding_backend,
+        max_tokens=metadata.embedding_max_tokens,
+    )
     model = registry.load(
         version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
     )
@@ -284,7 +297,7 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     # The reference backend: the cache is keyed by model name, and the table compares models.
-    bare = _encoder(settings, backend="torch")
+    bare = _encoder(settings, backend="torch", max_tokens=None)
     encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
     if args.quick:
         rows = {"bueck-v3": 600, "endava-it": 600}

@@ -26,11 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from models.embedding import Encoder, FloatMatrix
-from models.encoders import encoder_backend
+from models.encoders import encoder_backend, encoder_max_tokens
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ticketflow" / "embeddings"
+DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: the cache's first key space
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -46,6 +47,9 @@ class CachedEncoder:
         # One directory per (model, backend): quantised vectors must not answer for fp32 ones.
         backend = encoder_backend(encoder)
         suffix = "" if backend == "torch" else f"--{backend}"
+        tokens = encoder_max_tokens(encoder)
+        if tokens is not None and tokens != DEFAULT_MAX_TOKENS:
+            suffix += f"--t{tokens}"
         self.directory = root / (_SLUG.sub("_", encoder.name) + suffix)
         self.chunk = chunk
         self._memory: dict[bytes, FloatMatrix] | None = None

@@ -33,7 +33,7 @@ from models.classifier import (
 )
 from models.datasets import LabeledData
 from models.embedding import Encoder
-from models.encoders import encoder_backend, encoder_sha256
+from models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
 from models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
 from models.registry import ModelMetadata, ModelRegistry, new_version, sha256_file
 from models.text import build_texts
@@ -459,6 +459,7 @@ def train(
         embedding_model=encoder.name,
         embedding_dimension=encoder.dimension,
         embedding_backend=encoder_backend(encoder),
+        embedding_max_tokens=encoder_max_tokens(encoder),
         encoder_sha256=encoder_sha256(encoder),
         static_model=static_encoder.name if static_encoder is not None else None,
         static_sha256=getattr(static_encoder, "sha256", None),

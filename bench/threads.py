@@ -49,6 +49,7 @@ def encode_all(
         export_root=encoders_root(registry),
         cache_root=cache,
         threads=threads,
+        max_tokens=Settings().embedding_max_tokens,
     )
     encoder.encode(texts[:8])
     start.wait()  # every process starts encoding at the same moment

@@ -66,6 +66,7 @@ class SentenceTransformerEncoder:
         device: str = "cpu",
         batch_size: int = 32,
         threads: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         if threads:
             import torch
@@ -86,6 +87,9 @@ class SentenceTransformerEncoder:
             ) from exc
         self._name = model_name
         self.batch_size = batch_size
+        if max_tokens:
+            self._model.max_seq_length = max_tokens
+        self.max_tokens: int | None = self._model.max_seq_length
         dimension = self._model.get_embedding_dimension()
         if dimension is None:
             raise EncoderLoadError(f"model {model_name!r} does not declare its dimension")

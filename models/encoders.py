@@ -42,11 +42,19 @@ def load_encoder(
     threads: int | None = None,
     export_missing: bool = True,
     cache_root: Path | None = None,
+    max_tokens: int | None = None,
 ) -> Encoder:
-    """The encoder for (model, backend); ONNX backends export on first use when allowed."""
+    """The encoder for (model, backend); ONNX backends export on first use when allowed.
+
+    ``max_tokens``: where texts are cut (None: the model's own ``max_seq_length``).
+    """
     if backend == "torch":
         return SentenceTransformerEncoder(
-            model_name, device=device, batch_size=batch_size, threads=threads
+            model_name,
+            device=device,
+            batch_size=batch_size,
+            threads=threads,
+            max_tokens=max_tokens,
         )
     if backend not in ONNX_BACKENDS:
         raise ValueError(f"unknown EMBEDDING_BACKEND {backend!r}; choose one of {BACKENDS}")
@@ -54,7 +62,9 @@ def load_encoder(
         directory = ensure_export(model_name, backend, export_root, cache_root=cache_root)
     else:
         directory = export_root / export_dir_name(model_name, backend)
-    return OnnxEncoder(directory, batch_size=batch_size, threads=threads, name=model_name)
+    return OnnxEncoder(
+        directory, batch_size=batch_size, threads=threads, name=model_name, max_tokens=max_tokens
+    )
 
 
 def encoder_sha256(encoder: Encoder) -> str | None:
@@ -63,6 +73,15 @@ def encoder_sha256(encoder: Encoder) -> str | None:
         return encoder.manifest.sha256
     inner = getattr(encoder, "encoder", None)  # wrappers such as the text cache
     return encoder_sha256(inner) if inner is not None else None
+
+
+def encoder_max_tokens(encoder: Encoder) -> int | None:
+    """Where ``encoder`` cuts texts, in tokens (None when it cannot tell)."""
+    value = getattr(encoder, "max_tokens", None)
+    if value is not None:
+        return int(value)
+    inner = getattr(encoder, "encoder", None)
+    return encoder_max_tokens(inner) if inner is not None else None
 
 
 def encoder_backend(encoder: Encoder) -> Backend:
@@ -76,6 +95,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "encoder_backend",
+    "encoder_max_tokens",
     "encoder_sha256",
     "encoders_root",
     "load_encoder",

@@ -189,6 +189,7 @@ class OnnxEncoder:
         batch_size: int = 32,
         threads: int | None = None,
         name: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
@@ -204,7 +205,9 @@ class OnnxEncoder:
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        tokenizer.enable_truncation(self.manifest.max_seq_length)
+        # The export handles any length; the cut is the tokenizer's (None: the model's own).
+        self.max_tokens = max_tokens or self.manifest.max_seq_length
+        tokenizer.enable_truncation(self.max_tokens)
         tokenizer.enable_padding()  # to the longest text of each batch, not a fixed length
         self._tokenizer = tokenizer
         self._name = name or self.manifest.source_model

@@ -53,6 +53,7 @@ class ModelMetadata(BaseModel):
     # Which backend produced the training vectors, and the exported graph it ran (onnx*);
     # a worker serves with the same ones (models.encoders).
     embedding_backend: str = "torch"
+    embedding_max_tokens: int | None = None  # None (older models): the encoder's default
     encoder_sha256: str | None = None
     # The cascade's first stage: the static model it reads (models.static_encoder), its
     # fingerprint, and the out-of-fold share of tickets it escalated to the transformer.

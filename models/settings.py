@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # Model
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embedding_device: str = "cpu"
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = 16
     torch_threads: int | None = Field(
         default=None,
         description="Intra-op threads of the encoder (torch or onnxruntime); None = all cores.",
@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         default="onnx-int8",
         description="How training embeds; a worker serves with the model's own backend.",
+    )
+    embedding_max_tokens: int | None = Field(
+        default=128,
+        description="Cut texts at this many tokens when training; 0 = the model's own.",
     )
     cascade: bool = Field(
         default=True, description="Train a static first stage that skips the transformer."

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import cast
 
 from models.embedding import Encoder, FloatMatrix
-from models.encoders import Backend, encoder_backend, encoder_sha256, encoders_root, load_encoder
+from models.encoders import (
+    Backend,
+    encoder_backend,
+    encoder_max_tokens,
+    encoder_sha256,
+    encoders_root,
+    load_encoder,
+)
 from models.pipeline import LabelingPipeline
 from models.registry import LoadedModel, ModelMetadata, ModelRegistry, ModelVerificationError
 from models.settings import Settings
@@ -47,6 +54,7 @@ class ServingEncoders:
         self.registry_dir = registry_dir
         self.backend: Backend = encoder_backend(dense)
         self.dense_sha256 = encoder_sha256(dense)
+        self.max_tokens = encoder_max_tokens(dense)
         self.vector_model: str | None = None  # set once the first pipeline is built
         self._static: dict[str, StaticEncoder] = {}
         self._lock = threading.Lock()
@@ -74,6 +82,12 @@ class ServingEncoders:
                 f"encoder graph sha256 {(metadata.encoder_sha256 or 'none')[:12]} != "
                 f"{self.dense_sha256[:12]} (exported again since training?)"
             )
+        if (
+            metadata.embedding_max_tokens is not None
+            and self.max_tokens is not None
+            and metadata.embedding_max_tokens != self.max_tokens
+        ):
+            problems.append(f"max tokens {metadata.embedding_max_tokens} != {self.max_tokens}")
         if self.vector_model is not None and metadata.vector_model != self.vector_model:
             problems.append(
                 f"its vectors are {metadata.vector_model!r}, the vector store holds "
@@ -157,6 +171,7 @@ def load_runtime(settings: Settings) -> Runtime:
         batch_size=settings.embedding_batch_size,
         threads=settings.torch_threads,
         cache_root=settings.cache_dir / "encoders",
+        max_tokens=metadata.embedding_max_tokens,
     )
     if settings.text_cache_size > 0:
         dense = CachedTextEncoder(dense, max_entries=settings.text_cache_size)
