@@ -204,14 +204,8 @@ class ModelRegistry:
             raise RegistryError(
                 f"no current model in {self.root}: train one first (ticketflow train --data ...)"
             )
-        metadata = self.metadata(version)
+        metadata = self.verify(version)
         model_path = self.path(version) / MODEL_FILE
-        actual = sha256_file(model_path) if model_path.is_file() else "missing"
-        if actual != metadata.model_sha256:
-            raise ModelVerificationError(
-                f"model {version}: {MODEL_FILE} sha256 {actual[:12]} does not match "
-                f"metadata {metadata.model_sha256[:12]}; refusing to load it"
-            )
         if (
             expect_embedding_model is not None
             and metadata.embedding_model != expect_embedding_model
@@ -311,6 +305,6 @@ class ModelRegistry:
         if actual != metadata.model_sha256:
             raise ModelVerificationError(
                 f"model {version}: {MODEL_FILE} sha256 {actual[:12]} does not match "
-                f"metadata {metadata.model_sha256[:12]}"
+                f"metadata {metadata.model_sha256[:12]}; refusing to load it"
             )
         return metadata
