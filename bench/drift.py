@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from models.datasets import ColumnMapping, read_table, rows_to_dicts
-from models.embedding import SentenceTransformerEncoder
 from models.pipeline import LabelingPipeline
 from models.registry import ModelRegistry
 from models.sample import generate_tickets
+from models.settings import Settings
 from monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
 from schemas import Ticket
+from stream.runtime import make_pipeline, serving_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
@@ -72,10 +73,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model = ModelRegistry(args.registry).load()
-    encoder = SentenceTransformerEncoder(model.metadata.embedding_model)
-    pipeline = LabelingPipeline(
-        encoder, model.classifier, max_text_chars=model.metadata.max_text_chars
-    )
+    settings = Settings(model_registry_dir=args.registry)
+    # The worker's encoders and pipeline: a cascade publishes its static vectors.
+    pipeline = make_pipeline(serving_encoders(settings, model.metadata, text_cache=False), model)
 
     def tickets(rows: list[dict[str, Any]]) -> list[Ticket]:
         return [Ticket.model_validate(r) for r in rows]

@@ -325,11 +325,10 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
     from models.datasets import ColumnMapping, read_table, rows_to_dicts
-    from models.embedding import SentenceTransformerEncoder
-    from models.pipeline import LabelingPipeline
     from models.registry import ModelRegistry
     from monitoring.reference import write_reference
     from schemas import Ticket
+    from stream.runtime import make_pipeline, serving_encoders
 
     registry = ModelRegistry(settings.model_registry_dir)
     model = registry.load(args.version or settings.model_version)
@@ -345,15 +344,9 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
     if not tickets:
         print(f"{args.data}: no valid tickets", file=sys.stderr)
         return 2
-    encoder = SentenceTransformerEncoder(
-        model.metadata.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-    )
-    pipeline = LabelingPipeline(
-        encoder, model.classifier, max_text_chars=model.metadata.max_text_chars
-    )
+    # Exactly the worker's encoders and pipeline, so the reference vectors live in the space
+    # the worker publishes (a cascade's static vectors).
+    pipeline = make_pipeline(serving_encoders(settings, model.metadata, text_cache=False), model)
     result = pipeline.run(tickets)
     thresholds = pipeline.review_thresholds(settings.review_threshold)
     targets = list(model.metadata.targets)

@@ -146,6 +146,25 @@ def make_pipeline(encoder: Encoder, model: LoadedModel) -> LabelingPipeline:
     return pipeline
 
 
+def serving_encoders(
+    settings: Settings, metadata: ModelMetadata, *, text_cache: bool = True
+) -> ServingEncoders:
+    """The encoders ``metadata``'s model was trained with: model, backend, token cut."""
+    dense: Encoder = load_encoder(
+        metadata.embedding_model,
+        cast(Backend, metadata.embedding_backend),
+        export_root=encoders_root(settings.model_registry_dir),
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+        cache_root=settings.cache_dir / "encoders",
+        max_tokens=metadata.embedding_max_tokens,
+    )
+    if text_cache and settings.text_cache_size > 0:
+        dense = CachedTextEncoder(dense, max_entries=settings.text_cache_size)
+    return ServingEncoders(dense, registry_dir=settings.model_registry_dir)
+
+
 def load_runtime(settings: Settings) -> Runtime:
     """Load everything a worker needs; raises with a clear message when something is missing."""
     registry = ModelRegistry(settings.model_registry_dir)
@@ -163,19 +182,7 @@ def load_runtime(settings: Settings) -> Runtime:
             metadata.embedding_backend,
             settings.embedding_backend,
         )
-    dense = load_encoder(
-        metadata.embedding_model,
-        cast(Backend, metadata.embedding_backend),
-        export_root=encoders_root(settings.model_registry_dir),
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-        cache_root=settings.cache_dir / "encoders",
-        max_tokens=metadata.embedding_max_tokens,
-    )
-    if settings.text_cache_size > 0:
-        dense = CachedTextEncoder(dense, max_entries=settings.text_cache_size)
-    encoder = ServingEncoders(dense, registry_dir=settings.model_registry_dir)
+    encoder = serving_encoders(settings, metadata)
     if metadata.embedding_model != settings.embedding_model:
         logger.warning(
             "model %s was trained with %s; EMBEDDING_MODEL=%s is ignored for serving",
