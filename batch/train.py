@@ -248,17 +248,20 @@ def fit_model(
     config: ModelConfig,
     review_precision: float | None = 0.90,
     seed: int = 42,
+    text_blocks: TextFeatures | None = None,
 ) -> tuple[TicketClassifier, dict[str, OutOfFold]]:
     """Features, then per target: out-of-fold predictions → temperature and review threshold,
     and the final head on all rows.
 
     The temperature and the threshold come from predictions on rows each fold's head never
     saw, so they hold for new tickets; the final head is fitted on every row.
+    ``text_blocks``: a fitted feature set (of a model fitted on the same ``texts``) whose
+    TF-IDF blocks to reuse instead of fitting new ones.
     """
     for target, y in labels.items():
         if len(set(y)) < 2:
             raise ValueError(f"target {target!r} needs at least two classes, got {set(y)}")
-    features = TextFeatures(config.features).fit(texts, vectors)
+    features = TextFeatures(config.features).fit(texts, vectors, text_blocks=text_blocks)
     matrix = features.transform(texts, vectors)
     heads, temperatures, thresholds = {}, {}, {}
     held_out: dict[str, OutOfFold] = {}
@@ -311,7 +314,15 @@ def add_first_stage(
     """Fit the cascade's first stage into ``classifier``; returns the out-of-fold share of
     tickets it escalates. A target without out-of-fold predictions always escalates."""
     first, first_held_out = fit_model(
-        texts, static, labels, config=config, review_precision=None, seed=seed
+        texts,
+        static,
+        labels,
+        config=config,
+        review_precision=None,
+        seed=seed,
+        # The same training texts: one vocabulary for both stages, so serving builds an
+        # escalated ticket's TF-IDF once and the artifact stores it once.
+        text_blocks=classifier.features,
     )
     thresholds: dict[str, float] = {}
     escalate = np.zeros(len(texts), dtype=bool)

@@ -61,11 +61,24 @@ def predict_cascade(
     ``dense_vectors(rows)`` returns the transformer vectors of those rows: the serving
     pipeline encodes them only then; evaluation passes precomputed rows.
     """
-    first = first_stage.predict(static_vectors, texts)
+    first_features, second_features = first_stage.features, second_stage.features
+    # Stages fitted on the same texts share one TF-IDF (batch.train.add_first_stage): an
+    # escalated ticket's sparse rows are then built once, not once per stage.
+    shared = (
+        first_features is not None
+        and second_features is not None
+        and first_features.shares_text_blocks(second_features)
+    )
+    blocks = first_features.text_blocks(texts) if shared and first_features else None
+    first = first_stage.predict(static_vectors, texts, text_blocks=blocks)
     escalated = escalation_mask(first, thresholds)
     rows = [int(i) for i in np.flatnonzero(escalated)]
     if rows:
-        second = second_stage.predict(dense_vectors(rows), [texts[i] for i in rows])
+        second = second_stage.predict(
+            dense_vectors(rows),
+            [texts[i] for i in rows],
+            text_blocks=blocks[rows] if blocks is not None else None,
+        )
         for row, prediction in zip(rows, second, strict=True):
             first[row] = prediction
     return CascadeOutcome(predictions=first, escalated=escalated)

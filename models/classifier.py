@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
@@ -142,11 +143,15 @@ class TicketClassifier:
         return [str(c) for c in self.heads[target].classes_]
 
     def transform(
-        self, vectors: npt.NDArray[np.float32], texts: Sequence[str] | None = None
+        self,
+        vectors: npt.NDArray[np.float32],
+        texts: Sequence[str] | None = None,
+        *,
+        text_blocks: sp.csr_matrix | None = None,
     ) -> Features:
         if self.features is None:
             return vectors
-        return self.features.transform(texts, vectors)
+        return self.features.transform(texts, vectors, text_blocks=text_blocks)
 
     @classmethod
     def fit(
@@ -184,9 +189,13 @@ class TicketClassifier:
         return cls(heads, features=fitted)
 
     def predict_proba(
-        self, vectors: npt.NDArray[np.float32], texts: Sequence[str] | None = None
+        self,
+        vectors: npt.NDArray[np.float32],
+        texts: Sequence[str] | None = None,
+        *,
+        text_blocks: sp.csr_matrix | None = None,
     ) -> dict[str, npt.NDArray[np.float64]]:
-        matrix = self.transform(vectors, texts)
+        matrix = self.transform(vectors, texts, text_blocks=text_blocks)
         out: dict[str, npt.NDArray[np.float64]] = {}
         for target, head in self.heads.items():
             temperature = self.temperatures.get(target)
@@ -202,12 +211,14 @@ class TicketClassifier:
         texts: Sequence[str] | None = None,
         *,
         top_k: int = 3,
+        text_blocks: sp.csr_matrix | None = None,
     ) -> list[dict[str, Prediction]]:
-        """One ``{target: Prediction}`` per row of ``vectors`` (``texts``: same rows)."""
+        """One ``{target: Prediction}`` per row of ``vectors`` (``texts``: same rows;
+        ``text_blocks``: their TF-IDF rows, when already built)."""
         results: list[dict[str, Prediction]] = [{} for _ in range(len(vectors))]
         if not results:
             return results
-        for target, proba in self.predict_proba(vectors, texts).items():
+        for target, proba in self.predict_proba(vectors, texts, text_blocks=text_blocks).items():
             classes = self.labels(target)
             order = np.argsort(-proba, axis=1)[:, :top_k]
             for row, best in enumerate(order):

@@ -73,7 +73,31 @@ class TextFeatures:
     def uses_text(self) -> bool:
         return self.config.word or self.config.char
 
-    def fit(self, texts: Sequence[str], vectors: npt.NDArray[np.float32]) -> TextFeatures:
+    def fit(
+        self,
+        texts: Sequence[str],
+        vectors: npt.NDArray[np.float32],
+        *,
+        text_blocks: TextFeatures | None = None,
+    ) -> TextFeatures:
+        """Fit the TF-IDF blocks on ``texts``, or take ``text_blocks``' fitted ones.
+
+        Taking them (the cascade's two stages, fitted on the same texts) makes the two
+        feature sets share one vocabulary, so a ticket's sparse blocks are built once for
+        both stages (:meth:`shares_text_blocks`) and stored once in the artifact.
+        """
+        self.dimension = int(vectors.shape[1]) if self.config.dense else None
+        if text_blocks is not None:
+            if (text_blocks.config.word, text_blocks.config.char) != (
+                self.config.word,
+                self.config.char,
+            ):
+                raise ValueError(
+                    f"cannot share the text blocks of {text_blocks.config.name} "
+                    f"with {self.config.name}"
+                )
+            self.word, self.char = text_blocks.word, text_blocks.char
+            return self
         min_df = _min_df(self.config, len(texts))
         if self.config.word:
             self.word = TfidfVectorizer(
@@ -92,7 +116,6 @@ class TextFeatures:
                 max_features=self.config.max_char_features,
                 dtype=np.float32,
             ).fit(texts)
-        self.dimension = int(vectors.shape[1]) if self.config.dense else None
         logger.info("fitted features %s: %d columns", self.config.name, self.n_features)
         return self
 
@@ -104,19 +127,37 @@ class TextFeatures:
                 total += len(vectorizer.vocabulary_)
         return total
 
-    def transform(self, texts: Sequence[str] | None, vectors: npt.NDArray[np.float32]) -> Features:
+    def shares_text_blocks(self, other: TextFeatures) -> bool:
+        """Whether ``other`` reads the very same fitted TF-IDF blocks (see :meth:`fit`)."""
+        return self.uses_text and self.word is other.word and self.char is other.char
+
+    def text_blocks(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """The sparse (word, char) part of :meth:`transform`'s rows."""
+        blocks = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        stacked: sp.csr_matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
+        return stacked
+
+    def transform(
+        self,
+        texts: Sequence[str] | None,
+        vectors: npt.NDArray[np.float32],
+        *,
+        text_blocks: sp.csr_matrix | None = None,
+    ) -> Features:
+        """Feature rows; ``text_blocks`` (rows of :meth:`text_blocks`) skips the TF-IDF."""
         dense = np.asarray(vectors, dtype=np.float32) * np.float32(self.config.dense_weight)
         if not self.uses_text:
             return dense
-        if texts is None:
-            raise ValueError(f"features {self.config.name} need the ticket texts")
-        if len(texts) != len(vectors):
-            raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
-        blocks: list[Any] = []
+        if text_blocks is None:
+            if texts is None:
+                raise ValueError(f"features {self.config.name} need the ticket texts")
+            if len(texts) != len(vectors):
+                raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+            text_blocks = self.text_blocks(texts)
+        elif text_blocks.shape[0] != len(vectors):
+            raise ValueError(f"{text_blocks.shape[0]} text rows but {len(vectors)} vectors")
+        blocks: list[Any] = [text_blocks]
         if self.config.dense:
-            blocks.append(sp.csr_matrix(dense))
-        for vectorizer in (self.word, self.char):
-            if vectorizer is not None:
-                blocks.append(vectorizer.transform(texts))
+            blocks.insert(0, sp.csr_matrix(dense))
         stacked: sp.csr_matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
         return stacked

@@ -1,9 +1,13 @@
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
+from batch.train import ModelConfig, add_first_stage, fit_model
 from models.cascade import ALWAYS_ESCALATE, escalation_threshold, predict_cascade
 from models.classifier import TicketClassifier
-from models.features import HYBRID
+from models.features import HYBRID, FeatureConfig, TextFeatures
 from models.pipeline import LabelingPipeline
 from models.sample import generate_tickets
 from models.text import build_texts
@@ -96,3 +100,81 @@ def test_a_cascade_model_refuses_to_run_without_its_static_encoder() -> None:
     model, _, dense, _ = _cascade_model()
     with pytest.raises(ValueError, match="static encoder"):
         LabelingPipeline(dense, model, max_text_chars=1000)
+
+
+def _shared_cascade() -> tuple[TicketClassifier, list[str], HashingEncoder, HashingEncoder]:
+    """A cascade trained as ``ticketflow train`` trains it: one TF-IDF for both stages."""
+    rows = generate_tickets(300, seed=3)
+    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
+    dense, static = HashingEncoder(256, "test/dense"), HashingEncoder(64, "test/static")
+    labels = {"queue": [str(r["queue"]) for r in rows]}
+    config = ModelConfig(features=HYBRID, cv_folds=3, block_grid=())
+    second, held_out = fit_model(texts, dense.encode(texts), labels, config=config)
+    add_first_stage(
+        second, held_out, texts, static.encode(texts), labels, config=config, agreement=0.9, seed=42
+    )
+    return second, texts, dense, static
+
+
+def test_trained_stages_share_one_tfidf_and_the_artifact_keeps_it_shared() -> None:
+    model, _, _, _ = _shared_cascade()
+    first = model.first_stage
+    assert first is not None and first.features is not None and model.features is not None
+    assert first.features.shares_text_blocks(model.features)
+    assert first.features.dimension == 64 and model.features.dimension == 256
+    loaded = pickle.loads(pickle.dumps(model))
+    assert loaded.first_stage.features.shares_text_blocks(loaded.features)
+
+
+def test_shared_tfidf_is_built_once_per_batch_and_predicts_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, _, dense, static = _shared_cascade()
+    first = model.first_stage
+    assert first is not None
+    tickets = [Ticket.model_validate(r) for r in generate_tickets(60, seed=11)]
+    texts = build_texts(tickets, max_chars=1000)
+    confidences = sorted(p["queue"].probability for p in first.predict(static.encode(texts), texts))
+    model.escalation_thresholds = {"queue": confidences[25]}
+    # The reference: the same stages with their own (equal, but not shared) vectorizers.
+    unshared = copy.deepcopy(model)
+    assert unshared.first_stage is not None and unshared.first_stage.features is not None
+    unshared.first_stage.features = copy.deepcopy(unshared.first_stage.features)
+    assert unshared.features is not None
+    assert not unshared.first_stage.features.shares_text_blocks(unshared.features)
+
+    def run(cascade: TicketClassifier) -> tuple[list[object], int]:
+        calls: list[int] = []
+        original = TextFeatures.text_blocks
+
+        def counting(self: TextFeatures, batch: list[str]) -> object:
+            calls.append(len(batch))
+            return original(self, batch)
+
+        monkeypatch.setattr(TextFeatures, "text_blocks", counting)
+        assert cascade.first_stage is not None
+        outcome = predict_cascade(
+            cascade.first_stage,
+            cascade,
+            cascade.escalation_thresholds,
+            texts=texts,
+            static_vectors=static.encode(texts),
+            dense_vectors=lambda rows: dense.encode([texts[i] for i in rows]),
+        )
+        monkeypatch.setattr(TextFeatures, "text_blocks", original)
+        assert int(outcome.escalated.sum()) == 25
+        return [p["queue"] for p in outcome.predictions], sum(calls)
+
+    shared_predictions, shared_rows = run(model)
+    own_predictions, own_rows = run(unshared)
+    assert shared_rows == 60  # every ticket's TF-IDF once
+    assert own_rows == 60 + 25  # escalated tickets twice
+    assert shared_predictions == own_predictions
+
+
+def test_text_blocks_of_another_feature_set_must_match_its_blocks() -> None:
+    texts = ["printer broken", "vpn down"] * 30
+    vectors = np.zeros((60, 4), dtype=np.float32)
+    word_only = TextFeatures(FeatureConfig(char=False)).fit(texts, vectors)
+    with pytest.raises(ValueError, match="cannot share"):
+        TextFeatures(HYBRID).fit(texts, vectors, text_blocks=word_only)
