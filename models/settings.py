@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     worker_app_id: str = "ticketflow-worker"
     worker_batch_max: int = 64
     worker_batch_within_s: float = 1.0
+    worker_chunk_size: int = Field(
+        default=16,
+        ge=0,
+        description="Tickets labelled per step inside a micro-batch; the next chunk is "
+        "labelled while this one is stored and published. 0 = the batch in one step.",
+    )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."
     )

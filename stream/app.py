@@ -68,8 +68,10 @@ def create_app(
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
-    # One thread: the encoder and the vector store are not shared between concurrent batches.
+    # One thread each: the models label one chunk at a time, and every ChromaDB call (vector
+    # writes, feedback) goes through one thread, overlapping the next chunk's labelling.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
+    store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-store")
     state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
     building = asyncio.Lock()
 
@@ -92,7 +94,7 @@ def create_app(
             state["feedback"] = FeedbackApplier(
                 collection=runtime.store.collection,
                 send_dead=lambda k, v: send_to(dlq_topic, k, v),
-                executor=executor,
+                executor=store_executor,
                 metrics=metrics,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
             )
@@ -107,6 +109,8 @@ def create_app(
                 (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
             ),
             executor=executor,
+            store_executor=store_executor,
+            chunk_size=settings.worker_chunk_size,
             metrics=metrics,
             limits=BatchLimits(
                 fields=settings.field_limits,

@@ -75,6 +75,8 @@ class BatchLabeler:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         send_monitor: Send | None = None,
+        store_executor: Executor | None = None,
+        chunk_size: int = 0,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -87,8 +89,19 @@ class BatchLabeler:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.send_monitor = send_monitor
+        # Vector writes on their own thread, so they overlap the next chunk's labelling;
+        # without one they queue behind it on the model thread.
+        self.store_executor = store_executor or executor
+        self.chunk_size = chunk_size  # 0: the whole batch is one chunk
 
     async def handle(self, events: Sequence[RawEvent]) -> BatchOutcome:
+        """Label, store and publish ``events``; returns once every output is acknowledged.
+
+        With ``chunk_size`` the batch goes through in chunks, and the next chunk is labelled
+        (on the model thread) while this one is written and published, so the encoder is
+        not idle while the broker and the vector store answer. Each chunk is still stored
+        before it is published, and published in input order.
+        """
         loop = asyncio.get_running_loop()
         self.metrics.consumed.inc(len(events))
         self.metrics.batch_size.observe(len(events))
@@ -105,43 +118,76 @@ class BatchLabeler:
                 tickets.append((decoded, event))
         self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
 
+        size = self.chunk_size if self.chunk_size > 0 else max(1, len(tickets))
+        chunks = [tickets[i : i + size] for i in range(0, len(tickets), size)]
+        if not chunks:  # nothing decoded: only dead letters
+            await self._publish([], dead, events)
+            return BatchOutcome(labeled=[], dead=dead)
         labeled: list[LabeledTicket] = []
-        if tickets:
-            results, failures = await loop.run_in_executor(
-                self.executor, self._label, [t for t, _ in tickets]
-            )
-            for stage, seconds in results.timings.items():
-                self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
-            for kind, count in results.counts.items():
-                self.metrics.pipeline_rows.labels(kind=kind).inc(count)
-            for index, exc in failures:
-                ticket, event = tickets[index]
-                reason = f"{type(exc).__name__}: {exc}"
-                rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
-                dead.append(self._dead(event, rejected))
-            now = datetime.now(UTC)
-            thresholds = self.pipeline.review_thresholds(self.limits.review_threshold)
-            labeled = [
-                labeled_ticket(
-                    tickets[index][0],
-                    prediction,
-                    tickets[index][1].position,
-                    model_version=self.model_version,
-                    embedding_model=self.pipeline.encoder.name,
-                    review_thresholds=thresholds,
-                    processed_at=now,
+        all_dead = list(dead)
+        pending = loop.run_in_executor(self.executor, self._label, [t for t, _ in chunks[0]])
+        try:
+            for number, chunk in enumerate(chunks):
+                results, failures = await pending
+                if number + 1 < len(chunks):
+                    pending = loop.run_in_executor(
+                        self.executor, self._label, [t for t, _ in chunks[number + 1]]
+                    )
+                # The batch's dead letters go out with its first chunk.
+                chunk_labeled, chunk_dead = await self._finish_chunk(
+                    chunk, results, failures, dead if number == 0 else [], events
                 )
-                for index, prediction in zip(results.indices, results.predictions, strict=True)
-            ]
-            await self._write_vectors(labeled, results)
+                labeled += chunk_labeled
+                all_dead += chunk_dead
+        finally:
+            if not pending.done():
+                # A write or send failed mid-batch: the batch will be redelivered; the
+                # labelling already running is dropped, and its outcome must not warn.
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return BatchOutcome(labeled=labeled, dead=all_dead)
+
+    async def _finish_chunk(
+        self,
+        chunk: Sequence[tuple[Ticket, RawEvent]],
+        results: BatchResult,
+        failures: Sequence[tuple[int, BaseException]],
+        dead: Sequence[DeadLetter],
+        events: Sequence[RawEvent],
+    ) -> tuple[list[LabeledTicket], list[DeadLetter]]:
+        """Store one labelled chunk's vectors, then publish its labels (and ``dead``)."""
+        for stage, seconds in results.timings.items():
+            self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+        for kind, count in results.counts.items():
+            self.metrics.pipeline_rows.labels(kind=kind).inc(count)
+        failed: list[DeadLetter] = []
+        for index, exc in failures:
+            ticket, event = chunk[index]
+            reason = f"{type(exc).__name__}: {exc}"
+            rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
+            failed.append(self._dead(event, rejected))
+        now = datetime.now(UTC)
+        thresholds = self.pipeline.review_thresholds(self.limits.review_threshold)
+        labeled = [
+            labeled_ticket(
+                chunk[index][0],
+                prediction,
+                chunk[index][1].position,
+                model_version=self.model_version,
+                embedding_model=self.pipeline.encoder.name,
+                review_thresholds=thresholds,
+                processed_at=now,
+            )
+            for index, prediction in zip(results.indices, results.predictions, strict=True)
+        ]
+        await self._write_vectors(labeled, results)
         monitor = []
         if self.send_monitor is not None and labeled:
             monitor = [
-                monitor_record(t, tickets[i][0], results.vectors[row], results.texts[row])
+                monitor_record(t, chunk[i][0], results.vectors[row], results.texts[row])
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
-        await self._publish(labeled, dead, events, monitor)
-        return BatchOutcome(labeled=labeled, dead=dead)
+        await self._publish(labeled, [*dead, *failed], events, monitor)
+        return labeled, failed
 
     def _label(
         self, tickets: Sequence[Ticket]
@@ -186,7 +232,8 @@ class BatchLabeler:
             started = time.perf_counter()
             try:
                 await loop.run_in_executor(
-                    self.executor, lambda: self.store.upsert(ids, vectors, metadatas, documents)
+                    self.store_executor,
+                    lambda: self.store.upsert(ids, vectors, metadatas, documents),
                 )
             except Exception as exc:  # any client/transport error: retry, never drop the batch
                 self.metrics.vector_store_errors.inc()

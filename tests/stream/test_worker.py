@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,3 +177,51 @@ def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
     stored = np.asarray(store.get(["A"])["embeddings"][0], dtype=np.float32)
     assert np.allclose(unpack_vector(record), stored, atol=1e-3)
     assert record.text_length == len("printer broken")
+
+
+def test_chunks_overlap_labelling_with_writes_and_keep_store_before_publish_order(
+    tmp_path: Path,
+) -> None:
+    labeler, _, dead, store, _ = make_labeler(tmp_path)
+    log: list[str] = []
+    second_chunk_started = threading.Event()
+    run = labeler.pipeline.run_isolating
+
+    def labelling(tickets):  # type: ignore[no-untyped-def]
+        ids = [t.ticket_id for t in tickets]
+        log.append(f"label {ids}")
+        if ids == ["C", "D"]:
+            second_chunk_started.set()
+        return run(tickets)
+
+    class OrderedStore:
+        def upsert(self, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if ids == ["A", "B"] and not second_chunk_started.wait(timeout=5):
+                # (An assertion here would only be retried as a store outage.)
+                log.append("the next chunk was not labelled during the first write")
+            log.append(f"store {ids}")
+            return store.upsert(ids, *args, **kwargs)
+
+    class Publish(Recorder):
+        async def __call__(self, key: bytes | None, value: bytes) -> None:
+            log.append(f"publish {key!r}")
+            await super().__call__(key, value)
+
+    labeler.pipeline.run_isolating = labelling  # type: ignore[method-assign]
+    labeler.store = OrderedStore()  # type: ignore[assignment]
+    labeler.send_labeled = publish = Publish()
+    labeler.chunk_size = 2
+    labeler.store_executor = ThreadPoolExecutor(max_workers=1)
+    events = [event(0, ticket("A", "printer broken")), event(1, b"{bad")]
+    events += [event(i + 2, ticket(t, "refund invoice")) for i, t in enumerate("BCDE")]
+    outcome = asyncio.run(labeler.handle(events))
+
+    assert [t.ticket_id for t in outcome.labeled] == ["A", "B", "C", "D", "E"]
+    assert [k for k, _ in publish.sent] == [b"A", b"B", b"C", b"D", b"E"]
+    assert len(outcome.dead) == 1 and len(dead.sent) == 1
+    assert store.count() == 5
+    for chunk in (["A", "B"], ["C", "D"], ["E"]):
+        stored = log.index(f"store {chunk}")
+        assert all(stored < log.index(f"publish {t.encode()!r}") for t in chunk)
+    assert "the next chunk was not labelled during the first write" not in log
+    assert log.index("label ['C', 'D']") < log.index("store ['A', 'B']")
