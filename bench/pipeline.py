@@ -113,6 +113,14 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (all its threads)."""
+    with suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 300) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -192,7 +200,10 @@ def measure_stream(
         )
         try:
             ready_at = wait_ready(port, worker)
+            cpu_at_ready = cpu_seconds(worker.pid)
             done = output_timestamps(bootstrap, topics["labeled"], len(bulk), timeout_s=1800)
+            # How many of the machine's cores the worker kept busy while it drained the bulk.
+            cores_busy = (cpu_seconds(worker.pid) - cpu_at_ready) / (time.time() - ready_at)
             # Steady state: from the first published label to the last, so the group join
             # and the first fetch (a one-off per worker start) are not counted as throughput.
             first, last = min(done.values()), max(done.values())
@@ -235,6 +246,7 @@ def measure_stream(
         "latency_p99_s": round(percentile(latencies, 99), 3),
         "latency_samples": len(latencies),
         "worker_peak_rss_mb": round(rss, 1),
+        "worker_cores_busy_during_bulk": round(cores_busy, 2),
         "worker_stage_seconds": stage_seconds(metrics_text),
         "worker_pipeline_rows": pipeline_rows(metrics_text),
     }

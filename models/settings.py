@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     worker_batch_max: int = 64
     worker_batch_within_s: float = 1.0
     worker_chunk_size: int = Field(
-        default=16,
+        default=0,
         ge=0,
         description="Tickets labelled per step inside a micro-batch; the next chunk is "
         "labelled while this one is stored and published. 0 = the batch in one step.",
