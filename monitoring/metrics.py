@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-STAGES = ("decode", "embed", "classify", "vector_write", "produce")
+STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "produce")
 
 
 class WorkerMetrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -131,14 +132,18 @@ def create_app(
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         labeler = await get_labeler()
+        waiting = time.perf_counter()
         async for events in stream.take_events(
             settings.worker_batch_max, within=settings.worker_batch_within_s
         ):
+            # Between batches: time the agent had nothing to do (idle when the topic is empty).
+            metrics.stage_seconds.labels(stage="wait").observe(time.perf_counter() - waiting)
             reloader = state["reloader"]
             if reloader is not None:
                 # Between batches: the previous batch is fully written, this one not started.
                 swap_if_ready(labeler, reloader, metrics)
             await labeler.handle([_raw_event(e) for e in events])
+            waiting = time.perf_counter()
 
     if feedback_topic is not None:
 

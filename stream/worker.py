@@ -165,6 +165,7 @@ class BatchLabeler:
             reason = f"{type(exc).__name__}: {exc}"
             rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
             failed.append(self._dead(event, rejected))
+        building = time.perf_counter()
         now = datetime.now(UTC)
         thresholds = self.pipeline.review_thresholds(self.limits.review_threshold)
         labeled = [
@@ -179,13 +180,14 @@ class BatchLabeler:
             )
             for index, prediction in zip(results.indices, results.predictions, strict=True)
         ]
-        await self._write_vectors(labeled, results)
         monitor = []
         if self.send_monitor is not None and labeled:
             monitor = [
                 monitor_record(t, chunk[i][0], results.vectors[row], results.texts[row])
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
+        self.metrics.stage_seconds.labels(stage="outputs").observe(time.perf_counter() - building)
+        await self._write_vectors(labeled, results)
         await self._publish(labeled, [*dead, *failed], events, monitor)
         return labeled, failed
 
