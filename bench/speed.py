@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +146,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     default_encoder = encoders[settings.embedding_backend]
     registry = ModelRegistry(registry_dir)
-    trained = train(
+    train_as_configured = partial(
+        train,
         data,
         encoder=CachedEncoder(default_encoder, cache),
-        static_encoder=static,
-        cascade_agreement=settings.cascade_agreement,
         registry=registry,
         max_text_chars=settings.max_text_chars,
         test_size=TEST_SIZE,
@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config=config,
         review_precision=settings.review_precision,
         progress=True,
+    )
+    trained = train_as_configured(
+        static_encoder=static, cascade_agreement=settings.cascade_agreement
     )
     loaded = registry.load(trained.version)
     static_rate = encode_rate(static, probe)
@@ -184,18 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     # The same model without its first stage: the transformer path alone (CASCADE=false).
-    plain = train(
-        data,
-        encoder=CachedEncoder(default_encoder, cache),
-        registry=registry,
-        max_text_chars=settings.max_text_chars,
-        test_size=TEST_SIZE,
-        seed=SEED,
-        config=config,
-        review_precision=settings.review_precision,
-        make_current=False,
-        progress=True,
-    )
+    plain = train_as_configured(make_current=False)
     plain_pipeline = LabelingPipeline(
         default_encoder,
         registry.load(plain.version).classifier,
