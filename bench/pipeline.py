@@ -208,7 +208,10 @@ def measure_stream(
             # and the first fetch (a one-off per worker start) are not counted as throughput.
             first, last = min(done.values()), max(done.values())
             first_batch = sum(1 for t in done.values() if t <= first + 0.05)
-            steady = (len(done) - first_batch) / (last - first)
+            if last > first and first_batch < len(done):
+                steady = (len(done) - first_batch) / (last - first)
+            else:  # everything came out in one batch: no steady state to measure
+                steady = len(done) / max(last - ready_at, 1e-3)
             print(
                 f"full pipeline: {len(done)} tickets, {steady:.1f} tickets/s steady; worker "
                 f"ready after {ready_at - started:.1f}s, first label after "
