@@ -33,6 +33,16 @@ CONFIG = replace(ModelConfig(), cv_folds=3)
 RENAMED = "Billing and Payments"
 
 
+def open_store(tmp_path: Path, encoder: HashingEncoder) -> ChromaVectorStore:
+    """The embedded vector store of a test world, declared for ``encoder``'s space."""
+    return ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=encoder.name,
+        dimension=encoder.dimension,
+    )
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> dict[str, Any]:
     """A champion trained on generated tickets, and a store the 'worker' filled with them."""
@@ -58,12 +68,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
             max_text_chars=1000,
         ),
     )
-    store = ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
-        "tickets",
-        embedding_model=encoder.name,
-        dimension=encoder.dimension,
-    )
+    store = open_store(tmp_path, encoder)
     predictions = champion.predict(vectors, texts)
     store.upsert(
         [r["ticket_id"] for r in rows],
@@ -308,12 +313,7 @@ def cascade_world(tmp_path: Path) -> dict[str, Any]:
             max_text_chars=1000,
         ),
     )
-    store = ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
-        "tickets",
-        embedding_model=static.name,
-        dimension=static.dimension,
-    )
+    store = open_store(tmp_path, static)
     store.upsert(
         [r["ticket_id"] for r in rows],
         static_vectors,
