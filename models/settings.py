@@ -51,12 +51,16 @@ class Settings(BaseSettings):
     # Worker
     worker_app_id: str = "ticketflow-worker"
     worker_batch_max: int = 64
-    worker_batch_within_s: float = 1.0
-    worker_chunk_size: int = Field(
-        default=0,
-        ge=0,
-        description="Tickets labelled per step inside a micro-batch; the next chunk is "
-        "labelled while this one is stored and published. 0 = the batch in one step.",
+    worker_batch_within_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="Longest wait for a micro-batch to fill; under load batches fill anyway.",
+    )
+    worker_inflight_batches: int = Field(
+        default=2,
+        ge=1,
+        description="Micro-batches in flight: the next one is labelled while the last is "
+        "stored and published; 1 = one at a time. exactly_once always runs 1.",
     )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."

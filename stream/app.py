@@ -6,8 +6,9 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import faust
@@ -20,7 +21,7 @@ from stream.feedback import FeedbackApplier
 from stream.reload import ModelReloader, swap_if_ready
 from stream.routing import Position
 from stream.runtime import Runtime, load_runtime
-from stream.worker import BatchLabeler, BatchLimits, RawEvent
+from stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ def create_app(
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
-    # One thread each: the models label one chunk at a time, and every ChromaDB call (vector
-    # writes, feedback) goes through one thread, overlapping the next chunk's labelling.
+    # One thread each: the models label one batch at a time, and every ChromaDB call (vector
+    # writes, feedback) goes through one thread, overlapping the next batch's labelling.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
     store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-store")
     state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
@@ -111,7 +112,6 @@ def create_app(
             ),
             executor=executor,
             store_executor=store_executor,
-            chunk_size=settings.worker_chunk_size,
             metrics=metrics,
             limits=BatchLimits(
                 fields=settings.field_limits,
@@ -132,6 +132,7 @@ def create_app(
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         labeler = await get_labeler()
+        inflight = InFlight(labeler, depth=inflight_depth(settings))
         waiting = time.perf_counter()
         async for events in stream.take_events(
             settings.worker_batch_max, within=settings.worker_batch_within_s
@@ -140,9 +141,13 @@ def create_app(
             metrics.stage_seconds.labels(stage="wait").observe(time.perf_counter() - waiting)
             reloader = state["reloader"]
             if reloader is not None:
-                # Between batches: the previous batch is fully written, this one not started.
+                # Between batches: batches in flight keep the model they started with.
                 swap_if_ready(labeler, reloader, metrics)
-            await labeler.handle([_raw_event(e) for e in events])
+            # take_events acks a batch as soon as the loop comes back for the next one; one
+            # more reference per event holds the offsets until the batch's outputs are acked.
+            for event in events:
+                event.message.incref()
+            await inflight.submit([_raw_event(e) for e in events], partial(ack, stream, events))
             waiting = time.perf_counter()
 
     if feedback_topic is not None:
@@ -182,6 +187,18 @@ def create_app(
         return web.json({"ready": ok}, status=200 if ok else 503)
 
     return app
+
+
+def inflight_depth(settings: Settings) -> int:
+    """Micro-batches in flight; one under exactly_once, whose transactions follow the agent."""
+    if settings.worker_processing_guarantee == "exactly_once":
+        return 1
+    return settings.worker_inflight_batches
+
+
+async def ack(stream: Any, events: Sequence[faust.EventT[bytes]]) -> None:
+    for event in events:
+        await stream.ack(event)
 
 
 def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:

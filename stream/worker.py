@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,7 +77,6 @@ class BatchLabeler:
         retry_max_s: float = 30.0,
         send_monitor: Send | None = None,
         store_executor: Executor | None = None,
-        chunk_size: int = 0,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -89,19 +89,31 @@ class BatchLabeler:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.send_monitor = send_monitor
-        # Vector writes on their own thread, so they overlap the next chunk's labelling;
+        # Vector writes on their own thread, so they overlap the next batch's labelling;
         # without one they queue behind it on the model thread.
         self.store_executor = store_executor or executor
-        self.chunk_size = chunk_size  # 0: the whole batch is one chunk
 
-    async def handle(self, events: Sequence[RawEvent]) -> BatchOutcome:
+    def handle(
+        self, events: Sequence[RawEvent], *, after: Awaitable[object] | None = None
+    ) -> Coroutine[None, None, BatchOutcome]:
         """Label, store and publish ``events``; returns once every output is acknowledged.
 
-        With ``chunk_size`` the batch goes through in chunks, and the next chunk is labelled
-        (on the model thread) while this one is written and published, so the encoder is
-        not idle while the broker and the vector store answer. Each chunk is still stored
-        before it is published, and published in input order.
+        With ``after`` (the previous batch, still being written) this batch is labelled at
+        once but stored and published only when ``after`` has finished, so the encoder works
+        while the vector store and the broker answer, and batches still come out in input
+        order. If ``after`` failed, this batch fails too, unpublished.
         """
+        # The model is taken when the batch is handed over, not when its task first runs: a
+        # hot swap may land while it waits, and it is labelled and stamped by one model.
+        return self._handle(events, after, self.pipeline, self.model_version)
+
+    async def _handle(
+        self,
+        events: Sequence[RawEvent],
+        after: Awaitable[object] | None,
+        pipeline: LabelingPipeline,
+        model_version: str,
+    ) -> BatchOutcome:
         loop = asyncio.get_running_loop()
         self.metrics.consumed.inc(len(events))
         self.metrics.batch_size.observe(len(events))
@@ -117,64 +129,53 @@ class BatchLabeler:
             else:
                 tickets.append((decoded, event))
         self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
-
-        size = self.chunk_size if self.chunk_size > 0 else max(1, len(tickets))
-        chunks = [tickets[i : i + size] for i in range(0, len(tickets), size)]
-        if not chunks:  # nothing decoded: only dead letters
+        results: BatchResult | None = None
+        failures: list[tuple[int, BaseException]] = []
+        if tickets:
+            results, failures = await loop.run_in_executor(
+                self.executor, pipeline.run_isolating, [t for t, _ in tickets]
+            )
+        if after is not None:
+            await after
+        if results is None:  # nothing decoded: only dead letters
             await self._publish([], dead, events)
             return BatchOutcome(labeled=[], dead=dead)
-        labeled: list[LabeledTicket] = []
-        all_dead = list(dead)
-        pending = loop.run_in_executor(self.executor, self._label, [t for t, _ in chunks[0]])
-        try:
-            for number, chunk in enumerate(chunks):
-                results, failures = await pending
-                if number + 1 < len(chunks):
-                    pending = loop.run_in_executor(
-                        self.executor, self._label, [t for t, _ in chunks[number + 1]]
-                    )
-                # The batch's dead letters go out with its first chunk.
-                chunk_labeled, chunk_dead = await self._finish_chunk(
-                    chunk, results, failures, dead if number == 0 else [], events
-                )
-                labeled += chunk_labeled
-                all_dead += chunk_dead
-        finally:
-            if not pending.done():
-                # A write or send failed mid-batch: the batch will be redelivered; the
-                # labelling already running is dropped, and its outcome must not warn.
-                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return BatchOutcome(labeled=labeled, dead=all_dead)
+        labeled, failed = await self._finish(
+            pipeline, model_version, tickets, results, failures, dead, events
+        )
+        return BatchOutcome(labeled=labeled, dead=[*dead, *failed])
 
-    async def _finish_chunk(
+    async def _finish(
         self,
-        chunk: Sequence[tuple[Ticket, RawEvent]],
+        pipeline: LabelingPipeline,
+        model_version: str,
+        tickets: Sequence[tuple[Ticket, RawEvent]],
         results: BatchResult,
         failures: Sequence[tuple[int, BaseException]],
         dead: Sequence[DeadLetter],
         events: Sequence[RawEvent],
     ) -> tuple[list[LabeledTicket], list[DeadLetter]]:
-        """Store one labelled chunk's vectors, then publish its labels (and ``dead``)."""
+        """Store the labelled tickets' vectors, then publish their labels (and ``dead``)."""
         for stage, seconds in results.timings.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         for kind, count in results.counts.items():
             self.metrics.pipeline_rows.labels(kind=kind).inc(count)
         failed: list[DeadLetter] = []
         for index, exc in failures:
-            ticket, event = chunk[index]
+            ticket, event = tickets[index]
             reason = f"{type(exc).__name__}: {exc}"
             rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
             failed.append(self._dead(event, rejected))
         building = time.perf_counter()
         now = datetime.now(UTC)
-        thresholds = self.pipeline.review_thresholds(self.limits.review_threshold)
+        thresholds = pipeline.review_thresholds(self.limits.review_threshold)
         labeled = [
             labeled_ticket(
-                chunk[index][0],
+                tickets[index][0],
                 prediction,
-                chunk[index][1].position,
-                model_version=self.model_version,
-                embedding_model=self.pipeline.encoder.name,
+                tickets[index][1].position,
+                model_version=model_version,
+                embedding_model=pipeline.encoder.name,
                 review_thresholds=thresholds,
                 processed_at=now,
             )
@@ -183,18 +184,13 @@ class BatchLabeler:
         monitor = []
         if self.send_monitor is not None and labeled:
             monitor = [
-                monitor_record(t, chunk[i][0], results.vectors[row], results.texts[row])
+                monitor_record(t, tickets[i][0], results.vectors[row], results.texts[row])
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
         self.metrics.stage_seconds.labels(stage="outputs").observe(time.perf_counter() - building)
         await self._write_vectors(labeled, results)
         await self._publish(labeled, [*dead, *failed], events, monitor)
         return labeled, failed
-
-    def _label(
-        self, tickets: Sequence[Ticket]
-    ) -> tuple[BatchResult, list[tuple[int, BaseException]]]:
-        return self.pipeline.run_isolating(tickets)
 
     def _dead(self, event: RawEvent, rejected: Rejected) -> DeadLetter:
         self.metrics.dead_lettered.labels(reason=rejected.error_type.value).inc()
@@ -278,3 +274,58 @@ class BatchLabeler:
             event = by_position.get((t.source.partition, t.source.offset))
             if event is not None and event.timestamp:
                 self.metrics.end_to_end_seconds.observe(max(0.0, now - event.timestamp))
+
+
+class InFlight:
+    """Up to ``depth`` micro-batches in flight, finished in the order they were submitted.
+
+    Batch n+1 is labelled while batch n is stored and published, so the encoder is not idle
+    while the vector store and the broker answer (measured: a third of each batch's time on
+    2 cores). ``on_done`` runs after a batch's outputs are all acknowledged; the caller acks
+    the batch's offsets there, never earlier. A failed batch is re-raised from
+    :meth:`submit` or :meth:`drain`, and the batches behind it fail unpublished.
+    """
+
+    def __init__(self, labeler: BatchLabeler, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.labeler = labeler
+        self.depth = depth
+        self._tasks: deque[asyncio.Task[BatchOutcome]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def submit(
+        self, events: Sequence[RawEvent], on_done: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Start ``events``; returns once fewer than ``depth`` batches are in flight."""
+        if self.depth == 1:  # one at a time, on the caller's task (Faust's transactions)
+            await self.labeler.handle(events)
+            await on_done()
+            return
+        previous = self._tasks[-1] if self._tasks else None
+        handling = self.labeler.handle(events, after=previous)
+        task = asyncio.create_task(self._run(handling, on_done))
+        # A batch that fails because the one before it failed is reported once, by that one.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks.append(task)
+        while len(self._tasks) >= self.depth:
+            # Shielded: a rebalance cancels the agent, but a batch already started still
+            # finishes and acks, so its offsets can be committed before the handover.
+            await asyncio.shield(self._tasks[0])
+            self._tasks.popleft()
+
+    async def drain(self) -> None:
+        """Wait for every batch in flight."""
+        while self._tasks:
+            await asyncio.shield(self._tasks[0])
+            self._tasks.popleft()
+
+    @staticmethod
+    async def _run(
+        handling: Awaitable[BatchOutcome], on_done: Callable[[], Awaitable[None]]
+    ) -> BatchOutcome:
+        outcome = await handling
+        await on_done()
+        return outcome

@@ -15,7 +15,7 @@ from monitoring.metrics import WorkerMetrics
 from schemas import DeadLetter, FieldLimits, LabeledTicket
 from stream.routing import Position
 from stream.vector_store import ChromaVectorStore, open_chroma_client
-from stream.worker import BatchLabeler, BatchLimits, RawEvent
+from stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
 from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit
@@ -179,26 +179,27 @@ def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
     assert record.text_length == len("printer broken")
 
 
-def test_chunks_overlap_labelling_with_writes_and_keep_store_before_publish_order(
+def test_next_batch_is_labelled_while_the_last_is_written_and_order_is_kept(
     tmp_path: Path,
 ) -> None:
     labeler, _, dead, store, _ = make_labeler(tmp_path)
     log: list[str] = []
-    second_chunk_started = threading.Event()
+    second_batch_labelled = threading.Event()
     run = labeler.pipeline.run_isolating
 
     def labelling(tickets):  # type: ignore[no-untyped-def]
         ids = [t.ticket_id for t in tickets]
         log.append(f"label {ids}")
+        result = run(tickets)
         if ids == ["C", "D"]:
-            second_chunk_started.set()
-        return run(tickets)
+            second_batch_labelled.set()
+        return result
 
     class OrderedStore:
         def upsert(self, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if ids == ["A", "B"] and not second_chunk_started.wait(timeout=5):
+            if ids == ["A", "B"] and not second_batch_labelled.wait(timeout=5):
                 # (An assertion here would only be retried as a store outage.)
-                log.append("the next chunk was not labelled during the first write")
+                log.append("the next batch was not labelled during the first write")
             log.append(f"store {ids}")
             return store.upsert(ids, *args, **kwargs)
 
@@ -210,18 +211,109 @@ def test_chunks_overlap_labelling_with_writes_and_keep_store_before_publish_orde
     labeler.pipeline.run_isolating = labelling  # type: ignore[method-assign]
     labeler.store = OrderedStore()  # type: ignore[assignment]
     labeler.send_labeled = publish = Publish()
-    labeler.chunk_size = 2
     labeler.store_executor = ThreadPoolExecutor(max_workers=1)
-    events = [event(0, ticket("A", "printer broken")), event(1, b"{bad")]
-    events += [event(i + 2, ticket(t, "refund invoice")) for i, t in enumerate("BCDE")]
-    outcome = asyncio.run(labeler.handle(events))
+    batches = [
+        [event(0, ticket("A", "printer broken")), event(1, b"{bad"), event(2, ticket("B", "x"))],
+        [event(3, ticket("C", "refund invoice")), event(4, ticket("D", "vpn down"))],
+        [event(5, ticket("E", "invoice wrong"))],
+    ]
 
-    assert [t.ticket_id for t in outcome.labeled] == ["A", "B", "C", "D", "E"]
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=2)
+        for number, batch in enumerate(batches):
+
+            async def done(number: int = number) -> None:
+                log.append(f"done {number}")
+
+            await inflight.submit(batch, done)
+            assert len(inflight) < 2
+        await inflight.drain()
+        assert len(inflight) == 0
+
+    asyncio.run(stream())
+
     assert [k for k, _ in publish.sent] == [b"A", b"B", b"C", b"D", b"E"]
-    assert len(outcome.dead) == 1 and len(dead.sent) == 1
-    assert store.count() == 5
-    for chunk in (["A", "B"], ["C", "D"], ["E"]):
-        stored = log.index(f"store {chunk}")
-        assert all(stored < log.index(f"publish {t.encode()!r}") for t in chunk)
-    assert "the next chunk was not labelled during the first write" not in log
+    assert len(dead.sent) == 1 and store.count() == 5
+    assert "the next batch was not labelled during the first write" not in log
     assert log.index("label ['C', 'D']") < log.index("store ['A', 'B']")
+    for number, batch_ids in enumerate((["A", "B"], ["C", "D"], ["E"])):
+        stored = log.index(f"store {batch_ids}")
+        published = [log.index(f"publish {t.encode()!r}") for t in batch_ids]
+        # Stored before published, and acked (done) only once everything is published.
+        assert stored < min(published) and max(published) < log.index(f"done {number}")
+    assert [line for line in log if line.startswith("done")] == ["done 0", "done 1", "done 2"]
+
+
+def test_a_failed_batch_is_raised_and_the_one_behind_it_is_not_published(
+    tmp_path: Path,
+) -> None:
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    fail_on = b"B"
+    original = labeler.send_labeled
+
+    async def send(key: bytes | None, value: bytes) -> None:
+        if key == fail_on:
+            raise ConnectionError("broker said no")
+        await original(key, value)
+
+    labeler.send_labeled = send
+    acked: list[int] = []
+
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=3)
+        for number, ids in enumerate(("A", "B", "C")):
+
+            async def done(number: int = number) -> None:
+                acked.append(number)
+
+            await inflight.submit([event(number, ticket(ids, "printer broken"))], done)
+        await inflight.drain()
+
+    with pytest.raises(ConnectionError, match="broker said no"):
+        asyncio.run(stream())
+    assert [k for k, _ in labeled.sent] == [b"A"]
+    assert acked == [0]  # B and C keep their offsets uncommitted: redelivered after a restart
+
+
+def test_a_batch_keeps_the_model_it_started_with_across_a_hot_swap(tmp_path: Path) -> None:
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    release = threading.Event()
+    run = labeler.pipeline.run_isolating
+
+    def slow(tickets):  # type: ignore[no-untyped-def]
+        release.wait(timeout=5)
+        return run(tickets)
+
+    labeler.pipeline.run_isolating = slow  # type: ignore[method-assign]
+
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=2)
+
+        async def done() -> None:
+            pass
+
+        await inflight.submit([event(0, ticket("A", "printer broken"))], done)
+        labeler.model_version = "v-next"  # what swap_if_ready does between batches
+        release.set()
+        await inflight.drain()
+
+    asyncio.run(stream())
+    assert LabeledTicket.model_validate_json(labeled.sent[0][1]).model_version == "v-test"
+
+
+def test_depth_one_handles_each_batch_before_submit_returns(tmp_path: Path) -> None:
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    acked: list[str] = []
+
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=1)
+
+        async def done() -> None:
+            acked.append("A")
+
+        await inflight.submit([event(0, ticket("A", "printer broken"))], done)
+        assert acked == ["A"] and len(labeled.sent) == 1 and len(inflight) == 0
+
+    asyncio.run(stream())
+    with pytest.raises(ValueError, match="at least 1"):
+        InFlight(labeler, depth=0)
