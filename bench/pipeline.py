@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,12 @@ def measure_stream(
                 steady = (len(done) - first_batch) / (last - first)
             else:  # everything came out in one batch: no steady state to measure
                 steady = len(done) / max(last - ready_at, 1e-3)
+            # The middle 80% of the labels: no start-up, no last partial batch; and the
+            # longest pause between two labels, which shows a stall the rate would hide.
+            times = sorted(done.values())
+            low, high = times[len(times) // 10], times[(len(times) * 9) // 10]
+            middle = 0.8 * len(times) / (high - low) if high > low else steady
+            longest_gap = max((b - a for a, b in pairwise(times)), default=0)
             print(
                 f"full pipeline: {len(done)} tickets, {steady:.1f} tickets/s steady; worker "
                 f"ready after {ready_at - started:.1f}s, first label after "
@@ -242,6 +249,8 @@ def measure_stream(
         "n": len(done),
         "pipeline_tickets_per_s": round(steady, 2),
         "pipeline_tickets_per_s_from_ready": round(len(done) / (last - ready_at), 2),
+        "pipeline_tickets_per_s_middle_80pct": round(middle, 2),
+        "longest_gap_between_labels_s": round(longest_gap, 3),
         "cold_start_ready_s": round(ready_at - started, 2),
         "cold_start_first_label_s": round(first - started, 2),
         "latency_rate_per_s": round(rate, 2),
