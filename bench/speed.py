@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Pipeline vs. the bare cost of what it runs: the same tickets the stream gets, in
     # the worker's micro-batches. Speeds on 2 shared cores drift by 10-20% over minutes, so
-    # the default pipeline is streamed three times, each right after one timing of its
+    # the default pipeline is streamed --repeats times, each right after one timing of its
     # in-process core, and compared pair by pair.
     bulk = [tickets[i] for i in test_idx[: args.stream_n]]
     bulk_texts = build_texts(bulk, max_chars=settings.max_text_chars)
