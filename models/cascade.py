@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from models.classifier import Prediction, TicketClassifier, threshold_for_precision
 
@@ -47,6 +48,62 @@ def escalation_mask(
     )
 
 
+@dataclass(frozen=True)
+class FirstStageOutcome:
+    """The first stage's decisions: every row's prediction, the rows it left to the second
+    stage, and the TF-IDF rows both stages read (when they share their vectorizers)."""
+
+    predictions: list[dict[str, Prediction]]
+    escalated: npt.NDArray[np.bool_]
+    text_blocks: sp.csr_matrix | None
+
+
+def predict_first_stage(
+    first_stage: TicketClassifier,
+    second_stage: TicketClassifier,
+    thresholds: Mapping[str, float],
+    *,
+    texts: Sequence[str],
+    static_vectors: npt.NDArray[np.float32],
+) -> FirstStageOutcome:
+    """Predict every row with the first stage and mark the rows it is unsure of."""
+    first_features, second_features = first_stage.features, second_stage.features
+    # Stages fitted on the same texts share one TF-IDF (batch.train.add_first_stage): an
+    # escalated ticket's sparse rows are then built once, not once per stage.
+    shared = (
+        first_features is not None
+        and second_features is not None
+        and first_features.shares_text_blocks(second_features)
+    )
+    blocks = first_features.text_blocks(texts) if shared and first_features else None
+    first = first_stage.predict(static_vectors, texts, text_blocks=blocks)
+    return FirstStageOutcome(
+        predictions=first, escalated=escalation_mask(first, thresholds), text_blocks=blocks
+    )
+
+
+def predict_second_stage(
+    second_stage: TicketClassifier,
+    first: FirstStageOutcome,
+    *,
+    texts: Sequence[str],
+    dense_vectors: Callable[[list[int]], npt.NDArray[np.float32]],
+) -> CascadeOutcome:
+    """Re-predict the rows ``first`` escalated with the second stage (``first`` is kept)."""
+    predictions = list(first.predictions)
+    rows = [int(i) for i in np.flatnonzero(first.escalated)]
+    if rows:
+        blocks = first.text_blocks
+        second = second_stage.predict(
+            dense_vectors(rows),
+            [texts[i] for i in rows],
+            text_blocks=blocks[rows] if blocks is not None else None,
+        )
+        for row, prediction in zip(rows, second, strict=True):
+            predictions[row] = prediction
+    return CascadeOutcome(predictions=predictions, escalated=first.escalated)
+
+
 def predict_cascade(
     first_stage: TicketClassifier,
     second_stage: TicketClassifier,
@@ -61,27 +118,10 @@ def predict_cascade(
     ``dense_vectors(rows)`` returns the transformer vectors of those rows: the serving
     pipeline encodes them only then; evaluation passes precomputed rows.
     """
-    first_features, second_features = first_stage.features, second_stage.features
-    # Stages fitted on the same texts share one TF-IDF (batch.train.add_first_stage): an
-    # escalated ticket's sparse rows are then built once, not once per stage.
-    shared = (
-        first_features is not None
-        and second_features is not None
-        and first_features.shares_text_blocks(second_features)
+    first = predict_first_stage(
+        first_stage, second_stage, thresholds, texts=texts, static_vectors=static_vectors
     )
-    blocks = first_features.text_blocks(texts) if shared and first_features else None
-    first = first_stage.predict(static_vectors, texts, text_blocks=blocks)
-    escalated = escalation_mask(first, thresholds)
-    rows = [int(i) for i in np.flatnonzero(escalated)]
-    if rows:
-        second = second_stage.predict(
-            dense_vectors(rows),
-            [texts[i] for i in rows],
-            text_blocks=blocks[rows] if blocks is not None else None,
-        )
-        for row, prediction in zip(rows, second, strict=True):
-            first[row] = prediction
-    return CascadeOutcome(predictions=first, escalated=escalated)
+    return predict_second_stage(second_stage, first, texts=texts, dense_vectors=dense_vectors)
 
 
 def escalation_threshold(

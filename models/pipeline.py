@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
-from models.cascade import predict_cascade
+from models.cascade import FirstStageOutcome, predict_first_stage, predict_second_stage
 from models.classifier import Prediction, TicketClassifier
 from models.embedding import Encoder, FloatMatrix
 from models.text import build_texts
@@ -29,6 +30,17 @@ class BatchResult:
     # escalated: rows the cascade sent to the transformer; cache_hit / cache_miss: rows
     # the text cache answered / did not (only when the transformer encoder is cached).
     counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch after :meth:`LabelingPipeline.prepare`, waiting for the transformer."""
+
+    texts: list[str]
+    text_blocks: sp.csr_matrix | None = None  # TF-IDF rows (no cascade)
+    static_vectors: FloatMatrix | None = None  # with a cascade: every row's static vector
+    first: FirstStageOutcome | None = None  # with a cascade: its first stage's decisions
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class LabelingPipeline:
@@ -70,67 +82,87 @@ class LabelingPipeline:
         return {target: float(own.get(target, default)) for target in self.classifier.targets}
 
     def run(self, tickets: Sequence[Ticket]) -> BatchResult:
-        if self.static_encoder is not None:
-            return self._run_cascade(tickets, self.static_encoder)
+        return self.finish(self.prepare(tickets))
+
+    def prepare(self, tickets: Sequence[Ticket]) -> PreparedBatch:
+        """The first half of :meth:`run`: texts, TF-IDF rows and, with a cascade, the first
+        stage. Python-bound; the worker runs it for the next batch on its own thread while
+        :meth:`finish` runs the transformer (which releases the GIL) for this one."""
         started = time.perf_counter()
         texts = build_texts(tickets, max_chars=self.max_text_chars)
-        before = self._cache_counts()
-        vectors = self.encoder.encode(texts)
-        embedded = time.perf_counter()
-        predictions: list[dict[str, Prediction]] = []
-        if len(vectors) and self.classifier.uses_text:
-            # The TF-IDF blocks read the same model text the encoder saw, built once above.
-            predictions = self.classifier.predict(vectors, texts)
-        elif len(vectors):
-            # Embedding-only models (and subclasses written for them) take the vectors alone.
-            predictions = self.classifier.predict(vectors)
-        done = time.perf_counter()
-        return BatchResult(
-            texts=texts,
-            vectors=np.asarray(vectors, dtype=np.float32),
-            predictions=predictions,
-            indices=list(range(len(tickets))),
-            timings={"embed": embedded - started, "classify": done - embedded},
-            counts=self._cache_delta(before),
-        )
-
-    def _run_cascade(self, tickets: Sequence[Ticket], static_encoder: Encoder) -> BatchResult:
         first_stage = self.classifier.first_stage
-        assert first_stage is not None  # checked by run()
-        started = time.perf_counter()
-        texts = build_texts(tickets, max_chars=self.max_text_chars)
-        before = self._cache_counts()
-        static = static_encoder.encode(texts)
-        dense_seconds = 0.0
-
-        def dense(rows: list[int]) -> FloatMatrix:
-            nonlocal dense_seconds
-            begun = time.perf_counter()
-            vectors = self.encoder.encode([texts[i] for i in rows])
-            dense_seconds += time.perf_counter() - begun
-            return vectors
-
+        if self.static_encoder is None or first_stage is None:
+            features = self.classifier.features
+            blocks = features.text_blocks(texts) if features and features.uses_text else None
+            return PreparedBatch(
+                texts=texts, text_blocks=blocks, timings={"classify": time.perf_counter() - started}
+            )
+        static = self.static_encoder.encode(texts)
         static_done = time.perf_counter()
-        outcome = predict_cascade(
+        first = predict_first_stage(
             first_stage,
             self.classifier,
             self.classifier.escalation_thresholds,
             texts=texts,
             static_vectors=static,
-            dense_vectors=dense,
         )
-        done = time.perf_counter()
+        return PreparedBatch(
+            texts=texts,
+            static_vectors=static,
+            first=first,
+            timings={
+                "embed": static_done - started,
+                "classify": time.perf_counter() - static_done,
+            },
+        )
+
+    def finish(self, prepared: PreparedBatch) -> BatchResult:
+        """The second half of :meth:`run`: the transformer and the head(s) reading it."""
+        texts = prepared.texts
+        before = self._cache_counts()
+        started = time.perf_counter()
+        if prepared.first is None:
+            vectors = self.encoder.encode(texts)
+            embedded = time.perf_counter()
+            predictions: list[dict[str, Prediction]] = []
+            if len(vectors) and self.classifier.uses_text:
+                # The TF-IDF blocks read the same model text the encoder saw, built once.
+                predictions = self.classifier.predict(
+                    vectors, texts, text_blocks=prepared.text_blocks
+                )
+            elif len(vectors):
+                # Embedding-only models (and subclasses written for them) take the vectors.
+                predictions = self.classifier.predict(vectors)
+            embed, escalated = embedded - started, None
+        else:
+            assert prepared.static_vectors is not None  # set with first by prepare()
+            embed = 0.0
+
+            def dense(rows: list[int]) -> FloatMatrix:
+                nonlocal embed
+                begun = time.perf_counter()
+                dense_vectors = self.encoder.encode([texts[i] for i in rows])
+                embed += time.perf_counter() - begun
+                return dense_vectors
+
+            outcome = predict_second_stage(
+                self.classifier, prepared.first, texts=texts, dense_vectors=dense
+            )
+            vectors, predictions = prepared.static_vectors, outcome.predictions
+            escalated = int(outcome.escalated.sum())
+        took = time.perf_counter() - started
+        timings = dict(prepared.timings)
+        timings["embed"] = timings.get("embed", 0.0) + embed
+        timings["classify"] = timings.get("classify", 0.0) + took - embed
         counts = self._cache_delta(before)
-        counts["escalated"] = int(outcome.escalated.sum())
+        if escalated is not None:
+            counts["escalated"] = escalated
         return BatchResult(
             texts=texts,
-            vectors=np.asarray(static, dtype=np.float32),
-            predictions=outcome.predictions,
-            indices=list(range(len(tickets))),
-            timings={
-                "embed": static_done - started + dense_seconds,
-                "classify": done - static_done - dense_seconds,
-            },
+            vectors=np.asarray(vectors, dtype=np.float32),
+            predictions=predictions,
+            indices=list(range(len(texts))),
+            timings=timings,
             counts=counts,
         )
 
@@ -145,18 +177,11 @@ class LabelingPipeline:
             return {}
         return {"cache_hit": after[0] - before[0], "cache_miss": after[1] - before[1]}
 
-    def run_isolating(
+    def run_each(
         self, tickets: Sequence[Ticket]
     ) -> tuple[BatchResult, list[tuple[int, BaseException]]]:
-        """Like :meth:`run`, but one poisonous ticket cannot fail the others.
-
-        The batch runs whole first (the fast path); only when it raises is each ticket
-        retried alone, and the ones that still raise are returned as failures.
-        """
-        try:
-            return self.run(tickets), []
-        except Exception:
-            logger.exception("batch of %d failed; retrying ticket by ticket", len(tickets))
+        """Each ticket alone, so one poisonous ticket cannot fail the others: the results of
+        those that ran, and the ``(index, error)`` of those that raised."""
         parts: list[BatchResult] = []
         failures: list[tuple[int, BaseException]] = []
         for index, ticket in enumerate(tickets):

@@ -70,9 +70,11 @@ def create_app(
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
-    # One thread each: the models label one batch at a time, and every ChromaDB call (vector
-    # writes, feedback) goes through one thread, overlapping the next batch's labelling.
+    # One thread each: the transformer half of the models labels one batch at a time while
+    # the Python half prepares the next, and every ChromaDB call (vector writes, feedback)
+    # goes through one thread, overlapping the next batch's labelling.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
+    prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-prepare")
     store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-store")
     state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
     building = asyncio.Lock()
@@ -112,6 +114,7 @@ def create_app(
             ),
             executor=executor,
             store_executor=store_executor,
+            prepare_executor=prepare_executor,
             metrics=metrics,
             limits=BatchLimits(
                 fields=settings.field_limits,

@@ -78,6 +78,7 @@ class BatchLabeler:
         retry_max_s: float = 30.0,
         send_monitor: Send | None = None,
         store_executor: Executor | None = None,
+        prepare_executor: Executor | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -93,6 +94,8 @@ class BatchLabeler:
         # Vector writes on their own thread, so they overlap the next batch's labelling;
         # without one they queue behind it on the model thread.
         self.store_executor = store_executor or executor
+        # The first half of the next batch (text, TF-IDF, static stage) on its own thread.
+        self.prepare_executor = prepare_executor or executor
 
     def handle(
         self, events: Sequence[RawEvent], *, after: Awaitable[object] | None = None
@@ -115,7 +118,6 @@ class BatchLabeler:
         pipeline: LabelingPipeline,
         model_version: str,
     ) -> BatchOutcome:
-        loop = asyncio.get_running_loop()
         self.metrics.consumed.inc(len(events))
         self.metrics.batch_size.observe(len(events))
         started = time.perf_counter()
@@ -133,9 +135,7 @@ class BatchLabeler:
         results: BatchResult | None = None
         failures: list[tuple[int, BaseException]] = []
         if tickets:
-            results, failures = await loop.run_in_executor(
-                self.executor, pipeline.run_isolating, [t for t, _ in tickets]
-            )
+            results, failures = await self._label(pipeline, [t for t, _ in tickets])
         if after is not None:
             await after
         if results is None:  # nothing decoded: only dead letters
@@ -145,6 +145,20 @@ class BatchLabeler:
             pipeline, model_version, tickets, results, failures, dead, events
         )
         return BatchOutcome(labeled=labeled, dead=[*dead, *failed])
+
+    async def _label(
+        self, pipeline: LabelingPipeline, tickets: list[Ticket]
+    ) -> tuple[BatchResult, list[tuple[int, BaseException]]]:
+        """Both halves of the pipeline, each on its own thread: with batches in flight, the
+        next batch's Python-bound first half runs while this one's transformer does. When the
+        batch raises, each ticket is retried alone, so a poisonous one fails by itself."""
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await loop.run_in_executor(self.prepare_executor, pipeline.prepare, tickets)
+            return await loop.run_in_executor(self.executor, pipeline.finish, prepared), []
+        except Exception:
+            logger.exception("batch of %d failed; retrying ticket by ticket", len(tickets))
+        return await loop.run_in_executor(self.executor, pipeline.run_each, tickets)
 
     async def _finish(
         self,

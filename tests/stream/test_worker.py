@@ -185,7 +185,7 @@ def test_next_batch_is_labelled_while_the_last_is_written_and_order_is_kept(
     labeler, _, dead, store, _ = make_labeler(tmp_path)
     log: list[str] = []
     second_batch_labelled = threading.Event()
-    run = labeler.pipeline.run_isolating
+    run = labeler.pipeline.prepare
 
     def labelling(tickets):  # type: ignore[no-untyped-def]
         ids = [t.ticket_id for t in tickets]
@@ -208,7 +208,7 @@ def test_next_batch_is_labelled_while_the_last_is_written_and_order_is_kept(
             log.append(f"publish {key!r}")
             await super().__call__(key, value)
 
-    labeler.pipeline.run_isolating = labelling  # type: ignore[method-assign]
+    labeler.pipeline.prepare = labelling  # type: ignore[method-assign]
     labeler.store = OrderedStore()  # type: ignore[assignment]
     labeler.send_labeled = publish = Publish()
     labeler.store_executor = ThreadPoolExecutor(max_workers=1)
@@ -278,13 +278,13 @@ def test_a_failed_batch_is_raised_and_the_one_behind_it_is_not_published(
 def test_a_batch_keeps_the_model_it_started_with_across_a_hot_swap(tmp_path: Path) -> None:
     labeler, labeled, _, _, _ = make_labeler(tmp_path)
     release = threading.Event()
-    run = labeler.pipeline.run_isolating
+    run = labeler.pipeline.prepare
 
     def slow(tickets):  # type: ignore[no-untyped-def]
         release.wait(timeout=5)
         return run(tickets)
 
-    labeler.pipeline.run_isolating = slow  # type: ignore[method-assign]
+    labeler.pipeline.prepare = slow  # type: ignore[method-assign]
 
     async def stream() -> None:
         inflight = InFlight(labeler, depth=2)
@@ -317,3 +317,41 @@ def test_depth_one_handles_each_batch_before_submit_returns(tmp_path: Path) -> N
     asyncio.run(stream())
     with pytest.raises(ValueError, match="at least 1"):
         InFlight(labeler, depth=0)
+
+
+def test_the_next_batch_is_prepared_while_the_last_one_is_in_the_transformer(
+    tmp_path: Path,
+) -> None:
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    labeler.prepare_executor = ThreadPoolExecutor(max_workers=1)
+    prepare, finish = labeler.pipeline.prepare, labeler.pipeline.finish
+    second_prepared = threading.Event()
+    overlapped: list[bool] = []
+
+    def preparing(tickets):  # type: ignore[no-untyped-def]
+        prepared = prepare(tickets)
+        if tickets[0].ticket_id == "B":
+            second_prepared.set()
+        return prepared
+
+    def finishing(prepared):  # type: ignore[no-untyped-def]
+        if not overlapped:  # the first batch's transformer half waits for the next's first half
+            overlapped.append(second_prepared.wait(timeout=5))
+        return finish(prepared)
+
+    labeler.pipeline.prepare = preparing  # type: ignore[method-assign]
+    labeler.pipeline.finish = finishing  # type: ignore[method-assign]
+
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=2)
+
+        async def done() -> None:
+            pass
+
+        await inflight.submit([event(0, ticket("A", "printer broken"))], done)
+        await inflight.submit([event(1, ticket("B", "refund invoice"))], done)
+        await inflight.drain()
+
+    asyncio.run(stream())
+    assert overlapped == [True]
+    assert [k for k, _ in labeled.sent] == [b"A", b"B"]
