@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     worker_inflight_batches: int = Field(
         default=2,
         ge=1,
-        description="Micro-batches in flight: the next one is labelled while the last is "
-        "stored and published; 1 = one at a time. exactly_once always runs 1.",
+        description="Micro-batches in flight: the next one is labelled (its Python half "
+        "while the last one's transformer half runs) while the last is stored and published; "
+        "1 = one at a time. exactly_once always runs 1.",
     )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."
