@@ -64,8 +64,34 @@ class StoredTickets:
     embedding_model: str | None = None
 
 
-def read_store(collection: Any, page_size: int = 2_000) -> StoredTickets:
-    """Every record of a Chroma collection: ids, stored vectors, metadata and documents."""
+def read_store(
+    collection: Any, page_size: int = 2_000, *, attempts: int = 3, retry_delay_s: float = 2.0
+) -> StoredTickets:
+    """Every record of a Chroma collection: ids, stored vectors, metadata and documents.
+
+    A read of an embedded store that a worker process is writing to can fail mid-way
+    (ChromaDB: "Error executing plan: Internal error: Error finding id"), and pages shift
+    under it; such a read starts over, up to ``attempts`` times. A Chroma server serialises
+    the two, so this is for embedded stores shared by processes (local runs, tests)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _read_pages(collection, page_size)
+        except Exception as exc:  # chromadb's Rust errors share no stable Python base class
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "reading the vector store failed (%s: %s); reading again in %.0fs (%d/%d)",
+                type(exc).__name__,
+                exc,
+                retry_delay_s,
+                attempt,
+                attempts,
+            )
+            time.sleep(retry_delay_s)
+    raise AssertionError("unreachable")
+
+
+def _read_pages(collection: Any, page_size: int) -> StoredTickets:
     ids: list[str] = []
     vectors: list[npt.NDArray[np.float32]] = []
     metadatas: list[dict[str, Any]] = []

@@ -367,3 +367,30 @@ def test_a_cascade_refuses_a_class_its_transformer_stage_does_not_know(
     stored = read_store(cascade_world["store"].collection)
     with pytest.raises(RetrainError, match="does not know"):
         retrain(stored, registry=cascade_world["registry"], policy=RetrainPolicy(), config=CONFIG)
+
+
+def test_a_read_that_fails_mid_way_starts_over(world: dict[str, Any]) -> None:
+    collection = world["store"].collection
+
+    class RacingWriter:
+        """The real collection, whose second page fails once, as it does while a worker
+        process writes to the same embedded store."""
+
+        metadata = collection.metadata
+
+        def __init__(self) -> None:
+            self.failed = False
+
+        def get(self, **kwargs: Any) -> Any:
+            if kwargs["offset"] > 0 and not self.failed:
+                self.failed = True
+                raise RuntimeError("Error executing plan: Internal error: Error finding id")
+            return collection.get(**kwargs)
+
+    racing = RacingWriter()
+    stored = read_store(racing, page_size=250, retry_delay_s=0)
+    assert racing.failed
+    assert len(stored.ids) == len(set(stored.ids)) == 600
+    assert stored.vectors.shape[0] == 600
+    with pytest.raises(RuntimeError, match="Error finding id"):
+        read_store(RacingWriter(), page_size=250, attempts=1)
