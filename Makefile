@@ -26,19 +26,19 @@ $(VENV)/.installed: pyproject.toml
 	else
 	  $$UV pip install --quiet --python $(PY) torch
 	fi
-	# compat mode puts the checkout on sys.path, so our regular package `schemas` wins over
-	# the namespace directory of the same name that chromadb installs into site-packages.
-	$$UV pip install --quiet --python $(PY) -e ".[dev]" --config-settings editable_mode=compat
+	$$UV pip install --quiet --python $(PY) -e ".[dev]"
 	touch $@
 
-lint: install lint-deploy ## ruff and mypy, then lint-deploy
+lint: install lint-deploy ## ruff, mypy and the layer contract (import-linter), then lint-deploy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: install lint-deploy ## install, lint the deploy files, run the whole suite (unit + integration on a real Kafka broker)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider
 
 lint-deploy: ## hadolint, kustomize + kubeconform (KEDA schema), actionlint; tools cached in ~/.cache/ticketflow/tools
@@ -78,7 +78,7 @@ eval: install ## compare candidate models on ../shared/datasets (docs/model-qual
 	$(TF) experiments --out reports/experiments
 
 schemas: install ## regenerate schemas/json from the pydantic models
-	$(PY) -m schemas.export
+	$(PY) -m ticketflow.schemas.export
 
 clean: ## remove local state (broker data, vector store, demo outputs)
 	rm -rf .state reports

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.datasets import ColumnMapping, read_table, rows_to_dicts
-from models.pipeline import LabelingPipeline
-from models.registry import ModelRegistry
-from models.sample import generate_tickets
-from models.settings import Settings
-from monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
-from schemas import Ticket
-from stream.runtime import make_pipeline, serving_encoders
+from ticketflow.config import Settings
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
+from ticketflow.schemas import Ticket
+from ticketflow.stream.runtime import make_pipeline, serving_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}

@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 
 from bench.pipeline import REPO, kafka, output_timestamps, wait_ready
-from models.sample import generate_tickets, write_tickets
-from models.settings import Settings
-from stream.clients import encode_event, produce_raw
-from stream.kafka.local_broker import free_port
-from stream.topics import create_topics
+from ticketflow.adapters.kafka.clients import encode_event, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.config import Settings
+from ticketflow.devtools.kafka.local_broker import free_port
+from ticketflow.devtools.sample import generate_tickets, write_tickets
 
 
 def phase(
@@ -58,13 +58,13 @@ def phase(
     if monitor:
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "ticketflow_cli", "monitor"],
+                [sys.executable, "-m", "ticketflow.cli", "monitor"],
                 env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
         )  # fmt: skip
     worker = subprocess.Popen(
-        [sys.executable, "-m", "ticketflow_cli", "worker"],
+        [sys.executable, "-m", "ticketflow.cli", "worker"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -97,7 +97,7 @@ def main() -> None:
         "DRIFT_REFERENCE_DIR": str(workdir / "reference"),
         "TORCH_THREADS": str(args.threads),
     }
-    run = [sys.executable, "-m", "ticketflow_cli"]
+    run = [sys.executable, "-m", "ticketflow.cli"]
     subprocess.run([*run, "train", "--data", str(train_file)], check=True, env=env, cwd=REPO,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     subprocess.run([*run, "drift", "reference", "--data", str(train_file)], check=True, env=env,

@@ -28,14 +28,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from models.embedding import SentenceTransformerEncoder
-from models.sample import generate_tickets, write_tickets
-from models.settings import Settings
-from models.text import build_texts
-from schemas import Ticket
-from stream.clients import encode_event, produce_raw
-from stream.kafka.local_broker import LocalKafkaBroker, free_port
-from stream.topics import create_topics
+from ticketflow.adapters.kafka.clients import encode_event, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.config import Settings
+from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker, free_port
+from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.models.embedding import SentenceTransformerEncoder
+from ticketflow.models.text import build_texts
+from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ def measure_stream(
         log = (workdir / "worker.log").open("wb")
         started = time.time()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow_cli", "worker"],
+            [sys.executable, "-m", "ticketflow.cli", "worker"],
             env=env,
             cwd=REPO,
             stdout=log,
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "EMBEDDING_BATCH_SIZE": str(batch_size),
     }
     subprocess.run(
-        [sys.executable, "-m", "ticketflow_cli", "train", "--data", str(train_file)],
+        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(train_file)],
         check=True,
         env=env,
         cwd=REPO,

@@ -37,11 +37,11 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from bench.pipeline import kafka, wait_ready
-from models.sample import generate_tickets, write_tickets
-from models.settings import Settings
-from stream.clients import encode_event, produce_raw
-from stream.kafka.local_broker import free_port, wait_for_port
-from stream.topics import create_topics
+from ticketflow.adapters.kafka.clients import encode_event, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.config import Settings
+from ticketflow.devtools.kafka.local_broker import free_port, wait_for_port
+from ticketflow.devtools.sample import generate_tickets, write_tickets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ class Worker:
             "BROKER_CLIENT_ID": self.name,  # Faust reads it: names the member in the group
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow_cli", "worker", "--no-create-topics"],
+            [sys.executable, "-m", "ticketflow.cli", "worker", "--no-create-topics"],
             env=env,
             cwd=REPO,
             stdout=log,
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "BROKER_SESSION_TIMEOUT": str(args.session_timeout),
     }
     subprocess.run(
-        [sys.executable, "-m", "ticketflow_cli", "train", "--data", str(train_file)],
+        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(train_file)],
         check=True,
         env={**base_env, "TORCH_THREADS": "2"},
         cwd=REPO,

@@ -38,20 +38,20 @@ from typing import Any
 
 from sklearn.metrics import f1_score
 
-from batch.embedding_cache import CachedEncoder
-from batch.experiments import SEED, TEST_SIZE, default_datasets_dir
-from batch.train import ModelConfig, split_indices, train
 from bench.pipeline import measure_stream
-from models.classifier import TicketClassifier
-from models.datasets import ColumnMapping, load_labeled
-from models.embedding import Encoder
-from models.encoders import BACKENDS, encoder_max_tokens, encoders_root, load_encoder
-from models.pipeline import LabelingPipeline
-from models.registry import ModelRegistry
-from models.settings import Settings
-from models.static_encoder import StaticEncoder, ensure_static
-from models.text import build_texts
-from schemas import Ticket
+from ticketflow.batch.embedding_cache import CachedEncoder
+from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
+from ticketflow.batch.train import ModelConfig, split_indices, train
+from ticketflow.config import Settings
+from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.datasets import ColumnMapping, load_labeled
+from ticketflow.models.embedding import Encoder
+from ticketflow.models.encoders import BACKENDS, encoder_max_tokens, encoders_root, load_encoder
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.static_encoder import StaticEncoder, ensure_static
+from ticketflow.models.text import build_texts
+from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "queue"

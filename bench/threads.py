@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batch.experiments import default_datasets_dir
-from models.datasets import ColumnMapping, load_labeled
-from models.encoders import BACKENDS, encoders_root, load_encoder
-from models.sample import generate_tickets
-from models.settings import Settings
-from models.text import build_texts
-from schemas import Ticket
+from ticketflow.batch.experiments import default_datasets_dir
+from ticketflow.config import Settings
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.datasets import ColumnMapping, load_labeled
+from ticketflow.models.encoders import BACKENDS, encoders_root, load_encoder
+from ticketflow.models.text import build_texts
+from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 32

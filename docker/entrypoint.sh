@@ -1,7 +1,7 @@
 #!/bin/sh
 # ticketflow container entry point.
-#   <ticketflow command> [args]  -> ticketflow <command> [args]   (worker, train, monitor, ...)
-#   faust ... | python ... | sh   -> run as given
+#   <ticketflow command> [args]      -> ticketflow <command> [args]   (every CLI command)
+#   faust | python | sh | an absolute path ... -> run as given
 # `exec` keeps the process as PID 1's direct replacement, so SIGTERM from the runtime reaches
 # the worker, which finishes its batch, commits and leaves the consumer group.
 set -eu
@@ -11,10 +11,10 @@ if [ "$#" -eq 0 ]; then
 fi
 
 case "$1" in
-    -*|broker|topics|worker|produce|consume|sample|train|retrain|evaluate|monitor|drift|promote)
-        exec python -m ticketflow_cli "$@"
+    faust|python|python3|sh|bash|/*)
+        exec "$@"
         ;;
     *)
-        exec "$@"
+        exec python -m ticketflow "$@"
         ;;
 esac

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 
-from models.embedding import FloatMatrix
+from ticketflow.models.embedding import FloatMatrix
 
 
 class HashingEncoder:

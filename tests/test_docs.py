@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from models.settings import Settings
-from ticketflow_cli import build_parser
+from ticketflow.cli import build_parser
+from ticketflow.config import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from batch.evaluate import confidence_metrics, expected_calibration_error
+from ticketflow.batch.evaluate import confidence_metrics, expected_calibration_error
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from batch import experiments
-from batch.embedding_cache import CachedEncoder
-from models.sample import generate_tickets
 from tests.helpers import HashingEncoder
+from ticketflow.batch import experiments
+from ticketflow.batch.embedding_cache import CachedEncoder
+from ticketflow.devtools.sample import generate_tickets
 
 SHARED_DATASETS = experiments.default_datasets_dir()
 
@@ -96,8 +96,8 @@ def test_embedding_cache_encodes_each_text_once(tmp_path: Path) -> None:
     reason=f"evaluation data sets not found in {SHARED_DATASETS} (they live outside the repo)",
 )
 def test_quick_subset_on_the_real_datasets(tmp_path: Path) -> None:
-    from batch.embedding_cache import DEFAULT_CACHE_DIR
-    from models.embedding import SentenceTransformerEncoder
+    from ticketflow.batch.embedding_cache import DEFAULT_CACHE_DIR
+    from ticketflow.models.embedding import SentenceTransformerEncoder
 
     encoder = CachedEncoder(
         SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2"), DEFAULT_CACHE_DIR
@@ -126,7 +126,7 @@ def test_quick_subset_on_the_real_datasets(tmp_path: Path) -> None:
 def test_cli_skips_with_a_clear_message_without_the_datasets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ticketflow_cli import build_parser
+    from ticketflow.cli import build_parser
 
     args = build_parser().parse_args(["experiments", "--datasets", str(tmp_path / "none")])
     assert args.handler(args, None) == 0
@@ -144,10 +144,16 @@ def test_block_weights_are_chosen_by_cv_and_folded_into_the_head() -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from batch.train import BlockWeights, ModelConfig, block_scale, fit_head, weighted_head
-    from models.features import HYBRID, TextFeatures
-    from models.text import build_texts
-    from schemas import Ticket
+    from ticketflow.batch.train import (
+        BlockWeights,
+        ModelConfig,
+        block_scale,
+        fit_head,
+        weighted_head,
+    )
+    from ticketflow.models.features import HYBRID, TextFeatures
+    from ticketflow.models.text import build_texts
+    from ticketflow.schemas import Ticket
 
     rows = generate_tickets(150, seed=4)
     texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)

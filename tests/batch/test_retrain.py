@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from batch.retrain import (
+from tests.helpers import HashingEncoder
+from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.batch.retrain import (
     HELD_OUT,
     RetrainError,
     RetrainPolicy,
@@ -17,15 +19,13 @@ from batch.retrain import (
     read_store,
     retrain,
 )
-from batch.train import EMBEDDING_LR, ModelConfig, fit_model
-from models.redaction import redact
-from models.registry import ModelMetadata, ModelRegistry
-from models.sample import generate_tickets
-from models.text import build_texts
-from schemas import LabelFeedback, Ticket
-from stream.feedback import apply_feedback
-from stream.vector_store import ChromaVectorStore, open_chroma_client
-from tests.helpers import HashingEncoder
+from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, fit_model
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.redaction import redact
+from ticketflow.models.registry import ModelMetadata, ModelRegistry
+from ticketflow.models.text import build_texts
+from ticketflow.schemas import LabelFeedback, Ticket
+from ticketflow.stream.feedback import apply_feedback
 
 pytestmark = pytest.mark.unit
 
@@ -108,10 +108,10 @@ def no_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the encoder was called during retrain")
 
-    import models.embedding
+    import ticketflow.models.embedding
 
-    monkeypatch.setattr(models.embedding.SentenceTransformerEncoder, "__init__", refuse)
-    monkeypatch.setattr(models.embedding.SentenceTransformerEncoder, "encode", refuse)
+    monkeypatch.setattr(ticketflow.models.embedding.SentenceTransformerEncoder, "__init__", refuse)
+    monkeypatch.setattr(ticketflow.models.embedding.SentenceTransformerEncoder, "encode", refuse)
     monkeypatch.setattr(HashingEncoder, "encode", refuse)
 
 
@@ -171,7 +171,7 @@ def test_missing_documents_name_the_setting(world: dict[str, Any], tmp_path: Pat
 def test_predicted_labels_below_the_threshold_or_disabled_are_not_used(
     world: dict[str, Any],
 ) -> None:
-    from batch.retrain import select
+    from ticketflow.batch.retrain import select
 
     stored = read_store(world["store"].collection)
     probabilities = np.asarray([m["queue_probability"] for m in stored.metadatas])
@@ -213,7 +213,7 @@ def test_decide_margin_and_tolerance() -> None:
 def test_evaluation_file_is_scored_and_never_trained_on(
     world: dict[str, Any], no_encoder: None, tmp_path: Path
 ) -> None:
-    from batch.retrain import EVAL_FILE, load_eval_labels
+    from ticketflow.batch.retrain import EVAL_FILE, load_eval_labels
 
     relabel(world)
     path = tmp_path / "gold.jsonl"
@@ -261,8 +261,8 @@ def test_the_retrain_command_never_loads_an_encoder_library(
 
     relabel(world)
     probe = (
-        "import sys, ticketflow_cli\n"
-        "rc = ticketflow_cli.main(['retrain', '--no-promote'])\n"
+        "import sys, ticketflow.cli\n"
+        "rc = ticketflow.cli.main(['retrain', '--no-promote'])\n"
         "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'model2vec')\n"
         "print('LOADED', [m for m in heavy if m in sys.modules], rc)\n"
     )

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from batch.train import EMBEDDING_LR, ModelConfig, train
-from models.datasets import load_labeled
-from models.pipeline import LabelingPipeline
-from models.registry import ModelRegistry
-from models.sample import generate_tickets, write_tickets
-from schemas import Ticket
 from tests.helpers import HashingEncoder
+from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, train
+from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.models.datasets import load_labeled
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.schemas import Ticket
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +82,7 @@ def test_embedding_only_model_keeps_the_original_shape(sample_file: Path, tmp_pa
 
 @pytest.mark.unit
 def test_training_writes_a_held_out_reference_for_the_monitor(tmp_path: Path) -> None:
-    from monitoring.reference import load_reference
+    from ticketflow.monitoring.reference import load_reference
 
     path = write_tickets(generate_tickets(120, seed=3), tmp_path / "t.jsonl")
     data = load_labeled(path, targets=["queue"], progress=False)

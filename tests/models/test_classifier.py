@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from models.classifier import TicketClassifier, fit_temperature, threshold_for_precision
-from models.features import HYBRID
+from ticketflow.models.classifier import TicketClassifier, fit_temperature, threshold_for_precision
+from ticketflow.models.features import HYBRID
 from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from models.datasets import (
+from ticketflow.models.datasets import (
     DROPPED_COLUMNS,
     ColumnMapping,
     load_labeled,
@@ -17,8 +17,8 @@ from models.datasets import (
     read_table,
     rows_to_dicts,
 )
-from models.sample import generate_tickets, write_tickets
-from schemas import FieldLimits
+from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.schemas import FieldLimits
 
 # tests/models/test_datasets.py -> parents[2] is the checkout; the data sit beside it.
 SHARED_DATASETS = (Path(__file__).parents[2] / ".." / "shared" / "datasets").resolve()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, TextFeatures
+from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, TextFeatures
 from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit

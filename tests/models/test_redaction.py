@@ -1,6 +1,6 @@
 import pytest
 
-from models.redaction import redact
+from ticketflow.models.redaction import redact
 
 pytestmark = pytest.mark.unit
 

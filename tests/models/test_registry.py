@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from models.classifier import TicketClassifier
-from models.registry import ModelMetadata, ModelRegistry, ModelVerificationError, RegistryError
+from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.registry import ModelMetadata, ModelRegistry, ModelVerificationError, RegistryError
 from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import HISTORY_FILE, ModelRegistry, ModelVerificationError
+from ticketflow.models.registry import HISTORY_FILE, ModelRegistry, ModelVerificationError
 from tests.models.test_registry import save_model
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 import pytest
 
-from models.text import build_text, clean_text, tags_line
-from schemas import Ticket
+from ticketflow.models.text import build_text, clean_text, tags_line
+from ticketflow.schemas import Ticket
 
 pytestmark = pytest.mark.unit
 

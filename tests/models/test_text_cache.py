@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.text_cache import CachedTextEncoder
+from ticketflow.models.text_cache import CachedTextEncoder
 from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from monitoring.drift import MonitorSample
+from ticketflow.monitoring.drift import MonitorSample
 
 QUEUES = ("tech", "product", "it", "billing", "returns", "sales")
 WEIGHTS = (0.30, 0.20, 0.16, 0.15, 0.11, 0.08)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.drift import (
+from tests.monitoring.synthetic import WEIGHTS, make_sample
+from ticketflow.monitoring.drift import (
     DriftConfig,
     categorical_drift,
     concat,
@@ -14,7 +15,6 @@ from monitoring.drift import (
     rate_drift,
     subsample,
 )
-from tests.monitoring.synthetic import WEIGHTS, make_sample
 
 pytestmark = pytest.mark.unit
 

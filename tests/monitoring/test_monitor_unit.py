@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitoring.drift import MonitorSample
-from monitoring.drift_metrics import MonitorMetrics
-from monitoring.reference import ReferenceError, load_reference, write_reference
-from monitoring.report import ReportLimiter, write_report
-from schemas import DriftEvent, MonitorRecord
-from stream.monitor import DriftMonitor, records_sample
 from tests.monitoring.synthetic import make_sample
+from ticketflow.monitoring.drift import MonitorSample
+from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.monitoring.monitor import DriftMonitor, records_sample
+from ticketflow.monitoring.reference import ReferenceError, load_reference, write_reference
+from ticketflow.monitoring.report import ReportLimiter, write_report
+from ticketflow.schemas import DriftEvent, MonitorRecord
 
 SHIFTED_MIX = (0.05, 0.05, 0.05, 0.40, 0.40, 0.05)
 
@@ -197,7 +197,7 @@ def test_drift_report_command_on_a_records_file(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``ticketflow drift report --input F --window N`` prints the table and writes HTML."""
-    from ticketflow_cli import main
+    from ticketflow.cli import main
 
     path = tmp_path / "records.jsonl"
     lines = records(make_sample(300, seed=12, weights=SHIFTED_MIX))

@@ -18,10 +18,6 @@ from typing import Any
 
 import pytest
 
-from models.sample import generate_tickets
-from schemas import DriftEvent
-from stream.clients import consume, produce_events, produce_raw
-from stream.kafka.local_broker import free_port
 from tests.fixtures.monitoring import (
     REPO,
     PrometheusServer,
@@ -32,6 +28,10 @@ from tests.fixtures.monitoring import (
     prometheus_factory,  # noqa: F401  (fixture)
 )
 from tests.fixtures.pipeline import WorkerProcess
+from ticketflow.adapters.kafka.clients import consume, produce_events, produce_raw
+from ticketflow.devtools.kafka.local_broker import free_port
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.schemas import DriftEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -92,7 +92,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
     }
     # 1. The reference set of the current model, from a fresh labelled sample.
     reference_data = tmp_path / "reference.jsonl"
-    cli = [sys.executable, "-m", "ticketflow_cli"]
+    cli = [sys.executable, "-m", "ticketflow.cli"]
     subprocess.run(
         [*cli, "sample", "--n", "400", "--seed", "1001", "--out", str(reference_data)],
         check=True,

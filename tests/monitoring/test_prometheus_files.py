@@ -9,8 +9,6 @@ import subprocess
 import pytest
 import yaml
 
-from monitoring.drift_metrics import MonitorMetrics
-from monitoring.metrics import WorkerMetrics
 from tests.fixtures.monitoring import (
     DASHBOARD_DIR,
     PROMETHEUS_DIR,
@@ -19,6 +17,8 @@ from tests.fixtures.monitoring import (
     dashboard_queries,
     require_binary,
 )
+from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.monitoring.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitoring.reference import ReferenceError, load_reference, write_reference
 from tests.monitoring.synthetic import make_sample
+from ticketflow.monitoring.reference import ReferenceError, load_reference, write_reference
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.windows import TumblingWindows
+from ticketflow.monitoring.windows import TumblingWindows
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from schemas import DeadLetter, FieldLimits, LabeledTicket, Ticket
-from schemas.export import CONTRACTS, SCHEMA_DIR, render
+from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket, Ticket
+from ticketflow.schemas.export import CONTRACTS, SCHEMA_DIR, render
 
 pytestmark = pytest.mark.unit
 
@@ -85,9 +85,9 @@ def test_dead_letter_keeps_binary_as_base64() -> None:
 @pytest.mark.parametrize("name", sorted(CONTRACTS))
 def test_exported_json_schemas_are_up_to_date(name: str) -> None:
     path = SCHEMA_DIR / f"{name}.schema.json"
-    assert path.is_file(), "run: python -m schemas.export"
+    assert path.is_file(), "run: python -m ticketflow.schemas.export"
     assert path.read_text(encoding="utf-8") == render(CONTRACTS[name]), (
-        "schemas/json is stale: run python -m schemas.export"
+        "schemas/json is stale: run python -m ticketflow.schemas.export"
     )
 
 

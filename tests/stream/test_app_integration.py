@@ -12,9 +12,9 @@ from typing import Any
 import chromadb
 import pytest
 
-from models.sample import generate_tickets
-from stream.clients import consume, encode_event, produce_raw
 from tests.fixtures.pipeline import WorkerProcess
+from ticketflow.adapters.kafka.clients import consume, encode_event, produce_raw
+from ticketflow.devtools.sample import generate_tickets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

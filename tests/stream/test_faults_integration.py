@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from models.sample import generate_tickets
-from stream.clients import consume, encode_event, produce_raw
-from stream.kafka.local_broker import LocalKafkaBroker, free_port, wait_for_port
-from stream.topics import create_topics
 from tests.fixtures.kafka import _cache_dir
 from tests.fixtures.pipeline import WorkerProcess
+from ticketflow.adapters.kafka.clients import consume, encode_event, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker, free_port, wait_for_port
+from ticketflow.devtools.sample import generate_tickets
 
 # Generous per-test limits: a 5,000-ticket run with four worker starts takes ~4 min on a quiet
 # 2-core machine and several times that when the cores are shared.

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.metrics import WorkerMetrics
-from schemas import DeadLetter, LabelFeedback
-from stream.feedback import FeedbackApplier, decode_feedback
-from stream.routing import Position, Rejected
-from stream.worker import RawEvent
 from tests.stream.test_reload import ticket
 from tests.stream.test_worker import Recorder, make_labeler
+from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.schemas import DeadLetter, LabelFeedback
+from ticketflow.stream.feedback import FeedbackApplier, decode_feedback
+from ticketflow.stream.routing import Position, Rejected
+from ticketflow.stream.worker import RawEvent
 
 pytestmark = pytest.mark.unit
 

@@ -19,12 +19,13 @@ HEAVY_UNUSED = [
 
 def test_worker_modules_do_not_import_torch_or_evidently() -> None:
     code = (
-        "import sys, ticketflow_cli\n"
-        "ticketflow_cli.build_parser()\n"
-        "from stream.cli import skip_unused_imports\n"
+        "import sys, ticketflow.cli\n"
+        "ticketflow.cli.build_parser()\n"
+        "from ticketflow.cli.stream import skip_unused_imports\n"
         "skip_unused_imports()  # what `ticketflow worker` does first\n"
-        "import stream.app, stream.runtime, stream.worker, models.onnx_encoder, "
-        "models.static_encoder, models.encoders\n"
+        "import ticketflow.stream.app, ticketflow.stream.runtime, ticketflow.stream.worker\n"
+        "import ticketflow.models.onnx_encoder, ticketflow.models.static_encoder\n"
+        "import ticketflow.models.encoders\n"
         f"print(sorted(m for m in {HEAVY_UNUSED!r} if sys.modules.get(m) is not None))\n"
     )
     out = subprocess.run(

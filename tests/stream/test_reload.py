@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
-from stream.reload import ModelReloader, swap_if_ready
-from stream.routing import Position
-from stream.worker import RawEvent
 from tests.helpers import HashingEncoder
 from tests.models.test_registry import save_model
 from tests.stream.test_worker import make_labeler
+from ticketflow.models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
+from ticketflow.stream.reload import ModelReloader, swap_if_ready
+from ticketflow.stream.routing import Position
+from ticketflow.stream.worker import RawEvent
 
 pytestmark = pytest.mark.unit
 

@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-from models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
-from models.sample import generate_tickets
-from schemas import DriftEvent, LabelFeedback, ModelUpdate
-from stream.clients import consume, encode_event, produce_events, produce_raw
-from stream.kafka.local_broker import free_port
-from stream.topics import create_topics
 from tests.fixtures.pipeline import REPO, WorkerProcess
+from ticketflow.adapters.kafka.clients import consume, encode_event, produce_events, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.devtools.kafka.local_broker import free_port
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.registry import METADATA_FILE, MODEL_FILE, ModelRegistry
+from ticketflow.schemas import DriftEvent, LabelFeedback, ModelUpdate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -55,7 +55,7 @@ def queue_registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFact
     }
     data = trained_registry.parent / "train.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "ticketflow_cli", "train", "--data", str(data), "--target", "queue"],
+        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(data), "--target", "queue"],
         check=True,
         env=env,
         cwd=REPO,
@@ -99,7 +99,7 @@ def loop_worker(
 def cli(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[str, float]:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "ticketflow_cli", *args],
+        [sys.executable, "-m", "ticketflow.cli", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

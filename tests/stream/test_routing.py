@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import DeadLetterReason, FieldLimits, Ticket
-from stream.routing import MAX_JSON_DEPTH, Position, Rejected, dead_letter, decode_ticket
+from ticketflow.schemas import DeadLetterReason, FieldLimits, Ticket
+from ticketflow.stream.routing import MAX_JSON_DEPTH, Position, Rejected, dead_letter, decode_ticket
 
 pytestmark = pytest.mark.unit
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import ModelMetadata, ModelVerificationError
-from stream.runtime import ServingEncoders
 from tests.helpers import HashingEncoder
+from ticketflow.models.registry import ModelMetadata, ModelVerificationError
+from ticketflow.stream.runtime import ServingEncoders
 
 pytestmark = pytest.mark.unit
 

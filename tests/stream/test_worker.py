@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.classifier import TicketClassifier
-from models.pipeline import LabelingPipeline
-from monitoring.metrics import WorkerMetrics
-from schemas import DeadLetter, FieldLimits, LabeledTicket
-from stream.routing import Position
-from stream.vector_store import ChromaVectorStore, open_chroma_client
-from stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
 from tests.helpers import HashingEncoder
+from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket
+from ticketflow.stream.routing import Position
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
 
 pytestmark = pytest.mark.unit
 
@@ -164,8 +164,8 @@ def test_vector_store_outage_is_retried_before_publishing(tmp_path: Path) -> Non
 
 
 def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
-    from schemas import MonitorRecord
-    from stream.outputs import unpack_vector
+    from ticketflow.schemas import MonitorRecord
+    from ticketflow.schemas.monitoring import unpack_vector
 
     labeler, _, _, store, _ = make_labeler(tmp_path)
     monitor = Recorder()

@@ -1,0 +1,1 @@
+"""Kafka: one connection config, clients (produce/consume), topic administration, errors."""

@@ -1,0 +1,189 @@
+"""Evaluation: accuracy, macro-F1, per-class report and confusion matrices."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+from ticketflow.models.cascade import predict_cascade
+from ticketflow.models.classifier import Prediction, TicketClassifier, threshold_for_precision
+from ticketflow.models.embedding import FloatMatrix
+
+logger = logging.getLogger(__name__)
+
+ROUTE_PRECISIONS = (0.80, 0.90, 0.95)
+
+
+def expected_calibration_error(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    *,
+    bins: int = 15,
+) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width bins.
+
+    Weighted by the share of predictions in each bin; 15 bins as in Guo et al. (2017).
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if len(conf) == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(conf[mask].mean() - ok[mask].mean())
+    return float(total)
+
+
+def confidence_metrics(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    precisions: Sequence[float] = ROUTE_PRECISIONS,
+) -> dict[str, Any]:
+    """ECE and the auto-route curve: coverage (and cut) at each precision level."""
+    route = {}
+    for precision in precisions:
+        threshold, coverage = threshold_for_precision(confidence, correct, precision)
+        route[f"{precision:.2f}"] = {"threshold": min(threshold, 1.0), "coverage": coverage}
+    return {"ece": expected_calibration_error(confidence, correct), "auto_route": route}
+
+
+def target_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    report = classification_report(
+        y_true, y_pred, labels=list(labels), output_dict=True, zero_division=0
+    )
+    per_class = {
+        label: {k: float(v) for k, v in report[label].items()}
+        for label in labels
+        if label in report
+    }
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)
+        ),
+        "n": len(y_true),
+        "per_class": per_class,
+    }
+
+
+def evaluate_classifier(
+    classifier: TicketClassifier,
+    vectors: FloatMatrix,
+    labels: Mapping[str, Sequence[str]],
+    *,
+    texts: Sequence[str] | None = None,
+    figure_dir: Path | None = None,
+    static_vectors: FloatMatrix | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metrics per target; with ``figure_dir`` also a confusion-matrix PNG per target.
+
+    A cascade model is scored as it serves when ``static_vectors`` (the first stage's input,
+    same rows) are given; without them, its transformer stage alone.
+    """
+    predictions = predict_rows(classifier, vectors, texts, static_vectors)
+    metrics: dict[str, dict[str, Any]] = {}
+    for target in classifier.targets:
+        if target not in labels:
+            continue
+        y_true = [str(y) for y in labels[target]]
+        y_pred = [p[target].label for p in predictions]
+        known = classifier.labels(target)
+        all_labels = known + sorted(set(y_true) - set(known))
+        metrics[target] = target_metrics(y_true, y_pred, all_labels)
+        metrics[target].update(
+            confidence_metrics(
+                [p[target].probability for p in predictions],
+                [t == p for t, p in zip(y_true, y_pred, strict=True)],
+            )
+        )
+        if figure_dir is not None:
+            plot_confusion(
+                y_true, y_pred, all_labels, figure_dir / f"confusion-{target}.png", target
+            )
+    return metrics
+
+
+def predict_rows(
+    classifier: TicketClassifier,
+    vectors: FloatMatrix,
+    texts: Sequence[str] | None,
+    static_vectors: FloatMatrix | None = None,
+) -> list[dict[str, Prediction]]:
+    """The model's predictions; through the cascade when it has one and ``static_vectors``."""
+    if classifier.first_stage is None or static_vectors is None or texts is None:
+        return classifier.predict(vectors, texts)
+    outcome = predict_cascade(
+        classifier.first_stage,
+        classifier,
+        classifier.escalation_thresholds,
+        texts=texts,
+        static_vectors=static_vectors,
+        dense_vectors=lambda rows: vectors[rows],
+    )
+    return outcome.predictions
+
+
+def plot_confusion(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str], path: Path, title: str
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    matrix = confusion_matrix(y_true, y_pred, labels=list(labels))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
+    size = max(5.0, 0.6 * len(labels) + 3)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels=list(labels))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: confusion (row-normalised, counts in cells)")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j]:
+                colour = "white" if normalised[i, j] > 0.5 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def format_report(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """Plain-text report: headline numbers and per-class precision/recall/F1 per target."""
+    lines: list[str] = []
+    for target, m in metrics.items():
+        lines.append(
+            f"== {target}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  (n={m['n']})"
+        )
+        if "ece" in m:
+            route = "  ".join(
+                f"p≥{level}: {r['coverage']:.0%} (cut {r['threshold']:.2f})"
+                for level, r in m["auto_route"].items()
+            )
+            lines.append(f"   ECE {m['ece']:.3f}  auto-route coverage {route}")
+        lines.append(f"   {'class':<32} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}")
+        for label, row in m["per_class"].items():
+            lines.append(
+                f"   {label[:32]:<32} {row['precision']:6.3f} {row['recall']:6.3f} "
+                f"{row['f1-score']:6.3f} {int(row['support']):8d}"
+            )
+    return "\n".join(lines)

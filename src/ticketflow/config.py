@@ -1,0 +1,228 @@
+"""Settings, read from the environment and ``.env``.
+
+Only entry points (the CLI, the worker, the Faust app module) build a ``Settings``; library
+code receives plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ticketflow.schemas import FieldLimits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Use this cluster; unset = the local jar-based broker."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM).")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client key (mTLS).")
+    kafka_topic_tickets: str = "tickets"
+    kafka_topic_labeled: str = "labeled-tickets"
+    kafka_topic_dlq: str = "tickets-dlq"
+    kafka_topic_monitor: str = Field(
+        default="ticket-monitoring", description="Internal topic feeding the drift monitor."
+    )
+    monitor_enabled: bool = Field(default=True, description="Publish monitor records.")
+    kafka_topic_partitions: int = 3
+    kafka_topic_replication: int = 1
+    kafka_max_message_bytes: int = 1_000_000
+
+    # Local broker (only when KAFKA_BOOTSTRAP_SERVERS is unset)
+    local_kafka_port: int = 9092
+    local_kafka_controller_port: int = 9093
+    local_kafka_version: str = "4.1.2"
+    local_kafka_heap: str = "512m"
+    state_dir: Path = Path(".state")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "ticketflow")
+
+    # Worker
+    worker_app_id: str = "ticketflow-worker"
+    worker_batch_max: int = 64
+    worker_batch_within_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="Longest wait for a micro-batch to fill; under load batches fill anyway.",
+    )
+    worker_inflight_batches: int = Field(
+        default=2,
+        ge=1,
+        description="Micro-batches in flight: the next one is labelled (its Python half "
+        "while the last one's transformer half runs) while the last is stored and published; "
+        "1 = one at a time. exactly_once always runs 1.",
+    )
+    metrics_port: int = Field(
+        default=6066, description="Worker web port: /metrics, /healthz, /readyz."
+    )
+    metrics_bind: str = "0.0.0.0"
+    worker_commit_interval_s: float = 2.8
+    worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once = Faust transactions (transactional producer, read_committed).",
+    )
+    lag_interval_s: float = 5.0
+    review_threshold: float = 0.6
+    review_precision: float = Field(
+        default=0.90,
+        description="ticketflow train: per-target review thresholds aim at this precision.",
+    )
+    dlq_keep_bytes: int = 65_536
+
+    # Input limits
+    max_subject_chars: int = 1_000
+    max_body_chars: int = 20_000
+    max_tags: int = 50
+    max_tag_chars: int = 100
+
+    # Model
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_device: str = "cpu"
+    embedding_batch_size: int = 16
+    torch_threads: int | None = Field(
+        default=None,
+        description="Intra-op threads of the encoder (torch or onnxruntime); None = all cores.",
+    )
+    # speed: encoder backend, cascade, text cache (docs: README "Speed")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How training embeds; a worker serves with the model's own backend.",
+    )
+    embedding_max_tokens: int | None = Field(
+        default=128,
+        description="Cut texts at this many tokens when training; 0 = the model's own.",
+    )
+    cascade: bool = Field(
+        default=True, description="Train a static first stage that skips the transformer."
+    )
+    cascade_agreement: float = Field(
+        default=0.97,
+        description="Out-of-fold share of kept tickets where the first stage must match stage 2.",
+    )
+    text_cache_size: int = Field(
+        default=10_000, description="Embeddings kept by model text (LRU); 0 = off."
+    )
+    max_text_chars: int = 1_000
+    model_registry_dir: Path = Path("models/registry")
+    model_version: str | None = Field(
+        default=None, description="Serve this version; unset = current."
+    )
+
+    # ChromaDB
+    chroma_host: str | None = Field(default=None, description="Set = HttpClient; unset = embedded.")
+    chroma_port: int = 8000
+    chroma_path: Path = Path(".state/chroma")
+    chroma_collection: str = "tickets"
+    chroma_auth_token: SecretStr | None = Field(
+        default=None, description="Bearer token for a ChromaDB server with token auth."
+    )
+    chroma_document: Literal["none", "redacted", "full"] = Field(
+        default="none",
+        description="Model text stored as the Chroma document: none, redacted (emails, "
+        "phone and card-like numbers masked) or full.",
+    )
+
+    log_level: str = "INFO"
+
+    # Drift monitor (``ticketflow monitor``)
+    monitor_app_id: str = Field(
+        default="ticketflow-monitor", description="Consumer group of the drift monitor."
+    )
+    monitor_metrics_port: int = Field(default=6067, description="Monitor /metrics port.")
+    kafka_topic_drift: str = Field(
+        default="drift-events", description="One record per window in which drift was detected."
+    )
+    drift_window_size: int = Field(default=500, description="A window closes after N tickets…")
+    drift_window_seconds: float = Field(default=300.0, description="…or T seconds.")
+    drift_min_window: int = Field(default=50, description="Smaller windows are not evaluated.")
+    drift_reference_dir: Path = Path("data/reference")
+    drift_reference_size: int = Field(default=2000, description="Rows sampled into a reference.")
+    drift_embedding_method: Literal["mmd", "model", "distance", "ratio"] = "mmd"
+    drift_embedding_threshold: float | None = Field(
+        default=None, description="None = Evidently's default for the method."
+    )
+    drift_p_value: float = 0.001
+    drift_share_threshold: float = 0.5
+    drift_report_dir: Path = Path("reports/evidently")
+    drift_report_min_interval_s: float = 900.0
+
+    # feedback / retraining / hot reload
+    kafka_topic_feedback: str = Field(
+        default="ticket-feedback", description="Label corrections by agents."
+    )
+    kafka_topic_model_updates: str = Field(
+        default="model-updates", description="Promotions and rollbacks, read by every worker."
+    )
+    feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
+    model_reload_enabled: bool = Field(
+        default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
+    )
+    model_reload_poll_s: float = Field(
+        default=60.0, description="Also check the registry's current pointer this often; 0 = off."
+    )
+    retrain_use_predicted: bool = Field(
+        default=True, description="Train on confident model labels next to human ones."
+    )
+    retrain_min_probability: float = Field(
+        default=0.9, description="Model labels below this probability are not trained on."
+    )
+    retrain_holdout_fraction: float = Field(
+        default=0.3, description="Share of human-labelled tickets held out for the comparison."
+    )
+    retrain_min_holdout: int = Field(
+        default=20, description="Fewer held-out human labels: no comparison, no promotion."
+    )
+    retrain_margin: float = Field(
+        default=0.01, description="Challenger macro-F1 must beat the champion by this much."
+    )
+    retrain_class_tolerance: float = Field(
+        default=0.05, description="No class's F1 may drop by more than this."
+    )
+    retrain_report_dir: Path = Path("reports/retrain")
+
+    @property
+    def field_limits(self) -> FieldLimits:
+        return FieldLimits(
+            max_subject_chars=self.max_subject_chars,
+            max_body_chars=self.max_body_chars,
+            max_tags=self.max_tags,
+            max_tag_chars=self.max_tag_chars,
+        )
+
+    @property
+    def local_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.local_kafka_port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or self.local_bootstrap
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) connection settings, security included."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            ),
+            "ssl.ca.location": self.kafka_ssl_cafile,
+            "ssl.certificate.location": self.kafka_ssl_certfile,
+            "ssl.key.location": self.kafka_ssl_keyfile,
+        }
+        config.update({key: str(value) for key, value in optional.items() if value})
+        return config

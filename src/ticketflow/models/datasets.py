@@ -1,0 +1,352 @@
+"""Read ticket tables (CSV, JSONL, JSON, Parquet) into validated tickets and their labels.
+
+A ``ColumnMapping`` says which file columns hold the ticket's id, subject, body and tags, so
+public data sets with their own column names (``Document`` in the Endava set, ``tag_1`` …
+``tag_9`` in the Bueck set) load without rewriting the files.
+
+Row numbers are 1-based positions among the file's records (the first data row is 1), the
+same numbering in generated ids, skip reports and the producer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from ticketflow.schemas import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MAPPING",
+    "DROPPED_COLUMNS",
+    "ColumnMapping",
+    "LabeledData",
+    "clean_value",
+    "load_labeled",
+    "map_record",
+    "read_table",
+    "rows_to_dicts",
+]
+
+# Columns never carried into a ticket: ``answer`` is the agent's reply in the Bueck data set,
+# using it as input would leak the label into the features.
+DROPPED_COLUMNS: frozenset[str] = frozenset({"answer"})
+
+_TAG_SPLIT = re.compile(r"[,;|]")
+_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which file column holds each ticket field (``None``: the file has no such column)."""
+
+    ticket_id: str | None = "ticket_id"  # None or missing column: ids "<file stem>-<row>"
+    subject: str | None = "subject"
+    body: str | None = "body"
+    tags: str | None = "tags"  # a list column, or a string split on , ; |
+    tag_prefix: str = "tag_"  # tag_1 … tag_n columns folded into tags (Bueck form)
+
+    @classmethod
+    def parse(cls, pairs: Sequence[str]) -> ColumnMapping:
+        """Build a mapping from CLI pairs like ``["body=Document", "ticket_id=id"]``.
+
+        An empty value (``ticket_id=``) means the file has no such column.
+        """
+        known = [f.name for f in fields(cls)]
+        values: dict[str, str | None] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key:
+                raise ValueError(f"column mapping {pair!r} is not of the form FIELD=COLUMN")
+            if key not in known:
+                raise ValueError(
+                    f"unknown field {key!r} in column mapping {pair!r}; "
+                    f"known fields: {', '.join(known)}"
+                )
+            if key in values:
+                raise ValueError(f"field {key!r} is mapped more than once")
+            values[key] = value or None
+        if "tag_prefix" in values and not values["tag_prefix"]:
+            raise ValueError("tag_prefix must not be empty")
+        return cls(**values)  # type: ignore[arg-type]  # keys checked against fields() above
+
+    def renames(self) -> dict[str, str]:
+        """File column -> ticket field, for the fields whose column is named differently."""
+        pairs = {
+            "ticket_id": self.ticket_id,
+            "subject": self.subject,
+            "body": self.body,
+            "tags": self.tags,
+        }
+        return {column: name for name, column in pairs.items() if column and column != name}
+
+    def unmapped(self) -> set[str]:
+        """The ticket fields mapped to no column: a file column of that name is ignored."""
+        pairs = {
+            "ticket_id": self.ticket_id,
+            "subject": self.subject,
+            "body": self.body,
+            "tags": self.tags,
+        }
+        return {name for name, column in pairs.items() if column is None}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a ticket table; every cell keeps its Python value (strings stay strings).
+
+    ``.csv`` goes through the real CSV parser (quoted fields with newlines, CRLF, a BOM) with
+    every column read as text and only empty cells missing; ``.jsonl``/``.ndjson`` hold one
+    JSON object per line, ``.json`` a list of objects, ``.parquet`` a table.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ValueError(
+            f"cannot read {path}: unknown suffix {path.suffix!r}; use one of {', '.join(_SUFFIXES)}"
+        )
+    if suffix == ".csv":
+        # dtype=str keeps ids like "000123" and stops "NA" or "None" from turning into NaN.
+        return pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig",
+        )
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".json":
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise ValueError(f"{path}: a .json file must hold a list of objects")
+        return _frame(data)
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{line_no}: invalid JSON: {exc}") from exc
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {_kind(item)}")
+            records.append(item)
+    return _frame(records)
+
+
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    # dtype=object: without it pandas turns integer ids with gaps into floats (7 -> 7.0).
+    return pd.DataFrame(records, dtype=object)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def clean_value(value: Any) -> Any:
+    """Turn pandas/numpy cell values into plain Python ones (NaN, NaT, NA -> None)."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, np.ndarray):  # list columns read from Parquet
+        return [clean_value(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [clean_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: clean_value(v) for k, v in value.items()}
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return clean_value(value.item())
+    return value
+
+
+def _split_tags(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            # A list written as JSON text, e.g. by a tool that stringified a list column.
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                return [tag for tag in parsed if tag is not None]
+        return [tag.strip() for tag in _TAG_SPLIT.split(text) if tag.strip()]
+    if isinstance(value, list):
+        return [tag for tag in value if tag is not None]
+    return value
+
+
+def map_record(
+    record: dict[str, Any],
+    mapping: ColumnMapping,
+    *,
+    generated_id: str | None = None,
+    drop_columns: Collection[str] = DROPPED_COLUMNS,
+) -> dict[str, Any]:
+    """Rename one raw record's columns to ticket field names.
+
+    Values are cleaned (NaN -> None), a string tags column is split on , ; |, numbered tag
+    columns are folded into ``tags``, an integer id becomes a string and other columns are
+    kept. ``generated_id`` is used when the mapping has no id column or the record lacks it.
+    """
+    renames = mapping.renames()
+    # A column named like a field that is mapped elsewhere (a stray "body" next to
+    # body=Document) or mapped to None would clash with, or sneak past, the mapping.
+    shadowed = set(renames.values()) | mapping.unmapped()
+    out: dict[str, Any] = {}
+    for column, value in record.items():
+        if column in drop_columns or (column in shadowed and column not in renames):
+            continue
+        out[renames.get(column, column)] = clean_value(value)
+    if "tags" in out:
+        tags = _split_tags(out["tags"])
+        if tags is None:
+            del out["tags"]
+        else:
+            out["tags"] = tags
+    if mapping.tag_prefix != "tag_":
+        prefix = re.compile(rf"^{re.escape(mapping.tag_prefix)}(\d+)$")
+        out = {
+            (f"tag_{m.group(1)}" if (m := prefix.match(key)) else key): value
+            for key, value in out.items()
+        }
+    out = fold_tag_columns(out)
+    ticket_id = out.get("ticket_id")
+    if isinstance(ticket_id, int) and not isinstance(ticket_id, bool):
+        out["ticket_id"] = str(ticket_id)
+    if generated_id is not None and "ticket_id" not in out:
+        out["ticket_id"] = generated_id
+    return out
+
+
+def rows_to_dicts(
+    frame: pd.DataFrame,
+    mapping: ColumnMapping,
+    *,
+    id_prefix: str | None = None,
+    drop_columns: Collection[str] = DROPPED_COLUMNS,
+) -> list[dict[str, Any]]:
+    """Convert a table to ticket dicts (see ``map_record``), one per row, in order.
+
+    With ``id_prefix``, rows get the id ``f"{id_prefix}-{row_number}"`` when the mapping has
+    no id column or the table lacks it (``load_labeled`` passes the file stem).
+    """
+    generate = id_prefix is not None and (
+        mapping.ticket_id is None or mapping.ticket_id not in frame.columns
+    )
+    records = frame.to_dict(orient="records")
+    return [
+        map_record(
+            {str(k): v for k, v in record.items()},
+            mapping,
+            generated_id=f"{id_prefix}-{row_number}" if generate else None,
+            drop_columns=drop_columns,
+        )
+        for row_number, record in enumerate(records, start=1)
+    ]
+
+
+DEFAULT_MAPPING = ColumnMapping()
+
+
+@dataclass
+class LabeledData:
+    """Validated tickets with one label list per target, and the rows left out."""
+
+    tickets: list[Ticket]
+    labels: dict[str, list[str]]  # target -> label per ticket (same order as tickets)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "invalid ticket: " + "; ".join(parts)
+
+
+def _label(value: Any) -> str | None:
+    value = clean_value(value)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def load_labeled(
+    path: Path,
+    *,
+    targets: Sequence[str],
+    mapping: ColumnMapping = DEFAULT_MAPPING,
+    limits: FieldLimits = DEFAULT_LIMITS,
+    limit: int | None = None,
+    progress: bool = True,
+) -> LabeledData:
+    """Load a labelled table: tickets validated with ``limits`` and a label per target.
+
+    ``targets`` are column names in the file (``queue``, ``Topic_group`` …). Rows with an
+    empty target value or that fail validation are skipped and reported with their row
+    number. ``limit`` reads only the first ``limit`` rows of the file.
+    """
+    if not targets:
+        raise ValueError("at least one target column is needed")
+    frame = read_table(path)
+    missing = [t for t in targets if t not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {', '.join(map(repr, missing))}; "
+            f"columns are {', '.join(map(str, frame.columns))}"
+        )
+    if limit is not None:
+        frame = frame.head(limit)
+    target_values = {t: frame[t].tolist() for t in targets}
+    rows = rows_to_dicts(frame, mapping, id_prefix=path.stem)
+    data = LabeledData(tickets=[], labels={t: [] for t in targets}, skipped=[])
+    context = {"limits": limits}
+    iterator = tqdm(
+        enumerate(rows), total=len(rows), desc=f"loading {path.name}", disable=not progress
+    )
+    for index, row in iterator:
+        row_number = index + 1
+        raw_labels = {t: _label(target_values[t][index]) for t in targets}
+        labels = {t: label for t, label in raw_labels.items() if label is not None}
+        empty = [t for t in targets if t not in labels]
+        if empty:
+            data.skipped.append((row_number, f"empty {', '.join(empty)}"))
+            continue
+        try:
+            ticket = Ticket.model_validate(row, context=context)
+        except ValidationError as exc:
+            data.skipped.append((row_number, _validation_reason(exc)))
+            continue
+        data.tickets.append(ticket)
+        for target, label in labels.items():
+            data.labels[target].append(label)
+    if data.skipped:
+        logger.warning(
+            "%s: skipped %d of %d rows (first: row %d, %s)",
+            path,
+            len(data.skipped),
+            len(rows),
+            *data.skipped[0],
+        )
+    logger.info("%s: loaded %d tickets, targets %s", path, len(data.tickets), list(targets))
+    return data

@@ -1,0 +1,108 @@
+"""Prometheus metrics of the worker, all created in one place against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "produce")
+
+
+class WorkerMetrics:
+    """Everything an operator watches on a labelling worker."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "ticketflow_tickets_consumed", "Events read from the tickets topic.", registry=r
+        )
+        self.labeled = Counter(
+            "ticketflow_tickets_labeled", "Tickets classified and published.", registry=r
+        )
+        self.dead_lettered = Counter(
+            "ticketflow_tickets_dead_lettered",
+            "Events sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.needs_review = Counter(
+            "ticketflow_tickets_needs_review",
+            "Labelled tickets whose confidence was below the review threshold.",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ticketflow_batch_size", "Events per micro-batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.stage_seconds = Histogram(
+            "ticketflow_stage_duration_seconds",
+            "Time per micro-batch spent in each stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "ticketflow_end_to_end_latency_seconds",
+            "From the event's Kafka timestamp to its label being published.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "ticketflow_consumer_lag",
+            "Messages behind the high watermark, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.vector_store_errors = Counter(
+            "ticketflow_vector_store_errors",
+            "Failed vector-store writes (the batch is retried, never dropped).",
+            registry=r,
+        )
+        self.vector_store_up = Gauge(
+            "ticketflow_vector_store_up",
+            "1 when the last vector-store write succeeded.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "ticketflow_model_info",
+            "The model being served (value 1).",
+            ["version", "embedding_model"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "ticketflow_worker_ready", "1 once the model is loaded and consuming.", registry=r
+        )
+        # speed: the cascade and the text cache (ticketflow.models.cascade, .text_cache)
+        self.pipeline_rows = Counter(
+            "ticketflow_pipeline_rows",
+            "Tickets by how they were embedded: escalated to the transformer by the cascade, "
+            "answered by the text cache (cache_hit) or not (cache_miss).",
+            ["kind"],
+            registry=r,
+        )
+        # feedback / retraining / hot reload
+        self.feedback_applied = Counter(
+            "ticketflow_feedback_applied",
+            "Label corrections merged into the vector store.",
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "ticketflow_model_reloads",
+            "Announced models loaded for a hot swap (ok) or refused by verification (refused).",
+            ["result"],
+            registry=r,
+        )
+        self.model_swap_seconds = Gauge(
+            "ticketflow_model_swap_delay_seconds",
+            "Last hot swap: from receiving the announcement to serving the new model.",
+            registry=r,
+        )
+        for result in ("ok", "refused"):
+            self.model_reloads.labels(result=result)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+
+    def set_model(self, version: str, embedding_model: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version, embedding_model=embedding_model).set(1)

@@ -1,0 +1,253 @@
+"""The drift monitor: a small confluent-kafka consumer loop, off the worker's hot path.
+
+``ticket-monitoring`` records → tumbling windows (per model version) → pure drift check
+(:mod:`ticketflow.monitoring.drift`) → Prometheus gauges, plus a ``drift-events`` record and (rate
+limited, on a background thread) an Evidently HTML report when a window drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from ticketflow.monitoring.drift import DriftConfig, DriftResult, MonitorSample, detect_drift
+from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.monitoring.reference import Reference, ReferenceError, load_reference
+from ticketflow.monitoring.report import ReportLimiter, report_path, write_report
+from ticketflow.monitoring.windows import TumblingWindows, Window
+from ticketflow.schemas import DriftEvent, FeatureDrift, MonitorRecord
+from ticketflow.schemas.monitoring import unpack_vector
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[bytes, bytes], None]
+
+
+def records_sample(records: list[MonitorRecord]) -> MonitorSample:
+    """Columns of a window of monitor records (vectors decoded from float16)."""
+    targets = sorted(set.intersection(*(set(r.labels) for r in records))) if records else []
+    return MonitorSample(
+        vectors=np.stack([unpack_vector(r) for r in records]).astype(np.float32),
+        labels={t: [r.labels[t] for r in records] for t in targets},
+        probabilities={t: [r.probabilities[t] for r in records] for t in targets},
+        text_lengths=[r.text_length for r in records],
+        languages=[r.language for r in records],
+        needs_review=[r.needs_review for r in records],
+    )
+
+
+def drift_event(
+    result: DriftResult,
+    reference: Reference,
+    window: Window[MonitorRecord],
+    *,
+    report: Path | None,
+) -> DriftEvent:
+    times = [r.processed_time for r in window.items]
+    return DriftEvent(
+        model_version=reference.model_version,
+        reference_version=reference.reference_version,
+        window_start=min(times),
+        window_end=max(times),
+        window_size=result.window_size,
+        drifted=result.drifted,
+        share_drifted=result.share_drifted,
+        features=[
+            FeatureDrift(
+                feature=f.feature,
+                method=f.method,
+                score=f.score,
+                threshold=f.threshold,
+                p_value=f.p_value,
+                drifted=f.drifted,
+            )
+            for f in result.features
+        ],
+        report_path=str(report) if report else None,
+        detected_at=datetime.now(UTC),
+    )
+
+
+@dataclass
+class DriftMonitor:
+    """Framework-free core of the loop: feed it raw record values and the clock."""
+
+    references: Callable[[str], Reference]
+    metrics: MonitorMetrics
+    publish: Publish
+    config: DriftConfig = field(default_factory=DriftConfig)
+    window_size: int = 500
+    window_seconds: float = 300.0
+    min_window: int = 50
+    report_dir: Path | None = None
+    report_limiter: ReportLimiter = field(default_factory=lambda: ReportLimiter(900.0))
+    reporter: ThreadPoolExecutor | None = None
+    _windows: dict[str, TumblingWindows[MonitorRecord]] = field(default_factory=dict)
+    _loaded: dict[str, Reference | None] = field(default_factory=dict)
+    _report_future: Future[Path] | None = None
+    results: list[DriftResult] = field(default_factory=list)  # for tests / the last window
+
+    def handle(self, value: bytes | None, now: float) -> list[DriftEvent]:
+        self.metrics.records.inc()
+        try:
+            record = MonitorRecord.model_validate_json(value or b"")
+        except ValidationError as exc:
+            self.metrics.skipped.labels(reason="undecodable").inc()
+            logger.warning("undecodable monitor record: %s", str(exc)[:200])
+            return []
+        if self._reference(record.model_version) is None:
+            self.metrics.skipped.labels(reason="no_reference").inc()
+            return []
+        for target, label in record.labels.items():
+            self.metrics.predictions.labels(target=target, label=label).inc()
+        windows = self._windows.setdefault(
+            record.model_version, TumblingWindows(self.window_size, self.window_seconds)
+        )
+        return self._evaluate(record.model_version, windows.add(record, now), now)
+
+    def tick(self, now: float) -> list[DriftEvent]:
+        events: list[DriftEvent] = []
+        for version, windows in self._windows.items():
+            closed = windows.tick(now)
+            if closed is not None:
+                events += self._evaluate(version, [closed], now)
+        return events
+
+    def _reference(self, version: str) -> Reference | None:
+        if version not in self._loaded:
+            try:
+                reference: Reference | None = self.references(version)
+            except ReferenceError as exc:
+                logger.error("%s; records of this model are not monitored", exc)
+                reference = None
+            self._loaded[version] = reference
+            if reference is not None:
+                self.metrics.set_reference(version, reference.reference_version)
+        return self._loaded[version]
+
+    def _evaluate(
+        self, version: str, closed: list[Window[MonitorRecord]], now: float
+    ) -> list[DriftEvent]:
+        reference = self._loaded.get(version)
+        events: list[DriftEvent] = []
+        for window in closed:
+            if reference is None or len(window.items) < self.min_window:
+                logger.info("window of %d records too small; not evaluated", len(window.items))
+                continue
+            current = records_sample(window.items)
+            result = detect_drift(reference.sample, current, self.config)
+            self.results.append(result)
+            del self.results[:-100]
+            self.metrics.observe(result, time.time())
+            logger.info(
+                "window %d records (%s): drifted=%s share=%.2f embedding %s=%.4f in %.2fs",
+                result.window_size,
+                window.reason,
+                result.drifted,
+                result.share_drifted,
+                result.embedding.method,
+                result.embedding.score,
+                result.seconds,
+            )
+            if not result.drifted:
+                continue
+            report = self._schedule_report(reference, current, now)
+            event = drift_event(result, reference, window, report=report)
+            self.publish(version.encode("utf-8"), event.model_dump_json().encode("utf-8"))
+            self.metrics.events.inc()
+            events.append(event)
+        return events
+
+    def _schedule_report(
+        self, reference: Reference, current: MonitorSample, now: float
+    ) -> Path | None:
+        if self.report_dir is None or self.reporter is None:
+            return None
+        if self._report_future is not None and not self._report_future.done():
+            return None
+        if not self.report_limiter.allow(now):
+            return None
+        path = report_path(self.report_dir, reference.model_version)
+
+        def run() -> Path:
+            written = write_report(
+                reference.sample,
+                current,
+                path,
+                model_version=reference.model_version,
+                reference_version=reference.reference_version,
+                embedding_threshold=self.config.threshold,
+            )
+            self.metrics.reports.inc()
+            return written
+
+        self._report_future = self.reporter.submit(run)
+        self._report_future.add_done_callback(_log_failure)
+        return path
+
+
+def _log_failure(future: Future[Path]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        logger.error("evidently report failed: %r", exc)
+
+
+def run_monitor_loop(
+    monitor: DriftMonitor,
+    consumer_config: dict[str, str],
+    producer_config: dict[str, str],
+    *,
+    topic: str,
+    drift_topic: str,
+    stop: threading.Event,
+    poll_batch: int = 500,
+) -> None:
+    """Consume ``topic`` until ``stop`` is set. Offsets auto-commit: drift is a sample."""
+    from confluent_kafka import Consumer, Producer
+
+    producer = Producer(producer_config)
+
+    def publish(key: bytes, value: bytes) -> None:
+        producer.produce(drift_topic, key=key, value=value)
+        producer.poll(0)
+
+    monitor.publish = publish
+    consumer = Consumer(consumer_config)
+    consumer.subscribe([topic])
+    try:
+        while not stop.is_set():
+            messages: list[Any] = consumer.consume(num_messages=poll_batch, timeout=1.0)
+            now = time.monotonic()
+            for message in messages:
+                if message.error():
+                    logger.warning("consumer error: %s", message.error())
+                    continue
+                monitor.handle(message.value(), now)
+            monitor.tick(now)
+    finally:
+        consumer.close()
+        producer.flush(10)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping the monitor", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def reference_loader(directory: Path) -> Callable[[str], Reference]:
+    return lambda version: load_reference(directory, version)

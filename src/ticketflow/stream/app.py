@@ -1,0 +1,257 @@
+"""Faust wiring: topics, the labelling agent, health and metrics pages. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ticketflow.config import Settings
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.stream.feedback import FeedbackApplier
+from ticketflow.stream.reload import ModelReloader, swap_if_ready
+from ticketflow.stream.routing import Position
+from ticketflow.stream.runtime import Runtime, load_runtime
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
+
+logger = logging.getLogger(__name__)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    metrics: WorkerMetrics | None = None,
+    runtime_loader: Callable[[Settings], Runtime] = load_runtime,
+) -> faust.App:
+    metrics = metrics or WorkerMetrics()
+    # Faust creates only the last level of its datadir.
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.worker_app_id,
+        broker=broker_urls(settings.bootstrap_servers),
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        # Faust makes "<app id>-data" in the working directory otherwise, even with memory://.
+        datadir=str(settings.state_dir / "faust" / settings.worker_app_id),
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=settings.kafka_topic_replication,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.metrics_port,
+        web_bind=settings.metrics_bind,
+        web_host=settings.metrics_bind,
+        producer_max_request_size=settings.kafka_max_message_bytes + 65_536,
+        consumer_max_fetch_size=settings.kafka_max_message_bytes + 65_536,
+        broker_commit_interval=settings.worker_commit_interval_s,
+        processing_guarantee=settings.worker_processing_guarantee,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        # Raw bytes in and out: validation is ours, so a bad payload becomes a dead letter
+        # instead of a deserialisation crash inside Faust.
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    tickets_topic = raw_topic(settings.kafka_topic_tickets)
+    labeled_topic = raw_topic(settings.kafka_topic_labeled)
+    dlq_topic = raw_topic(settings.kafka_topic_dlq)
+    monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
+    feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
+    # One thread each: the transformer half of the models labels one batch at a time while
+    # the Python half prepares the next, and every ChromaDB call (vector writes, feedback)
+    # goes through one thread, overlapping the next batch's labelling.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
+    prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-prepare")
+    store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-store")
+    state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
+    building = asyncio.Lock()
+
+    async def send_to(topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
+        delivery = await topic.send(key=key, value=value)
+        await delivery  # wait for the broker's ack before the offsets may be committed
+
+    async def build_labeler() -> BatchLabeler:
+        loop = asyncio.get_running_loop()
+        runtime = await loop.run_in_executor(executor, runtime_loader, settings)
+        # The model, tokenizer and Faust leave ~10^6 long-lived objects; without this the
+        # cyclic GC rescans them over and over on the event loop thread, holding the GIL the
+        # encoder thread needs (measured: the loop thread at 100% CPU in gc_collect_main).
+        gc.collect()
+        gc.freeze()
+        metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
+        if settings.model_reload_enabled and settings.model_version is None:
+            state["reloader"] = start_reloader(settings, runtime, metrics)
+        if feedback_topic is not None:
+            state["feedback"] = FeedbackApplier(
+                collection=runtime.store.collection,
+                send_dead=lambda k, v: send_to(dlq_topic, k, v),
+                executor=store_executor,
+                metrics=metrics,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+            )
+        metrics.ready.set(1)
+        return BatchLabeler(
+            pipeline=runtime.pipeline,
+            store=runtime.store,
+            model_version=runtime.model_version,
+            send_labeled=lambda k, v: send_to(labeled_topic, k, v),
+            send_dead=lambda k, v: send_to(dlq_topic, k, v),
+            send_monitor=(
+                (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+            ),
+            executor=executor,
+            store_executor=store_executor,
+            prepare_executor=prepare_executor,
+            metrics=metrics,
+            limits=BatchLimits(
+                fields=settings.field_limits,
+                max_message_bytes=settings.kafka_max_message_bytes,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+                review_threshold=settings.review_threshold,
+                document=settings.chroma_document,
+            ),
+        )
+
+    async def get_labeler() -> BatchLabeler:
+        async with building:  # both agents need it; build it once
+            if state["labeler"] is None:
+                state["labeler"] = await build_labeler()
+        labeler: BatchLabeler = state["labeler"]
+        return labeler
+
+    @app.agent(tickets_topic, name="label-tickets")
+    async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+        labeler = await get_labeler()
+        inflight = InFlight(labeler, depth=inflight_depth(settings))
+        waiting = time.perf_counter()
+        async for events in stream.take_events(
+            settings.worker_batch_max, within=settings.worker_batch_within_s
+        ):
+            # Between batches: time the agent had nothing to do (idle when the topic is empty).
+            metrics.stage_seconds.labels(stage="wait").observe(time.perf_counter() - waiting)
+            reloader = state["reloader"]
+            if reloader is not None:
+                # Between batches: batches in flight keep the model they started with.
+                swap_if_ready(labeler, reloader, metrics)
+            # take_events acks a batch as soon as the loop comes back for the next one; one
+            # more reference per event holds the offsets until the batch's outputs are acked.
+            for event in events:
+                event.message.incref()
+            await inflight.submit([_raw_event(e) for e in events], partial(ack, stream, events))
+            waiting = time.perf_counter()
+
+    if feedback_topic is not None:
+
+        @app.agent(feedback_topic, name="apply-feedback")
+        async def apply_feedback(stream: Any) -> None:
+            await get_labeler()
+            async for events in stream.take_events(
+                settings.worker_batch_max, within=settings.worker_batch_within_s
+            ):
+                await state["feedback"].handle([_raw_event(e) for e in events])
+
+    @app.timer(interval=settings.lag_interval_s)  # type: ignore[untyped-decorator]
+    async def update_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            if position is None or highwater is None:
+                continue
+            lag = max(0, highwater - position)
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type, so the header is set directly.
+        body = generate_latest(metrics.registry)
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def ready(web: Any, request: Any) -> Any:
+        ok = state["labeler"] is not None
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    return app
+
+
+def inflight_depth(settings: Settings) -> int:
+    """Micro-batches in flight; one under exactly_once, whose transactions follow the agent."""
+    if settings.worker_processing_guarantee == "exactly_once":
+        return 1
+    return settings.worker_inflight_batches
+
+
+async def ack(stream: Any, events: Sequence[faust.EventT[bytes]]) -> None:
+    for event in events:
+        await stream.ack(event)
+
+
+def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:
+    reloader = ModelReloader(
+        registry=ModelRegistry(settings.model_registry_dir),
+        encoder=runtime.encoders,
+        serving_version=runtime.model_version,
+        metrics=metrics,
+        consumer_config=settings.kafka_client_config(),
+        topic=settings.kafka_topic_model_updates,
+        group_prefix=settings.worker_app_id,
+        poll_s=settings.model_reload_poll_s,
+    )
+    reloader.start()
+    return reloader
+
+
+def _raw_event(event: faust.EventT[bytes]) -> RawEvent:
+    message = event.message
+    return RawEvent(
+        key=message.key,
+        value=message.value,
+        position=Position(topic=message.topic, partition=message.partition, offset=message.offset),
+        timestamp=message.timestamp,
+    )
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust (aiokafka) credentials from the same settings the confluent-kafka clients use."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context,
+    )

@@ -1,0 +1,91 @@
+"""Build the records the worker writes: labelled tickets and vector-store metadata. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from ticketflow.adapters.store import MetadataValue
+from ticketflow.models.classifier import Prediction
+from ticketflow.schemas import (
+    LabeledTicket,
+    LabelScore,
+    MonitorRecord,
+    SourcePosition,
+    TargetPrediction,
+    Ticket,
+)
+from ticketflow.schemas.monitoring import pack_vector
+from ticketflow.stream.routing import Position
+
+
+def labeled_ticket(
+    ticket: Ticket,
+    predictions: Mapping[str, Prediction],
+    position: Position,
+    *,
+    model_version: str,
+    embedding_model: str,
+    review_thresholds: Mapping[str, float],
+    processed_at: datetime,
+) -> LabeledTicket:
+    """``review_thresholds``: per target, the probability below which a person must look."""
+    targets = {
+        target: TargetPrediction(
+            label=p.label,
+            probability=p.probability,
+            top=[LabelScore(label=label, probability=prob) for label, prob in p.top],
+        )
+        for target, p in predictions.items()
+    }
+    return LabeledTicket(
+        ticket_id=ticket.ticket_id,
+        predictions=targets,
+        needs_review=any(
+            p.probability < review_thresholds[target] for target, p in predictions.items()
+        ),
+        model_version=model_version,
+        embedding_model=embedding_model,
+        event_time=ticket.created_at,
+        processed_time=processed_at,
+        source=SourcePosition(
+            topic=position.topic, partition=position.partition, offset=position.offset
+        ),
+    )
+
+
+def vector_metadata(labeled: LabeledTicket) -> dict[str, MetadataValue]:
+    """Flat metadata (Chroma accepts scalars only): one label and probability per target."""
+    metadata: dict[str, MetadataValue] = {
+        "model_version": labeled.model_version,
+        "needs_review": labeled.needs_review,
+        "label_source": "model",
+        "processed_at": labeled.processed_time.timestamp(),
+        "source_partition": labeled.source.partition,
+        "source_offset": labeled.source.offset,
+    }
+    for target, prediction in labeled.predictions.items():
+        metadata[target] = prediction.label
+        metadata[f"{target}_probability"] = prediction.probability
+    return metadata
+
+
+def monitor_record(
+    labeled: LabeledTicket, ticket: Ticket, vector: npt.NDArray[np.float32], text: str
+) -> MonitorRecord:
+    return MonitorRecord(
+        ticket_id=labeled.ticket_id,
+        model_version=labeled.model_version,
+        embedding_model=labeled.embedding_model,
+        vector_f16_b64=pack_vector(vector),
+        dimension=len(vector),
+        labels={t: p.label for t, p in labeled.predictions.items()},
+        probabilities={t: p.probability for t, p in labeled.predictions.items()},
+        needs_review=labeled.needs_review,
+        text_length=len(text),
+        language=ticket.language,
+        processed_time=labeled.processed_time,
+    )

@@ -1,0 +1,119 @@
+"""Decode raw Kafka values into tickets, or into dead letters with the reason. Pure functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ticketflow.schemas import DeadLetter, DeadLetterReason, FieldLimits, Ticket
+
+logger = logging.getLogger(__name__)
+
+# Deeply nested JSON is a cheap way to make a parser recurse; nothing legitimate nests this far.
+MAX_JSON_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Why an event could not become a ticket."""
+
+    error_type: DeadLetterReason
+    reason: str
+    ticket_id: str | None = None
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _validation_reason(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "ticket"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> Ticket | Rejected:
+    """Turn one raw event into a :class:`Ticket` or a :class:`Rejected` with a readable reason."""
+    if raw is None:
+        return Rejected(DeadLetterReason.INVALID_JSON, "empty message (null value)")
+    if len(raw) > max_bytes:
+        return Rejected(
+            DeadLetterReason.MESSAGE_TOO_LARGE,
+            f"message has {len(raw)} bytes, limit is {max_bytes}",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(DeadLetterReason.NOT_UTF8, f"value is not valid UTF-8: {exc}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return Rejected(DeadLetterReason.INVALID_JSON, f"invalid JSON: {exc}")
+    if not isinstance(data, dict):
+        return Rejected(
+            DeadLetterReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}"
+        )
+    ticket_id = data.get("ticket_id")
+    readable_id = ticket_id if isinstance(ticket_id, str) and ticket_id.strip() else None
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return Rejected(
+            DeadLetterReason.VALIDATION_ERROR,
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+            readable_id,
+        )
+    try:
+        return Ticket.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        return Rejected(DeadLetterReason.VALIDATION_ERROR, _validation_reason(exc), readable_id)
+
+
+def dead_letter(
+    raw: bytes | None,
+    rejected: Rejected,
+    position: Position,
+    *,
+    keep_bytes: int,
+    key: bytes | None = None,
+) -> DeadLetter:
+    payload = raw or b""
+    original, encoding, truncated = DeadLetter.encode_original(payload, keep_bytes)
+    return DeadLetter(
+        original=original,
+        original_encoding=encoding,
+        original_size=len(payload),
+        original_truncated=truncated,
+        original_key=key.decode("utf-8", errors="replace")[:1_000] if key is not None else None,
+        ticket_id=rejected.ticket_id,
+        error_type=rejected.error_type,
+        reason=rejected.reason,
+        source_topic=position.topic,
+        source_partition=position.partition,
+        source_offset=position.offset,
+        failed_at=datetime.now(UTC),
+    )

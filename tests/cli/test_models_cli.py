@@ -1,0 +1,38 @@
+"""``ticketflow models list``: versions with the current one marked, and the history."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.models.test_registry import save_model
+from ticketflow.cli import main
+from ticketflow.models.registry import ModelRegistry
+
+pytestmark = pytest.mark.unit
+
+
+def test_models_list_marks_current_and_shows_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    save_model(registry, "v1")
+    save_model(registry, "v2", current=False)
+    registry.promote("v2", by="alice", reason="retrain promoted: gain +0.05")
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line[2:].split()[0]: line for line in out.splitlines() if line[2:3] == "v"}
+    assert lines["v2"].startswith("*") and lines["v1"].startswith(" ")
+    assert "promote  v1 -> v2 by alice: retrain promoted: gain +0.05" in out
+    assert "train    None -> v1" in out
+
+
+def test_rollback_without_a_previous_champion_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    save_model(registry, "v1")
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    assert main(["models", "rollback"]) == 1
+    assert "no previous champion" in capsys.readouterr().err
