@@ -28,8 +28,7 @@ def test_wheel_holds_only_the_ticketflow_package(tmp_path: Path) -> None:
         REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     code = (
-        "import sys; from setuptools import build_meta; "
-        "print(build_meta.build_wheel(sys.argv[1]))"
+        "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "dist")],
