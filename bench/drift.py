@@ -22,6 +22,7 @@ from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
+from ticketflow.monitoring.sample import pipeline_sample
 from ticketflow.schemas import Ticket
 from ticketflow.stream.runtime import make_pipeline, serving_encoders
 
@@ -30,19 +31,7 @@ SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
 
 
 def sample_of(pipeline: LabelingPipeline, tickets: list[Ticket], review: float) -> MonitorSample:
-    result = pipeline.run(tickets)
-    targets = list(pipeline.classifier.targets)
-    thresholds = pipeline.review_thresholds(review)
-    return MonitorSample(
-        vectors=result.vectors,
-        labels={t: [p[t].label for p in result.predictions] for t in targets},
-        probabilities={t: [p[t].probability for p in result.predictions] for t in targets},
-        text_lengths=[len(x) for x in result.texts],
-        languages=[t.language for t in tickets],
-        needs_review=[
-            any(p[t].probability < thresholds[t] for t in targets) for p in result.predictions
-        ],
-    )
+    return pipeline_sample(pipeline, tickets, review_threshold=review)
 
 
 def windows(sample: MonitorSample, size: int) -> list[MonitorSample]:

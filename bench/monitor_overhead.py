@@ -58,13 +58,13 @@ def phase(
     if monitor:
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "ticketflow.cli", "monitor"],
+                [sys.executable, "-m", "ticketflow", "monitor"],
                 env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
         )  # fmt: skip
     worker = subprocess.Popen(
-        [sys.executable, "-m", "ticketflow.cli", "worker"],
+        [sys.executable, "-m", "ticketflow", "worker"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -97,7 +97,7 @@ def main() -> None:
         "DRIFT_REFERENCE_DIR": str(workdir / "reference"),
         "TORCH_THREADS": str(args.threads),
     }
-    run = [sys.executable, "-m", "ticketflow.cli"]
+    run = [sys.executable, "-m", "ticketflow"]
     subprocess.run([*run, "train", "--data", str(train_file)], check=True, env=env, cwd=REPO,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     subprocess.run([*run, "drift", "reference", "--data", str(train_file)], check=True, env=env,

@@ -192,7 +192,7 @@ def measure_stream(
         log = (workdir / "worker.log").open("wb")
         started = time.time()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow.cli", "worker"],
+            [sys.executable, "-m", "ticketflow", "worker"],
             env=env,
             cwd=REPO,
             stdout=log,
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "EMBEDDING_BATCH_SIZE": str(batch_size),
     }
     subprocess.run(
-        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(train_file)],
+        [sys.executable, "-m", "ticketflow", "train", "--data", str(train_file)],
         check=True,
         env=env,
         cwd=REPO,

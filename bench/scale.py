@@ -64,7 +64,7 @@ class Worker:
             "BROKER_CLIENT_ID": self.name,  # Faust reads it: names the member in the group
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow.cli", "worker", "--no-create-topics"],
+            [sys.executable, "-m", "ticketflow", "worker", "--no-create-topics"],
             env=env,
             cwd=REPO,
             stdout=log,
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "BROKER_SESSION_TIMEOUT": str(args.session_timeout),
     }
     subprocess.run(
-        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(train_file)],
+        [sys.executable, "-m", "ticketflow", "train", "--data", str(train_file)],
         check=True,
         env={**base_env, "TORCH_THREADS": "2"},
         cwd=REPO,

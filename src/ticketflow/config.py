@@ -1,7 +1,10 @@
-"""Settings, read from the environment and ``.env``.
+"""Settings, read from the environment and ``.env``, grouped by concern.
 
 Only entry points (the CLI, the worker, the Faust app module) build a ``Settings``; library
-code receives plain arguments.
+code receives plain arguments or one group. Every field is an environment variable of the
+same name in upper case (``kafka_topic_tickets`` -> ``KAFKA_TOPIC_TICKETS``): those names are
+a public interface and do not change with the grouping. ``docs/configuration.md`` is
+generated from this module (``python -m ticketflow.config``; a test keeps it current).
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ticketflow.adapters.kafka.config import KafkaConnection
 from ticketflow.schemas import FieldLimits
 
+_CONFIG = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    # Kafka
+class KafkaSettings(BaseSettings):
+    """Kafka: the cluster, its security and the topics."""
+
+    model_config = _CONFIG
+
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="Use this cluster; unset = the local jar-based broker."
     )
@@ -39,8 +46,23 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = 3
     kafka_topic_replication: int = 1
     kafka_max_message_bytes: int = 1_000_000
+    kafka_topic_feedback: str = Field(
+        default="ticket-feedback", description="Label corrections by agents."
+    )
+    kafka_topic_model_updates: str = Field(
+        default="model-updates", description="Promotions and rollbacks, read by every worker."
+    )
+    kafka_topic_drift: str = Field(
+        default="drift-events", description="One record per window in which drift was detected."
+    )
 
-    # Local broker (only when KAFKA_BOOTSTRAP_SERVERS is unset)
+
+class LocalBrokerSettings(BaseSettings):
+    """The local jar-based broker (``ticketflow broker``; only when KAFKA_BOOTSTRAP_SERVERS is
+    unset) and local state."""
+
+    model_config = _CONFIG
+
     local_kafka_port: int = 9092
     local_kafka_controller_port: int = 9093
     local_kafka_version: str = "4.1.2"
@@ -48,7 +70,12 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "ticketflow")
 
-    # Worker
+
+class WorkerSettings(BaseSettings):
+    """The labelling worker: batching, commits, its web port, review and dead letters."""
+
+    model_config = _CONFIG
+
     worker_app_id: str = "ticketflow-worker"
     worker_batch_max: int = 64
     worker_batch_within_s: float = Field(
@@ -79,14 +106,41 @@ class Settings(BaseSettings):
         description="ticketflow train: per-target review thresholds aim at this precision.",
     )
     dlq_keep_bytes: int = 65_536
+    feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
+    model_reload_enabled: bool = Field(
+        default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
+    )
+    model_reload_poll_s: float = Field(
+        default=60.0, description="Also check the registry's current pointer this often; 0 = off."
+    )
+    log_level: str = "INFO"
 
-    # Input limits
+
+class InputSettings(BaseSettings):
+    """Limits on incoming tickets: longer fields are cut, more tags are refused."""
+
+    model_config = _CONFIG
+
     max_subject_chars: int = 1_000
     max_body_chars: int = 20_000
     max_tags: int = 50
     max_tag_chars: int = 100
 
-    # Model
+    @property
+    def field_limits(self) -> FieldLimits:
+        return FieldLimits(
+            max_subject_chars=self.max_subject_chars,
+            max_body_chars=self.max_body_chars,
+            max_tags=self.max_tags,
+            max_tag_chars=self.max_tag_chars,
+        )
+
+
+class ModelSettings(BaseSettings):
+    """Encoders, the cascade, the text cache and the model registry."""
+
+    model_config = _CONFIG
+
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embedding_device: str = "cpu"
     embedding_batch_size: int = 16
@@ -94,7 +148,6 @@ class Settings(BaseSettings):
         default=None,
         description="Intra-op threads of the encoder (torch or onnxruntime); None = all cores.",
     )
-    # speed: encoder backend, cascade, text cache (docs: README "Speed")
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         default="onnx-int8",
         description="How training embeds; a worker serves with the model's own backend.",
@@ -119,7 +172,12 @@ class Settings(BaseSettings):
         default=None, description="Serve this version; unset = current."
     )
 
-    # ChromaDB
+
+class VectorStoreSettings(BaseSettings):
+    """ChromaDB: where the vectors and labels of every ticket are kept."""
+
+    model_config = _CONFIG
+
     chroma_host: str | None = Field(default=None, description="Set = HttpClient; unset = embedded.")
     chroma_port: int = 8000
     chroma_path: Path = Path(".state/chroma")
@@ -133,16 +191,16 @@ class Settings(BaseSettings):
         "phone and card-like numbers masked) or full.",
     )
 
-    log_level: str = "INFO"
 
-    # Drift monitor (``ticketflow monitor``)
+class DriftSettings(BaseSettings):
+    """The drift monitor (``ticketflow monitor``), reference sets and reports."""
+
+    model_config = _CONFIG
+
     monitor_app_id: str = Field(
         default="ticketflow-monitor", description="Consumer group of the drift monitor."
     )
     monitor_metrics_port: int = Field(default=6067, description="Monitor /metrics port.")
-    kafka_topic_drift: str = Field(
-        default="drift-events", description="One record per window in which drift was detected."
-    )
     drift_window_size: int = Field(default=500, description="A window closes after N tickets…")
     drift_window_seconds: float = Field(default=300.0, description="…or T seconds.")
     drift_min_window: int = Field(default=50, description="Smaller windows are not evaluated.")
@@ -157,20 +215,12 @@ class Settings(BaseSettings):
     drift_report_dir: Path = Path("reports/evidently")
     drift_report_min_interval_s: float = 900.0
 
-    # feedback / retraining / hot reload
-    kafka_topic_feedback: str = Field(
-        default="ticket-feedback", description="Label corrections by agents."
-    )
-    kafka_topic_model_updates: str = Field(
-        default="model-updates", description="Promotions and rollbacks, read by every worker."
-    )
-    feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
-    model_reload_enabled: bool = Field(
-        default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
-    )
-    model_reload_poll_s: float = Field(
-        default=60.0, description="Also check the registry's current pointer this often; 0 = off."
-    )
+
+class RetrainSettings(BaseSettings):
+    """``ticketflow retrain``: what a challenger learns from and when it is promoted."""
+
+    model_config = _CONFIG
+
     retrain_use_predicted: bool = Field(
         default=True, description="Train on confident model labels next to human ones."
     )
@@ -191,14 +241,32 @@ class Settings(BaseSettings):
     )
     retrain_report_dir: Path = Path("reports/retrain")
 
-    @property
-    def field_limits(self) -> FieldLimits:
-        return FieldLimits(
-            max_subject_chars=self.max_subject_chars,
-            max_body_chars=self.max_body_chars,
-            max_tags=self.max_tags,
-            max_tag_chars=self.max_tag_chars,
-        )
+
+GROUPS: tuple[type[BaseSettings], ...] = (
+    KafkaSettings,
+    LocalBrokerSettings,
+    WorkerSettings,
+    InputSettings,
+    ModelSettings,
+    VectorStoreSettings,
+    DriftSettings,
+    RetrainSettings,
+)
+
+
+class Settings(
+    KafkaSettings,
+    LocalBrokerSettings,
+    WorkerSettings,
+    InputSettings,
+    ModelSettings,
+    VectorStoreSettings,
+    DriftSettings,
+    RetrainSettings,
+):
+    """All settings. Entry points build one; library code takes what it needs from it."""
+
+    model_config = _CONFIG
 
     @property
     def local_bootstrap(self) -> str:
@@ -208,21 +276,20 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or self.local_bootstrap
 
+    def kafka_connection(self) -> KafkaConnection:
+        """The one Kafka connection config, for confluent-kafka and Faust alike."""
+        password = self.kafka_sasl_password
+        return KafkaConnection(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=password.get_secret_value() if password else None,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka (confluent-kafka) connection settings, security included."""
-        config = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        optional = {
-            "sasl.mechanism": self.kafka_sasl_mechanism,
-            "sasl.username": self.kafka_sasl_username,
-            "sasl.password": (
-                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
-            ),
-            "ssl.ca.location": self.kafka_ssl_cafile,
-            "ssl.certificate.location": self.kafka_ssl_certfile,
-            "ssl.key.location": self.kafka_ssl_keyfile,
-        }
-        config.update({key: str(value) for key, value in optional.items() if value})
-        return config
+        return self.kafka_connection().librdkafka()

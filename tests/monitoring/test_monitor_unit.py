@@ -14,9 +14,10 @@ import pytest
 from tests.monitoring.synthetic import make_sample
 from ticketflow.monitoring.drift import MonitorSample
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
-from ticketflow.monitoring.monitor import DriftMonitor, records_sample
+from ticketflow.monitoring.monitor import DriftMonitor
 from ticketflow.monitoring.reference import ReferenceError, load_reference, write_reference
 from ticketflow.monitoring.report import ReportLimiter, write_report
+from ticketflow.monitoring.sample import records_sample
 from ticketflow.schemas import DriftEvent, MonitorRecord
 
 SHIFTED_MIX = (0.05, 0.05, 0.05, 0.40, 0.40, 0.05)

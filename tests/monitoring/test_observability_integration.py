@@ -92,7 +92,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
     }
     # 1. The reference set of the current model, from a fresh labelled sample.
     reference_data = tmp_path / "reference.jsonl"
-    cli = [sys.executable, "-m", "ticketflow.cli"]
+    cli = [sys.executable, "-m", "ticketflow"]
     subprocess.run(
         [*cli, "sample", "--n", "400", "--seed", "1001", "--out", str(reference_data)],
         check=True,

@@ -55,7 +55,7 @@ def queue_registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFact
     }
     data = trained_registry.parent / "train.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "ticketflow.cli", "train", "--data", str(data), "--target", "queue"],
+        [sys.executable, "-m", "ticketflow", "train", "--data", str(data), "--target", "queue"],
         check=True,
         env=env,
         cwd=REPO,
@@ -99,7 +99,7 @@ def loop_worker(
 def cli(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[str, float]:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "ticketflow.cli", *args],
+        [sys.executable, "-m", "ticketflow", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -10,10 +10,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ticketflow.models.embedding import FloatMatrix
+from ticketflow.schemas.store import MetadataValue
 
 logger = logging.getLogger(__name__)
-
-MetadataValue = str | int | float | bool
 
 
 class VectorStoreError(RuntimeError):

@@ -83,7 +83,7 @@ TASKS: tuple[Task, ...] = (
 
 def default_datasets_dir() -> Path:
     """``../shared/datasets`` next to the repository checkout."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 
 
 def subsample_indices(labels: Sequence[str], n: int, *, seed: int = SEED) -> list[int]:

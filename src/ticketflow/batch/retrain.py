@@ -31,10 +31,11 @@ from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import ModelConfig, fit_model, library_versions
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.registry import ModelRegistry, new_version
+from ticketflow.schemas import store as layout
+from ticketflow.schemas.store import LabelSource
 
 logger = logging.getLogger(__name__)
 
-HUMAN_PREFIX = "human_"  # ticketflow.stream.feedback writes human_<target>
 HELD_OUT = "held-out human labels"
 EVAL_FILE = "evaluation file"
 
@@ -122,16 +123,15 @@ class Selection:
 
 
 def _label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
-    human = meta.get(f"{HUMAN_PREFIX}{target}")
+    human = layout.human_label(meta, target)
     if human is not None:
-        return str(human)
+        return human
     if not policy.use_predicted:
         return None
-    predicted = meta.get(target)
-    probability = meta.get(f"{target}_probability")
-    if predicted is None or probability is None or float(probability) < policy.min_probability:
+    predicted = layout.model_label(meta, target)
+    if predicted is None or predicted[1] < policy.min_probability:
         return None
-    return str(predicted)
+    return predicted[0]
 
 
 def select(
@@ -159,12 +159,12 @@ def select(
             "store it only with CHROMA_DOCUMENT=redacted (or full); the model's TF-IDF "
             "features need it"
         )
-    human = [r for r in usable if stored.metadatas[r].get("label_source") == "human"]
+    human = [r for r in usable if layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN]
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
     for row in human:
-        by_class[str(stored.metadatas[row].get(f"{HUMAN_PREFIX}{targets[0]}"))].append(row)
+        by_class[str(layout.human_label(stored.metadatas[row], targets[0]))].append(row)
     held: set[int] = set()
     for rows in by_class.values():
         rng.shuffle(rows)
@@ -173,9 +173,9 @@ def select(
     for target in targets:
         pairs = []
         for row in sorted(held):
-            label = stored.metadatas[row].get(f"{HUMAN_PREFIX}{target}")
+            label = layout.human_label(stored.metadatas[row], target)
             if label is not None:
-                pairs.append((row, str(label)))
+                pairs.append((row, label))
         held_out[target] = pairs
     train_rows: list[int] = []
     labels: dict[str, list[str]] = {t: [] for t in targets}
@@ -189,8 +189,8 @@ def select(
         train_rows.append(row)
         for target, label in zip(targets, row_labels, strict=True):
             labels[target].append(str(label))
-        source = "human" if stored.metadatas[row].get("label_source") == "human" else "model"
-        counts[f"train ({source} labels)"] += 1
+        source = layout.label_source(stored.metadatas[row])
+        counts[f"train ({source.value} labels)"] += 1
     counts["held out (human)"] = len(held)
     counts["stored"] = len(stored.ids)
     return Selection(train_rows, labels, held_out, dict(counts))

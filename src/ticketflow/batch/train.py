@@ -24,11 +24,13 @@ from threadpoolctl import threadpool_limits
 from ticketflow.batch.evaluate import evaluate_classifier, predict_rows
 from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold
 from ticketflow.models.classifier import (
+    DEFAULT_REVIEW_THRESHOLD,
     TicketClassifier,
     apply_temperature,
     fit_temperature,
     head_logits,
     new_head,
+    review_thresholds,
     threshold_for_precision,
 )
 from ticketflow.models.datasets import LabeledData
@@ -37,7 +39,8 @@ from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, enco
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
 from ticketflow.models.registry import ModelMetadata, ModelRegistry, new_version, sha256_file
 from ticketflow.models.text import build_texts
-from ticketflow.monitoring.reference import write_reference
+from ticketflow.monitoring.reference import write_sample_reference
+from ticketflow.monitoring.sample import predictions_sample
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +398,7 @@ def train(
     progress: bool = True,
     reference_dir: Path | None = None,
     reference_size: int = 2_000,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
     static_encoder: Encoder | None = None,
     cascade_agreement: float = 0.97,
 ) -> TrainResult:
@@ -500,6 +504,7 @@ def train(
             languages=[data.tickets[i].language for i in test_idx],
             sample_size=reference_size,
             seed=seed,
+            review_threshold=review_threshold,
         )
     return TrainResult(version=version, path=path, metrics=metrics, seconds=seconds)
 
@@ -515,6 +520,7 @@ def write_held_out_reference(
     sample_size: int,
     seed: int,
     static_vectors: npt.NDArray[np.float32] | None = None,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
 ) -> Path:
     """The drift monitor's reference: what the model says about tickets it was not fit on.
 
@@ -525,19 +531,14 @@ def write_held_out_reference(
     predictions = predict_rows(classifier, vectors, texts, static_vectors)
     if static_vectors is not None and classifier.first_stage is not None:
         vectors = static_vectors
-    thresholds = classifier.review_thresholds or {}
-    return write_reference(
-        reference_dir,
-        model_version=version,
+    sample = predictions_sample(
+        predictions,
+        targets=classifier.targets,
         vectors=vectors,
-        labels={t: [p[t].label for p in predictions] for t in classifier.targets},
-        probabilities={t: [p[t].probability for p in predictions] for t in classifier.targets},
-        text_lengths=[len(text) for text in texts],
+        texts=texts,
         languages=languages,
-        needs_review=[
-            any(p[t].probability < thresholds.get(t, 0.0) for t in classifier.targets)
-            for p in predictions
-        ],
-        sample_size=sample_size,
-        seed=seed,
+        review_thresholds=review_thresholds(classifier, review_threshold),
+    )
+    return write_sample_reference(
+        reference_dir, model_version=version, sample=sample, sample_size=sample_size, seed=seed
     )

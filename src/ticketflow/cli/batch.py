@@ -239,6 +239,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         make_current=not args.no_promote,
         reference_dir=settings.drift_reference_dir,
         reference_size=settings.drift_reference_size,
+        review_threshold=settings.review_threshold,
     )
     print(format_report(result.metrics))
     if result.seconds:

@@ -336,7 +336,8 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
 
     from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
     from ticketflow.models.registry import ModelRegistry
-    from ticketflow.monitoring.reference import write_reference
+    from ticketflow.monitoring.reference import write_sample_reference
+    from ticketflow.monitoring.sample import pipeline_sample
     from ticketflow.schemas import Ticket
     from ticketflow.stream.runtime import make_pipeline, serving_encoders
 
@@ -357,20 +358,10 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
     # Exactly the worker's encoders and pipeline, so the reference vectors live in the space
     # the worker publishes (a cascade's static vectors).
     pipeline = make_pipeline(serving_encoders(settings, model.metadata, text_cache=False), model)
-    result = pipeline.run(tickets)
-    thresholds = pipeline.review_thresholds(settings.review_threshold)
-    targets = list(model.metadata.targets)
-    path = write_reference(
+    path = write_sample_reference(
         settings.drift_reference_dir,
         model_version=model.metadata.version,
-        vectors=result.vectors,
-        labels={t: [p[t].label for p in result.predictions] for t in targets},
-        probabilities={t: [p[t].probability for p in result.predictions] for t in targets},
-        text_lengths=[len(text) for text in result.texts],
-        languages=[t.language for t in tickets],
-        needs_review=[
-            any(p[t].probability < thresholds[t] for t in targets) for p in result.predictions
-        ],
+        sample=pipeline_sample(pipeline, tickets, review_threshold=settings.review_threshold),
         sample_size=settings.drift_reference_size,
         seed=args.seed,
     )
@@ -419,9 +410,9 @@ def _latest_monitor_records(settings: Settings, count: int) -> list[Any]:
 
 def run_drift_report(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.monitoring.drift import detect_drift
-    from ticketflow.monitoring.monitor import records_sample
     from ticketflow.monitoring.reference import load_reference
     from ticketflow.monitoring.report import report_path, write_report
+    from ticketflow.monitoring.sample import records_sample
     from ticketflow.schemas import MonitorRecord
 
     count = args.window or settings.drift_window_size

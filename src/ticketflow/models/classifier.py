@@ -33,6 +33,21 @@ class Prediction:
     top: tuple[tuple[str, float], ...]
 
 
+# Review cut for a target the model has no threshold of its own for (REVIEW_THRESHOLD).
+DEFAULT_REVIEW_THRESHOLD = 0.6
+
+
+def review_thresholds(classifier: TicketClassifier, default: float) -> dict[str, float]:
+    """Per-target review thresholds: the model's own where it has them, else ``default``."""
+    own: dict[str, float] = getattr(classifier, "review_thresholds", None) or {}
+    return {target: float(own.get(target, default)) for target in classifier.targets}
+
+
+def needs_review(predictions: Mapping[str, Prediction], thresholds: Mapping[str, float]) -> bool:
+    """A person must look at a ticket when any target's probability is below its threshold."""
+    return any(p.probability < thresholds[target] for target, p in predictions.items())
+
+
 def new_head(*, c: float, class_weight: str | None, max_iter: int, seed: int) -> LogisticRegression:
     return LogisticRegression(C=c, class_weight=class_weight, max_iter=max_iter, random_state=seed)
 

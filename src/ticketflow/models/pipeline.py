@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ticketflow.models.cascade import FirstStageOutcome, predict_first_stage, predict_second_stage
-from ticketflow.models.classifier import Prediction, TicketClassifier
+from ticketflow.models.classifier import Prediction, TicketClassifier, review_thresholds
 from ticketflow.models.embedding import Encoder, FloatMatrix
 from ticketflow.models.text import build_texts
 from ticketflow.models.text_cache import CachedTextEncoder
@@ -78,8 +78,7 @@ class LabelingPipeline:
 
     def review_thresholds(self, default: float) -> dict[str, float]:
         """Per-target review thresholds: the model's own where it has them, else ``default``."""
-        own: dict[str, float] = getattr(self.classifier, "review_thresholds", None) or {}
-        return {target: float(own.get(target, default)) for target in self.classifier.targets}
+        return review_thresholds(self.classifier, default)
 
     def run(self, tickets: Sequence[Ticket]) -> BatchResult:
         return self.finish(self.prepare(tickets))

@@ -18,33 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, MonitorSample, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
 from ticketflow.monitoring.reference import Reference, ReferenceError, load_reference
 from ticketflow.monitoring.report import ReportLimiter, report_path, write_report
+from ticketflow.monitoring.sample import records_sample
 from ticketflow.monitoring.windows import TumblingWindows, Window
 from ticketflow.schemas import DriftEvent, FeatureDrift, MonitorRecord
-from ticketflow.schemas.monitoring import unpack_vector
 
 logger = logging.getLogger(__name__)
 
 Publish = Callable[[bytes, bytes], None]
-
-
-def records_sample(records: list[MonitorRecord]) -> MonitorSample:
-    """Columns of a window of monitor records (vectors decoded from float16)."""
-    targets = sorted(set.intersection(*(set(r.labels) for r in records))) if records else []
-    return MonitorSample(
-        vectors=np.stack([unpack_vector(r) for r in records]).astype(np.float32),
-        labels={t: [r.labels[t] for r in records] for t in targets},
-        probabilities={t: [r.probabilities[t] for r in records] for t in targets},
-        text_lengths=[r.text_length for r in records],
-        languages=[r.language for r in records],
-        needs_review=[r.needs_review for r in records],
-    )
 
 
 def drift_event(

@@ -74,6 +74,22 @@ def write_reference(
         languages=list(languages),
         needs_review=None if needs_review is None else [bool(x) for x in needs_review],
     )
+    return write_sample_reference(
+        directory, model_version=model_version, sample=full, sample_size=sample_size, seed=seed
+    )
+
+
+def write_sample_reference(
+    directory: Path,
+    *,
+    model_version: str,
+    sample: MonitorSample,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 42,
+) -> Path:
+    """Sample at most ``sample_size`` rows of ``sample`` and write them under
+    ``directory/<model_version>``. Returns the version directory (overwritten if present)."""
+    full = sample
     if len(full) == 0:
         raise ValueError("an empty reference set is useless")
     sample = subsample(full, sample_size, seed)

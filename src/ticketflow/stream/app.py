@@ -26,10 +26,6 @@ from ticketflow.stream.worker import BatchLabeler, BatchLimits, InFlight, RawEve
 logger = logging.getLogger(__name__)
 
 
-def broker_urls(bootstrap: str) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
-
-
 def create_app(
     settings: Settings,
     *,
@@ -37,12 +33,13 @@ def create_app(
     runtime_loader: Callable[[Settings], Runtime] = load_runtime,
 ) -> faust.App:
     metrics = metrics or WorkerMetrics()
+    connection = settings.kafka_connection()
     # Faust creates only the last level of its datadir.
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_app_id,
-        broker=broker_urls(settings.bootstrap_servers),
-        broker_credentials=_credentials(settings),
+        broker=connection.faust_broker(),
+        broker_credentials=connection.faust_credentials(),
         store="memory://",
         # Faust makes "<app id>-data" in the working directory otherwise, even with memory://.
         datadir=str(settings.state_dir / "faust" / settings.worker_app_id),
@@ -226,32 +223,4 @@ def _raw_event(event: faust.EventT[bytes]) -> RawEvent:
         value=message.value,
         position=Position(topic=message.topic, partition=message.partition, offset=message.offset),
         timestamp=message.timestamp,
-    )
-
-
-def _credentials(settings: Settings) -> Any:
-    """Faust (aiokafka) credentials from the same settings the confluent-kafka clients use."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            )
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=password.get_secret_value() if password else None,
-        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-        ssl_context=context,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +21,13 @@ from pydantic import ValidationError
 
 from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, DeadLetterReason, LabelFeedback
+from ticketflow.schemas.store import correction_metadata
 from ticketflow.stream.routing import Rejected, dead_letter
 from ticketflow.stream.worker import RawEvent
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]
-HUMAN_PREFIX = "human_"
-PREDICTED_SUFFIX = "_predicted"
 
 
 def decode_feedback(raw: bytes | None, *, max_bytes: int = 65_536) -> LabelFeedback | Rejected:
@@ -60,26 +59,6 @@ def decode_feedback(raw: bytes | None, *, max_bytes: int = 65_536) -> LabelFeedb
         return Rejected(DeadLetterReason.VALIDATION_ERROR, "; ".join(parts), readable)
 
 
-def feedback_metadata(
-    feedback: LabelFeedback, current: Mapping[str, Any] | None
-) -> dict[str, str | int | float | bool]:
-    """The metadata keys a correction sets (Chroma merges them into the record's metadata)."""
-    current = current or {}
-    update: dict[str, str | int | float | bool] = {
-        "label_source": "human",
-        "feedback_by": feedback.corrected_by,
-        "feedback_at": feedback.corrected_at.timestamp(),
-    }
-    for target, label in feedback.labels.items():
-        previous = current.get(target)
-        # Keep what the model said the first time a person corrects this target.
-        if previous is not None and f"{HUMAN_PREFIX}{target}" not in current:
-            update[f"{target}{PREDICTED_SUFFIX}"] = str(previous)
-        update[target] = label
-        update[f"{HUMAN_PREFIX}{target}"] = label
-    return update
-
-
 @dataclass
 class FeedbackOutcome:
     applied: list[str]
@@ -105,7 +84,7 @@ def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> Feedba
         if record is None:
             unknown.append(item.ticket_id)
             continue
-        record.update(feedback_metadata(item, record))
+        record.update(correction_metadata(item, record))
         applied.append(item.ticket_id)
     if applied:
         ready = list(dict.fromkeys(applied))

@@ -8,8 +8,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from ticketflow.adapters.store import MetadataValue
-from ticketflow.models.classifier import Prediction
+from ticketflow.models.classifier import Prediction, needs_review
 from ticketflow.schemas import (
     LabeledTicket,
     LabelScore,
@@ -44,9 +43,7 @@ def labeled_ticket(
     return LabeledTicket(
         ticket_id=ticket.ticket_id,
         predictions=targets,
-        needs_review=any(
-            p.probability < review_thresholds[target] for target, p in predictions.items()
-        ),
+        needs_review=needs_review(predictions, review_thresholds),
         model_version=model_version,
         embedding_model=embedding_model,
         event_time=ticket.created_at,
@@ -55,22 +52,6 @@ def labeled_ticket(
             topic=position.topic, partition=position.partition, offset=position.offset
         ),
     )
-
-
-def vector_metadata(labeled: LabeledTicket) -> dict[str, MetadataValue]:
-    """Flat metadata (Chroma accepts scalars only): one label and probability per target."""
-    metadata: dict[str, MetadataValue] = {
-        "model_version": labeled.model_version,
-        "needs_review": labeled.needs_review,
-        "label_source": "model",
-        "processed_at": labeled.processed_time.timestamp(),
-        "source_partition": labeled.source.partition,
-        "source_offset": labeled.source.offset,
-    }
-    for target, prediction in labeled.predictions.items():
-        metadata[target] = prediction.label
-        metadata[f"{target}_probability"] = prediction.probability
-    return metadata
 
 
 def monitor_record(

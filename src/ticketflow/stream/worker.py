@@ -28,7 +28,8 @@ from ticketflow.schemas import (
     MonitorRecord,
     Ticket,
 )
-from ticketflow.stream.outputs import labeled_ticket, monitor_record, vector_metadata
+from ticketflow.schemas.store import labeled_metadata
+from ticketflow.stream.outputs import labeled_ticket, monitor_record
 from ticketflow.stream.routing import Position, Rejected, dead_letter, decode_ticket
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class BatchLabeler:
         rows = sorted(last.values())
         ids = [labeled[i].ticket_id for i in rows]
         vectors = results.vectors[rows]
-        metadatas = [vector_metadata(labeled[i]) for i in rows]
+        metadatas = [labeled_metadata(labeled[i]) for i in rows]
         documents = None
         if self.limits.document == "full":
             documents = [results.texts[i] for i in rows]

@@ -1,0 +1,103 @@
+"""The vector-store record layout: one record per ticket id, written and read everywhere.
+
+A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values only):
+
+| key | written by | meaning |
+|---|---|---|
+| ``model_version`` | worker | the model that labelled the ticket |
+| ``needs_review`` | worker | a person should look at the labels |
+| ``label_source`` | worker, feedback | :class:`LabelSource` of the labels in ``<target>`` |
+| ``processed_at`` | worker | epoch seconds |
+| ``source_partition``, ``source_offset`` | worker | where the ticket was read |
+| ``<target>`` | worker, feedback | the current label: the model's, or a person's once corrected |
+| ``<target>_probability`` | worker | the model's probability of its label |
+| ``human_<target>`` | feedback | a person's label |
+| ``<target>_predicted`` | feedback | the model's label before the first correction |
+| ``feedback_by``, ``feedback_at`` | feedback | who corrected it, when (epoch seconds) |
+
+Every writer builds its metadata with the functions here and every reader reads it with
+them, so the layout is defined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from ticketflow.schemas.feedback import LabelFeedback
+from ticketflow.schemas.labeled import LabeledTicket
+
+MetadataValue = str | int | float | bool
+Metadata = dict[str, MetadataValue]
+
+HUMAN_PREFIX = "human_"
+PREDICTED_SUFFIX = "_predicted"
+PROBABILITY_SUFFIX = "_probability"
+LABEL_SOURCE = "label_source"
+
+
+class LabelSource(StrEnum):
+    MODEL = "model"
+    HUMAN = "human"
+
+
+def labeled_metadata(labeled: LabeledTicket) -> Metadata:
+    """The record the worker writes for a labelled ticket: one label and probability per target."""
+    metadata: Metadata = {
+        "model_version": labeled.model_version,
+        "needs_review": labeled.needs_review,
+        LABEL_SOURCE: LabelSource.MODEL.value,
+        "processed_at": labeled.processed_time.timestamp(),
+        "source_partition": labeled.source.partition,
+        "source_offset": labeled.source.offset,
+    }
+    for target, prediction in labeled.predictions.items():
+        metadata[target] = prediction.label
+        metadata[f"{target}{PROBABILITY_SUFFIX}"] = prediction.probability
+    return metadata
+
+
+def correction_metadata(feedback: LabelFeedback, current: Mapping[str, Any] | None) -> Metadata:
+    """The keys a person's correction sets (merged into the record's metadata)."""
+    current = current or {}
+    update: Metadata = {
+        LABEL_SOURCE: LabelSource.HUMAN.value,
+        "feedback_by": feedback.corrected_by,
+        "feedback_at": feedback.corrected_at.timestamp(),
+    }
+    for target, label in feedback.labels.items():
+        previous = current.get(target)
+        # Keep what the model said the first time a person corrects this target.
+        if previous is not None and f"{HUMAN_PREFIX}{target}" not in current:
+            update[f"{target}{PREDICTED_SUFFIX}"] = str(previous)
+        update[target] = label
+        update[f"{HUMAN_PREFIX}{target}"] = label
+    return update
+
+
+def human_label(metadata: Mapping[str, Any], target: str) -> str | None:
+    """A person's label of ``target``, if any."""
+    label = metadata.get(f"{HUMAN_PREFIX}{target}")
+    return None if label is None else str(label)
+
+
+def model_label(metadata: Mapping[str, Any], target: str) -> tuple[str, float] | None:
+    """The model's label of ``target`` and its probability, when the record has both.
+
+    After a correction ``<target>`` holds the person's label; the model's is then in
+    ``<target>_predicted``."""
+    label = metadata.get(f"{target}{PREDICTED_SUFFIX}")
+    if label is None and human_label(metadata, target) is None:
+        label = metadata.get(target)
+    probability = metadata.get(f"{target}{PROBABILITY_SUFFIX}")
+    if label is None or probability is None:
+        return None
+    return str(label), float(probability)
+
+
+def label_source(metadata: Mapping[str, Any]) -> LabelSource:
+    try:
+        return LabelSource(metadata.get(LABEL_SOURCE, LabelSource.MODEL.value))
+    except ValueError:
+        return LabelSource.MODEL

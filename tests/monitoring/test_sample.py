@@ -1,0 +1,85 @@
+"""Predictions -> monitor sample is derived once: training's reference, ``ticketflow drift
+reference``, the drift benchmark and the worker's own records agree row by row, including
+the review rule for a target without a threshold of its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench.drift import sample_of
+from tests.helpers import HashingEncoder
+from ticketflow.batch.train import EMBEDDING_LR, train, write_held_out_reference
+from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.models.datasets import load_labeled
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.text import build_texts
+from ticketflow.monitoring.reference import load_reference
+from ticketflow.monitoring.sample import pipeline_sample
+from ticketflow.schemas import Ticket
+from ticketflow.stream.outputs import labeled_ticket
+from ticketflow.stream.routing import Position
+
+pytestmark = pytest.mark.unit
+
+FALLBACK = 0.99  # REVIEW_THRESHOLD for the target that has no threshold of its own
+
+
+def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> None:
+    data_file = write_tickets(generate_tickets(300), tmp_path / "t.jsonl")
+    data = load_labeled(data_file, targets=["queue", "priority"], progress=False)
+    encoder = HashingEncoder()
+    registry = ModelRegistry(tmp_path / "registry")
+    train(
+        data,
+        encoder=encoder,
+        registry=registry,
+        max_text_chars=1000,
+        config=EMBEDDING_LR,
+        progress=False,
+    )
+    classifier = registry.load().classifier
+    # A model without a threshold for priority: the fallback decides, everywhere alike.
+    classifier.review_thresholds.pop("priority")
+    pipeline = LabelingPipeline(encoder, classifier, max_text_chars=1000)
+    tickets = [Ticket.model_validate(t) for t in generate_tickets(40, seed=3)]
+    texts = build_texts(tickets, max_chars=1000)
+
+    write_held_out_reference(
+        tmp_path / "reference",
+        version="v-test",
+        classifier=classifier,
+        vectors=encoder.encode(texts),
+        texts=texts,
+        languages=[t.language for t in tickets],
+        sample_size=1_000,
+        seed=1,
+        review_threshold=FALLBACK,
+    )
+    trained = load_reference(tmp_path / "reference", "v-test").sample
+    cli = pipeline_sample(pipeline, tickets, review_threshold=FALLBACK)
+    bench = sample_of(pipeline, tickets, FALLBACK)
+    result = pipeline.run(tickets)
+    worker = [
+        labeled_ticket(
+            ticket,
+            predictions,
+            Position("tickets", 0, row),
+            model_version="v-test",
+            embedding_model=encoder.name,
+            review_thresholds=pipeline.review_thresholds(FALLBACK),
+            processed_at=datetime.now(UTC),
+        ).needs_review
+        for row, (ticket, predictions) in enumerate(zip(tickets, result.predictions, strict=True))
+    ]
+
+    assert trained.needs_review == cli.needs_review == bench.needs_review == worker
+    assert trained.labels == cli.labels == bench.labels
+    assert trained.text_lengths == cli.text_lengths == bench.text_lengths
+    # The fallback mattered: the queue threshold alone flags fewer tickets.
+    queue_cut = classifier.review_thresholds["queue"]
+    by_queue = [p["queue"].probability < queue_cut for p in result.predictions]
+    assert sum(worker) > sum(by_queue)
