@@ -21,10 +21,10 @@ from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.serving import make_pipeline, serving_encoders
 from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
 from ticketflow.monitoring.sample import pipeline_sample
 from ticketflow.schemas import Ticket
-from ticketflow.stream.runtime import make_pipeline, serving_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
@@ -64,7 +64,14 @@ def main() -> None:
     model = ModelRegistry(args.registry).load()
     settings = Settings(model_registry_dir=args.registry)
     # The worker's encoders and pipeline: a cascade publishes its static vectors.
-    pipeline = make_pipeline(serving_encoders(settings, model.metadata, text_cache=False), model)
+    encoders = serving_encoders(
+        model.metadata,
+        registry_dir=settings.model_registry_dir,
+        cache_dir=settings.cache_dir,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+    )
+    pipeline = make_pipeline(encoders, model)
 
     def tickets(rows: list[dict[str, Any]]) -> list[Ticket]:
         return [Ticket.model_validate(r) for r in rows]

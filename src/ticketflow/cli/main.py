@@ -13,8 +13,7 @@ from ticketflow.config import Settings
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so ``import ticketflow.cli`` stays cheap and side-effect free.
-    from ticketflow.cli import batch as batch_cli
-    from ticketflow.cli import stream as stream_cli
+    from ticketflow.cli import broker, drift, models, tickets, train, worker
 
     parser = argparse.ArgumentParser(
         prog="ticketflow",
@@ -23,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    stream_cli.register(commands)
-    batch_cli.register(commands)
+    for group in (broker, worker, tickets, drift, train, models):
+        group.register(commands)
     return parser
 
 

@@ -29,9 +29,9 @@ from pydantic import ValidationError
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import LoadedModel, ModelRegistry, ModelVerificationError
+from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import ModelUpdate
-from ticketflow.stream.runtime import make_pipeline
 from ticketflow.stream.worker import BatchLabeler
 
 logger = logging.getLogger(__name__)

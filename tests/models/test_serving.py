@@ -5,7 +5,7 @@ import pytest
 
 from tests.helpers import HashingEncoder
 from ticketflow.models.registry import ModelMetadata, ModelVerificationError
-from ticketflow.stream.runtime import ServingEncoders
+from ticketflow.models.serving import ServingEncoders
 
 pytestmark = pytest.mark.unit
 

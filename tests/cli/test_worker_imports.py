@@ -21,7 +21,7 @@ def test_worker_modules_do_not_import_torch_or_evidently() -> None:
     code = (
         "import sys, ticketflow.cli\n"
         "ticketflow.cli.build_parser()\n"
-        "from ticketflow.cli.stream import skip_unused_imports\n"
+        "from ticketflow.cli.worker import skip_unused_imports\n"
         "skip_unused_imports()  # what `ticketflow worker` does first\n"
         "import ticketflow.stream.app, ticketflow.stream.runtime, ticketflow.stream.worker\n"
         "import ticketflow.models.onnx_encoder, ticketflow.models.static_encoder\n"

@@ -1,0 +1,73 @@
+"""Batch jobs' resources as configured: labelled data, the training encoder, the static model.
+
+Entry points (the CLI, the k8s Jobs) call these with their settings; the training and
+evaluation code itself takes the objects, never the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from ticketflow.config import Settings
+from ticketflow.models.datasets import ColumnMapping, LabeledData, load_labeled
+from ticketflow.models.embedding import Encoder
+from ticketflow.models.encoders import Backend, encoders_root, load_encoder
+from ticketflow.models.static_encoder import StaticEncoder, ensure_static
+
+logger = logging.getLogger(__name__)
+
+FROM_SETTINGS = -1  # encoder(max_tokens=...): EMBEDDING_MAX_TOKENS
+
+
+def load_data(
+    settings: Settings,
+    path: Path,
+    *,
+    targets: Sequence[str],
+    mapping: ColumnMapping,
+    limit: int | None = None,
+) -> LabeledData:
+    """A labelled file, validated with the configured field limits; skipped rows logged."""
+    data = load_labeled(
+        path, targets=targets, mapping=mapping, limits=settings.field_limits, limit=limit
+    )
+    for row, reason in data.skipped[:20]:
+        logger.warning("skipped row %d: %s", row, reason)
+    if data.skipped:
+        logger.warning("skipped %d rows in total", len(data.skipped))
+    return data
+
+
+def encoder(
+    settings: Settings,
+    model_name: str | None = None,
+    *,
+    backend: str | None = None,
+    max_tokens: int | None = FROM_SETTINGS,
+) -> Encoder:
+    """The encoder of ``backend`` (default EMBEDDING_BACKEND); ONNX exports are made once
+    and kept next to the models (``MODEL_REGISTRY_DIR/encoders``)."""
+    return load_encoder(
+        model_name or settings.embedding_model,
+        cast(Backend, backend or settings.embedding_backend),
+        export_root=encoders_root(settings.model_registry_dir),
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+        cache_root=settings.cache_dir / "encoders",
+        max_tokens=settings.embedding_max_tokens if max_tokens == FROM_SETTINGS else max_tokens,
+    )
+
+
+def static_encoder(settings: Settings, model_name: str | None = None) -> StaticEncoder:
+    """The cascade's static model, distilled once from the transformer (``CASCADE=on``)."""
+    source = model_name or settings.embedding_model
+    directory = ensure_static(
+        source,
+        encoders_root(settings.model_registry_dir),
+        cache_root=settings.cache_dir / "encoders",
+    )
+    return StaticEncoder(directory, source_model=source)

@@ -1,0 +1,90 @@
+"""``ticketflow monitor`` and ``ticketflow drift``: the drift monitor, references, reports."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.config import Settings
+
+
+def register(commands: Commands) -> None:
+    monitor = commands.add_parser("monitor", help="run the drift monitor (windows + Evidently)")
+    monitor.add_argument("--no-create-topics", action="store_true")
+    monitor.set_defaults(handler=run_monitor)
+
+    drift = commands.add_parser("drift", help="drift reference sets and Evidently reports")
+    drift_commands = drift.add_subparsers(dest="drift_command", required=True)
+    reference = drift_commands.add_parser(
+        "reference", help="build the reference set of a model from a ticket file"
+    )
+    reference.add_argument("--data", type=Path, required=True, help="JSONL, CSV or Parquet")
+    add_map_argument(reference)
+    reference.add_argument("--limit", type=int, help="use only the first N rows")
+    reference.add_argument("--version", help="model version (default: MODEL_VERSION or current)")
+    reference.add_argument("--seed", type=int, default=42)
+    reference.set_defaults(handler=run_drift_reference)
+    report = drift_commands.add_parser(
+        "report", help="write an Evidently HTML report of recent tickets vs the reference"
+    )
+    report.add_argument(
+        "--window", type=int, help="the last N monitor records (default: DRIFT_WINDOW_SIZE)"
+    )
+    report.add_argument("--input", type=Path, help="read monitor records from this JSONL file")
+    report.add_argument("--out", type=Path, help="HTML path (default: under DRIFT_REPORT_DIR)")
+    report.set_defaults(handler=run_drift_report)
+
+
+def run_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.monitoring.service import run_monitor
+
+    logging.getLogger().setLevel(settings.log_level)
+    run_monitor(settings, create_missing_topics=not args.no_create_topics)
+    return 0
+
+
+def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.monitoring.service import build_reference
+
+    try:
+        built = build_reference(
+            settings,
+            args.data,
+            mapping=ColumnMapping.parse(args.map),
+            version=args.version,
+            limit=args.limit,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"reference of model {built.model_version}: {built.tickets} tickets -> {built.path}")
+    return 0
+
+
+def run_drift_report(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.monitoring.service import drift_report, latest_monitor_records
+    from ticketflow.schemas import MonitorRecord
+
+    count = args.window or settings.drift_window_size
+    if args.input:
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+        records = [MonitorRecord.model_validate_json(x) for x in lines if x.strip()][-count:]
+    else:
+        records = latest_monitor_records(settings, count)
+    if not records:
+        print("no monitor records to report on", file=sys.stderr)
+        return 2
+    report = drift_report(settings, records, out=args.out)
+    for feature in report.result.features:
+        flag = "DRIFT" if feature.drifted else "ok"
+        print(f"{feature.feature:24} {feature.method:16} {feature.score:8.4f}  {flag}")
+    print(
+        f"{report.records} records of model {report.model_version}: "
+        f"drifted={report.result.drifted}; report: {report.path}"
+    )
+    return 0

@@ -1,0 +1,197 @@
+"""``ticketflow retrain`` and ``ticketflow models``: challengers, promotions, rollbacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ticketflow.cli._types import Commands
+from ticketflow.config import Settings
+
+if TYPE_CHECKING:  # the handlers import the batch code when they run
+    from ticketflow.batch.promotion import Announce
+
+logger = logging.getLogger(__name__)
+
+
+def register(commands: Commands) -> None:
+    retrain = commands.add_parser(
+        "retrain",
+        help="challenger from the stored vectors + labels; promote it only when it is better",
+        description="Train a challenger on the vectors, documents and labels in ChromaDB "
+        "(human corrections first), compare it with the current model on held-out human "
+        "labels, register it, write a report and promote + announce it only when it wins.",
+    )
+    retrain.add_argument(
+        "--eval-file",
+        type=Path,
+        help="fixed evaluation set: ticket_id + one column per target (JSONL/CSV/Parquet); "
+        "the tickets must be in the store, they are never trained on",
+    )
+    retrain.add_argument(
+        "--if-drift",
+        action="store_true",
+        help="run only when a drift event arrived since the last promotion",
+    )
+    retrain.add_argument("--force", action="store_true", help="promote even if it loses")
+    retrain.add_argument("--no-promote", action="store_true", help="evaluate and register only")
+    retrain.add_argument("--c", type=float, help="LogisticRegression C (default: train's)")
+    retrain.add_argument(
+        "--features",
+        choices=["hybrid", "embedding"],
+        default="hybrid",
+        help="as for train: hybrid (default) or the embedding alone",
+    )
+    retrain.add_argument("--seed", type=int, default=42)
+    retrain.add_argument("--by", help="recorded as who promoted (default: $USER)")
+    retrain.set_defaults(handler=run_retrain)
+
+    models = commands.add_parser("models", help="list, promote or roll back registered models")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    models_commands.add_parser("list", help="versions (current marked *) and the history")
+    promote = models_commands.add_parser("promote", help="make VERSION current and announce it")
+    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("--reason", default="manual promotion")
+    promote.add_argument("--by", help="default: $USER")
+    rollback = models_commands.add_parser(
+        "rollback", help="back to the previous champion, announced"
+    )
+    rollback.add_argument("--reason", default="manual rollback")
+    rollback.add_argument("--by", help="default: $USER")
+    models.set_defaults(handler=run_models)
+
+
+def announcer(settings: Settings) -> Announce:
+    """Promotions are announced on KAFKA_TOPIC_MODEL_UPDATES."""
+    from ticketflow.batch.promotion import kafka_announcer
+
+    return kafka_announcer(
+        settings.kafka_client_config(),
+        settings.kafka_topic_model_updates,
+        replication=settings.kafka_topic_replication,
+    )
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.adapters.store import open_chroma_client
+    from ticketflow.batch import promotion
+    from ticketflow.batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
+    from ticketflow.batch.train import EMBEDDING_LR, ModelConfig
+    from ticketflow.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    if args.if_drift:
+        since = promotion.last_promotion(registry)
+        if since is None:
+            raise SystemExit("no current model: run ticketflow train first")
+        events = promotion.drift_since(
+            settings.kafka_client_config(), settings.kafka_topic_drift, since
+        )
+        if not events:
+            print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
+            return 0
+        print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
+    client = open_chroma_client(
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        path=settings.chroma_path,
+        auth_token=(
+            settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None
+        ),
+    )
+    # get_collection, not get_or_create: retraining never declares a vector space itself.
+    stored = read_store(client.get_collection(settings.chroma_collection))
+    config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
+    if args.c is not None:
+        config = replace(config, c=args.c)
+    current = registry.current_version()
+    targets = registry.metadata(current).targets if current else []
+    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
+    result = retrain(
+        stored,
+        registry=registry,
+        policy=RetrainPolicy(
+            use_predicted=settings.retrain_use_predicted,
+            min_probability=settings.retrain_min_probability,
+            holdout_fraction=settings.retrain_holdout_fraction,
+            min_holdout=settings.retrain_min_holdout,
+            margin=settings.retrain_margin,
+            class_tolerance=settings.retrain_class_tolerance,
+        ),
+        config=config,
+        review_precision=settings.review_precision,
+        eval_labels=eval_labels,
+        force=args.force,
+        report_dir=settings.retrain_report_dir,
+        seed=args.seed,
+        source=f"chroma:{settings.chroma_collection}",
+    )
+    for reason in result.reasons:
+        print(f"  {reason}")
+    print(f"report: {result.markdown_path}")
+    if result.promote and not args.no_promote:
+        update = promotion.promote(
+            registry,
+            result.challenger,
+            by=promotion.who(args.by),
+            reason=f"retrain {result.decision}: " + "; ".join(result.reasons),
+            announce=announcer(settings),
+            forced=result.decision == "forced",
+            report=str(result.json_path),
+        )
+        print(f"challenger {update.version}: {result.decision}, announced (was {result.champion})")
+    else:
+        print(
+            f"challenger {result.challenger}: {result.decision}"
+            f"{' (not promoted: --no-promote)' if result.promote else ''}; "
+            f"{result.champion} stays current"
+        )
+    return 0
+
+
+def run_models(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import promotion
+    from ticketflow.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    if args.models_command == "promote":
+        update = promotion.promote(
+            registry,
+            args.version,
+            by=promotion.who(args.by),
+            reason=args.reason,
+            announce=announcer(settings),
+        )
+        print(f"promoted {update.version} (was {update.previous_version}), announced")
+        return 0
+    if args.models_command == "rollback":
+        update = promotion.rollback(
+            registry, by=promotion.who(args.by), reason=args.reason, announce=announcer(settings)
+        )
+        print(f"rolled back {update.previous_version} -> {update.version}, announced")
+        return 0
+    current = registry.current_version()
+    print(f"  {'version':<34} {'created (UTC)':<19} {'train':>6} {'macro-F1':>8}  config")
+    for version in registry.versions():
+        meta = registry.metadata(version)
+        first = meta.metrics.get(meta.targets[0], {}) if meta.targets else {}
+        f1 = first.get("macro_f1")
+        shown = "–" if f1 is None else f"{f1:.3f}"
+        print(
+            f"{'*' if version == current else ' '} {version:<34} "
+            f"{meta.created_at:%Y-%m-%d %H:%M:%S} {meta.n_train:>6} "
+            f"{shown:>8}  {meta.training_config or ''}"
+        )
+    history = registry.history()
+    if history:
+        print("\nhistory (latest last):")
+        for entry in history[-10:]:
+            forced = " FORCED" if entry.forced else ""
+            print(
+                f"  {entry.at:%Y-%m-%d %H:%M:%S} {entry.action:<8} {entry.previous} -> "
+                f"{entry.version} by {entry.by}{forced}: {entry.reason[:120]}"
+            )
+    return 0

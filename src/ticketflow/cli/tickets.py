@@ -1,0 +1,146 @@
+"""``ticketflow sample|produce|consume|feedback``: tickets and corrections in, labels out."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+
+from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.config import Settings
+
+# Handlers import what they run: building the parser stays cheap, and the worker's process
+# never imports pandas (ticketflow.models.datasets) or the Kafka clients it does not use.
+
+
+def register(commands: Commands) -> None:
+    sample = commands.add_parser("sample", help="write generated, labelled sample tickets")
+    sample.add_argument("--n", type=int, default=1000, help="how many tickets (default 1000)")
+    sample.add_argument("--out", type=Path, required=True, help=".jsonl, .csv or .parquet")
+    sample.add_argument("--seed", type=int, default=42)
+    sample.set_defaults(handler=run_sample)
+
+    produce = commands.add_parser("produce", help="publish tickets from a file or the generator")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("path", nargs="?", type=Path, help="JSONL or CSV (Parquet too)")
+    source.add_argument("--sample", type=int, metavar="N", help="publish N generated tickets")
+    produce.add_argument("--seed", type=int, default=7, help="generator seed for --sample")
+    produce.add_argument(
+        "--rate", type=float, help="tickets per second (default: as fast as possible)"
+    )
+    produce.add_argument("--topic", help="default: KAFKA_TOPIC_TICKETS")
+    add_map_argument(produce)
+    produce.set_defaults(handler=run_produce)
+
+    consumer = commands.add_parser("consume", help="print records of a topic, one JSON per line")
+    consumer.add_argument("--topic", help="default: KAFKA_TOPIC_LABELED")
+    consumer.add_argument("--max", type=int, help="stop after N records")
+    consumer.add_argument("--timeout", type=float, default=10.0, help="stop after S idle seconds")
+    consumer.add_argument("--group", help="consumer group (default: a fresh one)")
+    consumer.set_defaults(handler=run_consume)
+
+    feedback = commands.add_parser(
+        "feedback", help="publish an agent's corrected label(s) for one ticket"
+    )
+    feedback.add_argument("ticket_id", metavar="TICKET_ID")
+    feedback.add_argument("--queue", help="the corrected queue")
+    feedback.add_argument("--priority", help="the corrected priority")
+    feedback.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="TARGET=LABEL",
+        help="a corrected label of any target (repeatable)",
+    )
+    feedback.add_argument("--by", help="who corrected it (default: $USER)")
+    feedback.add_argument("--comment")
+    feedback.set_defaults(handler=run_feedback)
+
+
+def run_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.devtools.sample import generate_tickets, write_tickets
+
+    path = write_tickets(generate_tickets(args.n, seed=args.seed), args.out)
+    print(f"wrote {args.n} tickets to {path}")
+    return 0
+
+
+def run_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.adapters.kafka.clients import produce_events, produce_file
+    from ticketflow.devtools.sample import generate_tickets
+    from ticketflow.models.datasets import ColumnMapping
+
+    topic = args.topic or settings.kafka_topic_tickets
+    config = settings.kafka_client_config()
+    if args.sample:
+        sent = produce_events(
+            config, topic, generate_tickets(args.sample, seed=args.seed), rate=args.rate
+        )
+        print(f"published {sent} generated tickets to {topic}")
+        return 0
+    report = produce_file(
+        config,
+        topic,
+        args.path,
+        mapping=ColumnMapping.parse(args.map),
+        rate=args.rate,
+        # Rows the worker would dead-letter for size are reported here with their line number.
+        max_bytes=settings.kafka_max_message_bytes,
+    )
+    for line, reason in report.skipped:
+        print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
+    print(f"published {report.sent} tickets to {topic}; skipped {len(report.skipped)}")
+    return 0 if not report.skipped else 2
+
+
+def run_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.adapters.kafka.clients import consume
+
+    topic = args.topic or settings.kafka_topic_labeled
+    for record in consume(
+        settings.kafka_client_config(),
+        topic,
+        max_messages=args.max,
+        timeout_s=args.timeout,
+        group_id=args.group,
+    ):
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+def corrected_labels(args: argparse.Namespace) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in args.label:
+        target, sep, label = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--label {item!r}: expected TARGET=LABEL")
+        labels[target.strip()] = label.strip()
+    if args.queue:
+        labels["queue"] = args.queue
+    if args.priority:
+        labels["priority"] = args.priority
+    if not labels:
+        raise SystemExit("nothing to correct: give --queue, --priority or --label TARGET=LABEL")
+    return labels
+
+
+def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.adapters.kafka.clients import produce_raw
+    from ticketflow.schemas import LabelFeedback
+
+    labels = corrected_labels(args)
+    event = LabelFeedback(
+        ticket_id=args.ticket_id,
+        labels=labels,
+        corrected_by=args.by or getpass.getuser(),
+        comment=args.comment,
+    )
+    produce_raw(
+        settings.kafka_client_config(),
+        settings.kafka_topic_feedback,
+        [(event.ticket_id.encode("utf-8"), event.model_dump_json().encode("utf-8"))],
+    )
+    print(f"feedback for {event.ticket_id}: {labels} -> {settings.kafka_topic_feedback}")
+    return 0

@@ -1,0 +1,220 @@
+"""``ticketflow train|evaluate|experiments``: fit, score and compare models on labelled files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(commands: Commands) -> None:
+    train = commands.add_parser("train", help="train a model on a labelled file and register it")
+    _data_arguments(train)
+    train.add_argument("--test-size", type=float, default=0.2)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--c", type=float, help="LogisticRegression C (default: the chosen model's)")
+    train.add_argument(
+        "--features",
+        choices=["hybrid", "embedding"],
+        default="hybrid",
+        help="hybrid: embedding + word and char TF-IDF (default); embedding: the vector alone",
+    )
+    train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
+    train.add_argument(
+        "--review-precision",
+        type=float,
+        help="precision the per-target review thresholds aim at (default REVIEW_PRECISION)",
+    )
+    train.add_argument("--no-promote", action="store_true", help="do not make it current")
+    train.set_defaults(handler=run_train)
+
+    experiments = commands.add_parser(
+        "experiments",
+        help="compare candidate models on the real data sets (../shared/datasets)",
+        description="Compare the candidate models on bueck-v3 and endava-it with a fixed "
+        "protocol and write a markdown + JSON table (docs/model-quality.md).",
+    )
+    experiments.add_argument(
+        "--datasets",
+        type=Path,
+        help="folder holding bueck-v3/ and endava-it/ (default: ../shared/datasets "
+        "next to the repository)",
+    )
+    experiments.add_argument(
+        "--out", type=Path, default=Path("reports/experiments"), help="output folder"
+    )
+    experiments.add_argument("--folds", type=int, default=5, help="CV folds on the training part")
+    experiments.add_argument(
+        "--endava-rows",
+        type=int,
+        default=8_000,
+        help="stratified subsample of endava-it (embedding all 38k rows takes long on a CPU)",
+    )
+    experiments.add_argument(
+        "--quick",
+        action="store_true",
+        help="small fast subset: baselines + the default model, 3 folds, few rows",
+    )
+    experiments.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="embedding cache (default: CACHE_DIR/embeddings)",
+    )
+    experiments.set_defaults(handler=run_experiments)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a registered model on a file")
+    _data_arguments(evaluate)
+    evaluate.add_argument("--version", help="model version (default: current)")
+    evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet file")
+    parser.add_argument(
+        "--target",
+        action="append",
+        help="label column(s) to learn (repeatable; default: queue)",
+    )
+    add_map_argument(parser)
+    parser.add_argument("--limit", type=int, help="use only the first N rows")
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import configured
+    from ticketflow.batch.evaluate import format_report
+    from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, train
+    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.models.registry import ModelRegistry
+
+    data = configured.load_data(
+        settings,
+        args.data,
+        targets=args.target or ["queue"],
+        mapping=ColumnMapping.parse(args.map),
+        limit=args.limit,
+    )
+    config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
+    config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
+    if args.c is not None:
+        config = replace(config, c=args.c)
+    result = train(
+        data,
+        encoder=configured.encoder(settings),
+        static_encoder=configured.static_encoder(settings) if settings.cascade else None,
+        cascade_agreement=settings.cascade_agreement,
+        registry=ModelRegistry(settings.model_registry_dir),
+        max_text_chars=settings.max_text_chars,
+        test_size=args.test_size,
+        seed=args.seed,
+        config=config,
+        review_precision=(
+            args.review_precision
+            if args.review_precision is not None
+            else settings.review_precision
+        ),
+        data_path=args.data,
+        make_current=not args.no_promote,
+        reference_dir=settings.drift_reference_dir,
+        reference_size=settings.drift_reference_size,
+        review_threshold=settings.review_threshold,
+    )
+    print(format_report(result.metrics))
+    if result.seconds:
+        print(
+            f"{config.name}: embedding {result.seconds['embed']:.1f}s, "
+            f"fit {result.seconds['fit']:.1f}s"
+        )
+    print(f"registered model {result.version} at {result.path}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import configured
+    from ticketflow.batch.evaluate import evaluate_classifier, format_report
+    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.models.registry import ModelRegistry
+    from ticketflow.models.text import build_texts
+
+    registry = ModelRegistry(settings.model_registry_dir)
+    version = args.version or registry.current_version()
+    if version is None:
+        raise SystemExit("no current model: run ticketflow train first")
+    metadata = registry.metadata(version)
+    encoder = configured.encoder(
+        settings,
+        metadata.embedding_model,
+        backend=metadata.embedding_backend,
+        max_tokens=metadata.embedding_max_tokens,
+    )
+    model = registry.load(
+        version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
+    )
+    if not args.target:
+        args.target = metadata.targets
+    data = configured.load_data(
+        settings,
+        args.data,
+        targets=args.target or ["queue"],
+        mapping=ColumnMapping.parse(args.map),
+        limit=args.limit,
+    )
+    texts = build_texts(data.tickets, max_chars=metadata.max_text_chars)
+    vectors = encoder.encode(texts, show_progress=True)
+    static = None
+    if metadata.static_model:
+        static = configured.static_encoder(settings, metadata.embedding_model).encode(texts)
+    metrics = evaluate_classifier(
+        model.classifier, vectors, data.labels, texts=texts, static_vectors=static
+    )
+    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    return 0
+
+
+def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import configured, experiments
+    from ticketflow.batch.embedding_cache import CachedEncoder
+
+    datasets = args.datasets or experiments.default_datasets_dir()
+    missing = [t.file for t in experiments.TASKS if not (datasets / t.file).is_file()]
+    if missing:
+        print(
+            f"skipping experiments: {datasets} does not hold {', '.join(missing)} "
+            "(the evaluation data sets live outside the repository; see docs/model-quality.md)"
+        )
+        return 0
+    # The reference backend: the cache is keyed by model name, and the table compares models.
+    bare = configured.encoder(settings, backend="torch", max_tokens=None)
+    encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
+    if args.quick:
+        rows = {"bueck-v3": 600, "endava-it": 600}
+        report = experiments.run_experiments(
+            datasets,
+            encoder,
+            out_dir=args.out,
+            candidates=experiments.quick_candidates(),
+            folds=3,
+            max_text_chars=settings.max_text_chars,
+            rows=rows,
+            targets={"bueck-v3": ["queue"]},
+        )
+    else:
+        report = experiments.run_experiments(
+            datasets,
+            encoder,
+            out_dir=args.out,
+            folds=args.folds,
+            max_text_chars=settings.max_text_chars,
+            rows={"endava-it": args.endava_rows},
+            cost_encoder=bare,
+        )
+    print(experiments.markdown(report))
+    print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+    return 0

@@ -1,0 +1,222 @@
+"""The drift monitor as a process, and the drift commands' work, built from settings.
+
+The CLI only parses arguments and prints; what ``ticketflow monitor`` and ``ticketflow drift``
+do lives here, next to the monitor it wires.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.config import Settings
+from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.serving import make_pipeline, serving_encoders
+from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
+from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.monitoring.monitor import (
+    DriftMonitor,
+    install_stop_handlers,
+    reference_loader,
+    run_monitor_loop,
+)
+from ticketflow.monitoring.reference import load_reference, write_sample_reference
+from ticketflow.monitoring.report import ReportLimiter, report_path, write_report
+from ticketflow.monitoring.sample import pipeline_sample, records_sample
+from ticketflow.schemas import MonitorRecord, Ticket
+
+logger = logging.getLogger(__name__)
+
+
+def drift_config(settings: Settings) -> DriftConfig:
+    return DriftConfig(
+        embedding_method=settings.drift_embedding_method,
+        embedding_threshold=settings.drift_embedding_threshold,
+        p_value=settings.drift_p_value,
+        share_threshold=settings.drift_share_threshold,
+    )
+
+
+def run_monitor(settings: Settings, *, create_missing_topics: bool = True) -> None:
+    """Consume the monitor topic until SIGTERM/SIGINT: windows, drift checks, events, reports."""
+    from prometheus_client import start_http_server
+
+    config = settings.kafka_client_config()
+    if create_missing_topics:
+        create_topics(
+            config,
+            [settings.kafka_topic_monitor, settings.kafka_topic_drift],
+            partitions=settings.kafka_topic_partitions,
+            replication=settings.kafka_topic_replication,
+        )
+    import evidently.metrics.embeddings  # noqa: F401  (slow first import: not on the first window)
+
+    metrics = MonitorMetrics()
+    start_http_server(
+        settings.monitor_metrics_port, addr=settings.metrics_bind, registry=metrics.registry
+    )
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidently-report") as reporter:
+        monitor = DriftMonitor(
+            references=reference_loader(settings.drift_reference_dir),
+            metrics=metrics,
+            publish=lambda key, value: None,  # replaced by the loop's producer
+            config=drift_config(settings),
+            window_size=settings.drift_window_size,
+            window_seconds=settings.drift_window_seconds,
+            min_window=settings.drift_min_window,
+            report_dir=settings.drift_report_dir,
+            report_limiter=ReportLimiter(settings.drift_report_min_interval_s),
+            reporter=reporter,
+        )
+        logger.info(
+            "monitor: %s -> windows of %d tickets / %.0fs -> %s; metrics on :%d",
+            settings.kafka_topic_monitor,
+            settings.drift_window_size,
+            settings.drift_window_seconds,
+            settings.kafka_topic_drift,
+            settings.monitor_metrics_port,
+        )
+        run_monitor_loop(
+            monitor,
+            {
+                **config,
+                "group.id": settings.monitor_app_id,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": "true",
+            },
+            config,
+            topic=settings.kafka_topic_monitor,
+            drift_topic=settings.kafka_topic_drift,
+            stop=stop,
+        )
+
+
+@dataclass(frozen=True)
+class ReferenceBuilt:
+    model_version: str
+    tickets: int
+    path: Path
+
+
+def build_reference(
+    settings: Settings,
+    data: Path,
+    *,
+    mapping: ColumnMapping,
+    version: str | None = None,
+    limit: int | None = None,
+    seed: int = 42,
+) -> ReferenceBuilt:
+    """The reference set of a model from a ticket file, labelled exactly as the worker does
+    (the worker's encoders and pipeline: a cascade's reference is its static vectors)."""
+    registry = ModelRegistry(settings.model_registry_dir)
+    model = registry.load(version or settings.model_version)
+    frame = read_table(data)
+    if limit is not None:
+        frame = frame.head(limit)
+    tickets = []
+    for row in rows_to_dicts(frame, mapping, id_prefix=data.stem):
+        try:
+            tickets.append(Ticket.model_validate(row, context={"limits": settings.field_limits}))
+        except ValidationError:
+            continue
+    if not tickets:
+        raise ValueError(f"{data}: no valid tickets")
+    pipeline = make_pipeline(
+        serving_encoders(
+            model.metadata,
+            registry_dir=settings.model_registry_dir,
+            cache_dir=settings.cache_dir,
+            device=settings.embedding_device,
+            batch_size=settings.embedding_batch_size,
+            threads=settings.torch_threads,
+        ),
+        model,
+    )
+    path = write_sample_reference(
+        settings.drift_reference_dir,
+        model_version=model.metadata.version,
+        sample=pipeline_sample(pipeline, tickets, review_threshold=settings.review_threshold),
+        sample_size=settings.drift_reference_size,
+        seed=seed,
+    )
+    return ReferenceBuilt(model.metadata.version, len(tickets), path)
+
+
+def latest_monitor_records(settings: Settings, count: int) -> list[MonitorRecord]:
+    """The last ``count`` records of the monitor topic (across partitions, oldest first)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.monitor_app_id}-report",
+            "enable.auto.commit": "false",
+        }
+    )
+    try:
+        topic = settings.kafka_topic_monitor
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        assignment = []
+        remaining = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = max(low, high - count)
+            remaining += high - start
+            assignment.append(TopicPartition(topic, partition, start))
+        consumer.assign(assignment)
+        records = []
+        while remaining > 0:
+            messages = consumer.consume(num_messages=500, timeout=5.0)
+            if not messages:
+                break
+            for message in messages:
+                remaining -= 1
+                if not message.error():
+                    records.append(MonitorRecord.model_validate_json(message.value() or b""))
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: r.processed_time)
+    return records[-count:]
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    model_version: str
+    records: int
+    result: DriftResult
+    path: Path
+
+
+def drift_report(
+    settings: Settings, records: Sequence[MonitorRecord], *, out: Path | None = None
+) -> DriftReport:
+    """Drift of the newest model's ``records`` against its reference, with an HTML report."""
+    if not records:
+        raise ValueError("no monitor records to report on")
+    version = records[-1].model_version
+    mine = [r for r in records if r.model_version == version]
+    reference = load_reference(settings.drift_reference_dir, version)
+    current = records_sample(mine)
+    config = drift_config(settings)
+    result = detect_drift(reference.sample, current, config)
+    path = write_report(
+        reference.sample,
+        current,
+        out or report_path(settings.drift_report_dir, version),
+        model_version=version,
+        reference_version=reference.reference_version,
+        embedding_threshold=config.threshold,
+    )
+    return DriftReport(version, len(mine), result, path)
