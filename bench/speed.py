@@ -41,13 +41,14 @@ from sklearn.metrics import f1_score
 from bench.pipeline import measure_stream
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
-from ticketflow.batch.train import ModelConfig, split_indices, train
+from ticketflow.batch.train import split_indices, train
 from ticketflow.config import Settings
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import BACKENDS, encoder_max_tokens, encoders_root, load_encoder
 from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.recipe import ModelConfig
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.static_encoder import StaticEncoder, ensure_static
 from ticketflow.models.text import build_texts

@@ -144,14 +144,14 @@ def test_block_weights_are_chosen_by_cv_and_folded_into_the_head() -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from ticketflow.batch.train import (
+    from ticketflow.models.features import HYBRID, TextFeatures
+    from ticketflow.models.recipe import (
         BlockWeights,
         ModelConfig,
         block_scale,
         fit_head,
         weighted_head,
     )
-    from ticketflow.models.features import HYBRID, TextFeatures
     from ticketflow.models.text import build_texts
     from ticketflow.schemas import Ticket
 

@@ -19,8 +19,8 @@ from ticketflow.batch.retrain import (
     read_store,
     retrain,
 )
-from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, fit_model
 from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig, fit_model
 from ticketflow.models.redaction import redact
 from ticketflow.models.registry import ModelMetadata, ModelRegistry
 from ticketflow.models.text import build_texts

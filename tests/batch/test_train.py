@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import HashingEncoder
-from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, train
+from ticketflow.batch.train import train
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.datasets import load_labeled
 from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.schemas import Ticket
 

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from ticketflow.batch.train import ModelConfig, add_first_stage, fit_model
+from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model
 from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold, predict_cascade
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.features import HYBRID, FeatureConfig, TextFeatures

@@ -37,14 +37,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm import tqdm
 
 from ticketflow.batch.evaluate import ROUTE_PRECISIONS, confidence_metrics, target_metrics
-from ticketflow.batch.train import (
-    BLOCK_GRID,
-    EMBEDDING_LR,
-    BlockWeights,
-    ModelConfig,
-    split_indices,
-    weighted_head,
-)
+from ticketflow.batch.train import split_indices
 from ticketflow.models.classifier import (
     apply_temperature,
     fit_temperature,
@@ -54,6 +47,14 @@ from ticketflow.models.classifier import (
 from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
+from ticketflow.models.recipe import (
+    BLOCK_GRID,
+    EMBEDDING_LR,
+    BlockWeights,
+    ModelConfig,
+    fit_model,
+    weighted_head,
+)
 from ticketflow.models.text import build_texts
 
 logger = logging.getLogger(__name__)
@@ -506,7 +507,6 @@ def inference_cost(
 
     The encoder here is the bare one (not the cache): this is what the stream pays.
     """
-    from ticketflow.batch.train import fit_model
 
     train_rows = data.train
     classifier, _ = fit_model(

@@ -28,8 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ticketflow.batch.evaluate import evaluate_classifier
-from ticketflow.batch.train import ModelConfig, fit_model, library_versions
+from ticketflow.batch.train import library_versions
 from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.recipe import ModelConfig, fit_model
 from ticketflow.models.registry import ModelRegistry, new_version
 from ticketflow.schemas import store as layout
 from ticketflow.schemas.store import LabelSource

@@ -79,7 +79,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.adapters.store import open_chroma_client
     from ticketflow.batch import promotion
     from ticketflow.batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
-    from ticketflow.batch.train import EMBEDDING_LR, ModelConfig
+    from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
     from ticketflow.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.model_registry_dir)

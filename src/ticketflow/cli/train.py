@@ -90,8 +90,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import format_report
-    from ticketflow.batch.train import EMBEDDING_LR, ModelConfig, train
+    from ticketflow.batch.train import train
     from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
     from ticketflow.models.registry import ModelRegistry
 
     data = configured.load_data(

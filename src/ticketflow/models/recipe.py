@@ -1,0 +1,330 @@
+"""The fitting recipe: what a model is made of and how its parts are fitted.
+
+Heads per target on the shared features, feature-block weights chosen by out-of-fold
+macro-F1, temperatures and review thresholds from out-of-fold predictions, and the
+cascade's first stage. ``ticketflow train``, ``ticketflow retrain`` and the experiments all
+fit through :func:`fit_model`, so a model means the same thing wherever it is made.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold
+from ticketflow.models.classifier import (
+    TicketClassifier,
+    apply_temperature,
+    fit_temperature,
+    head_logits,
+    new_head,
+    threshold_for_precision,
+)
+from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """Weights of the feature blocks for one target's head (``c`` stays the model's C).
+
+    A head fitted on the blocks scaled by these weights is stored with its coefficients
+    multiplied by the same weights, so it reads the shared, unweighted feature matrix: the
+    artifact keeps one feature object for all targets.
+    """
+
+    dense: float = 1.0
+    word: float = 1.0
+    char: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"emb x{self.dense:g} word x{self.word:g} char x{self.char:g}"
+
+
+# Chosen per target by out-of-fold macro-F1 on the training rows (docs/model-quality.md):
+# the English-only embedding at half weight helped bueck type and priority and endava, and
+# cost queue. (Char n-grams x1.5 won queue in CV but doubled its CV ECE: left out.)
+BLOCK_GRID = (BlockWeights(), BlockWeights(dense=0.5))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a trainable model besides the encoder.
+
+    The defaults are the winner of ``ticketflow experiments`` (docs/model-quality.md).
+    """
+
+    features: FeatureConfig = HYBRID
+    c: float = 3.0
+    class_weight: str | None = "balanced"
+    calibrate: bool = True  # temperature scaling on out-of-fold predictions
+    cv_folds: int = 5  # out-of-fold predictions for calibration and review thresholds
+    max_iter: int = 2_000
+    # Per target, the block weights with the best out-of-fold macro-F1 (one CV per choice);
+    # used only when the features have two or more blocks. Empty: the blocks as built.
+    block_grid: tuple[BlockWeights, ...] = BLOCK_GRID
+
+    @property
+    def name(self) -> str:
+        weight = "bal" if self.class_weight else "none"
+        calibrated = "+T" if self.calibrate else ""
+        sparse = self.features.word or self.features.char
+        dense = f"x{self.features.dense_weight:g}" if sparse and self.features.dense else ""
+        blocks = sum((self.features.dense, self.features.word, self.features.char))
+        chosen = blocks > 1 and len(self.block_grid) > 1
+        grid = f" block weights by CV of {len(self.block_grid)}" if chosen else ""
+        return f"lr[{self.features.name}{dense}] C={self.c:g} {weight}{calibrated}{grid}"
+
+
+EMBEDDING_LR = ModelConfig(
+    features=EMBEDDING_ONLY, c=10.0, calibrate=False, block_grid=()
+)  # the original model
+
+
+@dataclass
+class OutOfFold:
+    """Held-out predictions of one target from k-fold CV on the training rows."""
+
+    logits: npt.NDArray[np.float64]  # log-probabilities, rows in training order
+    fold: npt.NDArray[np.int64]  # which fold held each row out
+    classes: list[str]
+    weights: BlockWeights | None = None  # the block weights chosen by CV (None: no choice)
+    fold_f1: dict[BlockWeights, list[float]] | None = None  # per choice, macro-F1 per fold
+
+
+def fit_head(
+    matrix: Features, y: npt.NDArray[np.str_], *, config: ModelConfig, seed: int
+) -> LogisticRegression:
+    head = new_head(
+        c=config.c, class_weight=config.class_weight, max_iter=config.max_iter, seed=seed
+    )
+    # One OpenMP/BLAS thread: on a shared CPU (the worker's torch threads, other jobs) the
+    # solver's thread pool oversubscribes the cores and a 5 s fit takes a minute (measured).
+    with threadpool_limits(limits=1):
+        head.fit(matrix, y)
+    return head
+
+
+def cv_folds(y: Sequence[str], folds: int) -> int:
+    """The number of folds stratified CV can use: every class must appear in every fold."""
+    smallest = min(Counter(y).values())
+    return min(folds, smallest)
+
+
+def out_of_fold(
+    matrix: Features,
+    y: Sequence[str],
+    *,
+    config: ModelConfig,
+    seed: int,
+    folds: int | None = None,
+) -> OutOfFold | None:
+    """Out-of-fold log-probabilities of a fresh head per fold; None when CV is impossible."""
+    n_splits = cv_folds(y, folds or config.cv_folds)
+    if n_splits < 2:
+        return None
+    labels = np.asarray(y)
+    classes = sorted(set(y))
+    logits = np.full((len(labels), len(classes)), -np.inf)
+    fold_of = np.zeros(len(labels), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        head = fit_head(matrix[fit_rows], labels[fit_rows], config=config, seed=seed)
+        columns = [classes.index(str(c)) for c in head.classes_]
+        logits[np.ix_(held_rows, columns)] = head_logits(head, matrix[held_rows])
+        fold_of[held_rows] = fold
+    return OutOfFold(logits=logits, fold=fold_of, classes=classes)
+
+
+def fold_macro_f1(oof: OutOfFold, y: Sequence[str]) -> list[float]:
+    predicted = np.asarray(oof.classes)[oof.logits.argmax(axis=1)]
+    labels = np.asarray(y)
+    return [
+        float(f1_score(labels[oof.fold == k], predicted[oof.fold == k], average="macro"))
+        for k in np.unique(oof.fold)
+    ]
+
+
+def block_scale(features: TextFeatures, weights: BlockWeights) -> npt.NDArray[np.float32]:
+    """One factor per column of ``features``' matrix (blocks: embedding, word, char)."""
+    parts = []
+    if features.config.dense and features.dimension:
+        parts.append(np.full(features.dimension, weights.dense, dtype=np.float32))
+    for vectorizer, weight in ((features.word, weights.word), (features.char, weights.char)):
+        if vectorizer is not None:
+            parts.append(np.full(len(vectorizer.vocabulary_), weight, dtype=np.float32))
+    return np.concatenate(parts)
+
+
+def weighted_head(
+    matrix: Features,
+    y: Sequence[str],
+    *,
+    features: TextFeatures,
+    config: ModelConfig,
+    seed: int,
+    folds: int | None = None,
+    fit: bool = True,
+) -> tuple[LogisticRegression | None, OutOfFold | None]:
+    """Per target: CV of every ``config.block_grid`` choice, the best by mean out-of-fold
+    macro-F1 (ties: the earlier choice), and the final head on all rows with that choice,
+    its coefficients scaled back so it reads ``matrix`` as it is.
+
+    Without a grid (or a single feature block) this is ``out_of_fold`` + ``fit_head``.
+    """
+    blocks = int(bool(features.config.dense)) + int(features.word is not None)
+    blocks += int(features.char is not None)
+    grid = config.block_grid if blocks > 1 and len(config.block_grid) > 1 else ()
+    if not grid or cv_folds(y, folds or config.cv_folds) < 2:
+        oof = out_of_fold(matrix, y, config=config, seed=seed, folds=folds)
+        head = fit_head(matrix, np.asarray(y), config=config, seed=seed) if fit else None
+        return head, oof
+    best: tuple[float, BlockWeights, OutOfFold, npt.NDArray[np.float32]] | None = None
+    fold_f1: dict[BlockWeights, list[float]] = {}
+    for weights in grid:
+        scale = block_scale(features, weights)
+        oof = out_of_fold(_scaled(matrix, scale), y, config=config, seed=seed, folds=folds)
+        if oof is None:  # cannot happen after the cv_folds check; keeps mypy honest
+            continue
+        fold_f1[weights] = fold_macro_f1(oof, y)
+        score = float(np.mean(fold_f1[weights]))
+        logger.info("weights %s: out-of-fold macro-F1 %.4f", weights.name, score)
+        if best is None or score > best[0]:
+            best = (score, weights, oof, scale)
+    if best is None:
+        return None, None
+    _, chosen, oof, scale = best
+    oof.weights, oof.fold_f1 = chosen, fold_f1
+    logger.info("chose %s", chosen.name)
+    if not fit:
+        return None, oof
+    head = fit_head(_scaled(matrix, scale), np.asarray(y), config=config, seed=seed)
+    head.coef_ = head.coef_ * scale[np.newaxis, :]
+    return head, oof
+
+
+def _scaled(matrix: Features, scale: npt.NDArray[np.float32]) -> Features:
+    # All ones: the matrix itself, so the unweighted choice is bit for bit the fixed model.
+    if np.all(scale == 1):
+        return matrix
+    scaled: sp.csr_matrix = sp.csr_matrix(matrix) @ sp.diags(scale, format="csr")
+    return scaled
+
+
+def fit_model(
+    texts: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    labels: dict[str, list[str]],
+    *,
+    config: ModelConfig,
+    review_precision: float | None = 0.90,
+    seed: int = 42,
+    text_blocks: TextFeatures | None = None,
+) -> tuple[TicketClassifier, dict[str, OutOfFold]]:
+    """Features, then per target: out-of-fold predictions → temperature and review threshold,
+    and the final head on all rows.
+
+    The temperature and the threshold come from predictions on rows each fold's head never
+    saw, so they hold for new tickets; the final head is fitted on every row.
+    ``text_blocks``: a fitted feature set (of a model fitted on the same ``texts``) whose
+    TF-IDF blocks to reuse instead of fitting new ones.
+    """
+    for target, y in labels.items():
+        if len(set(y)) < 2:
+            raise ValueError(f"target {target!r} needs at least two classes, got {set(y)}")
+    features = TextFeatures(config.features).fit(texts, vectors, text_blocks=text_blocks)
+    matrix = features.transform(texts, vectors)
+    heads, temperatures, thresholds = {}, {}, {}
+    held_out: dict[str, OutOfFold] = {}
+    needs_oof = config.calibrate or review_precision is not None or len(config.block_grid) > 1
+    for target, y in labels.items():
+        oof: OutOfFold | None = None
+        head: LogisticRegression | None = None
+        if needs_oof:
+            head, oof = weighted_head(matrix, y, features=features, config=config, seed=seed)
+        if oof is not None:
+            held_out[target] = oof
+            y_index = np.asarray([oof.classes.index(v) for v in y])
+            if config.calibrate:
+                temperatures[target] = fit_temperature(oof.logits, y_index)
+            proba = apply_temperature(oof.logits, temperatures.get(target, 1.0))
+            if review_precision is not None:
+                threshold, coverage = threshold_for_precision(
+                    proba.max(axis=1), proba.argmax(axis=1) == y_index, review_precision
+                )
+                thresholds[target] = threshold
+                logger.info(
+                    "%s: review below %.3f (out-of-fold: %.0f%% auto-routed at precision %.2f)",
+                    target,
+                    threshold,
+                    100 * coverage,
+                    review_precision,
+                )
+        elif needs_oof:
+            logger.warning("%s: too few rows per class for CV; no calibration or threshold", target)
+        heads[target] = head or fit_head(matrix, np.asarray(y), config=config, seed=seed)
+    # An embedding-only model keeps the original artifact shape (no feature object).
+    own_features = features if features.uses_text or config.features.dense_weight != 1 else None
+    classifier = TicketClassifier(
+        heads, features=own_features, temperatures=temperatures, review_thresholds=thresholds
+    )
+    return classifier, held_out
+
+
+def add_first_stage(
+    classifier: TicketClassifier,
+    held_out: dict[str, OutOfFold],
+    texts: Sequence[str],
+    static: npt.NDArray[np.float32],
+    labels: dict[str, list[str]],
+    *,
+    config: ModelConfig,
+    agreement: float,
+    seed: int,
+) -> float:
+    """Fit the cascade's first stage into ``classifier``; returns the out-of-fold share of
+    tickets it escalates. A target without out-of-fold predictions always escalates."""
+    first, first_held_out = fit_model(
+        texts,
+        static,
+        labels,
+        config=config,
+        review_precision=None,
+        seed=seed,
+        # The same training texts: one vocabulary for both stages, so serving builds an
+        # escalated ticket's TF-IDF once and the artifact stores it once.
+        text_blocks=classifier.features,
+    )
+    thresholds: dict[str, float] = {}
+    escalate = np.zeros(len(texts), dtype=bool)
+    for target in labels:
+        second_oof, first_oof = held_out.get(target), first_held_out.get(target)
+        if second_oof is None or first_oof is None:
+            thresholds[target] = ALWAYS_ESCALATE
+            escalate[:] = True
+            continue
+        p2 = apply_temperature(second_oof.logits, classifier.temperatures.get(target, 1.0))
+        p1 = apply_temperature(first_oof.logits, first.temperatures.get(target, 1.0))
+        thresholds[target], share = escalation_threshold(p1, p2, agreement=agreement)
+        escalate |= p1.max(axis=1) < thresholds[target]
+        logger.info(
+            "%s: cascade escalates below %.3f (out-of-fold: %.0f%% of tickets)",
+            target,
+            thresholds[target],
+            100 * share,
+        )
+    classifier.first_stage = first
+    classifier.escalation_thresholds = thresholds
+    logger.info("cascade: %.0f%% of tickets escalated out-of-fold", 100 * escalate.mean())
+    return float(escalate.mean())
