@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -67,71 +67,30 @@ def create_app(
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
-    # One thread each: the transformer half of the models labels one batch at a time while
-    # the Python half prepares the next, and every ChromaDB call (vector writes, feedback)
-    # goes through one thread, overlapping the next batch's labelling.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-model")
-    prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-prepare")
-    store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketflow-store")
-    state: dict[str, Any] = {"labeler": None, "reloader": None, "feedback": None}
-    building = asyncio.Lock()
 
     async def send_to(topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         delivery = await topic.send(key=key, value=value)
         await delivery  # wait for the broker's ack before the offsets may be committed
 
-    async def build_labeler() -> BatchLabeler:
-        loop = asyncio.get_running_loop()
-        runtime = await loop.run_in_executor(executor, runtime_loader, settings)
-        # The model, tokenizer and Faust leave ~10^6 long-lived objects; without this the
-        # cyclic GC rescans them over and over on the event loop thread, holding the GIL the
-        # encoder thread needs (measured: the loop thread at 100% CPU in gc_collect_main).
-        gc.collect()
-        gc.freeze()
-        metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
-        if settings.model_reload_enabled and settings.model_version is None:
-            state["reloader"] = start_reloader(settings, runtime, metrics)
-        if feedback_topic is not None:
-            state["feedback"] = FeedbackApplier(
-                collection=runtime.store.collection,
-                send_dead=lambda k, v: send_to(dlq_topic, k, v),
-                executor=store_executor,
-                metrics=metrics,
-                dlq_keep_bytes=settings.dlq_keep_bytes,
-            )
-        metrics.ready.set(1)
-        return BatchLabeler(
-            pipeline=runtime.pipeline,
-            store=runtime.store,
-            model_version=runtime.model_version,
-            send_labeled=lambda k, v: send_to(labeled_topic, k, v),
-            send_dead=lambda k, v: send_to(dlq_topic, k, v),
-            send_monitor=(
-                (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
-            ),
-            executor=executor,
-            store_executor=store_executor,
-            prepare_executor=prepare_executor,
-            metrics=metrics,
-            limits=BatchLimits(
-                fields=settings.field_limits,
-                max_message_bytes=settings.kafka_max_message_bytes,
-                dlq_keep_bytes=settings.dlq_keep_bytes,
-                review_threshold=settings.review_threshold,
-                document=settings.chroma_document,
-            ),
-        )
+    service = LabelingService(
+        settings,
+        metrics,
+        runtime_loader=runtime_loader,
+        send_labeled=lambda k, v: send_to(labeled_topic, k, v),
+        send_dead=lambda k, v: send_to(dlq_topic, k, v),
+        send_monitor=(
+            (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+        ),
+        with_feedback=feedback_topic is not None,
+    )
 
-    async def get_labeler() -> BatchLabeler:
-        async with building:  # both agents need it; build it once
-            if state["labeler"] is None:
-                state["labeler"] = await build_labeler()
-        labeler: BatchLabeler = state["labeler"]
-        return labeler
+    @app.on_before_shutdown.connect
+    def stop_service(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        service.stop()
 
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
-        labeler = await get_labeler()
+        labeler = await service.start()
         inflight = InFlight(labeler, depth=inflight_depth(settings))
         waiting = time.perf_counter()
         async for events in stream.take_events(
@@ -139,7 +98,7 @@ def create_app(
         ):
             # Between batches: time the agent had nothing to do (idle when the topic is empty).
             metrics.stage_seconds.labels(stage="wait").observe(time.perf_counter() - waiting)
-            reloader = state["reloader"]
+            reloader = service.reloader
             if reloader is not None:
                 # Between batches: batches in flight keep the model they started with.
                 swap_if_ready(labeler, reloader, metrics)
@@ -154,11 +113,13 @@ def create_app(
 
         @app.agent(feedback_topic, name="apply-feedback")
         async def apply_feedback(stream: Any) -> None:
-            await get_labeler()
+            await service.start()
+            feedback = service.feedback
+            assert feedback is not None  # with_feedback=True builds it
             async for events in stream.take_events(
                 settings.worker_batch_max, within=settings.worker_batch_within_s
             ):
-                await state["feedback"].handle([_raw_event(e) for e in events])
+                await feedback.handle([_raw_event(e) for e in events])
 
     @app.timer(interval=settings.lag_interval_s)  # type: ignore[untyped-decorator]
     async def update_lag() -> None:
@@ -183,10 +144,114 @@ def create_app(
 
     @app.page("/readyz")
     async def ready(web: Any, request: Any) -> Any:
-        ok = state["labeler"] is not None
+        ok = service.ready
         return web.json({"ready": ok}, status=200 if ok else 503)
 
     return app
+
+
+Send = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+class LabelingService:
+    """The worker's long-lived parts: the runtime (encoders, model, vector store), the batch
+    labeler, the hot-reload thread and the feedback applier, with their threads.
+
+    Built once, on the first agent's :meth:`start` (both agents wait for the same build);
+    :meth:`stop` (before Faust shuts down) stops the reload thread.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        *,
+        runtime_loader: Callable[[Settings], Runtime],
+        send_labeled: Send,
+        send_dead: Send,
+        send_monitor: Send | None,
+        with_feedback: bool,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.runtime_loader = runtime_loader
+        self.send_labeled = send_labeled
+        self.send_dead = send_dead
+        self.send_monitor = send_monitor
+        self.with_feedback = with_feedback
+        # One thread each: the transformer half of the models labels one batch at a time
+        # while the Python half prepares the next, and every ChromaDB call (vector writes,
+        # feedback) goes through one thread, overlapping the next batch's labelling.
+        self.model_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ticketflow-model"
+        )
+        self.prepare_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ticketflow-prepare"
+        )
+        self.store_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ticketflow-store"
+        )
+        self.labeler: BatchLabeler | None = None
+        self.reloader: ModelReloader | None = None
+        self.feedback: FeedbackApplier | None = None
+        self._building = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.labeler is not None
+
+    async def start(self) -> BatchLabeler:
+        async with self._building:
+            if self.labeler is None:
+                self.labeler = await self._build()
+        return self.labeler
+
+    def stop(self) -> None:
+        """Stop the reload thread. The executors stay up: the agents may still be finishing
+        their last batch, and their threads end with the process."""
+        if self.reloader is not None:
+            self.reloader.stop()
+
+    async def _build(self) -> BatchLabeler:
+        settings, metrics = self.settings, self.metrics
+        loop = asyncio.get_running_loop()
+        runtime = await loop.run_in_executor(self.model_executor, self.runtime_loader, settings)
+        # The model, tokenizer and Faust leave ~10^6 long-lived objects; without this the
+        # cyclic GC rescans them over and over on the event loop thread, holding the GIL the
+        # encoder thread needs (the loop thread was seen at 100% CPU in gc_collect_main).
+        gc.collect()
+        gc.freeze()
+        metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
+        if settings.model_reload_enabled and settings.model_version is None:
+            self.reloader = start_reloader(settings, runtime, metrics)
+        if self.with_feedback:
+            self.feedback = FeedbackApplier(
+                collection=runtime.store.collection,
+                send_dead=self.send_dead,
+                executor=self.store_executor,
+                metrics=metrics,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+            )
+        metrics.ready.set(1)
+        return BatchLabeler(
+            pipeline=runtime.pipeline,
+            store=runtime.store,
+            model_version=runtime.model_version,
+            send_labeled=self.send_labeled,
+            send_dead=self.send_dead,
+            send_monitor=self.send_monitor,
+            executor=self.model_executor,
+            store_executor=self.store_executor,
+            prepare_executor=self.prepare_executor,
+            metrics=metrics,
+            limits=BatchLimits(
+                fields=settings.field_limits,
+                max_message_bytes=settings.kafka_max_message_bytes,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+                review_threshold=settings.review_threshold,
+                document=settings.chroma_document,
+            ),
+        )
 
 
 def inflight_depth(settings: Settings) -> int:
