@@ -117,7 +117,7 @@ class WorkerSettings(BaseSettings):
 
 
 class InputSettings(BaseSettings):
-    """Limits on incoming tickets: longer fields are cut, more tags are refused."""
+    """Limits on incoming tickets: a ticket over a limit is refused and dead-lettered."""
 
     model_config = _CONFIG
 

@@ -305,8 +305,8 @@ class InFlight:
     Batch n+1 is labelled while batch n is stored and published, so the encoder need not
     wait for the vector store and the broker, and batch n+1's Python half
     (:meth:`LabelingPipeline.prepare`, on its own thread) runs while batch n's transformer
-    half does: that overlap is what lifted the pipeline from 0.80 to 0.92-0.97 of its
-    in-process core on 2 cores (README, Speed).
+    half does: that overlap is what brings the pipeline close to its in-process core
+    (measured in docs/speed.md).
     ``on_done`` runs after a batch's outputs are all acknowledged; the caller acks the
     batch's offsets there, never earlier. A failed batch is re-raised from :meth:`submit`
     or :meth:`drain`, and the batches behind it fail unpublished.
