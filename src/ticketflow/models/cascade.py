@@ -6,10 +6,11 @@ target's escalation threshold. The thresholds are chosen on out-of-fold predicti
 training rows (:func:`escalation_threshold`): the lowest cut above which the first stage
 gives the transformer stage's answer on at least ``agreement`` of the tickets it keeps.
 
-Why agreement and not "macro-F1 within a tolerance": on bueck-v3 the two stages had the same
-out-of-fold macro-F1 (0.577 vs 0.575) but 6 points apart on the test split, so a cut chosen
-on the F1 difference kept 97% of tickets and lost 4.5 points; agreement with the transformer
-is what a cascade must preserve, and it transferred (at 0.97: 33% escalated, -0.6 points).
+Why agreement and not "macro-F1 within a tolerance": two stages can have the same
+out-of-fold macro-F1 and still disagree on many tickets, so a cut chosen on the F1
+difference keeps too many tickets in the first stage and loses accuracy on new ones;
+agreement with the transformer is what a cascade must preserve, and it transfers to unseen
+tickets (numbers: docs/model-quality.md).
 """
 
 from __future__ import annotations

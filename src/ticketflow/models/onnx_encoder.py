@@ -200,8 +200,8 @@ class OnnxEncoder:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Idle intra-op threads sleep instead of spinning: the same tickets/s, measured, but
-        # 0.15-0.25 fewer cores burnt, which the broker and Faust's event loop need on 2 cores.
+        # Idle intra-op threads sleep instead of spinning: the same throughput with fewer
+        # cores burnt, which the broker and Faust's event loop need on small machines.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             str(directory / GRAPH_FILE), options, providers=["CPUExecutionProvider"]

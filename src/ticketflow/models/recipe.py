@@ -109,8 +109,8 @@ def fit_head(
     head = new_head(
         c=config.c, class_weight=config.class_weight, max_iter=config.max_iter, seed=seed
     )
-    # One OpenMP/BLAS thread: on a shared CPU (the worker's torch threads, other jobs) the
-    # solver's thread pool oversubscribes the cores and a 5 s fit takes a minute (measured).
+    # One OpenMP/BLAS thread: on a shared CPU (the worker's encoder threads, other jobs) the
+    # solver's thread pool oversubscribes the cores and a fit of seconds takes minutes.
     with threadpool_limits(limits=1):
         head.fit(matrix, y)
     return head

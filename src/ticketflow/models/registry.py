@@ -160,8 +160,8 @@ class ModelRegistry:
         model_path = directory / MODEL_FILE
         if model_path.exists():
             raise RegistryError(f"model version {metadata.version!r} already exists")
-        # Plain pickle, not joblib: joblib's loader is the pure-Python unpickler, 3.6 s of a
-        # worker's cold start for a 14 MB hybrid model; C pickle reads it in a fraction.
+        # Plain pickle, not joblib: joblib's loader is the pure-Python unpickler, a large
+        # share of a worker's cold start for a hybrid model; C pickle reads it in a fraction.
         with model_path.open("wb") as handle:
             pickle.dump(classifier, handle, protocol=pickle.HIGHEST_PROTOCOL)
         metadata = metadata.model_copy(update={"artifact_format": "pickle"})
