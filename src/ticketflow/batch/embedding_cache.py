@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ticketflow.models.embedding import Encoder, FloatMatrix
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens
+from ticketflow.models.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class CachedEncoder:
                 len(texts),
             )
             todo = list(missing.items())
-            bar = tqdm(total=len(todo), desc=f"embedding ({self.name})", disable=not show_progress)
+            bar = progress(len(todo), desc=f"embedding ({self.name})", disable=not show_progress)
             for start in range(0, len(todo), self.chunk):
                 part = todo[start : start + self.chunk]
                 began = time.perf_counter()

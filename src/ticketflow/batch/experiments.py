@@ -34,7 +34,6 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
-from tqdm import tqdm
 
 from ticketflow.batch.evaluate import ROUTE_PRECISIONS, confidence_metrics, target_metrics
 from ticketflow.batch.train import split_indices
@@ -47,6 +46,7 @@ from ticketflow.models.classifier import (
 from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
+from ticketflow.models.progress import progress as progress_bar
 from ticketflow.models.recipe import (
     BLOCK_GRID,
     EMBEDDING_LR,
@@ -589,7 +589,7 @@ def run_experiments(
             "targets": chosen_targets,
         }
         steps = [(t, c) for t in chosen_targets for c in candidates]
-        bar = tqdm(steps, desc=f"{task.name}", disable=not progress)
+        bar = progress_bar(steps, desc=f"{task.name}", disable=not progress)
         for target, candidate in bar:
             bar.set_postfix_str(f"{target}: {candidate.name}"[:60])
             for outcome in candidate.run(data, target, folds):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.cli._checks import require_broker
 from ticketflow.cli._types import Commands
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker
@@ -79,6 +80,7 @@ def create_all_topics(settings: Settings, partitions: int | None = None) -> dict
 
 
 def run_topics(args: argparse.Namespace, settings: Settings) -> int:
+    require_broker(settings)
     for name, outcome in create_all_topics(settings, args.partitions).items():
         print(f"{name}: {outcome}")
     return 0

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ticketflow.cli._checks import open_registry, require_broker
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 
@@ -39,6 +40,8 @@ def register(commands: Commands) -> None:
 
 
 def run_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    require_broker(settings)  # before Evidently's import, which takes seconds
+
     from ticketflow.monitoring.service import run_monitor
 
     logging.getLogger().setLevel(settings.log_level)
@@ -50,6 +53,7 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.models.datasets import ColumnMapping
     from ticketflow.monitoring.service import build_reference
 
+    open_registry(settings)
     try:
         built = build_reference(
             settings,
@@ -67,6 +71,9 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_drift_report(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.input:
+        require_broker(settings)  # before Evidently's import, which takes seconds
+
     from ticketflow.monitoring.service import drift_report, latest_monitor_records
     from ticketflow.schemas import MonitorRecord
 
@@ -77,8 +84,9 @@ def run_drift_report(args: argparse.Namespace, settings: Settings) -> int:
     else:
         records = latest_monitor_records(settings, count)
     if not records:
-        print("no monitor records to report on", file=sys.stderr)
-        return 2
+        source = args.input or f"topic {settings.kafka_topic_monitor}"
+        print(f"ticketflow drift: error: no monitor records in {source}", file=sys.stderr)
+        return 2 if args.input else 1  # a bad input file, or nothing labelled yet
     report = drift_report(settings, records, out=args.out)
     for feature in report.result.features:
         flag = "DRIFT" if feature.drifted else "ok"

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
+
 from ticketflow import __version__
 from ticketflow.config import Settings
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+EPILOG = """\
+exit codes:
+  0  done (produce: also when some rows were skipped; each is reported as a warning)
+  1  failed: a service was unreachable (Kafka, ChromaDB), no model registry, nothing could
+     be sent, or a step went wrong; the last line of stderr says why
+  2  usage error, bad input file or column mapping, or a bad setting (environment / .env)
+  3  broker up|status: the local broker is not running
+  130  interrupted (Ctrl-C)
+
+Commands that need Kafka check it first and fail within seconds when it does not answer.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketflow",
         description="Classify support tickets as they stream through Kafka.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
@@ -27,10 +51,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_secret(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    return field is not None and SecretStr in (field.annotation, *_args(field.annotation))
+
+
+def _args(annotation: object) -> tuple[object, ...]:
+    import typing
+
+    return typing.get_args(annotation)
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per bad setting: its variable, the value (secrets hidden) and the reason."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "?"
+        value = "'***'" if _is_secret(name) else repr(error.get("input"))
+        lines.append(f"ticketflow: bad setting {name.upper()}={value}: {error['msg']}")
+    return lines
+
+
+def load_settings() -> Settings | None:
+    """The settings, or None after printing what is wrong with them (one line each)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for line in setting_errors(exc):
+            print(line, file=sys.stderr)
+    except SettingsError as exc:  # a value pydantic-settings could not even parse (JSON)
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "?"
+        print(f"ticketflow: bad setting {name}: cannot parse the value ({exc})", file=sys.stderr)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ticketflow.cli._checks import UsageError
+    from ticketflow.models.errors import InputError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = load_settings()
+    if settings is None:
+        return EXIT_USAGE
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), 20)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "chromadb.telemetry", "sentence_transformers", "urllib3"):
@@ -43,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"ticketflow {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(exc, InputError | UsageError) else EXIT_FAILURE
     return code
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ticketflow.cli._checks import open_registry, require_broker, require_registry_dir
 from ticketflow.cli._types import Commands
 from ticketflow.config import Settings
 
@@ -76,13 +77,18 @@ def announcer(settings: Settings) -> Announce:
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    require_registry_dir(settings)
+    if args.if_drift or not args.no_promote:
+        # Reading drift events and announcing a promotion need Kafka: find out before the
+        # store is read and a challenger trained, not after.
+        require_broker(settings)
+    registry = open_registry(settings)
+
     from ticketflow.adapters.store import open_chroma_client
     from ticketflow.batch import promotion
     from ticketflow.batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
-    from ticketflow.models.registry import ModelRegistry
 
-    registry = ModelRegistry(settings.model_registry_dir)
     if args.if_drift:
         since = promotion.last_promotion(registry)
         if since is None:
@@ -153,10 +159,15 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.batch import promotion
-    from ticketflow.models.registry import ModelRegistry
+    if args.models_command in ("promote", "rollback"):
+        require_registry_dir(settings)
+        # Before the pointer moves: a promotion that cannot be announced would leave the
+        # workers on the old model until their next poll, with the command failing half-way.
+        require_broker(settings)
+    registry = open_registry(settings)
 
-    registry = ModelRegistry(settings.model_registry_dir)
+    from ticketflow.batch import promotion
+
     if args.models_command == "promote":
         update = promotion.promote(
             registry,

@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 
@@ -141,14 +142,21 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import evaluate_classifier, format_report
     from ticketflow.models.datasets import ColumnMapping
-    from ticketflow.models.registry import ModelRegistry
     from ticketflow.models.text import build_texts
 
-    registry = ModelRegistry(settings.model_registry_dir)
+    registry = open_registry(settings)
     version = args.version or registry.current_version()
     if version is None:
         raise SystemExit("no current model: run ticketflow train first")
     metadata = registry.metadata(version)
+    # The file first: a wrong path or column fails before the encoder is loaded.
+    data = configured.load_data(
+        settings,
+        args.data,
+        targets=args.target or metadata.targets or ["queue"],
+        mapping=ColumnMapping.parse(args.map),
+        limit=args.limit,
+    )
     encoder = configured.encoder(
         settings,
         metadata.embedding_model,
@@ -157,15 +165,6 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     )
     model = registry.load(
         version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
-    )
-    if not args.target:
-        args.target = metadata.targets
-    data = configured.load_data(
-        settings,
-        args.data,
-        targets=args.target or ["queue"],
-        mapping=ColumnMapping.parse(args.map),
-        limit=args.limit,
     )
     texts = build_texts(data.tickets, max_chars=metadata.max_text_chars)
     vectors = encoder.encode(texts, show_progress=True)

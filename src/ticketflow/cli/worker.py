@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ticketflow.cli._checks import require_broker
 from ticketflow.cli._types import Commands
 from ticketflow.cli.broker import create_all_topics
 from ticketflow.config import Settings
@@ -28,6 +29,8 @@ def skip_unused_imports() -> None:
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     skip_unused_imports()
+    # Before Faust: its consumer would retry an absent broker for ever, logging each time.
+    require_broker(settings)
     import faust
 
     from ticketflow.stream.app import create_app

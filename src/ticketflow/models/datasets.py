@@ -6,6 +6,10 @@ public data sets with their own column names (``Document`` in the Endava set, ``
 
 Row numbers are 1-based positions among the file's records (the first data row is 1), the
 same numbering in generated ids, skip reports and the producer.
+
+A file that cannot be used at all (missing, empty, unreadable, a mapped column it lacks, no
+text column) raises :class:`InputError` before any row is converted, naming the file and,
+for columns, the columns it has: a wrong ``--map`` must not quietly train on half the text.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
-from tqdm import tqdm
 
+from ticketflow.models.errors import InputError
+from ticketflow.models.progress import progress as progress_bar
 from ticketflow.schemas import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,9 @@ __all__ = [
     "DEFAULT_MAPPING",
     "DROPPED_COLUMNS",
     "ColumnMapping",
+    "InputError",
     "LabeledData",
+    "check_columns",
     "clean_value",
     "load_labeled",
     "map_record",
@@ -70,17 +77,17 @@ class ColumnMapping:
             key, sep, value = pair.partition("=")
             key, value = key.strip(), value.strip()
             if not sep or not key:
-                raise ValueError(f"column mapping {pair!r} is not of the form FIELD=COLUMN")
+                raise InputError(f"column mapping {pair!r} is not of the form FIELD=COLUMN")
             if key not in known:
-                raise ValueError(
+                raise InputError(
                     f"unknown field {key!r} in column mapping {pair!r}; "
                     f"known fields: {', '.join(known)}"
                 )
             if key in values:
-                raise ValueError(f"field {key!r} is mapped more than once")
+                raise InputError(f"field {key!r} is mapped more than once")
             values[key] = value or None
         if "tag_prefix" in values and not values["tag_prefix"]:
-            raise ValueError("tag_prefix must not be empty")
+            raise InputError("tag_prefix must not be empty")
         return cls(**values)  # type: ignore[arg-type]  # keys checked against fields() above
 
     def renames(self) -> dict[str, str]:
@@ -109,13 +116,33 @@ def read_table(path: Path) -> pd.DataFrame:
 
     ``.csv`` goes through the real CSV parser (quoted fields with newlines, CRLF, a BOM) with
     every column read as text and only empty cells missing; ``.jsonl``/``.ndjson`` hold one
-    JSON object per line, ``.json`` a list of objects, ``.parquet`` a table.
+    JSON object per line, ``.json`` a list of objects, ``.parquet`` a table. A file that is
+    missing, empty (no header, no records) or unreadable raises :class:`InputError`.
     """
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise ValueError(
+        raise InputError(
             f"cannot read {path}: unknown suffix {path.suffix!r}; use one of {', '.join(_SUFFIXES)}"
         )
+    if not path.exists():
+        raise InputError(f"cannot read {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"cannot read {path}: not a file")
+    try:
+        frame = _read(path, suffix)
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"cannot read {path}: the file is empty (no header row)") from exc
+    except (ValueError, OSError, UnicodeError) as exc:  # parser, JSON, Arrow and I/O errors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot read {path}: {reason}") from exc
+    if not len(frame.columns):
+        raise InputError(f"cannot read {path}: the file holds no records")
+    return frame
+
+
+def _read(path: Path, suffix: str) -> pd.DataFrame:
     if suffix == ".csv":
         # dtype=str keeps ids like "000123" and stops "NA" or "None" from turning into NaN.
         return pd.read_csv(
@@ -131,7 +158,7 @@ def read_table(path: Path) -> pd.DataFrame:
         with path.open(encoding="utf-8") as fh:
             data = json.load(fh)
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            raise ValueError(f"{path}: a .json file must hold a list of objects")
+            raise InputError(f"{path}: a .json file must hold a list of objects")
         return _frame(data)
     records: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as fh:
@@ -141,9 +168,9 @@ def read_table(path: Path) -> pd.DataFrame:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: invalid JSON: {exc}") from exc
+                raise InputError(f"{path}:{line_no}: invalid JSON: {exc}") from exc
             if not isinstance(item, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {_kind(item)}")
+                raise InputError(f"{path}:{line_no}: expected a JSON object, got {_kind(item)}")
             records.append(item)
     return _frame(records)
 
@@ -236,18 +263,48 @@ def map_record(
     return out
 
 
+def check_columns(
+    columns: Collection[object], mapping: ColumnMapping, *, source: Path | str = "the table"
+) -> None:
+    """Raise :class:`InputError` unless ``columns`` hold every column ``mapping`` renames
+    (``body=Document`` needs ``Document``) and a text column (subject or body).
+
+    Columns mapped under their own field name (the defaults) may be missing: a file without
+    ``tags`` or ``ticket_id`` is fine, the ids are then generated.
+    """
+    present = [str(column) for column in columns]
+    listed = ", ".join(present) if present else "none"
+    missing = [
+        f"{column!r} (mapped to {name})"
+        for column, name in mapping.renames().items()
+        if column not in present
+    ]
+    if missing:
+        raise InputError(f"{source}: no column {', '.join(missing)}; the columns are: {listed}")
+    texts = {"subject": mapping.subject, "body": mapping.body}
+    if not any(column in present for column in texts.values() if column):
+        wanted = " or ".join(f"{column!r}" for column in texts.values() if column)
+        raise InputError(
+            f"{source}: no text column ({wanted or 'subject and body are unmapped'}); "
+            f"map one, e.g. body=COLUMN; the columns are: {listed}"
+        )
+
+
 def rows_to_dicts(
     frame: pd.DataFrame,
     mapping: ColumnMapping,
     *,
     id_prefix: str | None = None,
     drop_columns: Collection[str] = DROPPED_COLUMNS,
+    source: Path | str = "the table",
 ) -> list[dict[str, Any]]:
     """Convert a table to ticket dicts (see ``map_record``), one per row, in order.
 
     With ``id_prefix``, rows get the id ``f"{id_prefix}-{row_number}"`` when the mapping has
-    no id column or the table lacks it (``load_labeled`` passes the file stem).
+    no id column or the table lacks it (``load_labeled`` passes the file stem). The columns
+    are checked first (:func:`check_columns`; ``source`` names the table in its errors).
     """
+    check_columns(frame.columns, mapping, source=source)
     generate = id_prefix is not None and (
         mapping.ticket_id is None or mapping.ticket_id not in frame.columns
     )
@@ -307,21 +364,21 @@ def load_labeled(
     number. ``limit`` reads only the first ``limit`` rows of the file.
     """
     if not targets:
-        raise ValueError("at least one target column is needed")
+        raise InputError("at least one target column is needed")
     frame = read_table(path)
     missing = [t for t in targets if t not in frame.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: no column {', '.join(map(repr, missing))}; "
             f"columns are {', '.join(map(str, frame.columns))}"
         )
     if limit is not None:
         frame = frame.head(limit)
     target_values = {t: frame[t].tolist() for t in targets}
-    rows = rows_to_dicts(frame, mapping, id_prefix=path.stem)
+    rows = rows_to_dicts(frame, mapping, id_prefix=path.stem, source=path)
     data = LabeledData(tickets=[], labels={t: [] for t in targets}, skipped=[])
     context = {"limits": limits}
-    iterator = tqdm(
+    iterator = progress_bar(
         enumerate(rows), total=len(rows), desc=f"loading {path.name}", disable=not progress
     )
     for index, row in iterator:
@@ -340,6 +397,9 @@ def load_labeled(
         data.tickets.append(ticket)
         for target, label in labels.items():
             data.labels[target].append(label)
+    if not data.tickets:
+        first = f" (first: row {data.skipped[0][0]}, {data.skipped[0][1]})" if data.skipped else ""
+        raise InputError(f"{path}: no usable rows: {len(rows)} read, all skipped{first}")
     if data.skipped:
         logger.warning(
             "%s: skipped %d of %d rows (first: row %d, %s)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
+from ticketflow.models.progress import progress
 from ticketflow.models.registry import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -241,11 +242,9 @@ class OnnxEncoder:
             return out
         # Length-sorted batches pad less: attention cost grows with the longest text.
         order = np.argsort([len(t) for t in texts], kind="stable")
-        starts = range(0, len(texts), self.batch_size)
-        if show_progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc=f"embedding ({self.backend})", unit="batch")
+        starts: Iterable[int] = range(0, len(texts), self.batch_size)
+        if show_progress:  # the worker's per-batch calls skip making a bar at all
+            starts = progress(starts, desc=f"embedding ({self.backend})", unit="batch")
         for start in starts:
             rows = order[start : start + self.batch_size]
             encoded = self._tokenizer.encode_batch([texts[i] for i in rows])

@@ -130,6 +130,11 @@ class ModelRegistry:
     def path(self, version: str) -> Path:
         return self.root / version
 
+    def exists(self) -> bool:
+        """Whether the registry's directory is there. Reading an absent one finds no models,
+        which callers that expect some (list, promote, evaluate) should report as an error."""
+        return self.root.is_dir()
+
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from tqdm import tqdm
 
 from ticketflow.adapters.kafka.errors import ErrorTrap, trapped
 from ticketflow.models.datasets import (
@@ -32,6 +31,7 @@ from ticketflow.models.datasets import (
     read_table,
     rows_to_dicts,
 )
+from ticketflow.models.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ def iter_file_events(
         return
     frame = read_table(path)
     offset = _CSV_HEADER_LINES if path.suffix.lower() == ".csv" else 0
-    for record_no, event in enumerate(rows_to_dicts(frame, mapping, id_prefix=path.stem), 1):
+    for record_no, event in enumerate(
+        rows_to_dicts(frame, mapping, id_prefix=path.stem, source=path), 1
+    ):
         error = _check_event(event, max_bytes)
         yield record_no + offset, (None if error else event), error
 
@@ -178,7 +180,7 @@ def _send_all(
 
     count = 0
     start = time.monotonic()
-    bar = tqdm(
+    bar = progress_bar(
         messages, desc=f"producing to {topic}", unit="msg", total=total, disable=not progress
     )
     for key, value in bar:
