@@ -10,7 +10,7 @@ generated from this module (``python -m ticketflow.config``; a test keeps it cur
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,7 +103,26 @@ class WorkerSettings(BaseSettings):
     review_threshold: float = 0.6
     review_precision: float = Field(
         default=0.90,
+        gt=0,
+        le=1,
         description="ticketflow train: per-target review thresholds aim at this precision.",
+    )
+    review_precision_by_target: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict,
+        description="ticketflow train: a precision of its own for some targets, as a JSON "
+        'object: `REVIEW_PRECISION_BY_TARGET={"queue": 0.9, "priority": 0.8}` (there is no '
+        "`REVIEW_PRECISION_<TARGET>` variable). Targets not named use `REVIEW_PRECISION`; "
+        "a named target the model does not learn is ignored (logged). Recorded in the model "
+        "(`review_precisions`).",
+    )
+    review_gate: list[str] = Field(
+        default_factory=list,
+        description="ticketflow train: the targets whose review holds a ticket, as a JSON "
+        'list: `REVIEW_GATE=["queue"]`; empty = the first trained target (the one tickets '
+        "are routed by). The ticket's top-level `needs_review` is true when one of them is "
+        "below its cut; every prediction still carries its own `needs_review`. Stored in the "
+        "model: the worker gates with the gate of the model it serves. Naming a target the "
+        "model does not learn fails the training.",
     )
     dlq_keep_bytes: int = 65_536
     feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
@@ -394,10 +413,12 @@ def render_markdown() -> str:
         "worker_processing_guarantee": "Read outputs with `isolation.level=read_committed`; "
         "it does not remove duplicates after a crash (docs/guarantees.md).",
         "lag_interval_s": "How often the consumer-lag gauge is refreshed (seconds).",
-        "review_threshold": "Below this probability a prediction sets `needs_review`, for "
-        "targets whose model has no threshold of its own.",
+        "review_threshold": "Below this probability a prediction sets its own "
+        "`needs_review`, for targets whose model has no threshold of its own.",
         "review_precision": "The cut is read off out-of-fold predictions and stored in the "
-        "model; the worker sets `needs_review` below it.",
+        "model; below it the worker sets the prediction's `needs_review` (and the ticket's, "
+        "for a target of `REVIEW_GATE`). `ticketflow train` prints and records what each cut "
+        "and the gate let through, out-of-fold and on its test part.",
         "dlq_keep_bytes": "How much of a bad payload a dead letter keeps.",
         "feedback_enabled": "Off = no `apply-feedback` agent, and `ticketflow topics create` "
         "skips `KAFKA_TOPIC_FEEDBACK`.",

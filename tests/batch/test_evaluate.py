@@ -1,8 +1,17 @@
-"""Calibration and auto-route metrics."""
+"""Calibration, auto-route metrics and what the review cuts let through."""
 
+import numpy as np
 import pytest
 
-from ticketflow.batch.evaluate import confidence_metrics, expected_calibration_error
+from ticketflow.batch.evaluate import (
+    confidence_metrics,
+    expected_calibration_error,
+    format_review,
+    review_routing,
+    routing,
+    scored,
+)
+from ticketflow.models.classifier import Prediction
 
 pytestmark = pytest.mark.unit
 
@@ -23,3 +32,59 @@ def test_auto_route_curve_reports_coverage_per_precision() -> None:
     metrics = confidence_metrics([0.99, 0.9, 0.8, 0.7], [True, True, False, True])
     assert metrics["auto_route"]["0.95"] == {"threshold": 0.9, "coverage": 0.5}
     assert metrics["auto_route"]["0.80"]["coverage"] == 0.5  # 3/4 < 0.8 at full coverage
+
+
+def _rows(confidence: list[float], correct: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(confidence), np.asarray(correct)
+
+
+ROWS = {
+    # Four tickets: queue sure of three (two right), priority sure of one.
+    "queue": _rows([0.95, 0.9, 0.85, 0.5], [True, True, False, True]),
+    "priority": _rows([0.95, 0.6, 0.5, 0.4], [True, False, True, False]),
+}
+CUTS = {"queue": 0.85, "priority": 0.9}
+
+
+def test_routing_per_target_and_for_a_gate_of_several() -> None:
+    queue = routing(ROWS, CUTS, ["queue"])
+    assert queue is not None
+    assert (queue.coverage, queue.precision, queue.n) == (0.75, pytest.approx(2 / 3), 4)
+    both = routing(ROWS, CUTS, ["queue", "priority"])
+    assert both is not None and (both.coverage, both.precision) == (0.25, 1.0)
+    none = routing(ROWS, {"queue": 1.01, "priority": 0.9}, ["queue"])
+    assert none is not None and (none.coverage, none.precision) == (0.0, None)
+    assert routing(ROWS, CUTS, ["type"]) is None  # no rows for it (e.g. no out-of-fold)
+
+
+def test_review_routing_reports_targets_gate_and_all_targets() -> None:
+    review = review_routing(
+        thresholds=CUTS,
+        precision_goals={"queue": 0.9},
+        gate=["queue"],
+        out_of_fold=ROWS,
+        test={"queue": ROWS["queue"]},
+    )
+    assert review.targets["queue"].precision_goal == 0.9
+    assert review.targets["priority"].precision_goal is None  # REVIEW_THRESHOLD's fallback
+    assert review.gate.targets == ["queue"]
+    assert review.gate.test == review.targets["queue"].test
+    assert review.all_targets is not None and review.all_targets.test is None
+    assert review.all_targets.out_of_fold == routing(ROWS, CUTS, ["queue", "priority"])
+    text = format_review(review)
+    assert "gate" in text and "[queue]" in text and "75.0% routed" in text
+    every = review_routing(
+        thresholds=CUTS, precision_goals={}, gate=["queue", "priority"], out_of_fold={}, test={}
+    )
+    assert every.all_targets is None  # the gate is every target
+
+
+def test_scored_compares_each_prediction_with_its_label() -> None:
+    predictions = [
+        {"queue": Prediction("Billing", 0.9, (("Billing", 0.9),))},
+        {"queue": Prediction("IT", 0.6, (("IT", 0.6),))},
+    ]
+    rows = scored(predictions, {"queue": ["Billing", "Billing"], "type": ["a", "b"]})
+    assert set(rows) == {"queue"}
+    assert rows["queue"][0].tolist() == [0.9, 0.6]
+    assert rows["queue"][1].tolist() == [True, False]

@@ -109,3 +109,55 @@ def test_sample_helpers(reference) -> None:  # type: ignore[no-untyped-def]
             languages=small.languages,
         )
     assert sum(WEIGHTS) == pytest.approx(1.0)
+
+
+def _with_review(sample, cuts):  # type: ignore[no-untyped-def]
+    """``sample`` with per-target review flags at ``cuts``, gated by queue."""
+    flags = {t: [c < cuts[t] for c in sample.probabilities[t]] for t in cuts}
+    sample.needs_review_by_target = flags
+    sample.needs_review = list(flags["queue"])
+    return sample
+
+
+def test_review_rates_are_compared_per_target(reference) -> None:  # type: ignore[no-untyped-def]
+    cuts = {"queue": 0.6, "priority": 0.6}
+    ref = _with_review(make_sample(2000, seed=0), cuts)
+    same = detect_drift(ref, _with_review(make_sample(300, seed=5), cuts))
+    names = [f.feature for f in same.features]
+    assert "needs_review:queue" in names and "needs_review:priority" in names
+    assert "needs_review" not in names  # the gate's rate is the queue's: not counted twice
+    assert not same.drifted
+    # Priority gets unsure, queue does not: only priority's review rate drifts.
+    window = _with_review(make_sample(300, seed=6), cuts)
+    window.probabilities["priority"] = [p * 0.6 for p in window.probabilities["priority"]]
+    window = _with_review(window, cuts)
+    shifted = detect_drift(ref, window)
+    assert shifted.feature("needs_review:priority").drifted
+    assert not shifted.feature("needs_review:queue").drifted
+    # A side without per-target flags (an older reference): the ticket-level rate instead.
+    older = detect_drift(reference, window)
+    assert [f.feature for f in older.features if f.feature.startswith("needs_review")] == [
+        "needs_review"
+    ]
+
+
+def test_sample_helpers_keep_per_target_review_flags() -> None:
+    cuts = {"queue": 0.6, "priority": 0.7}
+    sample = _with_review(make_sample(300, seed=2), cuts)
+    small = subsample(sample, 50, seed=1)
+    for target, cut in cuts.items():
+        assert small.needs_review_by_target[target] == [
+            p < cut for p in small.probabilities[target]
+        ]
+    both = concat([small, small])
+    assert both.needs_review_by_target["priority"] == small.needs_review_by_target["priority"] * 2
+    assert concat([small, make_sample(10, seed=3)]).needs_review_by_target == {}
+    with pytest.raises(ValueError):
+        type(small)(
+            vectors=small.vectors,
+            labels=small.labels,
+            probabilities=small.probabilities,
+            text_lengths=small.text_lengths,
+            languages=small.languages,
+            needs_review_by_target={"queue": [True]},
+        )

@@ -186,7 +186,22 @@ def test_records_sample_decodes_vectors() -> None:
     decoded = records_sample([MonitorRecord.model_validate_json(v) for v in records(sample)])
     assert np.allclose(decoded.vectors, sample.vectors, atol=1e-3)
     assert decoded.labels == sample.labels
+    assert decoded.needs_review_by_target == {}  # records without per-target flags
     assert write_report  # imported for the slow test
+
+
+@pytest.mark.unit
+def test_records_sample_keeps_per_target_review_flags_every_record_has() -> None:
+    sample = make_sample(6, seed=1)
+    parsed = [MonitorRecord.model_validate_json(v) for v in records(sample)]
+    for record in parsed:
+        record.needs_review_by_target = {t: p < 0.7 for t, p in record.probabilities.items()}
+    decoded = records_sample(parsed)
+    assert decoded.needs_review_by_target == {
+        t: [p < 0.7 for p in sample.probabilities[t]] for t in ("priority", "queue")
+    }
+    parsed[0].needs_review_by_target.pop("priority")  # a record of an older worker's kind
+    assert set(records_sample(parsed).needs_review_by_target) == {"queue"}
 
 
 @pytest.mark.slow

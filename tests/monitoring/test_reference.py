@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.monitoring.synthetic import make_sample
-from ticketflow.monitoring.reference import ReferenceError, load_reference, write_reference
+from ticketflow.monitoring.reference import (
+    COLUMNS_FILE,
+    ReferenceError,
+    load_reference,
+    write_reference,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -52,3 +58,31 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
 def test_missing_reference_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReferenceError, match="ticketflow drift reference"):
         load_reference(tmp_path, "nope")
+
+
+def test_per_target_review_flags_round_trip_and_older_references_load(tmp_path: Path) -> None:
+    full = make_sample(300, seed=0)
+    flags = {t: [p < 0.6 for p in v] for t, v in full.probabilities.items()}
+    write_reference(
+        tmp_path,
+        model_version="v1",
+        vectors=full.vectors,
+        labels=full.labels,
+        probabilities=full.probabilities,
+        text_lengths=full.text_lengths,
+        languages=full.languages,
+        needs_review=flags["queue"],
+        needs_review_by_target=flags,
+        sample_size=100,
+        seed=1,
+    )
+    sample = load_reference(tmp_path, "v1").sample
+    assert set(sample.needs_review_by_target) == {"queue", "priority"}
+    for target, column in sample.needs_review_by_target.items():
+        assert column == [p < 0.6 for p in sample.probabilities[target]]
+    assert sample.needs_review == sample.needs_review_by_target["queue"]
+    # A reference written before per-target review: no flags, still loads.
+    columns = json.loads((tmp_path / "v1" / COLUMNS_FILE).read_text())
+    del columns["needs_review_by_target"]
+    (tmp_path / "v1" / COLUMNS_FILE).write_text(json.dumps(columns))
+    assert load_reference(tmp_path, "v1").sample.needs_review_by_target == {}

@@ -1,6 +1,7 @@
 """Predictions -> monitor sample is derived once: training's reference, ``ticketflow drift
 reference``, the drift benchmark and the worker's own records agree row by row, including
-the review rule for a target without a threshold of its own."""
+the review rule per target (with the fallback for a target without a threshold of its own)
+and the ticket's flag from its review gate."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> No
     cli = pipeline_sample(pipeline, tickets, review_threshold=FALLBACK)
     bench = sample_of(pipeline, tickets, FALLBACK)
     result = pipeline.run(tickets)
-    worker = [
+    published = [
         labeled_ticket(
             ticket,
             predictions,
@@ -72,15 +73,31 @@ def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> No
             model_version="v-test",
             embedding_model=encoder.name,
             review_thresholds=pipeline.review_thresholds(FALLBACK),
+            review_gate=pipeline.review_gate(),
             processed_at=datetime.now(UTC),
-        ).needs_review
+        )
         for row, (ticket, predictions) in enumerate(zip(tickets, result.predictions, strict=True))
     ]
+    worker = [t.needs_review for t in published]
+    worker_by_target = {
+        target: [t.predictions[target].needs_review for t in published]
+        for target in ("queue", "priority")
+    }
 
     assert trained.needs_review == cli.needs_review == bench.needs_review == worker
+    assert (
+        trained.needs_review_by_target
+        == cli.needs_review_by_target
+        == bench.needs_review_by_target
+        == worker_by_target
+    )
     assert trained.labels == cli.labels == bench.labels
     assert trained.text_lengths == cli.text_lengths == bench.text_lengths
-    # The fallback mattered: the queue threshold alone flags fewer tickets.
+    # The ticket is gated by its first target, queue; priority is flagged on its own, and
+    # the fallback decided its flags: it flags more tickets than the queue's own cut.
     queue_cut = classifier.review_thresholds["queue"]
     by_queue = [p["queue"].probability < queue_cut for p in result.predictions]
-    assert sum(worker) > sum(by_queue)
+    assert worker == by_queue == worker_by_target["queue"]
+    by_fallback = [p["priority"].probability < FALLBACK for p in result.predictions]
+    assert worker_by_target["priority"] == by_fallback
+    assert sum(by_fallback) > sum(by_queue)

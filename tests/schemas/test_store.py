@@ -24,10 +24,23 @@ def _labeled() -> LabeledTicket:
         {
             "ticket_id": "T-1",
             "predictions": {
-                "queue": {"label": "Billing", "probability": 0.91, "top": []},
-                "priority": {"label": "low", "probability": 0.55, "top": []},
+                "queue": {
+                    "label": "Billing",
+                    "probability": 0.91,
+                    "top": [],
+                    "needs_review": False,
+                    "review_threshold": 0.83,
+                },
+                "priority": {
+                    "label": "low",
+                    "probability": 0.55,
+                    "top": [],
+                    "needs_review": True,
+                    "review_threshold": 0.8,
+                },
             },
             "needs_review": True,
+            "review_gate": ["queue", "priority"],
             "model_version": "v1",
             "embedding_model": "m",
             "event_time": None,
@@ -43,6 +56,8 @@ def test_model_record_then_correction_keeps_both_labels() -> None:
     assert model_label(record, "queue") == ("Billing", 0.91)
     assert human_label(record, "queue") is None
     assert (record["source_partition"], record["source_offset"]) == (2, 7)
+    assert record["needs_review"] is True  # the ticket: its gate has an unsure target
+    assert (record["queue_needs_review"], record["priority_needs_review"]) == (False, True)
 
     feedback = LabelFeedback(ticket_id="T-1", labels={"queue": "Refunds"}, corrected_by="ann")
     record.update(correction_metadata(feedback, record))

@@ -92,5 +92,12 @@ def test_exported_json_schemas_are_up_to_date(name: str) -> None:
 
 
 def test_labeled_ticket_schema_has_required_fields() -> None:
-    required = set(LabeledTicket.model_json_schema()["required"])
+    schema = LabeledTicket.model_json_schema()
+    required = set(schema["required"])
     assert {"ticket_id", "predictions", "needs_review", "model_version", "source"} <= required
+    assert "review_gate" in required
+    assert schema["properties"]["needs_review"]["type"] == "boolean"  # unchanged for consumers
+    prediction = schema["$defs"]["TargetPrediction"]
+    assert {"label", "probability", "needs_review", "review_threshold"} <= set(
+        prediction["required"]
+    )

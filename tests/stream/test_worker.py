@@ -112,7 +112,14 @@ def test_batch_labels_valid_and_dead_letters_invalid(tmp_path: Path) -> None:
     published = LabeledTicket.model_validate_json(labeled.sent[0][1])
     assert published.source.offset == 0 and published.model_version == "v-test"
     assert published.needs_review == (published.predictions["queue"].probability < 0.9)
+    assert published.review_gate == ["queue"]
+    assert published.predictions["queue"].needs_review == published.needs_review
+    assert published.predictions["queue"].review_threshold == 0.9  # REVIEW_THRESHOLD fallback
+    assert meta["A"]["queue_needs_review"] == published.predictions["queue"].needs_review
     assert metrics.labeled._value.get() == 2
+    flagged = sum(t.needs_review for t in outcome.labeled)
+    assert metrics.held_for_review._value.get() == flagged
+    assert metrics.needs_review.labels(target="queue")._value.get() == flagged
     assert metrics.consumed._value.get() == 4
 
 

@@ -1,4 +1,5 @@
-"""Evaluation: accuracy, macro-F1, per-class report and confusion matrices."""
+"""Evaluation: accuracy, macro-F1, per-class report, confusion matrices and what the review
+cuts let through (per target and for the review gate)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from ticketflow.models.cascade import predict_cascade
 from ticketflow.models.classifier import Prediction, TicketClassifier, threshold_for_precision
 from ticketflow.models.embedding import FloatMatrix
+from ticketflow.models.registry import GateRouting, ReviewRouting, Routing, TargetRouting
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,17 @@ def evaluate_classifier(
     same rows) are given; without them, its transformer stage alone.
     """
     predictions = predict_rows(classifier, vectors, texts, static_vectors)
+    return evaluate_predictions(classifier, predictions, labels, figure_dir=figure_dir)
+
+
+def evaluate_predictions(
+    classifier: TicketClassifier,
+    predictions: Sequence[Mapping[str, Prediction]],
+    labels: Mapping[str, Sequence[str]],
+    *,
+    figure_dir: Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_classifier` of predictions already made (rows aligned with ``labels``)."""
     metrics: dict[str, dict[str, Any]] = {}
     for target in classifier.targets:
         if target not in labels:
@@ -133,6 +146,126 @@ def predict_rows(
         dense_vectors=lambda rows: vectors[rows],
     )
     return outcome.predictions
+
+
+Scored = tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]  # confidence, correct per row
+
+
+def scored(
+    predictions: Sequence[Mapping[str, Prediction]], labels: Mapping[str, Sequence[str]]
+) -> dict[str, Scored]:
+    """Per target in both: the probability of each row's predicted label and whether it was
+    right."""
+    targets = [t for t in labels if predictions and t in predictions[0]]
+    return {
+        t: (
+            np.asarray([p[t].probability for p in predictions], dtype=np.float64),
+            np.asarray(
+                [p[t].label == str(y) for p, y in zip(predictions, labels[t], strict=True)],
+                dtype=np.bool_,
+            ),
+        )
+        for t in targets
+    }
+
+
+def routing(
+    rows: Mapping[str, Scored], thresholds: Mapping[str, float], targets: Sequence[str]
+) -> Routing | None:
+    """Tickets routed by ``targets``: each of them at or above its cut (the worker's review
+    rule); precision = the share of those whose labels of ``targets`` were all right. None
+    when a target is not in ``rows``."""
+    if not targets or any(t not in rows for t in targets):
+        return None
+    n = len(rows[targets[0]][0])
+    routed = np.ones(n, dtype=np.bool_)
+    right = np.ones(n, dtype=np.bool_)
+    for target in targets:
+        confidence, correct = rows[target]
+        routed &= confidence >= thresholds[target]
+        right &= correct
+    count = int(routed.sum())
+    return Routing(
+        coverage=count / n if n else 0.0,
+        precision=float(right[routed].mean()) if count else None,
+        n=n,
+    )
+
+
+def review_routing(
+    *,
+    thresholds: Mapping[str, float],
+    precision_goals: Mapping[str, float | None],
+    gate: Sequence[str],
+    out_of_fold: Mapping[str, Scored],
+    test: Mapping[str, Scored],
+) -> ReviewRouting:
+    """What the review cuts let through, per target, for the gate and for all targets:
+    coverage and precision on out-of-fold predictions (the rows the cuts were chosen on, so
+    their precision is the goal by construction) and on the test part (the honest number)."""
+    targets = list(thresholds)
+    return ReviewRouting(
+        targets={
+            t: TargetRouting(
+                threshold=thresholds[t],
+                precision_goal=precision_goals.get(t),
+                out_of_fold=routing(out_of_fold, thresholds, [t]),
+                test=routing(test, thresholds, [t]),
+            )
+            for t in targets
+        },
+        gate=GateRouting(
+            targets=list(gate),
+            out_of_fold=routing(out_of_fold, thresholds, gate),
+            test=routing(test, thresholds, gate),
+        ),
+        all_targets=(
+            None
+            if list(gate) == targets
+            else GateRouting(
+                targets=targets,
+                out_of_fold=routing(out_of_fold, thresholds, targets),
+                test=routing(test, thresholds, targets),
+            )
+        ),
+    )
+
+
+def _routing_text(routing: Routing | None) -> str:
+    if routing is None:
+        return "n/a"
+    precision = "-" if routing.precision is None else f"{routing.precision:.3f}"
+    return f"{routing.coverage:6.1%} routed, precision {precision}"
+
+
+def format_review(review: ReviewRouting) -> str:
+    """Plain-text review report: what each cut, the gate and all targets together let
+    through, out-of-fold and on the test part."""
+    lines = ["== review: tickets routed without a person at the review cuts"]
+    width = max(len(t) for t in [*review.targets, "gate", "all targets"]) + 2
+    for target, r in review.targets.items():
+        goal = "fallback" if r.precision_goal is None else f"precision {r.precision_goal:.2f}"
+        cut = f"cut {min(r.threshold, 1.0):.3f} ({goal})"
+        if r.threshold > 1.0:
+            cut = f"no cut reaches {goal}: all reviewed"
+        lines.append(
+            f"   {target:<{width}} {cut:<32} out-of-fold {_routing_text(r.out_of_fold)}"
+            f" | test {_routing_text(r.test)}"
+        )
+    groups = [("gate", review.gate)]
+    if review.all_targets is not None:
+        groups.append(("all targets", review.all_targets))
+    for name, group in groups:
+        which = f"[{', '.join(group.targets)}]"
+        lines.append(
+            f"   {name:<{width}} {which:<32} out-of-fold {_routing_text(group.out_of_fold)}"
+            f" | test {_routing_text(group.test)}"
+        )
+    lines.append(
+        "   (needs_review of a ticket = a gate target below its cut; every target is "
+        "flagged on its own)"
+    )
+    return "\n".join(lines)
 
 
 def plot_confusion(

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -17,17 +17,30 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
-from ticketflow.batch.evaluate import evaluate_classifier, predict_rows
+from ticketflow.batch.evaluate import evaluate_predictions, predict_rows, review_routing, scored
 from ticketflow.models.classifier import (
     DEFAULT_REVIEW_THRESHOLD,
     TicketClassifier,
     review_thresholds,
 )
+from ticketflow.models.classifier import review_gate as served_gate
 from ticketflow.models.datasets import LabeledData
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
-from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model
-from ticketflow.models.registry import ModelMetadata, ModelRegistry, new_version, sha256_file
+from ticketflow.models.recipe import (
+    ModelConfig,
+    add_first_stage,
+    fit_model,
+    out_of_fold_confidence,
+    review_precision_of,
+)
+from ticketflow.models.registry import (
+    ModelMetadata,
+    ModelRegistry,
+    ReviewRouting,
+    new_version,
+    sha256_file,
+)
 from ticketflow.models.text import build_texts
 from ticketflow.monitoring.reference import write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample
@@ -43,6 +56,7 @@ class TrainResult:
     path: Path
     metrics: dict[str, dict[str, Any]]
     seconds: dict[str, float] | None = None
+    review: ReviewRouting | None = None  # what the review cuts let through (also in metadata)
 
 
 def library_versions() -> dict[str, str]:
@@ -95,9 +109,16 @@ def train(
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
     static_encoder: Encoder | None = None,
     cascade_agreement: float = 0.97,
+    review_precisions: Mapping[str, float] | None = None,
+    review_gate: Sequence[str] | None = None,
 ) -> TrainResult:
     """Split (stratified on the first target), embed once, fit, evaluate on the test part
-    and register. ``review_precision``: per-target review thresholds for this precision.
+    and register. ``review_precision``: per-target review thresholds for this precision;
+    ``review_precisions``: a precision of their own for some targets
+    (REVIEW_PRECISION_BY_TARGET). ``review_gate``: the targets whose review holds a
+    ticket (REVIEW_GATE; unset = the first target), stored in the model. What the cuts let
+    through, per target and for the gate, out-of-fold and on the test part, is in the
+    result and the model's metadata (``review_routing``).
 
     With ``static_encoder`` the model becomes a cascade (ticketflow.models.cascade): a first
     stage on the static vectors, with escalation thresholds chosen on out-of-fold predictions so the
@@ -112,6 +133,9 @@ def train(
     if n < 10:
         raise ValueError(f"only {n} usable rows; need at least 10 to train and evaluate")
     texts = build_texts(data.tickets, max_chars=max_text_chars)
+    unused = sorted(set(review_precisions or {}) - set(targets))
+    if unused:
+        logger.warning("review precision given for %s, which this model does not learn", unused)
     train_idx, test_idx = split_indices(n, data.labels[targets[0]], test_size=test_size, seed=seed)
     logger.info("embedding %d tickets with %s", n, encoder.name)
     started = time.perf_counter()
@@ -127,6 +151,8 @@ def train(
         config=config,
         review_precision=review_precision,
         seed=seed,
+        review_precisions=review_precisions,
+        review_gate=review_gate,
     )
     fitted = time.perf_counter()
     seconds = {"embed": embedded - started, "fit": fitted - embedded}
@@ -152,13 +178,26 @@ def train(
     fingerprint = data_fingerprint(data_path, texts)
     version = new_version(fingerprint, datetime.now(UTC))
     directory = registry.path(version)
-    metrics = evaluate_classifier(
+    # Scored as served: through the cascade when there is one.
+    predictions = predict_rows(
         classifier,
         vectors[np.asarray(test_idx)],
-        labels_test,
-        texts=[texts[i] for i in test_idx],
-        figure_dir=directory,
-        static_vectors=static[np.asarray(test_idx)] if static is not None else None,
+        [texts[i] for i in test_idx],
+        static[np.asarray(test_idx)] if static is not None else None,
+    )
+    metrics = evaluate_predictions(classifier, predictions, labels_test, figure_dir=directory)
+    thresholds = review_thresholds(classifier, review_threshold)
+    gate = served_gate(classifier)
+    precisions = {
+        t: review_precision_of(t, review_precision, review_precisions)
+        for t in classifier.review_thresholds
+    }
+    review = review_routing(
+        thresholds=thresholds,
+        precision_goals=precisions,
+        gate=gate,
+        out_of_fold=out_of_fold_confidence(classifier, held_out, labels_train),
+        test=scored(predictions, labels_test),
     )
     metadata = ModelMetadata(
         version=version,
@@ -179,6 +218,9 @@ def train(
         training_config=config.name,
         review_precision=review_precision,
         review_thresholds=classifier.review_thresholds,
+        review_precisions={t: p for t, p in precisions.items() if p is not None},
+        review_gate=gate,
+        review_routing=review,
         train_seconds=seconds,
         library_versions=library_versions(),
         data_path=str(data_path) if data_path else None,
@@ -200,7 +242,7 @@ def train(
             seed=seed,
             review_threshold=review_threshold,
         )
-    return TrainResult(version=version, path=path, metrics=metrics, seconds=seconds)
+    return TrainResult(version=version, path=path, metrics=metrics, seconds=seconds, review=review)
 
 
 def write_held_out_reference(
@@ -232,6 +274,7 @@ def write_held_out_reference(
         texts=texts,
         languages=languages,
         review_thresholds=review_thresholds(classifier, review_threshold),
+        review_gate=served_gate(classifier),
     )
     return write_sample_reference(
         reference_dir, model_version=version, sample=sample, sample_size=sample_size, seed=seed

@@ -8,7 +8,6 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 
@@ -90,7 +89,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
-    from ticketflow.batch.evaluate import format_report
+    from ticketflow.batch.evaluate import format_report, format_review
     from ticketflow.batch.train import train
     from ticketflow.models.datasets import ColumnMapping
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
@@ -127,8 +126,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         reference_dir=settings.drift_reference_dir,
         reference_size=settings.drift_reference_size,
         review_threshold=settings.review_threshold,
+        review_precisions=settings.review_precision_by_target,
+        review_gate=settings.review_gate or None,
     )
     print(format_report(result.metrics))
+    if result.review is not None:
+        print(format_review(result.review))
     if result.seconds:
         print(
             f"{config.name}: embedding {result.seconds['embed']:.1f}s, "
@@ -142,21 +145,14 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import evaluate_classifier, format_report
     from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.models.registry import ModelRegistry
     from ticketflow.models.text import build_texts
 
-    registry = open_registry(settings)
+    registry = ModelRegistry(settings.model_registry_dir)
     version = args.version or registry.current_version()
     if version is None:
         raise SystemExit("no current model: run ticketflow train first")
     metadata = registry.metadata(version)
-    # The file first: a wrong path or column fails before the encoder is loaded.
-    data = configured.load_data(
-        settings,
-        args.data,
-        targets=args.target or metadata.targets or ["queue"],
-        mapping=ColumnMapping.parse(args.map),
-        limit=args.limit,
-    )
     encoder = configured.encoder(
         settings,
         metadata.embedding_model,
@@ -165,6 +161,15 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     )
     model = registry.load(
         version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
+    )
+    if not args.target:
+        args.target = metadata.targets
+    data = configured.load_data(
+        settings,
+        args.data,
+        targets=args.target or ["queue"],
+        mapping=ColumnMapping.parse(args.map),
+        limit=args.limit,
     )
     texts = build_texts(data.tickets, max_chars=metadata.max_text_chars)
     vectors = encoder.encode(texts, show_progress=True)

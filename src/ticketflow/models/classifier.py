@@ -3,7 +3,8 @@
 The classifier owns its fitted :class:`~ticketflow.models.features.TextFeatures`, a temperature per
 target (probabilities calibrated on out-of-fold predictions) and a review threshold per
 target (the lowest probability at which the out-of-fold predictions reached the target
-precision), so one joblib artifact is everything serving needs besides the encoder.
+precision) and the review gate (the targets whose review holds the whole ticket), so one
+joblib artifact is everything serving needs besides the encoder.
 """
 
 from __future__ import annotations
@@ -43,9 +44,32 @@ def review_thresholds(classifier: TicketClassifier, default: float) -> dict[str,
     return {target: float(own.get(target, default)) for target in classifier.targets}
 
 
-def needs_review(predictions: Mapping[str, Prediction], thresholds: Mapping[str, float]) -> bool:
-    """A person must look at a ticket when any target's probability is below its threshold."""
-    return any(p.probability < thresholds[target] for target, p in predictions.items())
+def review_gate(classifier: TicketClassifier) -> list[str]:
+    """The targets whose review holds the whole ticket: the model's own gate (REVIEW_GATE at
+    training), else its first target, the one tickets are routed by."""
+    own: list[str] = list(getattr(classifier, "review_gate", None) or [])
+    return own or classifier.targets[:1]
+
+
+def target_review(
+    predictions: Mapping[str, Prediction], thresholds: Mapping[str, float]
+) -> dict[str, bool]:
+    """Per target: a person must check this label (its probability is below its cut)."""
+    return {target: p.probability < thresholds[target] for target, p in predictions.items()}
+
+
+def needs_review(
+    predictions: Mapping[str, Prediction],
+    thresholds: Mapping[str, float],
+    gate: Sequence[str],
+) -> bool:
+    """The ticket is held for a person when a gating target is below its cut.
+
+    Only the ``gate`` targets hold the ticket: one sure of its queue is routed by queue even
+    when its priority is unsure; that target's own flag (:func:`target_review`) asks for the
+    priority to be checked.
+    """
+    return any(predictions[target].probability < thresholds[target] for target in gate)
 
 
 def new_head(*, c: float, class_weight: str | None, max_iter: int, seed: int) -> LogisticRegression:
@@ -117,13 +141,19 @@ class TicketClassifier:
         review_thresholds: Mapping[str, float] | None = None,
         first_stage: TicketClassifier | None = None,
         escalation_thresholds: Mapping[str, float] | None = None,
+        review_gate: Sequence[str] | None = None,
     ) -> None:
         if not heads:
             raise ValueError("a classifier needs at least one target")
+        unknown = [t for t in review_gate or () if t not in heads]
+        if unknown:
+            raise ValueError(f"review gate {unknown} names no target of {list(heads)}")
         self.heads = dict(heads)
         self.features = features
         self.temperatures = dict(temperatures or {})
         self.review_thresholds = dict(review_thresholds or {})
+        # The targets whose review holds the ticket (needs_review); empty = the first target.
+        self.review_gate = list(review_gate or [])
         # The cascade (ticketflow.models.cascade): a head set on static vectors that decides the rows
         # whose confidence reaches these per-target thresholds; None = transformer only.
         self.first_stage = first_stage
@@ -136,6 +166,7 @@ class TicketClassifier:
         state.setdefault("review_thresholds", {})
         state.setdefault("first_stage", None)
         state.setdefault("escalation_thresholds", {})
+        state.setdefault("review_gate", [])  # older models: gated by their first target
         self.__dict__.update(state)
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,24 +231,36 @@ def fit_model(
     review_precision: float | None = 0.90,
     seed: int = 42,
     text_blocks: TextFeatures | None = None,
+    review_precisions: Mapping[str, float] | None = None,
+    review_gate: Sequence[str] | None = None,
 ) -> tuple[TicketClassifier, dict[str, OutOfFold]]:
     """Features, then per target: out-of-fold predictions → temperature and review threshold,
     and the final head on all rows.
 
     The temperature and the threshold come from predictions on rows each fold's head never
     saw, so they hold for new tickets; the final head is fitted on every row.
+    ``review_precisions``: per target, the precision its threshold aims at instead of
+    ``review_precision`` (REVIEW_PRECISION_BY_TARGET); targets not named use the latter.
+    ``review_gate``: the targets whose review holds the whole ticket (REVIEW_GATE; unset =
+    the first target), stored in the model.
     ``text_blocks``: a fitted feature set (of a model fitted on the same ``texts``) whose
     TF-IDF blocks to reuse instead of fitting new ones.
     """
     for target, y in labels.items():
         if len(set(y)) < 2:
             raise ValueError(f"target {target!r} needs at least two classes, got {set(y)}")
+    unknown = [t for t in review_gate or () if t not in labels]
+    if unknown:
+        raise ValueError(f"review gate {unknown} names no trained target of {list(labels)}")
+    precisions = {t: review_precision_of(t, review_precision, review_precisions) for t in labels}
     features = TextFeatures(config.features).fit(texts, vectors, text_blocks=text_blocks)
     matrix = features.transform(texts, vectors)
     heads, temperatures, thresholds = {}, {}, {}
     held_out: dict[str, OutOfFold] = {}
-    needs_oof = config.calibrate or review_precision is not None or len(config.block_grid) > 1
+    needs_oof = config.calibrate or len(config.block_grid) > 1
+    needs_oof = needs_oof or any(p is not None for p in precisions.values())
     for target, y in labels.items():
+        precision = precisions[target]
         oof: OutOfFold | None = None
         head: LogisticRegression | None = None
         if needs_oof:
@@ -259,9 +271,9 @@ def fit_model(
             if config.calibrate:
                 temperatures[target] = fit_temperature(oof.logits, y_index)
             proba = apply_temperature(oof.logits, temperatures.get(target, 1.0))
-            if review_precision is not None:
+            if precision is not None:
                 threshold, coverage = threshold_for_precision(
-                    proba.max(axis=1), proba.argmax(axis=1) == y_index, review_precision
+                    proba.max(axis=1), proba.argmax(axis=1) == y_index, precision
                 )
                 thresholds[target] = threshold
                 logger.info(
@@ -269,7 +281,7 @@ def fit_model(
                     target,
                     threshold,
                     100 * coverage,
-                    review_precision,
+                    precision,
                 )
         elif needs_oof:
             logger.warning("%s: too few rows per class for CV; no calibration or threshold", target)
@@ -277,9 +289,36 @@ def fit_model(
     # An embedding-only model keeps the original artifact shape (no feature object).
     own_features = features if features.uses_text or config.features.dense_weight != 1 else None
     classifier = TicketClassifier(
-        heads, features=own_features, temperatures=temperatures, review_thresholds=thresholds
+        heads,
+        features=own_features,
+        temperatures=temperatures,
+        review_thresholds=thresholds,
+        review_gate=review_gate,
     )
     return classifier, held_out
+
+
+def review_precision_of(
+    target: str, default: float | None, per_target: Mapping[str, float] | None
+) -> float | None:
+    """The precision ``target``'s review cut aims at: its own (REVIEW_PRECISION_BY_TARGET),
+    else ``default`` (REVIEW_PRECISION; None = no cut)."""
+    return (per_target or {}).get(target, default)
+
+
+def out_of_fold_confidence(
+    classifier: TicketClassifier,
+    held_out: Mapping[str, OutOfFold],
+    labels: Mapping[str, Sequence[str]],
+) -> dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]]:
+    """Per target with out-of-fold predictions: the calibrated probability of the predicted
+    label and whether it was right, per training row (rows aligned across targets)."""
+    out: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]] = {}
+    for target, oof in held_out.items():
+        y_index = np.asarray([oof.classes.index(v) for v in labels[target]])
+        proba = apply_temperature(oof.logits, classifier.temperatures.get(target, 1.0))
+        out[target] = (proba.max(axis=1), np.asarray(proba.argmax(axis=1) == y_index))
+    return out
 
 
 def add_first_stage(

@@ -44,6 +44,42 @@ class ModelVerificationError(RegistryError):
     """The artifact does not match its checksum or the serving encoder."""
 
 
+class Routing(BaseModel):
+    """What review cuts do to a set of tickets: the share routed without a person, and how
+    often the routed ones were right."""
+
+    coverage: float  # share of the tickets at or above the cut(s): routed automatically
+    precision: float | None  # share of the routed tickets whose label(s) were right; None: none
+    n: int  # tickets scored
+
+
+class TargetRouting(BaseModel):
+    """One target's review cut and what it lets through."""
+
+    threshold: float  # the cut the worker compares the target's probability with
+    precision_goal: float | None  # what the cut was chosen for; None: REVIEW_THRESHOLD's fallback
+    out_of_fold: Routing | None = None  # on the training rows' out-of-fold predictions
+    test: Routing | None = None  # on the held-out test part, as served
+
+
+class GateRouting(BaseModel):
+    """Tickets routed by a set of targets: every one of them at or above its cut; right when
+    every one of their labels was."""
+
+    targets: list[str]
+    out_of_fold: Routing | None = None  # None when a target had no out-of-fold predictions
+    test: Routing | None = None
+
+
+class ReviewRouting(BaseModel):
+    """``ticketflow train``'s review report: per target, for the review gate (the ticket's
+    ``needs_review``) and, for comparison, for all targets together."""
+
+    targets: dict[str, TargetRouting]
+    gate: GateRouting
+    all_targets: GateRouting | None = None
+
+
 class ModelMetadata(BaseModel):
     version: str
     created_at: datetime
@@ -67,6 +103,11 @@ class ModelMetadata(BaseModel):
     training_config: str | None = None  # ticketflow.batch.train.ModelConfig.name of the training run
     review_precision: float | None = None  # the precision the review thresholds aim at
     review_thresholds: dict[str, float] = Field(default_factory=dict)
+    # Per target, the precision its threshold aims at (REVIEW_PRECISION_BY_TARGET or the above).
+    review_precisions: dict[str, float] = Field(default_factory=dict)
+    # The targets whose review holds a ticket; empty (older models): the first target.
+    review_gate: list[str] = Field(default_factory=list)
+    review_routing: ReviewRouting | None = None  # coverage at the cuts (ticketflow train)
     train_seconds: dict[str, float] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
     data_path: str | None = None
@@ -129,11 +170,6 @@ class ModelRegistry:
 
     def path(self, version: str) -> Path:
         return self.root / version
-
-    def exists(self) -> bool:
-        """Whether the registry's directory is there. Reading an absent one finds no models,
-        which callers that expect some (list, promote, evaluate) should report as an error."""
-        return self.root.is_dir()
 
     def versions(self) -> list[str]:
         if not self.root.is_dir():

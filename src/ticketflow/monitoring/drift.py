@@ -10,7 +10,11 @@ Features monitored per window:
   against the reference proportions, effect size = Jensen-Shannon distance (base 2).
 * ``confidence:<target>`` and ``text_length`` (numerical): two-sample Kolmogorov-Smirnov
   test, effect size = Wasserstein distance divided by the reference's standard deviation.
-* ``needs_review``: the review rate (chi-square test), effect size = absolute difference.
+* ``needs_review:<target>``: the target's review rate (the share of tickets whose prediction
+  of it was below its cut; chi-square test), effect size = absolute difference. Samples
+  without per-target flags (older references and workers) compare ``needs_review``, the
+  ticket-level rate, instead: the ticket's flag is the gate's targets' flags combined, so it
+  adds nothing when the per-target rates are there.
 
 A tabular feature drifts only when the test is significant at ``p_value`` (default 0.001)
 **and** the effect is larger than its minimum: sampling noise of identical distributions
@@ -49,7 +53,7 @@ EMBEDDING_THRESHOLDS: dict[str, float] = {
 }
 MIN_JS_DISTANCE = 0.1  # categorical effect size (Jensen-Shannon distance, base 2, 0..1)
 MIN_WASSERSTEIN = 0.1  # numerical effect size (Wasserstein / reference std)
-MIN_RATE_DIFFERENCE = 0.05  # needs_review rate, absolute
+MIN_RATE_DIFFERENCE = 0.05  # review rates, absolute
 OTHER = "__other__"  # category of the window unseen in the reference
 
 
@@ -62,7 +66,9 @@ class MonitorSample:
     probabilities: dict[str, list[float]]  # target -> confidence per row
     text_lengths: list[int]
     languages: list[str | None]
-    needs_review: list[bool] | None = None
+    needs_review: list[bool] | None = None  # the ticket's flag (its review gate)
+    # target -> that target's review flag per row; empty when not known (older samples)
+    needs_review_by_target: dict[str, list[bool]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.text_lengths)
@@ -74,6 +80,7 @@ class MonitorSample:
             len(self.languages),
             *(len(v) for v in self.labels.values()),
             *(len(v) for v in self.probabilities.values()),
+            *(len(v) for v in self.needs_review_by_target.values()),
         ]
         if self.needs_review is not None:
             columns.append(len(self.needs_review))
@@ -260,6 +267,9 @@ def subsample(sample: MonitorSample, rows: int, seed: int = 0) -> MonitorSample:
         needs_review=(
             None if sample.needs_review is None else [sample.needs_review[i] for i in take]
         ),
+        needs_review_by_target={
+            t: [v[i] for i in take] for t, v in sample.needs_review_by_target.items()
+        },
     )
 
 
@@ -302,7 +312,18 @@ def detect_drift(
                 min_distance=config.min_wasserstein,
             )
         )
-    if reference.needs_review is not None and current.needs_review is not None:
+    reviewed = [t for t in reference.needs_review_by_target if t in current.needs_review_by_target]
+    for target in reviewed:
+        features.append(
+            rate_drift(
+                f"needs_review:{target}",
+                reference.needs_review_by_target[target],
+                current.needs_review_by_target[target],
+                p_value=config.p_value,
+                min_difference=config.min_rate_difference,
+            )
+        )
+    if not reviewed and reference.needs_review is not None and current.needs_review is not None:
         features.append(
             rate_drift(
                 "needs_review",
@@ -358,6 +379,11 @@ def concat(samples: Sequence[MonitorSample]) -> MonitorSample:
             if any(s.needs_review is None for s in samples)
             else [v for s in samples for v in s.needs_review or []]
         ),
+        needs_review_by_target={
+            t: [v for s in samples for v in s.needs_review_by_target[t]]
+            for t in first.needs_review_by_target
+            if all(t in s.needs_review_by_target for s in samples)
+        },
     )
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ticketflow.schemas import LabeledTicket
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -27,9 +31,17 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        # Review: per target (a label to check) and per ticket (held instead of routed).
         self.needs_review = Counter(
             "ticketflow_tickets_needs_review",
-            "Labelled tickets whose confidence was below the review threshold.",
+            "Labelled tickets whose prediction of this target was below its review cut.",
+            ["target"],
+            registry=r,
+        )
+        self.held_for_review = Counter(
+            "ticketflow_tickets_held_for_review",
+            "Labelled tickets with needs_review: a target of the review gate was below its "
+            "cut, so the ticket waits for a person instead of being routed.",
             registry=r,
         )
         self.batch_size = Histogram(
@@ -102,6 +114,17 @@ class WorkerMetrics:
             self.model_reloads.labels(result=result)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+
+    def count_review(self, labeled: Sequence[LabeledTicket]) -> None:
+        """Count the published tickets held for review, and per target the labels to check
+        (every target seen gets its series, at 0 when none needed review)."""
+        self.held_for_review.inc(sum(1 for t in labeled if t.needs_review))
+        per_target: dict[str, int] = {}
+        for ticket in labeled:
+            for target, prediction in ticket.predictions.items():
+                per_target[target] = per_target.get(target, 0) + int(prediction.needs_review)
+        for target, count in per_target.items():
+            self.needs_review.labels(target=target).inc(count)
 
     def set_model(self, version: str, embedding_model: str) -> None:
         self.model_info.clear()

@@ -4,7 +4,8 @@ Layout under ``<root>/<model version>/`` (``root`` defaults to ``data/reference`
 
     vectors.npy      sampled embeddings, float16, (n, dimension)
     columns.json     predicted label and confidence per target, text length, language,
-                     needs_review (when known), row-aligned with the vectors
+                     needs_review and per target needs_review_by_target (when known),
+                     row-aligned with the vectors
     meta.json        model version, reference version (content hash), size, seed, targets
 
 Written by training (``write_reference``) or by ``ticketflow drift reference --data PATH``.
@@ -59,6 +60,7 @@ def write_reference(
     text_lengths: Sequence[int],
     languages: Sequence[str | None],
     needs_review: Sequence[bool] | None = None,
+    needs_review_by_target: Mapping[str, Sequence[bool]] | None = None,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     seed: int = 42,
 ) -> Path:
@@ -73,6 +75,9 @@ def write_reference(
         text_lengths=[int(x) for x in text_lengths],
         languages=list(languages),
         needs_review=None if needs_review is None else [bool(x) for x in needs_review],
+        needs_review_by_target={
+            t: [bool(x) for x in v] for t, v in (needs_review_by_target or {}).items()
+        },
     )
     return write_sample_reference(
         directory, model_version=model_version, sample=full, sample_size=sample_size, seed=seed
@@ -102,6 +107,7 @@ def write_sample_reference(
         "text_lengths": sample.text_lengths,
         "languages": sample.languages,
         "needs_review": sample.needs_review,
+        "needs_review_by_target": sample.needs_review_by_target,
     }
     columns_text = json.dumps(columns, ensure_ascii=False)
     digest = hashlib.sha256(vectors16.tobytes() + columns_text.encode("utf-8")).hexdigest()
@@ -141,6 +147,7 @@ def load_reference(directory: Path, model_version: str) -> Reference:
             text_lengths=columns["text_lengths"],
             languages=columns["languages"],
             needs_review=columns.get("needs_review"),
+            needs_review_by_target=columns.get("needs_review_by_target") or {},
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ReferenceError(f"cannot read the reference in {target}: {exc}") from exc

@@ -3,8 +3,9 @@
 The worker publishes one :class:`~ticketflow.schemas.MonitorRecord` per ticket and the
 monitor turns a window of them into a :class:`MonitorSample`; reference sets (``train``,
 ``ticketflow drift reference``) and the drift benchmark derive the same columns from
-predictions here, with the same review rule as the worker, so a reference and a window
-differ only by the tickets in them.
+predictions here, with the same review rule as the worker (a flag per target, and the
+ticket's flag from its review gate), so a reference and a window differ only by the tickets
+in them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ticketflow.models.classifier import Prediction, needs_review
+from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.monitoring.drift import MonitorSample
 from ticketflow.schemas import MonitorRecord, Ticket
@@ -29,16 +30,19 @@ def predictions_sample(
     texts: Sequence[str],
     languages: Sequence[str | None],
     review_thresholds: Mapping[str, float],
+    review_gate: Sequence[str],
 ) -> MonitorSample:
     """The monitor's columns of labelled tickets; ``vectors`` are the ones the worker publishes
-    (a cascade's static vectors)."""
+    (a cascade's static vectors). ``review_gate``: the targets whose review holds a ticket."""
+    flags = [target_review(p, review_thresholds) for p in predictions]
     return MonitorSample(
         vectors=np.asarray(vectors, dtype=np.float32),
         labels={t: [p[t].label for p in predictions] for t in targets},
         probabilities={t: [float(p[t].probability) for p in predictions] for t in targets},
         text_lengths=[len(text) for text in texts],
         languages=list(languages),
-        needs_review=[needs_review(p, review_thresholds) for p in predictions],
+        needs_review=[needs_review(p, review_thresholds, review_gate) for p in predictions],
+        needs_review_by_target={t: [f[t] for f in flags] for t in targets},
     )
 
 
@@ -55,6 +59,7 @@ def pipeline_sample(
         texts=result.texts,
         languages=[t.language for t in tickets],
         review_thresholds=pipeline.review_thresholds(review_threshold),
+        review_gate=pipeline.review_gate(),
     )
 
 
@@ -62,6 +67,8 @@ def records_sample(records: Sequence[MonitorRecord]) -> MonitorSample:
     """A window of the worker's monitor records as the monitor's columns (vectors decoded
     from float16)."""
     targets = sorted(set.intersection(*(set(r.labels) for r in records))) if records else []
+    # Per-target flags only for targets every record has them for (older workers send none).
+    reviewed = [t for t in targets if all(t in r.needs_review_by_target for r in records)]
     return MonitorSample(
         vectors=np.stack([unpack_vector(r) for r in records]).astype(np.float32),
         labels={t: [r.labels[t] for r in records] for t in targets},
@@ -69,4 +76,7 @@ def records_sample(records: Sequence[MonitorRecord]) -> MonitorSample:
         text_lengths=[r.text_length for r in records],
         languages=[r.language for r in records],
         needs_review=[r.needs_review for r in records],
+        needs_review_by_target={
+            t: [r.needs_review_by_target[t] for r in records] for t in reviewed
+        },
     )

@@ -18,6 +18,18 @@ class TargetPrediction(BaseModel):
     label: str
     probability: float = Field(ge=0.0, le=1.0, description="Probability of the predicted label.")
     top: list[LabelScore] = Field(description="The three most probable labels, best first.")
+    needs_review: bool = Field(
+        description="True when `probability` is below `review_threshold`: a person should "
+        "check this target's label. Set per target, whether or not the target gates the "
+        "ticket's top-level `needs_review`."
+    )
+    review_threshold: float = Field(
+        ge=0.0,
+        description="The cut `probability` was compared with: the model's own for this "
+        "target (chosen on out-of-fold predictions for REVIEW_PRECISION, or this target's "
+        "REVIEW_PRECISION_BY_TARGET), else REVIEW_THRESHOLD. Above 1 when no cut reached the "
+        "precision: every ticket is reviewed for this target.",
+    )
 
 
 class SourcePosition(BaseModel):
@@ -34,7 +46,15 @@ class LabeledTicket(BaseModel):
         description="Per trained target (queue, type, priority, ...)."
     )
     needs_review: bool = Field(
-        description="True when any target's probability is below the review threshold."
+        description="True when a target in `review_gate` needs review (its prediction's "
+        "`needs_review`): the ticket is held for a person instead of being routed "
+        "automatically. Targets outside the gate never hold the ticket; their own "
+        "`needs_review` asks for that label to be checked."
+    )
+    review_gate: list[str] = Field(
+        description="The targets whose review sets `needs_review`: the model's gate "
+        "(REVIEW_GATE when it was trained; by default its first target, the one tickets are "
+        "routed by)."
     )
     model_version: str
     embedding_model: str

@@ -24,7 +24,12 @@ class MonitorRecord(BaseModel):
     dimension: int
     labels: dict[str, str]
     probabilities: dict[str, float]
-    needs_review: bool
+    needs_review: bool = Field(description="The ticket's top-level `needs_review` (its gate).")
+    needs_review_by_target: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Per target, its prediction's `needs_review`; empty from workers older "
+        "than per-target review.",
+    )
     text_length: int
     language: str | None = None
     processed_time: datetime

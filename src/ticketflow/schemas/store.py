@@ -5,12 +5,13 @@ A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values
 | key | written by | meaning |
 |---|---|---|
 | ``model_version`` | worker | the model that labelled the ticket |
-| ``needs_review`` | worker | a person should look at the labels |
+| ``needs_review`` | worker | the ticket is held for a person: a review-gate target is unsure |
 | ``label_source`` | worker, feedback | :class:`LabelSource` of the labels in ``<target>`` |
 | ``processed_at`` | worker | epoch seconds |
 | ``source_partition``, ``source_offset`` | worker | where the ticket was read |
 | ``<target>`` | worker, feedback | the current label: the model's, or a person's once corrected |
 | ``<target>_probability`` | worker | the model's probability of its label |
+| ``<target>_needs_review`` | worker | the model's label of this target is below its review cut |
 | ``human_<target>`` | feedback | a person's label |
 | ``<target>_predicted`` | feedback | the model's label before the first correction |
 | ``feedback_by``, ``feedback_at`` | feedback | who corrected it, when (epoch seconds) |
@@ -34,6 +35,7 @@ Metadata = dict[str, MetadataValue]
 HUMAN_PREFIX = "human_"
 PREDICTED_SUFFIX = "_predicted"
 PROBABILITY_SUFFIX = "_probability"
+REVIEW_SUFFIX = "_needs_review"
 LABEL_SOURCE = "label_source"
 
 
@@ -43,7 +45,8 @@ class LabelSource(StrEnum):
 
 
 def labeled_metadata(labeled: LabeledTicket) -> Metadata:
-    """The record the worker writes for a labelled ticket: one label and probability per target."""
+    """The record the worker writes for a labelled ticket: one label, probability and review
+    flag per target."""
     metadata: Metadata = {
         "model_version": labeled.model_version,
         "needs_review": labeled.needs_review,
@@ -55,6 +58,7 @@ def labeled_metadata(labeled: LabeledTicket) -> Metadata:
     for target, prediction in labeled.predictions.items():
         metadata[target] = prediction.label
         metadata[f"{target}{PROBABILITY_SUFFIX}"] = prediction.probability
+        metadata[f"{target}{REVIEW_SUFFIX}"] = prediction.needs_review
     return metadata
 
 

@@ -192,6 +192,7 @@ class BatchLabeler:
         building = time.perf_counter()
         now = datetime.now(UTC)
         thresholds = pipeline.review_thresholds(self.limits.review_threshold)
+        gate = pipeline.review_gate()
         labeled = [
             labeled_ticket(
                 tickets[index][0],
@@ -200,6 +201,7 @@ class BatchLabeler:
                 model_version=model_version,
                 embedding_model=pipeline.encoder.name,
                 review_thresholds=thresholds,
+                review_gate=gate,
                 processed_at=now,
             )
             for index, prediction in zip(results.indices, results.predictions, strict=True)
@@ -290,7 +292,7 @@ class BatchLabeler:
         finished = time.perf_counter()
         self.metrics.stage_seconds.labels(stage="produce").observe(finished - started)
         self.metrics.labeled.inc(len(labeled))
-        self.metrics.needs_review.inc(sum(1 for t in labeled if t.needs_review))
+        self.metrics.count_review(labeled)
         now = time.time()
         by_position = {(e.position.partition, e.position.offset): e for e in events}
         for t in labeled:
