@@ -1,13 +1,15 @@
-"""ChromaDB sink: one vector per ticket id, with its labels as metadata."""
+"""ChromaDB: one vector per ticket id, with its labels as metadata; written and searched."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.schemas.store import MetadataValue
@@ -17,6 +19,24 @@ logger = logging.getLogger(__name__)
 
 class VectorStoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One search result: a stored ticket and its cosine distance to the query."""
+
+    ticket_id: str
+    distance: float
+    metadata: dict[str, Any]
+    document: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    ticket_id: str
+    metadata: dict[str, Any]
+    vector: npt.NDArray[np.float32] | None = None
+    document: str | None = None
 
 
 class VectorStore(Protocol):
@@ -99,3 +119,99 @@ class ChromaVectorStore:
     def get(self, ids: Sequence[str]) -> dict[str, Any]:
         result = self.collection.get(ids=list(ids), include=["metadatas", "embeddings"])
         return dict(result)
+
+    def records(
+        self, ids: Sequence[str], *, vectors: bool = False, documents: bool = False
+    ) -> dict[str, StoredRecord]:
+        """The stored records of ``ids`` that exist, by id (missing ids are left out)."""
+        if not ids:
+            return {}
+        include = ["metadatas"]
+        if vectors:
+            include.append("embeddings")
+        if documents:
+            include.append("documents")
+        result = self.collection.get(ids=list(dict.fromkeys(ids)), include=include)
+        return {record.ticket_id: record for record in _records(result, vectors, documents)}
+
+    def pages(
+        self, page_size: int = 1_000, *, vectors: bool = False, documents: bool = False
+    ) -> Iterator[list[StoredRecord]]:
+        """Every record, ``page_size`` at a time (offset paging: a store written to meanwhile
+        may shift under it)."""
+        include = ["metadatas"]
+        if vectors:
+            include.append("embeddings")
+        if documents:
+            include.append("documents")
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, limit=page_size, offset=offset)
+            if not page["ids"]:
+                return
+            yield list(_records(page, vectors, documents))
+            offset += len(page["ids"])
+
+    def query(
+        self,
+        vectors: FloatMatrix,
+        k: int,
+        *,
+        where: Mapping[str, MetadataValue] | None = None,
+        documents: bool = False,
+    ) -> list[list[Neighbour]]:
+        """The ``k`` nearest stored tickets of each query vector, nearest first.
+
+        ``where``: metadata equality filters, all of which must hold (e.g. ``{"queue":
+        "Billing"}``)."""
+        matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if matrix.shape[0] == 0 or k <= 0:
+            return [[] for _ in range(matrix.shape[0])]
+        include = ["metadatas", "distances"]
+        if documents:
+            include.append("documents")
+        result = self.collection.query(
+            query_embeddings=matrix,
+            n_results=k,
+            where=_where(where),
+            include=include,
+        )
+        found: list[list[Neighbour]] = []
+        for row, ids in enumerate(result["ids"]):
+            distances = result["distances"][row]
+            metadatas = result["metadatas"][row]
+            docs = (result.get("documents") or [None] * len(result["ids"]))[row]
+            found.append(
+                [
+                    Neighbour(
+                        ticket_id=str(ticket_id),
+                        distance=float(distances[i]),
+                        metadata=dict(metadatas[i] or {}),
+                        document=docs[i] if docs is not None else None,
+                    )
+                    for i, ticket_id in enumerate(ids)
+                ]
+            )
+        return found
+
+
+def _where(filters: Mapping[str, MetadataValue] | None) -> dict[str, Any] | None:
+    """Chroma's filter syntax: one condition as is, several under ``$and``."""
+    if not filters:
+        return None
+    conditions = [{key: value} for key, value in filters.items()]
+    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+
+def _records(result: Mapping[str, Any], vectors: bool, documents: bool) -> Iterator[StoredRecord]:
+    ids = result["ids"]
+    metadatas = result.get("metadatas") or [None] * len(ids)
+    embeddings = result.get("embeddings") if vectors else None
+    docs = result.get("documents") if documents else None
+    for i, ticket_id in enumerate(ids):
+        yield StoredRecord(
+            ticket_id=str(ticket_id),
+            metadata=dict(metadatas[i] or {}),
+            vector=np.asarray(embeddings[i], dtype=np.float32) if embeddings is not None else None,
+            document=docs[i] if docs is not None else None,
+        )

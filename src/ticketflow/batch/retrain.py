@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 HELD_OUT = "held-out human labels"
 EVAL_FILE = "evaluation file"
+# Labels a person gave: a correction, or a historical file's (``ticketflow backfill``).
+KNOWN_SOURCES = frozenset({LabelSource.HUMAN, LabelSource.IMPORTED})
 
 
 class RetrainError(RuntimeError):
@@ -124,9 +126,9 @@ class Selection:
 
 
 def _label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
-    human = layout.human_label(meta, target)
-    if human is not None:
-        return human
+    known = layout.known_label(meta, target)  # a person's, else a historical file's
+    if known is not None:
+        return known
     if not policy.use_predicted:
         return None
     predicted = layout.model_label(meta, target)
@@ -144,7 +146,10 @@ def select(
     exclude: Collection[str] = (),
     seed: int = 42,
 ) -> Selection:
-    """Hold out a share of the human-labelled tickets; train on the rest that has labels."""
+    """Hold out a share of the human-labelled tickets; train on the rest that has labels.
+
+    Labels imported from a historical file (``ticketflow backfill``) count as human labels,
+    for training and for the hold-out."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -160,12 +165,12 @@ def select(
             "store it only with CHROMA_DOCUMENT=redacted (or full); the model's TF-IDF "
             "features need it"
         )
-    human = [r for r in usable if layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN]
+    human = [r for r in usable if layout.label_source(stored.metadatas[r]) in KNOWN_SOURCES]
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
     for row in human:
-        by_class[str(layout.human_label(stored.metadatas[row], targets[0]))].append(row)
+        by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
     held: set[int] = set()
     for rows in by_class.values():
         rng.shuffle(rows)
@@ -174,7 +179,7 @@ def select(
     for target in targets:
         pairs = []
         for row in sorted(held):
-            label = layout.human_label(stored.metadatas[row], target)
+            label = layout.known_label(stored.metadatas[row], target)
             if label is not None:
                 pairs.append((row, label))
         held_out[target] = pairs

@@ -15,6 +15,11 @@ A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values
 | ``human_<target>`` | feedback | a person's label |
 | ``<target>_predicted`` | feedback | the model's label before the first correction |
 | ``feedback_by``, ``feedback_at`` | feedback | who corrected it, when (epoch seconds) |
+| ``imported_<target>`` | backfill | the label the historical file gave the ticket |
+| ``import_source``, ``import_at`` | backfill | the file's name, when (epoch seconds) |
+
+A label's precedence is human, then imported, then the model's: ``<target>`` holds the first
+present, and once it is not the model's, ``<target>_predicted`` holds the model's label.
 
 Every writer builds its metadata with the functions here and every reader reads it with
 them, so the layout is defined once.
@@ -33,6 +38,9 @@ MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 
 HUMAN_PREFIX = "human_"
+IMPORTED_PREFIX = "imported_"
+IMPORT_SOURCE = "import_source"  # not imported_*: that prefix is a label's
+IMPORT_AT = "import_at"
 PREDICTED_SUFFIX = "_predicted"
 PROBABILITY_SUFFIX = "_probability"
 REVIEW_SUFFIX = "_needs_review"
@@ -42,6 +50,7 @@ LABEL_SOURCE = "label_source"
 class LabelSource(StrEnum):
     MODEL = "model"
     HUMAN = "human"
+    IMPORTED = "imported"  # a label from a historical file (``ticketflow backfill``)
 
 
 def labeled_metadata(labeled: LabeledTicket) -> Metadata:
@@ -84,6 +93,78 @@ def human_label(metadata: Mapping[str, Any], target: str) -> str | None:
     """A person's label of ``target``, if any."""
     label = metadata.get(f"{HUMAN_PREFIX}{target}")
     return None if label is None else str(label)
+
+
+def imported_label(metadata: Mapping[str, Any], target: str) -> str | None:
+    """The label a historical file gave ``target``, if any."""
+    label = metadata.get(f"{IMPORTED_PREFIX}{target}")
+    return None if label is None else str(label)
+
+
+def known_label(metadata: Mapping[str, Any], target: str) -> str | None:
+    """A label someone gave ``target``: a person's correction, else an imported one."""
+    human = human_label(metadata, target)
+    return human if human is not None else imported_label(metadata, target)
+
+
+def imported_metadata(
+    labeled: LabeledTicket,
+    imported: Mapping[str, str],
+    current: Mapping[str, Any] | None,
+    *,
+    source: str,
+    imported_at: float,
+) -> Metadata:
+    """The record ``ticketflow backfill`` writes for a historical ticket.
+
+    The model's labels as the worker writes them (:func:`labeled_metadata`), the file's labels
+    ``imported`` as ``imported_<target>`` and, where they exist, as the current ``<target>``.
+    A person's correction in the ``current`` record is never overwritten: its target keeps the
+    person's label, and ``label_source`` stays ``human``. The model's label of a target whose
+    current label is not the model's is in ``<target>_predicted``, so :func:`model_label`
+    reads it as after a correction. ``source``: where the labels came from (the file name).
+    """
+    current = current or {}
+    metadata = labeled_metadata(labeled)
+    # Labels an earlier import gave stay unless this file gives others: upserts merge keys, so
+    # ``<target>`` must not fall back to the model's while ``imported_<target>`` remains.
+    earlier = {
+        key[len(IMPORTED_PREFIX) :]: str(value)
+        for key, value in current.items()
+        if key.startswith(IMPORTED_PREFIX)
+    }
+    if earlier and not imported:
+        source = str(current.get(IMPORT_SOURCE, source))
+        imported_at = float(current.get(IMPORT_AT, imported_at))
+    imported = {**earlier, **imported}
+    corrected = False
+    for target in labeled.predictions:
+        human = human_label(current, target)
+        given = imported.get(target)
+        if human is None and given is None:
+            continue
+        # The model's label moves aside, as a correction does (model_label reads it there).
+        metadata[f"{target}{PREDICTED_SUFFIX}"] = str(metadata[target])
+        if given is not None:
+            metadata[f"{IMPORTED_PREFIX}{target}"] = given
+            metadata[target] = given
+        if human is not None:
+            metadata[target] = human
+            metadata[f"{HUMAN_PREFIX}{target}"] = human
+            corrected = True
+    for target, given in imported.items():  # labels of targets this model does not predict
+        if target not in labeled.predictions:
+            metadata[f"{IMPORTED_PREFIX}{target}"] = given
+    if imported:
+        metadata[LABEL_SOURCE] = LabelSource.IMPORTED.value
+        metadata[IMPORT_SOURCE] = source
+        metadata[IMPORT_AT] = imported_at
+    if corrected or label_source(current) is LabelSource.HUMAN:
+        metadata[LABEL_SOURCE] = LabelSource.HUMAN.value
+        for key in ("feedback_by", "feedback_at"):
+            if key in current:
+                metadata[key] = current[key]
+    return metadata
 
 
 def model_label(metadata: Mapping[str, Any], target: str) -> tuple[str, float] | None:

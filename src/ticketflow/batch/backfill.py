@@ -1,0 +1,323 @@
+"""``ticketflow backfill``: historical tickets into the vector store, as the worker stores them.
+
+Each valid row of a ticket file (CSV, JSONL, Parquet: the readers ``ticketflow produce`` uses,
+so the ids and line numbers are the same) goes through the served model's labelling pipeline
+and is upserted by ticket id with the worker's record layout (:mod:`ticketflow.schemas.store`):
+the vectors of the serving vector space, the model's predictions, and the file's own labels as
+``imported_<target>`` (``label_source = imported``), which retraining treats as human labels.
+A person's correction already in the store is never overwritten.
+
+Re-running is safe: a record already written by the same model version with the same imported
+labels is skipped before anything is embedded, so a run that crashed resumes where it stopped
+and a finished one writes nothing again; upserts by id never duplicate a ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
+from ticketflow.models.classifier import Prediction, needs_review, target_review
+from ticketflow.models.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.redaction import redact
+from ticketflow.schemas import (
+    DEFAULT_LIMITS,
+    FieldLimits,
+    LabeledTicket,
+    LabelScore,
+    SourcePosition,
+    TargetPrediction,
+    Ticket,
+)
+from ticketflow.schemas import store as layout
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 256
+
+
+class BackfillError(RuntimeError):
+    """The file cannot be backfilled at all (unreadable, wrong targets...)."""
+
+
+@dataclass
+class BackfillReport:
+    path: Path
+    model_version: str
+    rows: int = 0  # records in the file
+    written: int = 0  # upserted: new, or changed model version or labels
+    unchanged: int = 0  # already stored by this model version with the same labels
+    duplicates: int = 0  # a later row of the file had the same ticket id (the last one wins)
+    with_labels: int = 0  # written with at least one imported label
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def tickets_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.path.name}: {self.rows} rows; wrote {self.written} "
+            f"({self.with_labels} with imported labels), {self.unchanged} already stored by "
+            f"{self.model_version}, {self.duplicates} duplicate ids, {len(self.bad)} bad rows; "
+            f"{self.seconds:.1f}s, {self.tickets_per_s:.1f} tickets/s written"
+        )
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    ticket: Ticket
+    labels: dict[str, str]
+
+
+def read_rows(
+    path: Path,
+    *,
+    targets: Sequence[str],
+    mapping: ColumnMapping = DEFAULT_MAPPING,
+    limits: FieldLimits = DEFAULT_LIMITS,
+) -> tuple[list[Row], list[tuple[int, str]]]:
+    """The file's valid tickets with their labels, and the bad rows as ``(line, reason)``.
+
+    Ids are the file's, else ``<stem>-<record>`` as ``ticketflow produce`` makes them."""
+    # The producer's reader: the same ids and line numbers as `ticketflow produce` reports.
+    from ticketflow.adapters.kafka.clients import iter_file_events
+
+    rows: list[Row] = []
+    bad: list[tuple[int, str]] = []
+    context = {"limits": limits}
+    try:
+        events = list(iter_file_events(path, mapping))
+    except (OSError, ValueError) as exc:
+        raise BackfillError(f"cannot read {path}: {exc}") from exc
+    for line, event, error in events:
+        if event is None:
+            bad.append((line, error or "unreadable row"))
+            continue
+        try:
+            ticket = Ticket.model_validate(event, context=context)
+        except ValidationError as exc:
+            bad.append((line, _validation_reason(exc)))
+            continue
+        labels = {t: label for t in targets if (label := _label(event.get(t))) is not None}
+        rows.append(Row(line, ticket, labels))
+    return rows, bad
+
+
+def backfill(
+    path: Path,
+    *,
+    pipeline: LabelingPipeline,
+    store: ChromaVectorStore,
+    model_version: str,
+    targets: Sequence[str] | None = None,
+    mapping: ColumnMapping = DEFAULT_MAPPING,
+    limits: FieldLimits = DEFAULT_LIMITS,
+    batch_size: int = DEFAULT_BATCH,
+    document: str = "none",
+    review_threshold: float = 0.6,
+    force: bool = False,
+    progress: bool = True,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackfillReport:
+    """Label and store every valid row of ``path``; see the module docstring.
+
+    ``targets``: the file's label columns to import (default: the model's targets).
+    ``document``: the worker's ``CHROMA_DOCUMENT`` policy (none, redacted, full).
+    ``force``: write rows already stored by this model version too.
+    """
+    if batch_size < 1:
+        raise BackfillError(f"batch size must be at least 1, not {batch_size}")
+    started = time.perf_counter()
+    targets = list(targets or pipeline.classifier.targets)
+    rows, bad = read_rows(path, targets=targets, mapping=mapping, limits=limits)
+    report = BackfillReport(path=path, model_version=model_version, bad=bad)
+    report.rows = len(rows) + len(bad)
+    for line, reason in bad[:10]:
+        logger.warning("%s:%d: skipped: %s", path, line, reason)
+    if not any(row.labels for row in rows) and rows:
+        logger.warning(
+            "%s: no row has a label in %s: nothing is imported, the model's labels are stored",
+            path,
+            targets,
+        )
+    # The last row of an id wins, as the last event of a key does in the worker.
+    last = {row.ticket.ticket_id: i for i, row in enumerate(rows)}
+    report.duplicates = len(rows) - len(last)
+    unique = [rows[i] for i in sorted(last.values())]
+    thresholds = pipeline.review_thresholds(review_threshold)
+    # disable=None: tqdm draws its bar only when stderr is a terminal; the summary is logged.
+    bar = tqdm(
+        total=len(unique),
+        desc=f"backfill {path.name}",
+        unit="ticket",
+        disable=True if not progress else None,
+    )
+    try:
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start : start + batch_size]
+            stored = store.records([row.ticket.ticket_id for row in chunk])
+            todo = [
+                row
+                for row in chunk
+                if force or not _unchanged(stored.get(row.ticket.ticket_id), row, model_version)
+            ]
+            report.unchanged += len(chunk) - len(todo)
+            if todo:
+                _write(
+                    todo,
+                    stored,
+                    pipeline=pipeline,
+                    store=store,
+                    model_version=model_version,
+                    thresholds=thresholds,
+                    document=document,
+                    source=path.name,
+                    now=clock(),
+                    report=report,
+                )
+            bar.update(len(chunk))
+            bar.set_postfix_str(
+                f"wrote {report.written}, unchanged {report.unchanged}", refresh=False
+            )
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - started
+    logger.info("backfill %s", report.summary())
+    return report
+
+
+def _write(
+    rows: Sequence[Row],
+    stored: Mapping[str, StoredRecord],
+    *,
+    pipeline: LabelingPipeline,
+    store: ChromaVectorStore,
+    model_version: str,
+    thresholds: Mapping[str, float],
+    document: str,
+    source: str,
+    now: datetime,
+    report: BackfillReport,
+) -> None:
+    tickets = [row.ticket for row in rows]
+    begun = time.perf_counter()
+    try:
+        result = pipeline.run(tickets)
+    except Exception:  # one poisonous ticket must not stop the file: find it alone
+        logger.warning("a batch failed; labelling its %d tickets one at a time", len(tickets))
+        result, failures = pipeline.run_each(tickets)
+        for index, exc in failures:
+            report.bad.append((rows[index].line, f"labelling failed: {type(exc).__name__}: {exc}"))
+    report.embed_seconds += time.perf_counter() - begun
+    if not result.indices:
+        return
+    ids: list[str] = []
+    metadatas: list[layout.Metadata] = []
+    texts: list[str] = []
+    for position, index in enumerate(result.indices):
+        row = rows[index]
+        labeled = labeled_record(
+            row,
+            result.predictions[position],
+            model_version=model_version,
+            vector_model=pipeline.vector_model,
+            thresholds=thresholds,
+            gate=pipeline.review_gate(),
+            source=source,
+            now=now,
+        )
+        current = stored.get(row.ticket.ticket_id)
+        metadatas.append(
+            layout.imported_metadata(
+                labeled,
+                row.labels,
+                current.metadata if current else None,
+                source=source,
+                imported_at=now.timestamp(),
+            )
+        )
+        ids.append(row.ticket.ticket_id)
+        texts.append(result.texts[position])
+        report.with_labels += bool(row.labels)
+    store.upsert(ids, result.vectors, metadatas, _documents(texts, document))
+    report.written += len(ids)
+
+
+def labeled_record(
+    row: Row,
+    predictions: Mapping[str, Prediction],
+    *,
+    model_version: str,
+    vector_model: str,
+    thresholds: Mapping[str, float],
+    gate: Sequence[str],
+    source: str,
+    now: datetime,
+) -> LabeledTicket:
+    """What the worker would have published for this ticket; its position is the file's line
+    (topic ``file:<name>``, partition 0)."""
+    flags = target_review(predictions, thresholds)
+    return LabeledTicket(
+        ticket_id=row.ticket.ticket_id,
+        predictions={
+            target: TargetPrediction(
+                label=p.label,
+                probability=p.probability,
+                top=[LabelScore(label=label, probability=prob) for label, prob in p.top],
+                needs_review=flags[target],
+                review_threshold=thresholds[target],
+            )
+            for target, p in predictions.items()
+        },
+        needs_review=needs_review(predictions, thresholds, gate),
+        review_gate=list(gate),
+        model_version=model_version,
+        embedding_model=vector_model,
+        event_time=row.ticket.created_at,
+        processed_time=now,
+        source=SourcePosition(topic=f"file:{source}", partition=0, offset=row.line),
+    )
+
+
+def _unchanged(record: StoredRecord | None, row: Row, model_version: str) -> bool:
+    if record is None or record.metadata.get("model_version") != model_version:
+        return False
+    return all(layout.imported_label(record.metadata, t) == v for t, v in row.labels.items())
+
+
+def _documents(texts: list[str], policy: str) -> list[str] | None:
+    if policy == "full":
+        return texts
+    if policy == "redacted":
+        return [redact(text) for text in texts]
+    return None
+
+
+def _label(value: Any) -> str | None:
+    value = clean_value(value)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "invalid ticket: " + "; ".join(parts)

@@ -1,0 +1,248 @@
+"""Backfill: a historical file into the embedded vector store, as the worker stores tickets;
+resumable, idempotent, human corrections kept, imported labels learnt from by retrain."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import HashingEncoder
+from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.batch.backfill import BackfillError, BackfillReport, backfill, read_rows
+from ticketflow.batch.retrain import RetrainPolicy, read_store, select
+from ticketflow.batch.train import train
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.datasets import ColumnMapping, load_labeled
+from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.schemas import LabelFeedback
+from ticketflow.schemas import store as layout
+
+pytestmark = pytest.mark.unit
+
+FIELDS = ["subject", "body", "tags", "queue", "priority", "language"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabelingPipeline, str]:
+    """A hybrid model for queue and priority trained on generated tickets, as a pipeline."""
+    root = tmp_path_factory.mktemp("model")
+    path = root / "train.jsonl"
+    path.write_text("\n".join(json.dumps(t) for t in generate_tickets(300, seed=1)) + "\n")
+    registry = ModelRegistry(root / "registry")
+    encoder = HashingEncoder()
+    result = train(
+        load_labeled(path, targets=["queue", "priority"], progress=False),
+        encoder=encoder,
+        registry=registry,
+        max_text_chars=1000,
+        progress=False,
+    )
+    loaded = registry.load(expect_embedding_model=encoder.name, expect_dimension=256)
+    return LabelingPipeline(encoder, loaded.classifier, max_text_chars=1000), result.version
+
+
+def history_csv(path: Path, n: int = 120, *, bad: bool = True) -> Path:
+    """A help desk's export: no ticket_id column, tags as one string, some rows unusable."""
+    rows: list[dict[str, Any]] = [
+        {**{k: t.get(k) for k in FIELDS}, "tags": "|".join(t["tags"])}
+        for t in generate_tickets(n, seed=9)
+    ]
+    if bad:
+        rows[3] = {**rows[3], "subject": "", "body": ""}  # no text
+        rows[7] = {**rows[7], "tags": "x" * 500}  # over the tag limit
+        rows[10] = {**rows[10], "queue": ""}  # no label: stored with the model's only
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def open_store(tmp_path: Path, pipeline: LabelingPipeline) -> ChromaVectorStore:
+    return ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=pipeline.vector_model,
+        dimension=pipeline.dimension,
+    )
+
+
+def run(
+    path: Path, store: ChromaVectorStore, model: tuple[LabelingPipeline, str], **kw: Any
+) -> BackfillReport:
+    pipeline, version = model
+    return backfill(
+        path, pipeline=pipeline, store=store, model_version=version, progress=False, **kw
+    )
+
+
+def test_backfill_stores_the_worker_layout_with_imported_labels(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    path = history_csv(tmp_path / "history.csv")
+    store = open_store(tmp_path, model[0])
+    report = run(path, store, model, batch_size=32, document="redacted")
+
+    # Line numbers as `ticketflow produce` reports them: the header is line 1.
+    assert [line for line, _ in report.bad] == [5, 9]
+    assert "subject and body are both empty" in report.bad[0][1]
+    assert "tags" in report.bad[1][1]
+    assert report.rows == 120 and report.written == 118 == store.count()
+    assert report.with_labels == 118  # row 11 still has its priority
+    assert report.tickets_per_s > 0
+
+    records = store.records(["history-1", "history-11"], vectors=True, documents=True)
+    first = records["history-1"].metadata
+    assert first["model_version"] == model[1]
+    assert layout.label_source(first) is layout.LabelSource.IMPORTED
+    assert layout.imported_label(first, "queue") == first["queue"]
+    assert layout.known_label(first, "queue") == first["queue"]
+    predicted = layout.model_label(first, "queue")
+    assert predicted is not None and predicted[0] == first["queue_predicted"]
+    assert first[layout.IMPORT_SOURCE] == "history.csv"
+    assert records["history-1"].document  # CHROMA_DOCUMENT=redacted keeps the model text
+    vector = records["history-1"].vector
+    assert vector is not None and vector.shape == (256,)
+    # Without a queue in the file the model's queue is the current one; priority is imported.
+    eleventh = records["history-11"].metadata
+    assert layout.imported_label(eleventh, "queue") is None
+    assert layout.imported_label(eleventh, "priority") is not None
+    assert "queue_predicted" not in eleventh
+
+
+def test_rerun_is_idempotent_and_resumes_after_a_crash(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    path = history_csv(tmp_path / "history.csv", bad=False)
+    store = open_store(tmp_path, model[0])
+    assert run(path, store, model).written == 120
+
+    again = run(path, store, model)
+    assert (again.written, again.unchanged) == (0, 120)
+
+    # A crash after some batches: the records of the last ones never reached the store.
+    store.collection.delete(ids=[f"history-{n}" for n in range(90, 121)])
+    resumed = run(path, store, model, batch_size=16)
+    assert (resumed.written, resumed.unchanged) == (31, 89)
+    assert store.count() == 120
+
+    forced = run(path, store, model, force=True)
+    assert forced.written == 120 and store.count() == 120
+
+
+def test_a_persons_correction_is_never_overwritten(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    path = history_csv(tmp_path / "history.csv", n=20, bad=False)
+    store = open_store(tmp_path, model[0])
+    run(path, store, model)
+    record = store.records(["history-2"])["history-2"].metadata
+    fix = LabelFeedback(ticket_id="history-2", labels={"queue": "Escalations"}, corrected_by="ann")
+    store.collection.update(ids=["history-2"], metadatas=[layout.correction_metadata(fix, record)])
+
+    run(path, store, model, force=True)
+    after = store.records(["history-2"])["history-2"].metadata
+    assert after["queue"] == "Escalations" == layout.known_label(after, "queue")
+    assert layout.label_source(after) is layout.LabelSource.HUMAN
+    assert after["feedback_by"] == "ann"
+    assert layout.imported_label(after, "queue") == record["imported_queue"]
+
+
+def test_duplicate_ids_and_mapped_columns(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    rows = generate_tickets(6, seed=3)
+    rows[4]["ticket_id"] = rows[1]["ticket_id"]  # the later row wins
+    path = tmp_path / "export.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps({"id": r["ticket_id"], "text": r["body"], "team": r["queue"]}) for r in rows
+        )
+        + "\nnot json\n"
+    )
+    store = open_store(tmp_path, model[0])
+    report = run(
+        path,
+        store,
+        model,
+        targets=["team"],
+        mapping=ColumnMapping.parse(["ticket_id=id", "body=text"]),
+    )
+    assert report.duplicates == 1 and report.written == 5
+    assert report.bad[0][0] == 7 and "invalid JSON" in report.bad[0][1]
+    kept = store.records([rows[1]["ticket_id"]])[rows[1]["ticket_id"]].metadata
+    # "team" is no target of the model: imported, but the queue stays the model's.
+    assert layout.imported_label(kept, "team") == rows[4]["queue"]
+    assert layout.label_source(kept) is layout.LabelSource.IMPORTED
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(BackfillError, match="unknown suffix"):
+        read_rows(tmp_path / "tickets.xlsx", targets=["queue"])
+
+
+def test_retrain_learns_from_and_holds_out_imported_labels(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    path = history_csv(tmp_path / "history.csv", n=200, bad=False)
+    store = open_store(tmp_path, model[0])
+    run(path, store, model, document="redacted")
+    stored = read_store(store.collection)
+    policy = replace(RetrainPolicy(), use_predicted=False)
+    selection = select(stored, ["queue"], policy, needs_text=True)
+    assert selection.counts["held out (human)"] == len(selection.held_out["queue"]) > 0
+    assert selection.counts["train (imported labels)"] == len(selection.train_rows)
+    assert len(selection.train_rows) + len(selection.held_out["queue"]) == 200
+    truth = {f"history-{n}": t["queue"] for n, t in enumerate(generate_tickets(200, seed=9), 1)}
+    for row, label in selection.held_out["queue"]:
+        assert truth[stored.ids[row]] == label
+
+
+def test_imported_metadata_precedence() -> None:
+    from ticketflow.schemas import LabeledTicket, LabelScore, SourcePosition, TargetPrediction
+
+    def prediction(label: str) -> TargetPrediction:
+        return TargetPrediction(
+            label=label,
+            probability=0.7,
+            top=[LabelScore(label=label, probability=0.7)],
+            needs_review=False,
+            review_threshold=0.5,
+        )
+
+    labeled = LabeledTicket(
+        ticket_id="a",
+        predictions={"queue": prediction("Billing"), "priority": prediction("low")},
+        needs_review=False,
+        review_gate=["queue"],
+        model_version="v2",
+        embedding_model="m",
+        event_time=None,
+        processed_time=datetime.now(UTC),
+        source=SourcePosition(topic="file:x.csv", partition=0, offset=2),
+    )
+    plain = layout.imported_metadata(labeled, {}, None, source="x.csv", imported_at=1.0)
+    assert plain == layout.labeled_metadata(labeled)  # nothing imported: the worker's record
+
+    first = layout.imported_metadata(
+        labeled, {"queue": "Refunds"}, None, source="x.csv", imported_at=1.0
+    )
+    assert first["queue"] == "Refunds" and first["queue_predicted"] == "Billing"
+    assert first["priority"] == "low" and "priority_predicted" not in first
+    assert layout.model_label(first, "queue") == ("Billing", 0.7)
+
+    # A later file without labels keeps the earlier import; a person's label wins over both.
+    corrected = {**first, "human_priority": "high", "priority": "high", "label_source": "human"}
+    again = layout.imported_metadata(labeled, {}, corrected, source="y.csv", imported_at=2.0)
+    assert again["queue"] == "Refunds" and again[layout.IMPORT_SOURCE] == "x.csv"
+    assert again["priority"] == "high" and again["priority_predicted"] == "low"
+    assert layout.label_source(again) is layout.LabelSource.HUMAN
+    assert layout.known_label(again, "priority") == "high"
+    assert layout.known_label(again, "queue") == "Refunds"
