@@ -1,4 +1,4 @@
-"""The backfill and similar commands: arguments, and a parser that stays cheap."""
+"""The backfill, similar and serve commands: arguments, and a parser that stays cheap."""
 
 import subprocess
 import sys
@@ -41,6 +41,11 @@ def test_where_pairs() -> None:
     }
     with pytest.raises(ValueError, match="TARGET=LABEL"):
         parse_where(["queue"])
+
+
+def test_serve_arguments() -> None:
+    args = build_parser().parse_args(["serve", "--port", "9000"])
+    assert (args.port, args.host, args.max_tickets) == (9000, None, 256)
 
 
 def test_building_the_parser_imports_no_web_or_store_library() -> None:

@@ -7,9 +7,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 _TAG_COLUMN = re.compile(r"^tag_(\d+)$")
+
+# Deeply nested JSON is a cheap way to make a parser recurse; nothing legitimate nests this far.
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -135,3 +146,29 @@ class Ticket(BaseModel):
     @property
     def extra_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (objects and arrays), counted up to just past ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def validation_reason(error: ValidationError) -> str:
+    """A ticket's validation errors in one readable line (the first five)."""
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "ticket"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

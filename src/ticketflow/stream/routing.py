@@ -6,16 +6,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
 from ticketflow.schemas import DeadLetter, DeadLetterReason, FieldLimits, Ticket
+from ticketflow.schemas.ticket import MAX_JSON_DEPTH, json_depth, validation_reason
 
 logger = logging.getLogger(__name__)
-
-# Deeply nested JSON is a cheap way to make a parser recurse; nothing legitimate nests this far.
-MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -32,30 +29,6 @@ class Rejected:
     error_type: DeadLetterReason
     reason: str
     ticket_id: str | None = None
-
-
-def _depth(value: Any, limit: int) -> int:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return deepest
-
-
-def _validation_reason(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "ticket"
-        parts.append(f"{where}: {item['msg']}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> Ticket | Rejected:
@@ -81,7 +54,7 @@ def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> 
         )
     ticket_id = data.get("ticket_id")
     readable_id = ticket_id if isinstance(ticket_id, str) and ticket_id.strip() else None
-    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         return Rejected(
             DeadLetterReason.VALIDATION_ERROR,
             f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
@@ -90,7 +63,7 @@ def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> 
     try:
         return Ticket.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
-        return Rejected(DeadLetterReason.VALIDATION_ERROR, _validation_reason(exc), readable_id)
+        return Rejected(DeadLetterReason.VALIDATION_ERROR, validation_reason(exc), readable_id)
 
 
 def dead_letter(

@@ -1,0 +1,406 @@
+"""The HTTP API (``ticketflow serve``): classify tickets and find similar ones.
+
+- ``POST /v1/classify``: one ticket (a JSON object of the ``tickets`` topic's schema) or a list
+  of them -> the predictions ``labeled-tickets`` would carry (labels, probabilities, review
+  flags, model version). Nothing is published or stored.
+- ``POST /v1/similar``: ``{"ticket_id": ...}`` of a stored ticket, or a ticket's fields, plus
+  optional ``k`` and ``where`` ({target: label}) -> ``{"results": [...]}``, nearest first.
+- ``GET /healthz`` (the process answers), ``/readyz`` (a model is served and the vector store
+  answers), ``/metrics`` (Prometheus: requests and latency per route, the served model).
+
+A request the stream would dead-letter is refused here with 422 and the dead letter's reason
+and error type (the same limits, :mod:`ticketflow.schemas.ticket`); bad input never gets a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as render_metrics
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ticketflow.adapters.store import ChromaVectorStore
+from ticketflow.models.classifier import Prediction, needs_review, target_review
+from ticketflow.schemas import DEFAULT_LIMITS, DeadLetterReason, FieldLimits, Ticket
+from ticketflow.schemas.ticket import MAX_JSON_DEPTH, json_depth, validation_reason
+from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
+from ticketflow.serve.similar import (
+    MAX_K,
+    UnknownTicketError,
+    similar_to_id,
+    similar_to_tickets,
+)
+
+logger = logging.getLogger(__name__)
+
+QUERY_ID = "query"  # the id of a /v1/similar ticket sent without one
+SIMILAR_KEYS = ("k", "where")
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What a request may hold: the stream's ticket limits and event size (KAFKA_MAX_MESSAGE_
+    BYTES, per ticket), and how many tickets one classify request may carry."""
+
+    fields: FieldLimits = DEFAULT_LIMITS
+    max_ticket_bytes: int = 1_000_000
+    max_tickets: int = 256
+    review_threshold: float = 0.6  # REVIEW_THRESHOLD: targets without a cut of their own
+
+
+class BadInput(Exception):  # noqa: N818 (a refusal, answered 422, not an error of ours)
+    def __init__(
+        self,
+        error_type: DeadLetterReason,
+        reason: str,
+        *,
+        index: int | None = None,
+        ticket_id: str | None = None,
+        status: int = 422,
+    ) -> None:
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+        self.index = index
+        self.ticket_id = ticket_id
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"error_type": self.error_type.value, "reason": self.reason}
+        if self.index is not None:
+            detail["index"] = self.index
+        if self.ticket_id is not None:
+            detail["ticket_id"] = self.ticket_id
+        return {"detail": detail}
+
+
+class ServeMetrics:
+    """Every metric of the API, on one registry (tests give each app its own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "ticketflow_http_requests_total",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ticketflow_http_request_seconds",
+            "HTTP request latency by route (seconds)",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.tickets = Counter(
+            "ticketflow_http_tickets_total",
+            "Tickets classified or searched for, by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "ticketflow_serve_model_info",
+            "The served model version (value 1)",
+            ["version", "vector_model"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "ticketflow_serve_model_reloads_total",
+            "Hot reloads of the registry's current model, by result (ok, refused)",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def set_model(self, served: Served) -> None:
+        self.model.clear()
+        self.model.labels(served.version, served.pipeline.vector_model).set(1)
+
+
+def decode_json(raw: bytes, *, max_bytes: int) -> Any:
+    """Bytes -> JSON value, refused as the stream refuses an event (size, UTF-8, JSON, depth)."""
+    if len(raw) > max_bytes:
+        raise BadInput(
+            DeadLetterReason.MESSAGE_TOO_LARGE,
+            f"request has {len(raw)} bytes, limit is {max_bytes}",
+            status=413,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(DeadLetterReason.NOT_UTF8, f"value is not valid UTF-8: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BadInput(DeadLetterReason.INVALID_JSON, f"invalid JSON: {exc}") from exc
+    # A list of tickets nests one level deeper than a ticket.
+    if json_depth(data, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH + isinstance(data, list):
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )
+    return data
+
+
+def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None) -> Ticket:
+    if not isinstance(data, dict):
+        raise BadInput(
+            DeadLetterReason.NOT_AN_OBJECT,
+            f"expected a JSON object, got {type(data).__name__}",
+            index=index,
+        )
+    ticket_id = data.get("ticket_id")
+    readable = ticket_id if isinstance(ticket_id, str) and ticket_id.strip() else None
+    try:
+        return Ticket.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR,
+            validation_reason(exc),
+            index=index,
+            ticket_id=readable,
+        ) from exc
+
+
+def classified(
+    ticket: Ticket,
+    predictions: Mapping[str, Prediction],
+    served: Served,
+    thresholds: Mapping[str, float],
+    gate: Sequence[str],
+) -> dict[str, Any]:
+    """One ticket's answer: the fields of a ``labeled-tickets`` record, without its source
+    position (nothing was read from Kafka)."""
+    flags = target_review(predictions, thresholds)
+    return {
+        "ticket_id": ticket.ticket_id,
+        "predictions": {
+            target: {
+                "label": p.label,
+                "probability": p.probability,
+                "top": [{"label": label, "probability": prob} for label, prob in p.top],
+                "needs_review": flags[target],
+                "review_threshold": thresholds[target],
+            }
+            for target, p in predictions.items()
+        },
+        "needs_review": needs_review(predictions, thresholds, gate),
+        "review_gate": list(gate),
+        "model_version": served.version,
+        "embedding_model": served.pipeline.encoder.name,
+        "event_time": ticket.created_at.isoformat() if ticket.created_at else None,
+        "processed_time": datetime.now(UTC).isoformat(),
+    }
+
+
+def create_app(
+    holder: ModelHolder,
+    store: ChromaVectorStore,
+    *,
+    limits: ServeLimits | None = None,
+    poller: RegistryPoller | None = None,
+    metrics: ServeMetrics | None = None,
+) -> FastAPI:
+    """The API over the served model in ``holder`` and the vector store ``store``.
+
+    ``poller``: started and stopped with the app (hot reload); its results are counted.
+    """
+    limits = limits or ServeLimits()
+    metrics = metrics or ServeMetrics()
+    metrics.set_model(holder.current)
+    if poller is not None:
+        report = poller.on_result
+
+        def counted(result: str) -> None:
+            metrics.reloads.labels(result=result).inc()
+            if result == "ok":
+                metrics.set_model(holder.current)
+            report(result)
+
+        poller.on_result = counted
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if poller is not None:
+            poller.start()
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.stop()
+
+    app = FastAPI(
+        title="ticketflow",
+        summary="Classify support tickets and find similar ones.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.url.path)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+        route = request.scope.get("route")
+        # The route's template, never the raw path: unknown paths must not grow the series.
+        name = getattr(route, "path", None) or "unmatched"
+        metrics.requests.labels(name, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(BadInput)
+    async def refused(_request: Request, exc: BadInput) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        served = holder.current
+        try:
+            stored = await run_in_threadpool(store.count)
+        except Exception as exc:  # any client error: not ready, and say why
+            return JSONResponse(
+                {"status": "unavailable", "reason": f"vector store: {exc}"}, status_code=503
+            )
+        return JSONResponse({"status": "ready", "model_version": served.version, "stored": stored})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(render_metrics(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/classify")
+    async def classify(request: Request) -> JSONResponse:
+        raw = await request.body()
+        data = decode_json(raw, max_bytes=limits.max_ticket_bytes * limits.max_tickets)
+        single = not isinstance(data, list)
+        if single and len(raw) > limits.max_ticket_bytes:
+            raise BadInput(
+                DeadLetterReason.MESSAGE_TOO_LARGE,
+                f"request has {len(raw)} bytes, limit is {limits.max_ticket_bytes}",
+                status=413,
+            )
+        items = [data] if single else data
+        if len(items) > limits.max_tickets:
+            raise BadInput(
+                DeadLetterReason.VALIDATION_ERROR,
+                f"{len(items)} tickets, limit is {limits.max_tickets} per request",
+            )
+        if not items:
+            return JSONResponse([])
+        tickets = [
+            validate_ticket(item, limits.fields, index=None if single else i)
+            for i, item in enumerate(items)
+        ]
+        metrics.tickets.labels("/v1/classify").inc(len(tickets))
+        answers = await run_in_threadpool(_classify, holder, tickets, limits.review_threshold)
+        return JSONResponse(answers[0] if single else answers)
+
+    @app.post("/v1/similar")
+    async def similar(request: Request) -> JSONResponse:
+        data = decode_json(await request.body(), max_bytes=limits.max_ticket_bytes)
+        if not isinstance(data, dict):
+            raise BadInput(
+                DeadLetterReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}"
+            )
+        k, where = _similar_options(data)
+        fields = {key: value for key, value in data.items() if key not in SIMILAR_KEYS}
+        metrics.tickets.labels("/v1/similar").inc()
+        if set(fields) <= {"ticket_id"}:
+            ticket_id = fields.get("ticket_id")
+            if not isinstance(ticket_id, str) or not ticket_id.strip():
+                raise BadInput(
+                    DeadLetterReason.VALIDATION_ERROR,
+                    "give a stored ticket's ticket_id, or a ticket's subject or body",
+                )
+            found = await run_in_threadpool(_similar_to_id, holder, store, ticket_id, k, where)
+        else:
+            has_id = bool(fields.get("ticket_id"))
+            ticket = validate_ticket({"ticket_id": QUERY_ID, **fields}, limits.fields)
+            found = await run_in_threadpool(
+                _similar_to_ticket, holder, store, ticket, k, where, has_id
+            )
+        return JSONResponse({"results": found})
+
+    return app
+
+
+def _similar_options(data: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
+    k = data.get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR, f"k: must be an integer from 1 to {MAX_K}"
+        )
+    where = data.get("where") or {}
+    if not isinstance(where, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in where.items()
+    ):
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR, 'where: must map targets to labels, {"queue": "…"}'
+        )
+    return k, where
+
+
+def _classify(
+    holder: ModelHolder, tickets: Sequence[Ticket], default_threshold: float
+) -> list[dict[str, Any]]:
+    served = holder.current  # one model for the whole request, even across a swap
+    pipeline = served.pipeline
+    thresholds = pipeline.review_thresholds(default_threshold)
+    gate = pipeline.review_gate()
+    with holder.lock:
+        result = pipeline.run(tickets)
+    return [
+        classified(tickets[index], predictions, served, thresholds, gate)
+        for index, predictions in zip(result.indices, result.predictions, strict=True)
+    ]
+
+
+def _similar_to_id(
+    holder: ModelHolder,
+    store: ChromaVectorStore,
+    ticket_id: str,
+    k: int,
+    where: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    targets = holder.current.pipeline.classifier.targets
+    try:
+        found = similar_to_id(store, ticket_id, k=k, targets=targets, where=where)
+    except UnknownTicketError as exc:
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR, str(exc), ticket_id=ticket_id, status=404
+        ) from exc
+    return [n.as_dict() for n in found]
+
+
+def _similar_to_ticket(
+    holder: ModelHolder,
+    store: ChromaVectorStore,
+    ticket: Ticket,
+    k: int,
+    where: Mapping[str, str],
+    exclude_self: bool,
+) -> list[dict[str, Any]]:
+    served = holder.current
+    with holder.lock:
+        found = similar_to_tickets(
+            store, served.pipeline, [ticket], k=k, where=where, exclude_self=exclude_self
+        )[0]
+    return [n.as_dict() for n in found]

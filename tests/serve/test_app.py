@@ -1,0 +1,220 @@
+"""The HTTP API on a model trained with a cheap real encoder and an embedded ChromaDB:
+classify, similar, refusals with the dead letters' reasons, health, metrics, hot reload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import HashingEncoder
+from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.batch.backfill import backfill
+from ticketflow.batch.train import train
+from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.datasets import load_labeled
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.serving import ServingEncoders, make_pipeline
+from ticketflow.schemas import FieldLimits
+from ticketflow.serve.app import ServeLimits, create_app
+from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
+from ticketflow.stream.routing import Rejected, decode_ticket
+
+pytestmark = pytest.mark.unit
+
+LIMITS = FieldLimits(max_subject_chars=200, max_tags=6)
+
+
+@dataclass
+class World:
+    client: TestClient
+    registry: ModelRegistry
+    holder: ModelHolder
+    poller: RegistryPoller
+    version: str
+    data: Path
+
+
+def _train(registry: ModelRegistry, data: Path, **kw: Any) -> str:
+    return train(
+        load_labeled(data, targets=["queue", "priority"], progress=False),
+        encoder=HashingEncoder(),
+        registry=registry,
+        max_text_chars=1000,
+        progress=False,
+        **kw,
+    ).version
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("serve")
+    data = root / "tickets.jsonl"
+    data.write_text("\n".join(json.dumps(t) for t in generate_tickets(300, seed=1)) + "\n")
+    registry = ModelRegistry(root / "registry")
+    version = _train(registry, data)
+    encoders = ServingEncoders(HashingEncoder(), registry_dir=registry.root)
+    model = registry.load(version)
+    pipeline = make_pipeline(encoders, model)
+    store = ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=root / "chroma"),
+        "tickets",
+        embedding_model=pipeline.vector_model,
+        dimension=pipeline.dimension,
+    )
+    backfill(
+        data, pipeline=pipeline, store=store, model_version=version, document="full", progress=False
+    )
+    holder = ModelHolder(Served(model, pipeline))
+    poller = RegistryPoller(holder, registry, encoders, poll_s=0)
+    app = create_app(
+        holder,
+        store,
+        limits=ServeLimits(fields=LIMITS, max_ticket_bytes=4_000, max_tickets=5),
+        poller=poller,
+    )
+    with TestClient(app) as client:
+        yield World(client, registry, holder, poller, version, data)
+
+
+def ticket(**changes: Any) -> dict[str, Any]:
+    base = {"ticket_id": "new-1", "subject": "Refund missing", "body": "Where is my refund?"}
+    return {**base, **changes}
+
+
+def test_classify_one_ticket_or_a_list(world: World) -> None:
+    one = world.client.post("/v1/classify", json=ticket())
+    assert one.status_code == 200
+    body = one.json()
+    assert body["ticket_id"] == "new-1" and body["model_version"] == world.version
+    assert set(body["predictions"]) == {"queue", "priority"}
+    queue = body["predictions"]["queue"]
+    assert 0 <= queue["probability"] <= 1 and queue["top"][0]["label"] == queue["label"]
+    assert isinstance(body["needs_review"], bool) and "needs_review" in queue
+
+    many = world.client.post("/v1/classify", json=[ticket(ticket_id=f"n{i}") for i in range(3)])
+    assert many.status_code == 200
+    assert [r["ticket_id"] for r in many.json()] == ["n0", "n1", "n2"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe", "not_utf8"),
+        (b"42", "not_an_object"),
+        (json.dumps(ticket(subject="x" * 250)).encode(), "validation_error"),
+        (json.dumps(ticket(subject="", body="")).encode(), "validation_error"),
+        (json.dumps(ticket(tags=list("abcdefg"))).encode(), "validation_error"),
+        (json.dumps({"subject": "no id"}).encode(), "validation_error"),
+        (
+            json.dumps(
+                ticket(extra=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]])
+            ).encode(),
+            "validation_error",
+        ),
+    ],
+)
+def test_bad_input_is_refused_with_the_dead_letter_reason(
+    world: World, payload: bytes, error_type: str
+) -> None:
+    response = world.client.post(
+        "/v1/classify", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail["error_type"] == error_type
+    # The same reason the stream's dead letter would carry.
+    rejected = decode_ticket(payload, limits=LIMITS, max_bytes=4_000)
+    assert isinstance(rejected, Rejected)
+    assert rejected.error_type.value == error_type
+    assert detail["reason"] == rejected.reason
+
+
+def test_lists_name_the_bad_ticket_and_sizes_are_limited(world: World) -> None:
+    bad = world.client.post("/v1/classify", json=[ticket(), ticket(subject="y" * 250)])
+    assert bad.status_code == 422 and bad.json()["detail"]["index"] == 1
+    assert bad.json()["detail"]["ticket_id"] == "new-1"
+    assert world.client.post("/v1/classify", json=[ticket()] * 6).status_code == 422
+    big = world.client.post("/v1/classify", json=ticket(body="z" * 5_000))
+    assert big.status_code == 413 and big.json()["detail"]["error_type"] == "message_too_large"
+
+
+def test_similar_by_stored_id_and_by_text(world: World) -> None:
+    first = next(t for t in generate_tickets(300, seed=1) if t["subject"])
+    by_id = world.client.post("/v1/similar", json={"ticket_id": first["ticket_id"], "k": 3})
+    assert by_id.status_code == 200
+    results = by_id.json()["results"]
+    assert len(results) == 3 and first["ticket_id"] not in [r["ticket_id"] for r in results]
+    assert results[0]["distance"] <= results[-1]["distance"]
+    assert results[0]["label_source"] == "imported" and set(results[0]["labels"]) >= {"queue"}
+    assert "subject" in results[0] or results[0]["ticket_id"]  # documents are kept here
+
+    fields = {"subject": first["subject"], "body": first["body"], "tags": first["tags"]}
+    by_text = world.client.post("/v1/similar", json={**fields, "k": 5})
+    assert by_text.status_code == 200
+    assert by_text.json()["results"][0]["ticket_id"] == first["ticket_id"]
+    assert by_text.json()["results"][0]["distance"] < 1e-3
+
+    queue = first["queue"]
+    filtered = world.client.post(
+        "/v1/similar", json={**fields, "k": 5, "where": {"queue": queue}}
+    ).json()["results"]
+    assert filtered and all(r["labels"]["queue"] == queue for r in filtered)
+
+
+def test_similar_refusals(world: World) -> None:
+    client = world.client
+    assert client.post("/v1/similar", json={"ticket_id": "nope"}).status_code == 404
+    assert client.post("/v1/similar", json={"k": 3}).status_code == 422
+    assert client.post("/v1/similar", json={"ticket_id": "x", "k": 0}).status_code == 422
+    assert client.post("/v1/similar", json={"body": "x", "where": ["q"]}).status_code == 422
+    assert client.post("/v1/similar", json=[1]).json()["detail"]["error_type"] == "not_an_object"
+    assert client.post("/v1/similar", content=b"{").status_code == 422
+
+
+def test_health_readiness_and_metrics(world: World) -> None:
+    assert world.client.get("/healthz").json() == {"status": "ok"}
+    ready = world.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["stored"] == 300
+    world.client.post("/v1/classify", json=ticket())
+    world.client.get("/no/such/path")
+    text = world.client.get("/metrics").text
+    assert 'ticketflow_http_requests_total{method="POST",route="/v1/classify",status="200"}' in text
+    assert 'ticketflow_http_request_seconds_count{route="/v1/classify"}' in text
+    assert 'route="unmatched"' in text and "/no/such/path" not in text
+    assert (
+        f'ticketflow_serve_model_info{{vector_model="test/hashing",version="{world.version}"}}'
+        in text
+    )
+
+
+def test_a_promoted_model_is_swapped_in_and_a_wrong_one_refused(world: World) -> None:
+    old = world.holder.current.version
+    newer = _train(world.registry, world.data, seed=3)
+    assert world.poller.check()
+    assert world.holder.current.version == newer != old
+    answer = world.client.post("/v1/classify", json=ticket()).json()
+    assert answer["model_version"] == newer
+    text = world.client.get("/metrics").text
+    assert 'ticketflow_serve_model_reloads_total{result="ok"} 1.0' in text
+
+    # A model of another encoder cannot run on these encoders: refused, the old one serves.
+    other = train(
+        load_labeled(world.data, targets=["queue"], progress=False),
+        encoder=HashingEncoder(dimension=128, name="test/other"),
+        registry=world.registry,
+        max_text_chars=1000,
+        progress=False,
+    ).version
+    assert world.registry.current_version() == other
+    assert not world.poller.check()
+    assert world.holder.current.version == newer
+    assert 'ticketflow_serve_model_reloads_total{result="refused"} 1.0' in (
+        world.client.get("/metrics").text
+    )
