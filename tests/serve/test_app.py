@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
@@ -218,3 +220,51 @@ def test_a_promoted_model_is_swapped_in_and_a_wrong_one_refused(world: World) ->
     assert 'ticketflow_serve_model_reloads_total{result="refused"} 1.0' in (
         world.client.get("/metrics").text
     )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+ticket_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "ticket_id": json_values | st.text(max_size=10),
+        "subject": json_values | st.text(max_size=60),
+        "body": json_values | st.text(max_size=60),
+        "tags": json_values | st.lists(st.text(max_size=10), max_size=8),
+        "k": json_values | st.integers(-3, 200),
+        "where": json_values | st.dictionaries(st.text(max_size=8), st.text(max_size=8)),
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(payload=json_values | ticket_like | st.lists(ticket_like, max_size=3))
+def test_no_input_gets_a_server_error(world: World, payload: Any) -> None:
+    for route in ("/v1/classify", "/v1/similar"):
+        response = world.client.post(route, json=payload)
+        assert response.status_code in (200, 404, 413, 422), (route, payload, response.text)
+
+
+def test_operators_are_no_labels(world: World) -> None:
+    response = world.client.post("/v1/similar", json={"body": "x", "where": {"$or": "a"}})
+    assert response.status_code == 422
+
+
+def test_a_vector_store_outage_is_a_503_not_a_500(tmp_path: Path, world: World) -> None:
+    client = open_chroma_client(host=None, port=0, path=tmp_path / "chroma")
+    served = world.holder.current
+    store = ChromaVectorStore(
+        client, "gone", embedding_model=served.pipeline.vector_model, dimension=256
+    )
+    client.delete_collection("gone")  # the store loses it under the running API
+    with TestClient(create_app(ModelHolder(served), store)) as api:
+        assert api.post("/v1/similar", json={"body": "printer jam"}).status_code == 503
+        assert api.get("/readyz").status_code == 503
+        assert api.post("/v1/classify", json=ticket()).status_code == 200  # needs no store

@@ -323,23 +323,40 @@ def create_app(
         k, where = _similar_options(data)
         fields = {key: value for key, value in data.items() if key not in SIMILAR_KEYS}
         metrics.tickets.labels("/v1/similar").inc()
-        if set(fields) <= {"ticket_id"}:
-            ticket_id = fields.get("ticket_id")
-            if not isinstance(ticket_id, str) or not ticket_id.strip():
-                raise BadInput(
-                    DeadLetterReason.VALIDATION_ERROR,
-                    "give a stored ticket's ticket_id, or a ticket's subject or body",
-                )
-            found = await run_in_threadpool(_similar_to_id, holder, store, ticket_id, k, where)
-        else:
-            has_id = bool(fields.get("ticket_id"))
-            ticket = validate_ticket({"ticket_id": QUERY_ID, **fields}, limits.fields)
-            found = await run_in_threadpool(
-                _similar_to_ticket, holder, store, ticket, k, where, has_id
+        try:
+            found = await _similar(holder, store, fields, k, where, limits.fields)
+        except BadInput:
+            raise
+        except Exception as exc:  # the store's client errors: its outage, not bad input
+            logger.warning("similar: vector store failed: %s: %s", type(exc).__name__, exc)
+            return JSONResponse(
+                {"detail": {"reason": f"vector store unavailable: {type(exc).__name__}"}},
+                status_code=503,
             )
         return JSONResponse({"results": found})
 
     return app
+
+
+async def _similar(
+    holder: ModelHolder,
+    store: ChromaVectorStore,
+    fields: dict[str, Any],
+    k: int,
+    where: dict[str, str],
+    limits: FieldLimits,
+) -> list[dict[str, Any]]:
+    if set(fields) <= {"ticket_id"}:
+        ticket_id = fields.get("ticket_id")
+        if not isinstance(ticket_id, str) or not ticket_id.strip():
+            raise BadInput(
+                DeadLetterReason.VALIDATION_ERROR,
+                "give a stored ticket's ticket_id, or a ticket's subject or body",
+            )
+        return await run_in_threadpool(_similar_to_id, holder, store, ticket_id, k, where)
+    has_id = bool(fields.get("ticket_id"))
+    ticket = validate_ticket({"ticket_id": QUERY_ID, **fields}, limits)
+    return await run_in_threadpool(_similar_to_ticket, holder, store, ticket, k, where, has_id)
 
 
 def _similar_options(data: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
@@ -349,8 +366,10 @@ def _similar_options(data: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
             DeadLetterReason.VALIDATION_ERROR, f"k: must be an integer from 1 to {MAX_K}"
         )
     where = data.get("where") or {}
+    # Keys starting with "$" are ChromaDB operators, not labels: refused, not passed on.
     if not isinstance(where, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in where.items()
+        isinstance(key, str) and key and not key.startswith("$") and isinstance(value, str)
+        for key, value in where.items()
     ):
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR, 'where: must map targets to labels, {"queue": "…"}'
