@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.batch.backfill import BackfillError, BackfillReport, backfill, read_rows
-from ticketflow.batch.retrain import RetrainPolicy, read_store, select
+from ticketflow.batch.retrain import RetrainPolicy, read_store, retrain, select
 from ticketflow.batch.train import train
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.datasets import ColumnMapping, load_labeled
@@ -246,3 +246,37 @@ def test_imported_metadata_precedence() -> None:
     assert layout.label_source(again) is layout.LabelSource.HUMAN
     assert layout.known_label(again, "priority") == "high"
     assert layout.known_label(again, "queue") == "Refunds"
+
+
+def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None:
+    """No feedback at all: the imported labels alone train and judge a challenger."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(t) for t in generate_tickets(200, seed=2)) + "\n")
+    registry = ModelRegistry(tmp_path / "registry")
+    encoder = HashingEncoder()
+    version = train(
+        load_labeled(data, targets=["queue"], progress=False),
+        encoder=encoder,
+        registry=registry,
+        max_text_chars=1000,
+        progress=False,
+    ).version
+    pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
+    store = open_store(tmp_path, pipeline)
+    path = history_csv(tmp_path / "history.csv", n=300, bad=False)
+    backfill(
+        path,
+        pipeline=pipeline,
+        store=store,
+        model_version=version,
+        document="redacted",
+        progress=False,
+    )
+    result = retrain(
+        read_store(store.collection),
+        registry=registry,
+        policy=replace(RetrainPolicy(), use_predicted=False),
+    )
+    assert result.champion == version
+    assert result.report["counts"]["train (imported labels)"] > 150
+    assert result.report["metrics"]  # judged on the held-out imported labels
