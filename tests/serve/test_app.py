@@ -248,7 +248,9 @@ ticket_like = st.fixed_dictionaries(
 @given(payload=json_values | ticket_like | st.lists(ticket_like, max_size=3))
 def test_no_input_gets_a_server_error(world: World, payload: Any) -> None:
     for route in ("/v1/classify", "/v1/similar"):
-        response = world.client.post(route, json=payload)
+        # json.dumps writes NaN and Infinity, which Python's parser reads back: sent as is.
+        body = json.dumps(payload).encode()
+        response = world.client.post(route, content=body)
         assert response.status_code in (200, 404, 413, 422), (route, payload, response.text)
 
 
