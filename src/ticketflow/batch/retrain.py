@@ -383,6 +383,10 @@ def retrain(
             selection.train_labels,
             config=config,
             review_precision=None if cascade is not None else review_precision,
+            # The champion's review policy carries over: the gate that holds a ticket and the
+            # precision each target's cut aims at are the help desk's choice, not the data's.
+            review_precisions=meta.review_precisions or None,
+            review_gate=meta.review_gate or None,
             seed=seed,
         )
     except ValueError as exc:
@@ -438,6 +442,9 @@ def retrain(
             "training_config": config.name,
             "review_precision": review_precision,
             "review_thresholds": challenger.review_thresholds,
+            # Coverage at the cuts is measured by ticketflow train on its test part; a
+            # challenger has none of its own, so it must not inherit the champion's.
+            "review_routing": None,
             "train_seconds": {"embed": 0.0, "fit": fit_seconds},
             "library_versions": library_versions(),
             "data_path": source,
