@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 TF := $(VENV)/bin/ticketflow
 DEMO_STATE ?= .state/demo
 DEMO_N ?= 200
+TORCH ?= cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,12 +22,19 @@ $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
 	UV="$$(command -v uv || echo "$(PYTHON) -m uv")"
 	[ -x $(PY) ] || $$UV venv --quiet --python $(PYTHON) $(VENV)
-	# torch first, so the resolver never swaps it: a local CPU wheel when the machine has one.
+	# torch first, so the resolver never swaps it. PyPI's Linux torch bundles CUDA (about 3 GB
+	# of nvidia/* wheels); the worker never imports torch, training runs on the CPU here.
 	if ls /opt/wheels/torch-*.whl >/dev/null 2>&1; then
+	  echo "make install: torch from the local CPU wheel in /opt/wheels"
 	  $$UV pip install --quiet --python $(PY) --find-links /opt/wheels torch
+	elif [ "$(TORCH)" != "cuda" ] && curl -sf -m 10 -o /dev/null $(TORCH_CPU_INDEX)/torch/; then
+	  echo "make install: torch's CPU wheel from $(TORCH_CPU_INDEX) (about 200 MB; TORCH=cuda for PyPI's CUDA build)"
+	  $$UV pip install --quiet --python $(PY) --index-url $(TORCH_CPU_INDEX) torch
 	else
+	  echo "make install: torch from PyPI, the CUDA build (about 3 GB more$(if $(filter cuda,$(TORCH)),,: $(TORCH_CPU_INDEX) is not reachable))"
 	  $$UV pip install --quiet --python $(PY) torch
 	fi
+	echo "make install: ticketflow with the [dev] extra (training, tests, lint tools)"
 	$$UV pip install --quiet --python $(PY) -e ".[dev]"
 	touch $@
 
