@@ -228,7 +228,10 @@ def train(
         n_train=len(train_idx),
         n_test=len(test_idx),
     )
-    path = registry.save(classifier, metadata, metrics=metrics, make_current=make_current)
+    # Atomic for the workers: the version becomes current only once every artifact is
+    # written, its drift reference included; a failure before that leaves it registered but
+    # never served (and the pointer where it was).
+    path = registry.save(classifier, metadata, metrics=metrics, make_current=False)
     if reference_dir is not None:
         write_held_out_reference(
             reference_dir,
@@ -242,6 +245,8 @@ def train(
             seed=seed,
             review_threshold=review_threshold,
         )
+    if make_current:
+        registry.make_trained_current(version)
     return TrainResult(version=version, path=path, metrics=metrics, seconds=seconds, review=review)
 
 

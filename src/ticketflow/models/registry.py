@@ -171,6 +171,11 @@ class ModelRegistry:
     def path(self, version: str) -> Path:
         return self.root / version
 
+    def exists(self) -> bool:
+        """Whether the registry's directory is there. Reading an absent one finds no models,
+        which callers that expect some (list, promote, evaluate) should report as an error."""
+        return self.root.is_dir()
+
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -212,19 +217,23 @@ class ModelRegistry:
             _atomic_write(directory / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         _atomic_write(directory / METADATA_FILE, metadata.model_dump_json(indent=2) + "\n")
         if make_current:
-            previous = self.current_version()
-            self.set_current(metadata.version)
-            self.record(
-                PromotionRecord(
-                    version=metadata.version,
-                    previous=previous,
-                    action="train",
-                    reason="trained and made current (ticketflow train)",
-                    by=os.environ.get("USER") or "ticketflow",
-                    at=datetime.now(UTC),
-                )
-            )
+            self.make_trained_current(metadata.version)
         return directory
+
+    def make_trained_current(self, version: str) -> None:
+        """Point ``current`` at a freshly trained ``version`` and record it in the history."""
+        previous = self.current_version()
+        self.set_current(version)
+        self.record(
+            PromotionRecord(
+                version=version,
+                previous=previous,
+                action="train",
+                reason="trained and made current (ticketflow train)",
+                by=os.environ.get("USER") or "ticketflow",
+                at=datetime.now(UTC),
+            )
+        )
 
     def metadata(self, version: str) -> ModelMetadata:
         path = self.path(version) / METADATA_FILE

@@ -1,0 +1,55 @@
+"""A trained version becomes current only after all its artifacts, the drift reference
+included, are written: a failure on the way leaves the workers on the model they serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import HashingEncoder
+from ticketflow.batch.train import train
+from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.models.datasets import load_labeled
+from ticketflow.models.recipe import EMBEDDING_LR
+from ticketflow.models.registry import ModelRegistry
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_failed_reference_write_leaves_current_untouched(tmp_path: Path) -> None:
+    data = load_labeled(
+        write_tickets(generate_tickets(200), tmp_path / "t.jsonl"),
+        targets=["queue"],
+        progress=False,
+    )
+    registry = ModelRegistry(tmp_path / "registry")
+    encoder = HashingEncoder()
+    first = train(
+        data,
+        encoder=encoder,
+        registry=registry,
+        max_text_chars=1000,
+        config=EMBEDDING_LR,
+        progress=False,
+        reference_dir=tmp_path / "reference",
+    )
+    assert registry.current_version() == first.version
+    assert (tmp_path / "reference" / first.version).is_dir()
+
+    # A read-only volume, a full disk...: here a file where the reference folder should be.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    with pytest.raises(OSError):
+        train(
+            data,
+            encoder=encoder,
+            registry=registry,
+            max_text_chars=1000,
+            config=EMBEDDING_LR,
+            progress=False,
+            seed=7,
+            reference_dir=blocked,
+        )
+    assert registry.current_version() == first.version
+    assert [entry.version for entry in registry.history()] == [first.version]
