@@ -24,6 +24,7 @@ from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig, fit_model
 from ticketflow.models.redaction import redact
 from ticketflow.models.registry import ModelMetadata, ModelRegistry
 from ticketflow.models.text import build_texts
+from ticketflow.monitoring.reference import load_reference
 from ticketflow.schemas import LabelFeedback, Ticket
 from ticketflow.stream.feedback import apply_feedback
 
@@ -127,8 +128,14 @@ def test_relabelled_class_is_learned_and_promoted_without_the_encoder(
         policy=RetrainPolicy(),
         config=CONFIG,
         report_dir=tmp_path / "reports",
+        reference_dir=tmp_path / "reference",
     )
     assert result.promote and result.decision == "promoted", result.reasons
+    # The challenger can become current, so the monitor needs its reference: written now.
+    reference = load_reference(tmp_path / "reference", result.challenger)
+    assert len(reference.sample) >= 50
+    assert set(reference.sample.labels) == {"queue"}
+    assert "Payments" in set(reference.sample.labels["queue"])
     assert result.json_path is not None and result.json_path.is_file()
     assert result.markdown_path is not None and "promoted" in result.markdown_path.read_text()
     new = result.report["metrics"][HELD_OUT]["challenger"]["queue"]

@@ -29,9 +29,16 @@ import numpy.typing as npt
 
 from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import library_versions
-from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.classifier import (
+    DEFAULT_REVIEW_THRESHOLD,
+    TicketClassifier,
+    review_gate,
+    review_thresholds,
+)
 from ticketflow.models.recipe import ModelConfig, fit_model
 from ticketflow.models.registry import ModelRegistry, new_version
+from ticketflow.monitoring.reference import write_sample_reference
+from ticketflow.monitoring.sample import predictions_sample
 from ticketflow.schemas import store as layout
 from ticketflow.schemas.store import LabelSource
 
@@ -221,6 +228,52 @@ def evaluate_rows(
     return metrics
 
 
+# Fewer held-out rows than this make a reference too small for the monitor's windows
+# (DRIFT_MIN_WINDOW is 50 by default): the reference then uses every stored row.
+MIN_REFERENCE_ROWS = 50
+
+
+def write_stored_reference(
+    reference_dir: Path,
+    *,
+    version: str,
+    classifier: TicketClassifier,
+    scored: TicketClassifier,
+    stored: StoredTickets,
+    rows: Sequence[int],
+    sample_size: int,
+    seed: int,
+    review_threshold: float,
+) -> Path:
+    """A challenger's drift reference from the vectors the workers stored.
+
+    ``rows``: the held-out rows (what the model was not fitted on); when there are too few,
+    every stored row. ``scored`` labels them: the classifier that reads the stored vectors
+    (a cascade's first stage), as the worker's monitor records carry those vectors.
+    """
+    chosen = list(rows) if len(rows) >= MIN_REFERENCE_ROWS else list(range(len(stored.ids)))
+    index = np.asarray(chosen, dtype=np.int64)
+    texts = [stored.documents[r] or "" for r in chosen]
+    predictions = scored.predict(stored.vectors[index], texts if scored.uses_text else None)
+    sample = predictions_sample(
+        predictions,
+        targets=classifier.targets,
+        vectors=stored.vectors[index],
+        texts=texts,
+        languages=[_language(stored.metadatas[r]) for r in chosen],
+        review_thresholds=review_thresholds(classifier, review_threshold),
+        review_gate=review_gate(classifier),
+    )
+    return write_sample_reference(
+        reference_dir, model_version=version, sample=sample, sample_size=sample_size, seed=seed
+    )
+
+
+def _language(metadata: Mapping[str, Any]) -> str | None:
+    value = metadata.get("language")
+    return str(value) if value is not None else None
+
+
 def _input_dimension(classifier: TicketClassifier) -> int | None:
     """The vector width a classifier's heads read (None when it cannot tell)."""
     if classifier.features is not None:
@@ -323,13 +376,18 @@ def retrain(
     report_dir: Path | None = None,
     seed: int = 42,
     source: str = "chroma",
+    reference_dir: Path | None = None,
+    reference_size: int = 2_000,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
 ) -> RetrainResult:
     """Fit, evaluate against the champion, register the challenger and decide.
 
     Promotion itself (pointer, history, announcement) is the caller's:
     :mod:`ticketflow.batch.promotion`.
     ``eval_labels``: ticket id -> {target: label} of a fixed evaluation set whose vectors and
-    texts are in the store; those tickets are never trained on.
+    texts are in the store; those tickets are never trained on. ``reference_dir``: where the
+    challenger's drift reference goes (:func:`write_stored_reference`), so the monitor can
+    evaluate its windows once it is promoted.
     """
     started = time.perf_counter()
     config = config or ModelConfig()
@@ -458,6 +516,18 @@ def retrain(
     registry.save(
         challenger, metadata, metrics=challenger_metrics.get(HELD_OUT, {}), make_current=False
     )
+    if reference_dir is not None:
+        write_stored_reference(
+            reference_dir,
+            version=version,
+            classifier=challenger,
+            scored=challenger_scored,
+            stored=stored,
+            rows=sorted({r for pairs in selection.held_out.values() for r, _ in pairs}),
+            sample_size=reference_size,
+            seed=seed,
+            review_threshold=review_threshold,
+        )
     report = {
         "run_at": datetime.now(UTC).isoformat(),
         "champion": champion_version,

@@ -134,6 +134,9 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         report_dir=settings.retrain_report_dir,
         seed=args.seed,
         source=f"chroma:{settings.chroma_collection}",
+        reference_dir=settings.drift_reference_dir,
+        reference_size=settings.drift_reference_size,
+        review_threshold=settings.review_threshold,
     )
     for reason in result.reasons:
         print(f"  {reason}")
