@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -161,6 +162,17 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def warn_without_reference(settings: Settings, version: str) -> None:
+    """The monitor skips the windows of a version without a reference set: say so now."""
+    if not (settings.drift_reference_dir / version).is_dir():
+        print(
+            f"warning: no drift reference for {version} in {settings.drift_reference_dir}: "
+            "the monitor will skip its windows; build one with "
+            f"`ticketflow drift reference --data FILE --version {version}`",
+            file=sys.stderr,
+        )
+
+
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
     if args.models_command in ("promote", "rollback"):
         require_registry_dir(settings)
@@ -180,12 +192,14 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
             announce=announcer(settings),
         )
         print(f"promoted {update.version} (was {update.previous_version}), announced")
+        warn_without_reference(settings, update.version)
         return 0
     if args.models_command == "rollback":
         update = promotion.rollback(
             registry, by=promotion.who(args.by), reason=args.reason, announce=announcer(settings)
         )
         print(f"rolled back {update.previous_version} -> {update.version}, announced")
+        warn_without_reference(settings, update.version)
         return 0
     current = registry.current_version()
     print(f"  {'version':<34} {'created (UTC)':<19} {'train':>6} {'macro-F1':>8}  config")
