@@ -79,6 +79,15 @@ def announcer(settings: Settings) -> Announce:
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     require_registry_dir(settings)
+    from ticketflow.models.registry import ModelRegistry
+
+    # One retrain at a time: two Jobs must not both decide against the same champion.
+    with ModelRegistry(settings.model_registry_dir).lock():
+        return _retrain(args, settings)
+
+
+def _retrain(args: argparse.Namespace, settings: Settings) -> int:
+    require_registry_dir(settings)
     if args.if_drift or not args.no_promote:
         # Reading drift events and announcing a promotion need Kafka: find out before the
         # store is read and a challenger trained, not after.
@@ -184,20 +193,25 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import promotion
 
     if args.models_command == "promote":
-        update = promotion.promote(
-            registry,
-            args.version,
-            by=promotion.who(args.by),
-            reason=args.reason,
-            announce=announcer(settings),
-        )
+        with registry.lock():
+            update = promotion.promote(
+                registry,
+                args.version,
+                by=promotion.who(args.by),
+                reason=args.reason,
+                announce=announcer(settings),
+            )
         print(f"promoted {update.version} (was {update.previous_version}), announced")
         warn_without_reference(settings, update.version)
         return 0
     if args.models_command == "rollback":
-        update = promotion.rollback(
-            registry, by=promotion.who(args.by), reason=args.reason, announce=announcer(settings)
-        )
+        with registry.lock():
+            update = promotion.rollback(
+                registry,
+                by=promotion.who(args.by),
+                reason=args.reason,
+                announce=announcer(settings),
+            )
         print(f"rolled back {update.previous_version} -> {update.version}, announced")
         warn_without_reference(settings, update.version)
         return 0

@@ -18,6 +18,8 @@ import logging
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 CURRENT_FILE = "current"
+LOCK_FILE = ".lock"
 HISTORY_FILE = "history.jsonl"
 
 
@@ -100,7 +103,9 @@ class ModelMetadata(BaseModel):
     escalated_share: float | None = None
     max_text_chars: int
     classifier: str = "LogisticRegression"
-    training_config: str | None = None  # ticketflow.batch.train.ModelConfig.name of the training run
+    training_config: str | None = (
+        None  # ticketflow.batch.train.ModelConfig.name of the training run
+    )
     review_precision: float | None = None  # the precision the review thresholds aim at
     review_thresholds: dict[str, float] = Field(default_factory=dict)
     # Per target, the precision its threshold aims at (REVIEW_PRECISION_BY_TARGET or the above).
@@ -164,6 +169,10 @@ def _atomic_write(path: Path, text: str) -> None:
     Path(tmp).replace(path)
 
 
+class RegistryLockedError(RuntimeError):
+    """Another process holds the registry's write lock."""
+
+
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -175,6 +184,27 @@ class ModelRegistry:
         """Whether the registry's directory is there. Reading an absent one finds no models,
         which callers that expect some (list, promote, evaluate) should report as an error."""
         return self.root.is_dir()
+
+    @contextmanager
+    def lock(self, *, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the registry's write lock (``<root>/.lock``): training, retraining, promotion
+        and rollback take it, so two retrain Jobs can never decide against the same champion
+        at once. Waits up to ``wait_s``, then raises :class:`RegistryLockedError`."""
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / LOCK_FILE), timeout=wait_s)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise RegistryLockedError(
+                f"the model registry {self.root} is locked by another train, retrain or "
+                f"promotion ({self.root / LOCK_FILE}); run this again when it is done"
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
 
     def versions(self) -> list[str]:
         if not self.root.is_dir():
