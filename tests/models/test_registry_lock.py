@@ -15,9 +15,13 @@ pytestmark = pytest.mark.unit
 
 def test_a_second_holder_is_refused_with_the_lock_path(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
-    with registry.lock(), pytest.raises(RegistryLockedError, match=r"\.lock"):
-        with ModelRegistry(tmp_path / "registry").lock():
-            pass
+    second = ModelRegistry(tmp_path / "registry")
+    with (
+        registry.lock(),
+        pytest.raises(RegistryLockedError, match=r"\.lock"),
+        second.lock(),
+    ):
+        pass
     with registry.lock():  # released: free again
         pass
     assert registry.versions() == []  # the lock file is not a model version
