@@ -35,7 +35,17 @@ Commands that need Kafka check it first and fail within seconds when it does not
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so ``import ticketflow.cli`` stays cheap and side-effect free.
-    from ticketflow.cli import broker, drift, memory, models, serve, tickets, train, worker
+    from ticketflow.cli import (
+        broker,
+        drift,
+        memory,
+        models,
+        report,
+        serve,
+        tickets,
+        train,
+        worker,
+    )
 
     parser = argparse.ArgumentParser(
         prog="ticketflow",
@@ -46,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (broker, worker, tickets, drift, train, models, memory, serve):
+    for group in (broker, worker, tickets, drift, train, models, memory, serve, report):
         group.register(commands)
     return parser
 

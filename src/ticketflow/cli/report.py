@@ -1,0 +1,169 @@
+"""``ticketflow report data|performance``: one self-contained HTML page per report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(commands: Commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="HTML reports: profile a labelled file; live accuracy from the vector store",
+        description="Self-contained HTML reports (docs/reports.md).",
+    )
+    reports = report.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+
+    data = reports.add_parser(
+        "data",
+        help="profile a labelled file: classes, lengths, languages, tags, duplicates, terms",
+    )
+    data.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet file")
+    data.add_argument(
+        "--target",
+        action="append",
+        help="label column (repeatable; default: the label-like columns of the file)",
+    )
+    add_map_argument(data)
+    data.add_argument("--limit", type=int, help="use only the first N rows")
+    data.add_argument("--out", type=Path, required=True, help="folder for index.html")
+    data.add_argument(
+        "--near-duplicate-sample",
+        type=int,
+        default=2_000,
+        metavar="N",
+        help="tickets compared with the whole file to find near duplicates (default 2000)",
+    )
+    data.set_defaults(handler=run_data)
+
+    performance = reports.add_parser(
+        "performance",
+        help="accuracy of the stored model labels against human corrections and imported "
+        "labels (Evidently)",
+    )
+    performance.add_argument(
+        "--since",
+        help="only tickets labelled since then: 2026-11-01, 2026-11-01T08:00 (UTC), or "
+        "90m, 24h, 7d, 2w back from now",
+    )
+    performance.add_argument(
+        "--target", action="append", help="target(s) to score (default: every labelled one)"
+    )
+    performance.add_argument(
+        "--min-labels",
+        type=int,
+        default=20,
+        help="labelled tickets a target needs for its report (default 20)",
+    )
+    performance.add_argument("--out", type=Path, required=True, help="folder for index.html")
+    performance.set_defaults(handler=run_performance)
+
+
+def run_data(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import reports
+    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.models.encoders import encoders_root
+
+    started = time.perf_counter()
+    profiled = reports.read_profiled(
+        args.data,
+        targets=args.target,
+        mapping=ColumnMapping.parse(args.map),
+        limits=settings.field_limits,
+        limit=args.limit,
+    )
+    options = reports.DataReportOptions(
+        max_text_chars=settings.max_text_chars,
+        model_name=settings.embedding_model,
+        export_root=encoders_root(settings.model_registry_dir),
+        max_tokens=settings.embedding_max_tokens or None,
+        near_duplicate_queries=args.near_duplicate_sample,
+    )
+    page = reports.build_data_report(profiled, options)
+    index = reports.write_page(page, args.out)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {index} ({len(profiled.tickets):,} rows, targets "
+        f"{', '.join(profiled.labels) or 'none'}) in {seconds:.1f} s"
+    )
+    return 0
+
+
+def run_performance(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+    from ticketflow.batch import reports
+
+    since = reports.parse_since(args.since) if args.since else None
+    where = (
+        f"{settings.chroma_host}:{settings.chroma_port}"
+        if settings.chroma_host
+        else str(settings.chroma_path)
+    )
+    client = open_chroma_client(
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        path=settings.chroma_path,
+        auth_token=(
+            settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None
+        ),
+    )
+    name = settings.chroma_collection
+    # get_collection, not get_or_create: a report never declares a vector space itself.
+    try:
+        declared: dict[str, Any] = dict(client.get_collection(name).metadata or {})
+    except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+        raise RuntimeError(
+            f"no collection {name!r} in ChromaDB at {where} (CHROMA_COLLECTION, CHROMA_PATH / "
+            f"CHROMA_HOST): run the worker or ticketflow backfill first ({exc})"
+        ) from exc
+    if "embedding_model" not in declared or "dimension" not in declared:
+        raise RuntimeError(f"collection {name!r} at {where} was not written by ticketflow")
+    store = ChromaVectorStore(
+        client,
+        name,
+        embedding_model=str(declared["embedding_model"]),
+        dimension=int(declared["dimension"]),
+    )
+    metadatas = [record.metadata for page in store.pages() for record in page]
+    targets = args.target or reports.store_targets(metadatas)
+    scored = reports.scored_labels(
+        metadatas, targets, since=since.timestamp() if since is not None else None
+    )
+    page = reports.build_performance_report(
+        scored,
+        args.out,
+        source=f"ChromaDB {where}, collection {name!r}",
+        since=since,
+        min_labels=args.min_labels,
+        records=len(metadatas),
+    )
+    index = reports.write_page(page, args.out)
+    for target, numbers in page.summary["targets"].items():
+        total = numbers["all"]
+        print(
+            f"{target}: {total['n']} labelled tickets, accuracy {total['accuracy']:.3f}, "
+            f"macro-F1 {total['macro_f1']:.3f}"
+        )
+    if not scored:
+        print(
+            "ticketflow report performance: no labelled tickets in the store (no human "
+            "correction, no imported label): nothing to score",
+            file=sys.stderr,
+        )
+    for target in page.summary["too_few"]:
+        print(
+            f"ticketflow report performance: too few labelled tickets for {target}: "
+            f"{len(scored[target])} (--min-labels {args.min_labels})",
+            file=sys.stderr,
+        )
+    print(f"wrote {index}")
+    return 0
