@@ -1,10 +1,14 @@
-"""Prometheus metrics of the drift monitor, created against an injected registry."""
+"""Prometheus metrics of the drift monitor process, created against an injected registry:
+the drift of the last window, and the workers' consumer-group lag read from the broker."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 from ticketflow.monitoring.drift import DriftResult
+from ticketflow.monitoring.lag import PartitionLag
 
 
 class MonitorMetrics:
@@ -13,6 +17,9 @@ class MonitorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes...: the per-pod CPU and
+        # memory panels (a custom registry does not get the default registry's collector).
+        ProcessCollector(registry=r)
         self.records = Counter(
             "ticketflow_monitor_records", "Monitor records read from the worker.", registry=r
         )
@@ -99,6 +106,19 @@ class MonitorMetrics:
             ["model_version", "reference_version"],
             registry=r,
         )
+        # Read from the broker by this process (monitoring/lag.py), so it outlives the workers.
+        self.group_lag = Gauge(
+            "ticketflow_consumergroup_lag",
+            "Records of a topic partition not yet committed by the consumer group (log-end "
+            "offset - committed offset), read from the broker.",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.group_lag_errors = Counter(
+            "ticketflow_consumergroup_lag_read_errors",
+            "Failed reads of the consumer-group lag (the last figures stay exported).",
+            registry=r,
+        )
         for outcome in ("ok", "drift"):
             self.windows.labels(outcome=outcome)
         for reason in ("undecodable", "no_reference"):
@@ -109,6 +129,24 @@ class MonitorMetrics:
         self.reference_info.labels(
             model_version=model_version, reference_version=reference_version
         ).set(1)
+
+    def set_group_lag(self, group: str, lags: Sequence[PartitionLag]) -> None:
+        """One reading of ``group``'s lag; partitions of its topics that are gone lose their
+        series."""
+        fresh = {(group, lag.topic, str(lag.partition)): lag.lag for lag in lags}
+        topics = {lag.topic for lag in lags}
+        for labels in list(self._group_lag_series()):
+            if labels[0] == group and labels[1] in topics and labels not in fresh:
+                self.group_lag.remove(*labels)
+        for (g, topic, partition), value in fresh.items():
+            self.group_lag.labels(group=g, topic=topic, partition=partition).set(value)
+
+    def _group_lag_series(self) -> list[tuple[str, str, str]]:
+        return [
+            (s.labels["group"], s.labels["topic"], s.labels["partition"])
+            for family in self.group_lag.collect()
+            for s in family.samples
+        ]
 
     def observe(self, result: DriftResult, now: float) -> None:
         self.windows.labels(outcome="drift" if result.drifted else "ok").inc()

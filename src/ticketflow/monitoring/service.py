@@ -22,6 +22,7 @@ from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline, serving_encoders
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.monitoring.lag import GroupLagReader, start_lag_watch
 from ticketflow.monitoring.monitor import (
     DriftMonitor,
     install_stop_handlers,
@@ -65,6 +66,15 @@ def run_monitor(settings: Settings, *, create_missing_topics: bool = True) -> No
     )
     stop = threading.Event()
     install_stop_handlers(stop)
+    # The workers' consumer-group lag, from the broker: it stays visible when they are gone.
+    group = settings.worker_app_id  # the Faust app id is the workers' consumer group
+    lag_watch = start_lag_watch(
+        GroupLagReader(config, group=group, topic=settings.kafka_topic_tickets),
+        lambda lags: metrics.set_group_lag(group, lags),
+        interval_s=settings.lag_interval_s,
+        stop=stop,
+        on_error=lambda _exc: metrics.group_lag_errors.inc(),
+    )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidently-report") as reporter:
         monitor = DriftMonitor(
             references=reference_loader(settings.drift_reference_dir),
@@ -99,6 +109,9 @@ def run_monitor(settings: Settings, *, create_missing_topics: bool = True) -> No
             drift_topic=settings.kafka_topic_drift,
             stop=stop,
         )
+    # Let the lag thread finish its read (stop is set) before the interpreter exits: a Kafka
+    # client torn down during finalization while it works can crash the process.
+    lag_watch.join(timeout=15)
 
 
 @dataclass(frozen=True)

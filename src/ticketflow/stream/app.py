@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -130,7 +131,20 @@ def create_app(
             if position is None or highwater is None:
                 continue
             lag = max(0, highwater - position)
+            if tp not in consumer.assignment():  # revoked while its position was awaited
+                continue
             metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked_lag(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A revoked partition is another member's to report now: its last value here would
+        # stay exported, summed with the new owner's, until this process ends. The
+        # broker-side figure (the monitor's ticketflow_consumergroup_lag) is the one to alert on.
+        (revoked,) = args  # set[TP]
+        for tp in revoked:
+            # KeyError: never reported (revoked before the first timer tick).
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
