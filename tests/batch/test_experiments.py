@@ -189,3 +189,110 @@ def test_block_weights_are_chosen_by_cv_and_folded_into_the_head() -> None:
         matrix, y, features=features, config=replace(config, block_grid=()), seed=1
     )
     assert plain is not None and plain.weights is None and plain.fold_f1 is None
+
+
+def _write_file(path: Path, n: int = 260) -> Path:
+    """A labelled file of the user's own making: its own column names, a rare class."""
+    tickets = generate_tickets(n, seed=6)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Text", "Team", "Urgency", "language"])
+        for i, t in enumerate(tickets):
+            team = "Rare" if i < 3 else t["queue"]  # 3 rows: too few for the protocol
+            writer.writerow([t["body"], team, t["priority"], t["language"]])
+    return path
+
+
+@pytest.mark.unit
+def test_any_labelled_file_gets_the_protocol_table_and_plots(tmp_path: Path) -> None:
+    path = _write_file(tmp_path / "mine.csv")
+    task = experiments.file_task(path, ["Team", "Urgency"], ["body=Text"])
+    assert Path(task.file).is_absolute() and task.name == "mine"
+    report = experiments.run_experiments(
+        Path(),
+        HashingEncoder(),
+        out_dir=tmp_path / "out",
+        tasks=[task],
+        candidates=experiments.file_candidates(),
+        folds=3,
+        progress=False,
+        min_class_rows=experiments.MIN_CLASS_ROWS,
+    )
+    protocol = report["protocol"]["mine"]
+    assert protocol["dropped_classes"]["classes"] == {"Team": ["Rare"]}
+    assert protocol["rows_used"] == 257
+    names = [r["candidate"] for r in report["results"] if r["target"] == "Team"]
+    assert names[0] == "majority class"
+    assert "TF-IDF word 1-2 + LR" in names and "TF-IDF word + char + LR" in names
+    assert f"{experiments.DEFAULT_MODEL} + temperature" in names
+    row = next(r for r in report["results"] if r["candidate"] == "TF-IDF word 1-2 + LR")
+    assert set(row["test"]["per_language_macro_f1"]) == {"de", "en"}
+    assert "0.90" in row["test"]["auto_route"] and "ece" in row["test"]
+    table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "left out, fewer than 10 rows of Team: Rare" in table
+    for kind in ("reliability", "coverage-precision", "confusion"):
+        for target in ("Team", "Urgency"):
+            png = tmp_path / "out" / "plots" / f"mine-{target}-{kind}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+            assert f"](plots/mine-{target}-{kind}.png)" in table
+
+
+@pytest.mark.unit
+def test_encoders_are_compared_on_the_same_rows(tmp_path: Path) -> None:
+    path = _write_file(tmp_path / "tickets.csv")
+    task = experiments.file_task(path, ["Team"], ["body=Text"])
+    assert task.name == tmp_path.name  # "tickets.csv" says nothing; its folder does
+    choices = [
+        experiments.EncoderChoice("small", "hashing 64", lambda: HashingEncoder(64, "h64")),
+        experiments.EncoderChoice("large", "hashing 512", lambda: HashingEncoder(512, "h512")),
+    ]
+    report = experiments.compare_encoders(
+        task, choices, out_dir=tmp_path / "out", rows=200, folds=3, progress=False
+    )
+    assert report["dropped_classes"] == {"Team": ["Rare"]}
+    assert 195 <= report["rows_used"] < 200  # the sample less its rows of the rare class
+    rows = {r["encoder"]: r for r in report["results"]}
+    assert rows["small"]["dimension"] == 64 and rows["large"]["dimension"] == 512
+    assert all(
+        r["tickets_per_second"] > 0 and r["tickets"] == report["rows_used"] for r in rows.values()
+    )
+    scores = rows["large"]["targets"]["Team"]
+    assert set(scores) == {
+        "embedding + LR C=10",
+        experiments.DEFAULT_MODEL,
+        f"{experiments.DEFAULT_MODEL} + temperature",
+    }
+    assert 0.0 <= scores["embedding + LR C=10"]["test_macro_f1"] <= 1.0
+    table = (tmp_path / "out" / "encoders.md").read_text(encoding="utf-8")
+    assert "| small (hashing 64) | 64 |" in table and "Team: default model test F1" in table
+    assert json.loads((tmp_path / "out" / "encoders.json").read_text())["task"] == task.name
+
+
+@pytest.mark.unit
+def test_encoder_names_resolve_to_backends_or_local_models(tmp_path: Path) -> None:
+    from ticketflow.config import Settings
+    from ticketflow.models.errors import InputError
+
+    choices = experiments.encoder_choices(["all", "onnx"], Settings())
+    assert [c.name for c in choices] == ["torch", "onnx", "onnx-int8", "static"]
+    static = tmp_path / "m2v"
+    static.mkdir()
+    (static / "config.json").write_text('{"model_type": "model2vec"}', encoding="utf-8")
+    assert experiments.local_encoder(str(static)).description.startswith("model2vec")
+    (tmp_path / "st").mkdir()
+    assert experiments.local_encoder(str(tmp_path / "st")).description.startswith(
+        "sentence-transformers"
+    )
+    with pytest.raises(InputError, match="--encoder 'no-such-model'"):
+        experiments.local_encoder("no-such-model")
+
+
+@pytest.mark.unit
+def test_cli_encoder_needs_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ticketflow.cli import main
+
+    assert main(["experiments", "--encoder", "static", "--out", str(tmp_path)]) == 2
+    assert "add --data PATH" in capsys.readouterr().err
+    missing = tmp_path / "none.csv"
+    assert main(["experiments", "--data", str(missing), "--out", str(tmp_path)]) == 2
+    assert f"cannot read {missing}: no such file" in capsys.readouterr().err

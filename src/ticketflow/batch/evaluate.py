@@ -320,3 +320,133 @@ def format_report(metrics: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{row['f1-score']:6.3f} {int(row['support']):8d}"
             )
     return "\n".join(lines)
+
+
+def reliability_bins(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    *,
+    bins: int = 15,
+) -> list[tuple[float, float, float, int]]:
+    """Per non-empty equal-width bin (as :func:`expected_calibration_error` bins): (left
+    edge, mean confidence, accuracy, count)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        (
+            float(edges[b]),
+            float(conf[which == b].mean()),
+            float(ok[which == b].mean()),
+            int((which == b).sum()),
+        )
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def plot_reliability(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+    path: Path,
+    title: str,
+    *,
+    bins: int = 15,
+) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin (the diagonal is
+    perfect calibration), with the ECE and the tickets per bin underneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = reliability_bins(confidence, correct, bins=bins)
+    width = 1.0 / bins
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    top.bar(
+        [r[0] for r in rows],
+        [r[2] for r in rows],
+        width=width,
+        align="edge",
+        edgecolor="#1f3b73",
+        color="#4c72b0",
+        alpha=0.8,
+        label="accuracy",
+    )
+    top.plot(
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        "o",
+        color="#c44e52",
+        markersize=4,
+        label="mean confidence",
+    )
+    ece = expected_calibration_error(confidence, correct, bins=bins)
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title(f"{title}\nECE {ece:.3f} ({len(np.asarray(confidence))} tickets)", fontsize=9)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(
+        [r[0] for r in rows], [r[3] for r in rows], width=width, align="edge", color="#8c8c8c"
+    )
+    bottom.set_xlabel("confidence (probability of the predicted label)")
+    bottom.set_ylabel("tickets")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def coverage_precision_curve(
+    confidence: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(coverage, precision) when the most confident tickets are routed first: point k is
+    the top k tickets (ties broken by order)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if not len(conf):
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(-conf, kind="stable")
+    counts = np.arange(1, len(conf) + 1)
+    return counts / len(conf), np.cumsum(ok[order]) / counts
+
+
+def plot_coverage_precision(
+    curves: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]],
+    path: Path,
+    title: str,
+    *,
+    precision: float = 0.90,
+) -> Path:
+    """Coverage–precision curves (one per model) with the precision goal as a line: where a
+    curve crosses it is the share of tickets routed without a person at that precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (confidence, correct) in curves.items():
+        coverage, precisions = coverage_precision_curve(confidence, correct)
+        ax.plot(coverage, precisions, linewidth=1.3, label=name[:45])
+    ax.axhline(
+        precision, color="#c44e52", linestyle="--", linewidth=1, label=f"precision {precision:.2f}"
+    )
+    ax.set_xlabel("coverage (share of tickets routed, most confident first)")
+    ax.set_ylabel("precision of the routed tickets")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{title}: coverage at precision (test)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

