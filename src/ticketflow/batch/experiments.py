@@ -1104,6 +1104,11 @@ def encoders_markdown(report: Mapping[str, Any]) -> str:
         f"{report['rows_used']} texts after a 16-text warm-up.",
         "",
     ]
+    for target, classes in report.get("dropped_classes", {}).items():
+        lines += [
+            f"Left out, fewer than {MIN_CLASS_ROWS} rows of {target}: {', '.join(classes)}.",
+            "",
+        ]
     header = ["encoder", "dim", "load s", "tickets/s"]
     for target in targets:
         header += [f"{target}: embedding + LR test F1", f"{target}: default model test F1"]
