@@ -1367,10 +1367,12 @@ def evidently_report(scored: Scored, target: str, path: Path) -> Path:
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.presets import ClassificationPreset
 
-    frame = pd.DataFrame({"target": scored.truth, "prediction": scored.predicted})
+    # Named after the target, so Evidently's titles say which one ("Target: 'queue'").
+    predicted = f"{target} (model)"
+    frame = pd.DataFrame({target: scored.truth, predicted: scored.predicted})
     definition = DataDefinition(
-        categorical_columns=["target", "prediction"],
-        classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
+        categorical_columns=[target, predicted],
+        classification=[MulticlassClassification(target=target, prediction_labels=predicted)],
     )
     dataset = Dataset.from_pandas(frame, data_definition=definition)
     snapshot = Report([ClassificationPreset()], metadata={"target": target}).run(
