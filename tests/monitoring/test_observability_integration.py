@@ -34,7 +34,6 @@ from tests.fixtures.pipeline import WorkerProcess
 from ticketflow.adapters.kafka.clients import consume, produce_events, produce_raw
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DriftEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -76,24 +75,6 @@ NO_DATA_HERE = {
         "only in a cluster; this test runs processes, not pods"
     ),
 }
-WORKER_PROCESS_PANELS = (
-    "ticketflow-pipeline.json: CPU per worker pod (cores) [A]",
-    "ticketflow-pipeline.json: Memory per worker pod (RSS) [A]",
-)
-
-
-def worker_exports_process_metrics() -> bool:
-    names = {family.name for family in WorkerMetrics().registry.collect()}
-    return "process_cpu_seconds" in names or "process_cpu_seconds_total" in names
-
-
-if not worker_exports_process_metrics():
-    # Until WorkerMetrics registers prometheus_client's ProcessCollector on its registry
-    # (src/ticketflow/monitoring/metrics.py), the workers' /metrics has no process_* series;
-    # this entry goes away by itself once they do.
-    NO_DATA_HERE |= dict.fromkeys(
-        WORKER_PROCESS_PANELS, "the worker's registry has no process collector (yet)"
-    )
 
 
 def wait_for(

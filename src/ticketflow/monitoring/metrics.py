@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ticketflow.schemas import LabeledTicket
 
@@ -19,6 +19,9 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes...: the dashboards' per-pod
+        # CPU and memory panels (an injected registry has no default collectors).
+        ProcessCollector(registry=r)
         self.consumed = Counter(
             "ticketflow_tickets_consumed", "Events read from the tickets topic.", registry=r
         )
