@@ -49,6 +49,10 @@ FIRES_ONLY_ON_FAILURE = {
     "TicketflowMonitorDown": 'up{app_kubernetes_io_name="ticketflow-monitor"}',
     "TicketflowWorkerMetricsAbsent": "ticketflow_worker_ready",
     "TicketflowMonitorMetricsAbsent": "ticketflow_drift_windows_total",
+    "TicketflowDriftWindowsSkipped": (
+        "sum by (namespace, instance)"
+        ' (ticketflow_monitor_records_skipped_total{reason="no_reference"})'
+    ),
     "TicketflowConsumerLagUnknown": "ticketflow_consumergroup_lag_read_errors_total",
     "TicketflowConsumerLagGrowing": (
         "sum by (namespace, group, topic) (delta(ticketflow_consumergroup_lag[5m]))"
