@@ -296,3 +296,31 @@ def test_cli_encoder_needs_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     missing = tmp_path / "none.csv"
     assert main(["experiments", "--data", str(missing), "--out", str(tmp_path)]) == 2
     assert f"cannot read {missing}: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_cli_runs_the_protocol_and_the_encoder_comparison_on_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command's wiring, with the hashing encoder in place of the configured ones."""
+    from ticketflow.batch import configured
+    from ticketflow.cli import main
+
+    monkeypatch.setattr(configured, "encoder", lambda *a, **k: HashingEncoder())
+    monkeypatch.setattr(configured, "static_encoder", lambda *a, **k: HashingEncoder(64, "s"))
+    path = _write_file(tmp_path / "mine.csv")
+    common = ["--data", str(path), "--map", "body=Text", "--target", "Team"]
+    out = tmp_path / "protocol"
+    args = ["experiments", *common, "--quick", "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert "## mine / Team" in (out / "results.md").read_text(encoding="utf-8")
+    assert (out / "plots" / "mine-Team-coverage-precision.png").is_file()
+
+    out = tmp_path / "encoders"
+    args = ["experiments", *common, "--encoder", "onnx-int8", "--encoder", "static"]
+    assert main([*args, "--encoder-rows", "150", "--folds", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "encoders.json").read_text(encoding="utf-8"))
+    assert [r["encoder"] for r in report["results"]] == ["onnx-int8", "static"]
+    assert report["rows_used"] < 150 and report["dropped_classes"] == {"Team": ["Rare"]}
+    assert "| onnx-int8 (" in capsys.readouterr().out

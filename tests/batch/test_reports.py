@@ -358,3 +358,16 @@ def test_cli_report_data_writes_the_page(
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "out" / "index.html").is_file()
     assert main(["report", "data", "--data", str(tmp_path / "missing.csv"), "--out", "x"]) == 2
+
+
+def test_cli_report_performance_says_when_there_is_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ticketflow.cli import main
+
+    monkeypatch.setenv("CHROMA_PATH", str(tmp_path / "chroma"))
+    monkeypatch.delenv("CHROMA_HOST", raising=False)
+    assert main(["report", "performance", "--out", str(tmp_path / "out")]) == 1
+    assert "no collection 'tickets'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["report", "performance", "--since", "soon", "--out", str(tmp_path)]) == 2
