@@ -395,9 +395,26 @@ def test_a_read_that_fails_mid_way_starts_over(world: dict[str, Any]) -> None:
             return collection.get(**kwargs)
 
     racing = RacingWriter()
-    stored = read_store(racing, page_size=250, retry_delay_s=0)
+    stored = read_store(racing, page_size=250, retry_delay_s=0.01)
     assert racing.failed
     assert len(stored.ids) == len(set(stored.ids)) == 600
     assert stored.vectors.shape[0] == 600
     with pytest.raises(RuntimeError, match="Error finding id"):
         read_store(RacingWriter(), page_size=250, attempts=1)
+
+
+def test_a_permanent_store_error_fails_at_once(world: dict[str, Any]) -> None:
+    import chromadb.errors
+
+    calls = []
+
+    class Missing:
+        metadata: dict[str, Any] = {}
+
+        def get(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            raise chromadb.errors.NotFoundError("Collection [tickets] does not exist")
+
+    with pytest.raises(chromadb.errors.NotFoundError, match="does not exist"):
+        read_store(Missing(), page_size=250, attempts=5, retry_delay_s=0)
+    assert len(calls) == 1  # not retried: the same answer would come back every time

@@ -18,7 +18,33 @@ logger = logging.getLogger(__name__)
 
 
 class VectorStoreError(RuntimeError):
-    pass
+    """A vector-store problem that retrying cannot fix (its message says what to change)."""
+
+
+# Errors that come back the same on every try: a wrong dimension or argument, a missing
+# collection, refused credentials. Retrying them would stall a partition forever; they must
+# fail with their reason. Everything else (connection refused, timeouts, a server restarting,
+# the embedded store's transient "Error finding id") is worth another try.
+_PERMANENT_NAMES = frozenset(
+    {
+        "AuthorizationError",
+        "ChromaAuthError",
+        "InvalidArgumentError",
+        "InvalidDimensionException",
+        "InvalidUUIDError",
+        "NotFoundError",
+        "VersionMismatchError",
+        "BatchSizeExceededError",
+        "DuplicateIDError",
+    }
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` is pointless (see ``_PERMANENT_NAMES``)."""
+    if isinstance(exc, VectorStoreError | TypeError):
+        return True
+    return any(cls.__name__ in _PERMANENT_NAMES for cls in type(exc).__mro__)
 
 
 @dataclass(frozen=True)

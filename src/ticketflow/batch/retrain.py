@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import tenacity
 
+from ticketflow.adapters.store import is_permanent
 from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import library_versions
 from ticketflow.models.classifier import (
@@ -82,24 +84,23 @@ def read_store(
 
     A read of an embedded store that a worker process is writing to can fail mid-way
     (ChromaDB: "Error executing plan: Internal error: Error finding id"), and pages shift
-    under it; such a read starts over, up to ``attempts`` times. A Chroma server serialises
-    the two, so this is for embedded stores shared by processes (local runs, tests)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _read_pages(collection, page_size)
-        except Exception as exc:  # chromadb's Rust errors share no stable Python base class
-            if attempt == attempts:
-                raise
-            logger.warning(
-                "reading the vector store failed (%s: %s); reading again in %.0fs (%d/%d)",
-                type(exc).__name__,
-                exc,
-                retry_delay_s,
-                attempt,
-                attempts,
-            )
-            time.sleep(retry_delay_s)
-    raise AssertionError("unreachable")
+    under it; such a read starts over, up to ``attempts`` times, after a jittered backoff
+    from ``retry_delay_s``. A permanent error (a missing collection, refused credentials)
+    fails at once with its reason. A Chroma server serialises reads and writes, so the
+    retries are for embedded stores shared by processes (local runs, tests)."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: not is_permanent(exc)),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential_jitter(initial=retry_delay_s, max=retry_delay_s * 8),
+        before_sleep=lambda state: logger.warning(
+            "reading the vector store failed (%s); reading again (%d/%d)",
+            state.outcome.exception() if state.outcome else "?",
+            state.attempt_number,
+            attempts,
+        ),
+        reraise=True,
+    )
+    return retrying(_read_pages, collection, page_size)
 
 
 def _read_pages(collection: Any, page_size: int) -> StoredTickets:
