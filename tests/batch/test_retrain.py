@@ -409,7 +409,7 @@ def test_a_permanent_store_error_fails_at_once(world: dict[str, Any]) -> None:
     calls = []
 
     class Missing:
-        metadata: dict[str, Any] = {}
+        metadata = None
 
         def get(self, **kwargs: Any) -> Any:
             calls.append(kwargs)
