@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 
@@ -136,29 +137,32 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
     if args.c is not None:
         config = replace(config, c=args.c)
-    result = train(
-        data,
-        encoder=configured.encoder(settings),
-        static_encoder=configured.static_encoder(settings) if settings.cascade else None,
-        cascade_agreement=settings.cascade_agreement,
-        registry=ModelRegistry(settings.model_registry_dir),
-        max_text_chars=settings.max_text_chars,
-        test_size=args.test_size,
-        seed=args.seed,
-        config=config,
-        review_precision=(
-            args.review_precision
-            if args.review_precision is not None
-            else settings.review_precision
-        ),
-        data_path=args.data,
-        make_current=not args.no_promote,
-        reference_dir=settings.drift_reference_dir,
-        reference_size=settings.drift_reference_size,
-        review_threshold=settings.review_threshold,
-        review_precisions=settings.review_precision_by_target,
-        review_gate=settings.review_gate or None,
-    )
+    registry = ModelRegistry(settings.model_registry_dir)
+    # No retrain or promotion may move the current pointer while this model is trained.
+    with registry.lock():
+        result = train(
+            data,
+            encoder=configured.encoder(settings),
+            static_encoder=configured.static_encoder(settings) if settings.cascade else None,
+            cascade_agreement=settings.cascade_agreement,
+            registry=registry,
+            max_text_chars=settings.max_text_chars,
+            test_size=args.test_size,
+            seed=args.seed,
+            config=config,
+            review_precision=(
+                args.review_precision
+                if args.review_precision is not None
+                else settings.review_precision
+            ),
+            data_path=args.data,
+            make_current=not args.no_promote,
+            reference_dir=settings.drift_reference_dir,
+            reference_size=settings.drift_reference_size,
+            review_threshold=settings.review_threshold,
+            review_precisions=settings.review_precision_by_target,
+            review_gate=settings.review_gate or None,
+        )
     print(format_report(result.metrics))
     if result.review is not None:
         print(format_review(result.review))
@@ -175,14 +179,21 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import evaluate_classifier, format_report
     from ticketflow.models.datasets import ColumnMapping
-    from ticketflow.models.registry import ModelRegistry
     from ticketflow.models.text import build_texts
 
-    registry = ModelRegistry(settings.model_registry_dir)
+    registry = open_registry(settings)
     version = args.version or registry.current_version()
     if version is None:
         raise SystemExit("no current model: run ticketflow train first")
     metadata = registry.metadata(version)
+    # The file first: a wrong path or column fails before the encoder is loaded.
+    data = configured.load_data(
+        settings,
+        args.data,
+        targets=args.target or metadata.targets or ["queue"],
+        mapping=ColumnMapping.parse(args.map),
+        limit=args.limit,
+    )
     encoder = configured.encoder(
         settings,
         metadata.embedding_model,
@@ -191,15 +202,6 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     )
     model = registry.load(
         version, expect_embedding_model=encoder.name, expect_dimension=encoder.dimension
-    )
-    if not args.target:
-        args.target = metadata.targets
-    data = configured.load_data(
-        settings,
-        args.data,
-        targets=args.target or ["queue"],
-        mapping=ColumnMapping.parse(args.map),
-        limit=args.limit,
     )
     texts = build_texts(data.tickets, max_chars=metadata.max_text_chars)
     vectors = encoder.encode(texts, show_progress=True)
