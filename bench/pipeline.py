@@ -1,9 +1,12 @@
 """Benchmark: the bare encoder vs. the full pipeline through Kafka, in one run.
 
-    python -m bench.pipeline [--n 600] [--threads 2] [--latency-n 200]
+    python -m bench.pipeline [--n 600] [--threads 2] [--latency-n 200] [--commit batch]
+        [--encoder-n 0] [--embedding-batch-size 0] [--batch-max 0]
 
 Same texts and the same torch thread count for both. Prints tickets/s for each and their
 ratio, p50/p99 end-to-end latency at half the measured capacity, and the worker's peak RSS.
+``--commit interval`` runs the worker with offsets committed only on Faust's timer (the
+policy before per-batch commits), to measure what committing every batch costs.
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private jar-based broker.
 """
 
@@ -280,9 +283,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tickets = generate_tickets(args.n + args.latency_n, seed=99)
     bulk, paced = tickets[: args.n], tickets[args.n :]
     texts = build_texts([Ticket.model_validate(t) for t in bulk], max_chars=settings.max_text_chars)
+    texts = texts[: args.encoder_n or None]
     print(f"bare encoder, {len(texts)} texts, {args.threads} torch threads:")
     encoder_rate, batch_size = bare_encoder(texts, settings.embedding_model, args.threads)
     print(f"  -> {encoder_rate:.1f} tickets/s at batch {batch_size}")
+    # A fixed size keeps two runs comparable: the probe's pick moves with the machine's load.
+    batch_size = args.embedding_batch_size or batch_size
 
     registry = workdir / "registry"
     train_file = write_tickets(generate_tickets(args.train_n, seed=5), workdir / "train.jsonl")
@@ -305,7 +311,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env,
         bulk,
         paced,
-        extra_env={"WORKER_BATCH_MAX": str(args.batch_max or batch_size)},
+        extra_env={
+            "WORKER_BATCH_MAX": str(args.batch_max or batch_size),
+            "WORKER_COMMIT_EVERY_BATCH": str(args.commit == "batch").lower(),
+        },
     )
     pipeline_rate = stream["pipeline_tickets_per_s"]
     result = {
@@ -313,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": args.threads,
         "encoder_batch_size": batch_size,
         "worker_batch_max": args.batch_max or batch_size,
+        "commit": args.commit,
         "encoder_tickets_per_s": round(encoder_rate, 2),
         "ratio": round(pipeline_rate / encoder_rate, 3),
         **stream,
@@ -328,6 +338,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--batch-max", type=int, default=0, help="WORKER_BATCH_MAX (default: best encoder batch)"
+    )
+    parser.add_argument(
+        "--encoder-n", type=int, default=0, help="texts for the bare encoder (default: --n)"
+    )
+    parser.add_argument(
+        "--embedding-batch-size",
+        type=int,
+        default=0,
+        help="the worker's EMBEDDING_BATCH_SIZE (default: the bare encoder's best)",
+    )
+    parser.add_argument(
+        "--commit",
+        choices=("batch", "interval"),
+        default="batch",
+        help="offset commits: after every batch (the default) or on the timer only",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticketflow.adapters.kafka.config import KafkaConnection
@@ -88,16 +88,23 @@ class WorkerSettings(BaseSettings):
         ge=1,
         description="Micro-batches in flight: the next one is labelled (its Python half "
         "while the last one's transformer half runs) while the last is stored and published; "
-        "1 = one at a time. exactly_once always runs 1.",
+        "1 = one at a time.",
     )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."
     )
     metrics_bind: str = "0.0.0.0"
+    worker_commit_every_batch: bool = Field(
+        default=True,
+        description="Commit a batch's offsets as soon as its outputs are acknowledged, so a "
+        "crash replays at most the batches in flight; false = only every "
+        "`WORKER_COMMIT_INTERVAL_S`.",
+    )
     worker_commit_interval_s: float = 2.8
-    worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+    worker_processing_guarantee: Literal["at_least_once"] = Field(
         default="at_least_once",
-        description="exactly_once = Faust transactions (transactional producer, read_committed).",
+        description="At-least-once: every ticket is labelled or dead-lettered, a crash may "
+        "label some twice; consumers de-duplicate by `ticket_id`, the record key.",
     )
     lag_interval_s: float = 5.0
     review_threshold: float = 0.6
@@ -133,6 +140,21 @@ class WorkerSettings(BaseSettings):
         default=60.0, description="Also check the registry's current pointer this often; 0 = off."
     )
     log_level: str = "INFO"
+
+    @field_validator("worker_processing_guarantee", mode="before")
+    @classmethod
+    def _refuse_exactly_once(cls, value: object) -> object:
+        # A knob that promises exactly-once and delivers duplicates is worse than none.
+        if isinstance(value, str) and value.strip().lower().replace("-", "_") == "exactly_once":
+            raise ValueError(
+                "exactly_once was removed: faust-streaming's Kafka transactions do not cover "
+                "the consumed offsets, so a read_committed reader still saw duplicates after a "
+                "crash (docs/guarantees.md). The worker is at-least-once: unset "
+                "WORKER_PROCESSING_GUARANTEE (or set at_least_once) and de-duplicate "
+                "labeled-tickets by ticket_id, the record key (the ChromaDB write is already "
+                "an upsert by ticket_id)"
+            )
+        return value
 
 
 class InputSettings(BaseSettings):
@@ -409,9 +431,11 @@ def render_markdown() -> str:
         "worker_batch_within_s": "A long wait only adds latency (docs/speed.md).",
         "metrics_bind": "Address the worker's and the monitor's web servers bind "
         "(`.env` binds 127.0.0.1).",
-        "worker_commit_interval_s": "Offset commit interval (seconds).",
-        "worker_processing_guarantee": "Read outputs with `isolation.level=read_committed`; "
-        "it does not remove duplicates after a crash (docs/guarantees.md).",
+        "worker_commit_interval_s": "Faust's offset commit timer (seconds): with "
+        "`WORKER_COMMIT_EVERY_BATCH` it commits only what the batch commits have not (the "
+        "feedback agent's offsets); without it, a crash replays up to this long of work.",
+        "worker_processing_guarantee": "`exactly_once` is refused with the reason: Faust's "
+        "transactions left duplicates after a crash (docs/guarantees.md).",
         "lag_interval_s": "How often the consumer-lag gauge is refreshed (seconds).",
         "review_threshold": "Below this probability a prediction sets its own "
         "`needs_review`, for targets whose model has no threshold of its own.",

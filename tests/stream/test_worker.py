@@ -11,12 +11,13 @@ import pytest
 
 from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.config import Settings
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket
 from ticketflow.stream.routing import Position
-from ticketflow.stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, Committer, InFlight, RawEvent
 
 pytestmark = pytest.mark.unit
 
@@ -362,3 +363,47 @@ def test_the_next_batch_is_prepared_while_the_last_one_is_in_the_transformer(
     asyncio.run(stream())
     assert overlapped == [True]
     assert [k for k, _ in labeled.sent] == [b"A", b"B"]
+
+
+def test_commit_requests_during_a_commit_fold_into_one_more_and_a_failure_is_retried() -> None:
+    commits: list[int] = []
+    release = asyncio.Event()
+
+    async def commit() -> None:
+        commits.append(len(commits))
+        if len(commits) == 1:
+            await release.wait()  # the broker is slow to answer the first commit
+        if len(commits) == 3:
+            raise ConnectionError("coordinator moved")
+
+    async def stream() -> None:
+        committer = Committer(commit)
+        committer.request()  # returns at once: the batches go on while the broker answers
+        await asyncio.sleep(0)
+        assert commits == [0]
+        for _ in range(5):  # five batches finish while the first commit is on its way
+            committer.request()
+        release.set()
+        await committer.wait()
+        assert commits == [0, 1]  # one more commit picks up all five
+        committer.request()  # fails: logged, not raised
+        await committer.wait()
+        committer.request()
+        await committer.wait()
+        assert commits == [0, 1, 2, 3]
+
+    asyncio.run(stream())
+
+
+@pytest.mark.parametrize("value", ["exactly_once", "EXACTLY_ONCE", "exactly-once"])
+def test_exactly_once_is_refused_with_why_and_what_to_do(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_PROCESSING_GUARANTEE", value)
+    with pytest.raises(ValueError, match="exactly_once was removed") as refused:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    why = str(refused.value)
+    assert "do not cover" in why and "de-duplicate" in why and "ticket_id" in why
+    monkeypatch.setenv("WORKER_PROCESSING_GUARANTEE", "at_least_once")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.worker_processing_guarantee == "at_least_once"

@@ -22,7 +22,7 @@ from ticketflow.stream.feedback import FeedbackApplier
 from ticketflow.stream.reload import ModelReloader, swap_if_ready
 from ticketflow.stream.routing import Position
 from ticketflow.stream.runtime import Runtime, load_runtime
-from ticketflow.stream.worker import BatchLabeler, BatchLimits, InFlight, RawEvent
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, Committer, InFlight, RawEvent
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +92,22 @@ def create_app(
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         labeler = await service.start()
-        inflight = InFlight(labeler, depth=inflight_depth(settings))
+        inflight = InFlight(labeler, depth=settings.worker_inflight_batches)
+        committer = (
+            Committer(partial(commit_acked, app.consumer))
+            if settings.worker_commit_every_batch
+            else None
+        )
         waiting = time.perf_counter()
         async for events in stream.take_events(
             settings.worker_batch_max, within=settings.worker_batch_within_s
         ):
             # Between batches: time the agent had nothing to do (idle when the topic is empty).
             metrics.stage_seconds.labels(stage="wait").observe(time.perf_counter() - waiting)
+            if committer is not None:
+                # take_events has just acked the last batch; a batch whose outputs were acked
+                # before this (always, with one batch in flight) is committed from here.
+                committer.request()
             reloader = service.reloader
             if reloader is not None:
                 # Between batches: batches in flight keep the model they started with.
@@ -107,7 +116,9 @@ def create_app(
             # more reference per event holds the offsets until the batch's outputs are acked.
             for event in events:
                 event.message.incref()
-            await inflight.submit([_raw_event(e) for e in events], partial(ack, stream, events))
+            await inflight.submit(
+                [_raw_event(e) for e in events], partial(ack, stream, events, committer)
+            )
             waiting = time.perf_counter()
 
     if feedback_topic is not None:
@@ -268,16 +279,25 @@ class LabelingService:
         )
 
 
-def inflight_depth(settings: Settings) -> int:
-    """Micro-batches in flight; one under exactly_once, whose transactions follow the agent."""
-    if settings.worker_processing_guarantee == "exactly_once":
-        return 1
-    return settings.worker_inflight_batches
-
-
-async def ack(stream: Any, events: Sequence[faust.EventT[bytes]]) -> None:
+async def ack(
+    stream: Any, events: Sequence[faust.EventT[bytes]], committer: Committer | None
+) -> None:
+    """The batch's outputs are acknowledged: release its offsets and have them committed."""
     for event in events:
         await stream.ack(event)
+    if committer is not None:
+        committer.request()
+
+
+async def commit_acked(consumer: Any) -> None:
+    """Commit every offset acked so far (``consumer``: Faust's Consumer; ConsumerT lacks
+    ``maybe_wait_for_commit_to_finish``)."""
+    # Faust runs one commit at a time: a call that finds one running waits for it and returns
+    # without committing, and offsets acked after that one read them would wait for the
+    # timer. No await between the wait ending and the commit starting, so none can slip in.
+    while await consumer.maybe_wait_for_commit_to_finish():
+        pass
+    await consumer.commit()
 
 
 def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:

@@ -328,7 +328,7 @@ class InFlight:
         self, events: Sequence[RawEvent], on_done: Callable[[], Awaitable[None]]
     ) -> None:
         """Start ``events``; returns once fewer than ``depth`` batches are in flight."""
-        if self.depth == 1:  # one at a time, on the caller's task (Faust's transactions)
+        if self.depth == 1:  # one at a time, on the caller's task
             await self.labeler.handle(events)
             await on_done()
             return
@@ -359,3 +359,41 @@ class InFlight:
         outcome = await handling
         await on_done()
         return outcome
+
+
+class Committer:
+    """Commits the acked offsets right after each batch, off the batches' path.
+
+    :meth:`request` returns at once, so the next batch's writes never wait for the broker's
+    answer to a commit. One commit runs at a time; requests that come while it runs are
+    folded into one more commit after it, which picks up every offset acked meanwhile. So a
+    crash replays the batches in flight and at most one finished batch whose commit was on
+    its way, instead of everything since the last commit timer tick.
+    A failed commit is logged and left to the next request (or Faust's commit timer).
+    """
+
+    def __init__(self, commit: Callable[[], Awaitable[object]]) -> None:
+        self._commit = commit
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run())
+
+    async def wait(self) -> None:
+        """Until no commit is running or requested."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self._commit()
+            except Exception:
+                logger.warning("offset commit failed; retried after the next batch", exc_info=True)
+            if not self._again:
+                return
