@@ -171,6 +171,29 @@ def test_vector_store_outage_is_retried_before_publishing(tmp_path: Path) -> Non
     assert metrics.vector_store_errors._value.get() == 2
 
 
+def test_a_permanent_vector_store_error_fails_the_batch_with_its_reason(tmp_path: Path) -> None:
+    import chromadb.errors
+
+    from ticketflow.adapters.store import VectorStoreError
+
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    calls = []
+
+    class WrongSpace:
+        def upsert(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(args)
+            raise chromadb.errors.InvalidArgumentError(
+                "Collection expecting embedding with dimension of 256, got 384"
+            )
+
+    labeler.store = WrongSpace()
+    labeler.retry_initial_s = 0.01
+    with pytest.raises(VectorStoreError, match="dimension of 256.*CHROMA_COLLECTION"):
+        asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
+    assert len(calls) == 1  # not retried: it would stall the partition forever
+    assert labeled.sent == []  # nothing published, so nothing is committed and nothing lost
+
+
 def test_monitor_records_carry_the_vector_and_labels(tmp_path: Path) -> None:
     from ticketflow.schemas import MonitorRecord
     from ticketflow.schemas.monitoring import unpack_vector

@@ -16,7 +16,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ticketflow.adapters.store import VectorStore
+import tenacity
+
+from ticketflow.adapters.store import VectorStore, VectorStoreError, is_permanent
 from ticketflow.models.pipeline import BatchResult, LabelingPipeline
 from ticketflow.models.redaction import redact
 from ticketflow.monitoring.metrics import WorkerMetrics
@@ -250,26 +252,47 @@ class BatchLabeler:
         elif self.limits.document == "redacted":
             documents = [redact(results.texts[i]) for i in rows]
         loop = asyncio.get_running_loop()
-        delay = self.retry_initial_s
-        while True:
-            started = time.perf_counter()
-            try:
-                await loop.run_in_executor(
-                    self.store_executor,
-                    lambda: self.store.upsert(ids, vectors, metadatas, documents),
-                )
-            except Exception as exc:  # any client/transport error: retry, never drop the batch
-                self.metrics.vector_store_errors.inc()
-                self.metrics.vector_store_up.set(0)
-                logger.warning("vector store write failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            self.metrics.vector_store_up.set(1)
-            self.metrics.stage_seconds.labels(stage="vector_write").observe(
-                time.perf_counter() - started
-            )
-            return
+        # Transient errors (connection refused, timeouts, a restarting server) are retried
+        # with jittered backoff for as long as they last: a batch is never dropped, and its
+        # offsets stay uncommitted meanwhile. A permanent one (wrong dimension, missing
+        # collection, refused credentials) would come back on every try and stall the
+        # partition for good: it fails the batch, and the worker, with its reason.
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(lambda exc: not is_permanent(exc)),
+            wait=tenacity.wait_exponential_jitter(
+                initial=self.retry_initial_s, max=self.retry_max_s
+            ),
+            before_sleep=self._store_write_failed,
+            reraise=True,
+        )
+        started = time.perf_counter()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    started = time.perf_counter()
+                    await loop.run_in_executor(
+                        self.store_executor,
+                        lambda: self.store.upsert(ids, vectors, metadatas, documents),
+                    )
+        except Exception as exc:
+            self.metrics.vector_store_errors.inc()
+            self.metrics.vector_store_up.set(0)
+            raise VectorStoreError(
+                f"the vector store refused a write for good ({type(exc).__name__}: {exc}); "
+                "check CHROMA_COLLECTION (one collection per model vector space), "
+                "CHROMA_HOST/CHROMA_AUTH_TOKEN and the server"
+            ) from exc
+        self.metrics.vector_store_up.set(1)
+        self.metrics.stage_seconds.labels(stage="vector_write").observe(
+            time.perf_counter() - started
+        )
+
+    def _store_write_failed(self, state: tenacity.RetryCallState) -> None:
+        self.metrics.vector_store_errors.inc()
+        self.metrics.vector_store_up.set(0)
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning("vector store write failed (%s); retrying in %.1fs", exc, wait)
 
     async def _publish(
         self,
