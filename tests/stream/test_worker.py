@@ -188,7 +188,7 @@ def test_a_permanent_vector_store_error_fails_the_batch_with_its_reason(tmp_path
 
     labeler.store = WrongSpace()
     labeler.retry_initial_s = 0.01
-    with pytest.raises(VectorStoreError, match="dimension of 256.*CHROMA_COLLECTION"):
+    with pytest.raises(VectorStoreError, match=r"dimension of 256.*CHROMA_COLLECTION"):
         asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
     assert len(calls) == 1  # not retried: it would stall the partition forever
     assert labeled.sent == []  # nothing published, so nothing is committed and nothing lost
