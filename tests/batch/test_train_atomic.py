@@ -40,9 +40,15 @@ def test_a_failed_reference_write_leaves_current_untouched(tmp_path: Path) -> No
     # A read-only volume, a full disk...: here a file where the reference folder should be.
     blocked = tmp_path / "blocked"
     blocked.write_text("not a directory")
+    # Other tickets: a version id is the data's hash and the second it was trained in.
+    other = load_labeled(
+        write_tickets(generate_tickets(200, seed=5), tmp_path / "u.jsonl"),
+        targets=["queue"],
+        progress=False,
+    )
     with pytest.raises(OSError):
         train(
-            data,
+            other,
             encoder=encoder,
             registry=registry,
             max_text_chars=1000,
