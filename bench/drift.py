@@ -21,7 +21,7 @@ from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
-from ticketflow.models.serving import make_pipeline, serving_encoders
+from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
 from ticketflow.monitoring.sample import pipeline_sample
 from ticketflow.schemas import Ticket
@@ -64,13 +64,7 @@ def main() -> None:
     model = ModelRegistry(args.registry).load()
     settings = Settings(model_registry_dir=args.registry)
     # The worker's encoders and pipeline: a cascade publishes its static vectors.
-    encoders = serving_encoders(
-        model.metadata,
-        registry_dir=settings.model_registry_dir,
-        cache_dir=settings.cache_dir,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-    )
+    encoders = settings.serving_encoders(model.metadata, text_cache=False)
     pipeline = make_pipeline(encoders, model)
 
     def tickets(rows: list[dict[str, Any]]) -> list[Ticket]:

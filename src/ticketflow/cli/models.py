@@ -94,7 +94,6 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         require_broker(settings)
     registry = open_registry(settings)
 
-    from ticketflow.adapters.store import open_chroma_client
     from ticketflow.batch import promotion
     from ticketflow.batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
@@ -110,14 +109,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
             return 0
         print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
-    client = open_chroma_client(
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        path=settings.chroma_path,
-        auth_token=(
-            settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None
-        ),
-    )
+    client = settings.chroma_client()
     # get_collection, not get_or_create: retraining never declares a vector space itself.
     stored = read_store(client.get_collection(settings.chroma_collection))
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR

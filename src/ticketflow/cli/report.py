@@ -99,7 +99,7 @@ def run_data(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_performance(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+    from ticketflow.adapters.store import ChromaVectorStore
     from ticketflow.batch import reports
 
     since = reports.parse_since(args.since) if args.since else None
@@ -108,14 +108,7 @@ def run_performance(args: argparse.Namespace, settings: Settings) -> int:
         if settings.chroma_host
         else str(settings.chroma_path)
     )
-    client = open_chroma_client(
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        path=settings.chroma_path,
-        auth_token=(
-            settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None
-        ),
-    )
+    client = settings.chroma_client()
     name = settings.chroma_collection
     # get_collection, not get_or_create: a report never declares a vector space itself.
     try:

@@ -19,7 +19,7 @@ from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
 from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.registry import ModelRegistry
-from ticketflow.models.serving import make_pipeline, serving_encoders
+from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
 from ticketflow.monitoring.lag import GroupLagReader, start_lag_watch
@@ -146,14 +146,7 @@ def build_reference(
     if not tickets:
         raise ValueError(f"{data}: no valid tickets")
     pipeline = make_pipeline(
-        serving_encoders(
-            model.metadata,
-            registry_dir=settings.model_registry_dir,
-            cache_dir=settings.cache_dir,
-            device=settings.embedding_device,
-            batch_size=settings.embedding_batch_size,
-            threads=settings.torch_threads,
-        ),
+        settings.serving_encoders(model.metadata, text_cache=False),
         model,
     )
     path = write_sample_reference(

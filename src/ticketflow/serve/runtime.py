@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.config import Settings
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import LoadedModel, ModelRegistry
-from ticketflow.models.serving import ServingEncoders, make_pipeline, serving_encoders
+from ticketflow.models.serving import ServingEncoders, make_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +34,7 @@ class Serving:
 
 def open_store(settings: Settings, pipeline: LabelingPipeline) -> ChromaVectorStore:
     """The configured collection, declared for ``pipeline``'s vector space."""
-    token = settings.chroma_auth_token
-    client = open_chroma_client(
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        path=settings.chroma_path,
-        auth_token=token.get_secret_value() if token else None,
-    )
+    client = settings.chroma_client()
     return ChromaVectorStore(
         client,
         settings.chroma_collection,
@@ -58,15 +52,7 @@ def load_serving(settings: Settings) -> Serving:
         registry.load()  # raises the "train one first" error
         raise AssertionError("unreachable")
     metadata = registry.metadata(version)
-    encoders = serving_encoders(
-        metadata,
-        registry_dir=settings.model_registry_dir,
-        cache_dir=settings.cache_dir,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-        text_cache_size=settings.text_cache_size,
-    )
+    encoders = settings.serving_encoders(metadata)
     model = registry.load(
         version, expect_embedding_model=encoders.name, expect_dimension=encoders.dimension
     )

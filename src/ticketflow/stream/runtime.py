@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.config import Settings
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import LoadedModel, ModelRegistry
-from ticketflow.models.serving import ServingEncoders, make_pipeline, serving_encoders
+from ticketflow.models.serving import ServingEncoders, make_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,7 @@ def load_runtime(settings: Settings) -> Runtime:
             metadata.embedding_backend,
             settings.embedding_backend,
         )
-    encoder = serving_encoders(
-        metadata,
-        registry_dir=settings.model_registry_dir,
-        cache_dir=settings.cache_dir,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-        text_cache_size=settings.text_cache_size,
-    )
+    encoder = settings.serving_encoders(metadata)
     if metadata.embedding_model != settings.embedding_model:
         logger.warning(
             "model %s was trained with %s; EMBEDDING_MODEL=%s is ignored for serving",
@@ -66,16 +58,7 @@ def load_runtime(settings: Settings) -> Runtime:
     )
     pipeline = make_pipeline(encoder, model)
     store = ChromaVectorStore(
-        open_chroma_client(
-            host=settings.chroma_host,
-            port=settings.chroma_port,
-            path=settings.chroma_path,
-            auth_token=(
-                settings.chroma_auth_token.get_secret_value()
-                if settings.chroma_auth_token
-                else None
-            ),
-        ),
+        settings.chroma_client(),
         settings.chroma_collection,
         embedding_model=pipeline.vector_model,
         dimension=pipeline.dimension,
