@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ticketflow.batch import reports
-from ticketflow.devtools.sample import generate_tickets
+from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.datasets import ColumnMapping
 from ticketflow.models.errors import InputError
 from ticketflow.schemas import store as layout
@@ -227,6 +227,21 @@ def test_data_report_without_a_language_column_guesses_and_says_so(tmp_path: Pat
     assert page.summary["cooccurrence"] == {}
     text = reports.render_html(page)
     assert "No ticket has tags" in text
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_data_report_reads_tags_stored_as_lists(tmp_path: Path, suffix: str) -> None:
+    """What ``ticketflow sample --out x.jsonl`` (or .parquet) writes: tags are a list per
+    row, which pandas cannot hash; the overview used to crash on them."""
+    path = write_tickets(generate_tickets(60, seed=3), tmp_path / f"tickets{suffix}")
+    profiled = reports.read_profiled(path, targets=["queue"], mapping=ColumnMapping())
+    page = reports.build_data_report(profiled, reports.DataReportOptions(export_root=None))
+    overview = next(s for s in page.sections if s.key == "overview")
+    columns = next(b for b in overview.blocks if isinstance(b, reports.Table))
+    distinct = {row[0]: row[1] for row in columns.rows}
+    expected = len({tuple(r["tags"]) for r in generate_tickets(60, seed=3)})
+    assert distinct["tags"] == expected > 1
+    assert page.summary["tags"]["with_tags"] == 60
 
 
 def test_data_report_refuses_an_unknown_target(tmp_path: Path) -> None:

@@ -814,7 +814,7 @@ def _overview(profiled: Profiled, summary: dict[str, Any]) -> Section:
             [
                 (
                     str(c),
-                    int(profiled.frame[c].nunique(dropna=True)),
+                    _distinct(profiled.frame[c]),
                     _short(str(profiled.frame[c].dropna().iloc[0]), 80)
                     if profiled.frame[c].notna().any()
                     else "",
@@ -830,6 +830,13 @@ def _overview(profiled: Profiled, summary: dict[str, Any]) -> Section:
             "sections."
         )
     return section
+
+
+def _distinct(column: pd.Series) -> int:
+    """Distinct non-missing values; tags read from JSONL or Parquet are lists or arrays,
+    which do not hash."""
+    values = column.dropna()
+    return int(values.map(lambda v: tuple(v) if isinstance(v, list | np.ndarray) else v).nunique())
 
 
 def _balance_section(profiled: Profiled, summary: dict[str, Any]) -> Section:
