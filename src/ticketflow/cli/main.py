@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here so ``import ticketflow.cli`` stays cheap and side-effect free.
     from ticketflow.cli import (
         broker,
+        dlq,
         drift,
         memory,
         models,
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (broker, worker, tickets, drift, train, models, memory, serve, report):
+    for group in (broker, worker, tickets, dlq, drift, train, models, memory, serve, report):
         group.register(commands)
     return parser
 
