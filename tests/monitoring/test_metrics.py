@@ -1,4 +1,5 @@
-"""The worker's review counters: per target, and tickets held by the review gate."""
+"""The worker's review counters (per target, tickets held by the review gate) and the
+corrections counter (live accuracy)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.monitoring.metrics import MAX_CLASS_NAMES, OTHER_LABEL, WorkerMetrics
 from ticketflow.schemas import LabeledTicket
 
 pytestmark = pytest.mark.unit
@@ -55,4 +56,45 @@ def test_review_is_counted_per_target_and_per_held_ticket() -> None:
             "ticketflow_tickets_needs_review_total", {"target": "priority"}
         )
         == 0
+    )
+
+
+def test_corrections_are_counted_with_confirmations_and_bounded_class_names() -> None:
+    metrics = WorkerMetrics()
+    metrics.count_correction("queue", "Billing", "Refunds")
+    metrics.count_correction("queue", "Billing", "Refunds")
+    metrics.count_correction("queue", "Billing", "Billing")  # a confirmation
+    value = metrics.registry.get_sample_value
+
+    def count(predicted: str, corrected: str, changed: str) -> float | None:
+        labels = {"target": "queue", "predicted": predicted, "corrected": corrected}
+        return value("ticketflow_corrections_total", {**labels, "changed": changed})
+
+    assert count("Billing", "Refunds", "true") == 2
+    assert count("Billing", "Billing", "false") == 1
+    assert count("Billing", "Refunds", "false") is None
+    # Agents can send any string: past MAX_CLASS_NAMES names per target, new ones are lumped.
+    for n in range(MAX_CLASS_NAMES + 20):
+        metrics.count_correction("queue", "Billing", f"typo-{n}")
+    series = [
+        s
+        for family in metrics.registry.collect()
+        if family.name == "ticketflow_corrections"
+        for s in family.samples
+        if s.name == "ticketflow_corrections_total"
+    ]
+    names = {s.labels["corrected"] for s in series}
+    assert len(names) == MAX_CLASS_NAMES + 1 and OTHER_LABEL in names
+    lumped = [s for s in series if s.labels["corrected"] == OTHER_LABEL]
+    assert [s.labels["changed"] for s in lumped] == ["true"] and lumped[0].value == 22
+    # a known class still counts under its own name, and each target has its own budget
+    metrics.count_correction("queue", "Refunds", "Billing")
+    assert count("Refunds", "Billing", "true") == 1
+    metrics.count_correction("priority", "high", "low")
+    assert (
+        value(
+            "ticketflow_corrections_total",
+            {"target": "priority", "predicted": "high", "corrected": "low", "changed": "true"},
+        )
+        == 1
     )

@@ -79,3 +79,55 @@ def test_decode_feedback_reasons() -> None:
     assert isinstance(bad, Rejected) and "labels" in bad.reason
     ok = decode_feedback(correction("x", "Billing"))
     assert isinstance(ok, LabelFeedback) and ok.labels == {"queue": "Billing"}
+
+
+def test_every_label_given_is_counted_against_the_models_label(tmp_path: Path) -> None:
+    """ticketflow_corrections_total: corrections and confirmations, each against the label the
+    model stored (not a person's earlier one); targets the model does not predict, and
+    unknown tickets, are not counted."""
+    labeler, _, _, store, _ = make_labeler(tmp_path)
+    asyncio.run(labeler.handle([ticket(0), ticket(1)]))
+    found = store.get(["t0", "t1"])
+    predicted = {i: m["queue"] for i, m in zip(found["ids"], found["metadatas"], strict=True)}
+    metrics = WorkerMetrics()
+    applier = FeedbackApplier(
+        collection=store.collection,
+        send_dead=Recorder(),
+        executor=ThreadPoolExecutor(max_workers=1),
+        metrics=metrics,
+        dlq_keep_bytes=1000,
+    )
+    other = "IT" if predicted["t0"] != "IT" else "Billing"
+    both = LabelFeedback(
+        ticket_id="t1", labels={"queue": predicted["t1"], "language": "en"}, corrected_by="a"
+    )
+    outcome = asyncio.run(
+        applier.handle(
+            [
+                event(correction("t0", other), 0),
+                event(correction("t0", "Payments"), 1),  # the agent changes their mind
+                event(both.model_dump_json().encode(), 2),  # a confirmation + an unknown target
+                event(correction("nope", other), 3),
+            ]
+        )
+    )
+    assert [(r.target, r.predicted, r.corrected) for r in outcome.reviewed] == [
+        ("queue", predicted["t0"], other),
+        ("queue", predicted["t0"], "Payments"),
+        ("queue", predicted["t1"], predicted["t1"]),
+    ]
+    counts = {
+        (s.labels["target"], s.labels["predicted"], s.labels["corrected"], s.labels["changed"]): (
+            s.value
+        )
+        for family in metrics.registry.collect()
+        if family.name == "ticketflow_corrections"
+        for s in family.samples
+        if s.name == "ticketflow_corrections_total"
+    }
+    expected = {
+        ("queue", predicted["t0"], other, "true"): 1.0,
+        ("queue", predicted["t0"], "Payments", "true"): 1.0,
+        ("queue", predicted["t1"], predicted["t1"], "false"): 1.0,
+    }
+    assert counts == expected

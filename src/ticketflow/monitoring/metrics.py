@@ -11,6 +11,12 @@ from ticketflow.schemas import LabeledTicket
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "produce")
+# ticketflow_corrections_total's label values come from agents' feedback, which any client can
+# send: past this many distinct class names per target, further new names count as OTHER_LABEL,
+# so a typo-prone help desk cannot grow the series without bound (the model's classes, the
+# expected values, are tens at most).
+MAX_CLASS_NAMES = 100
+OTHER_LABEL = "_other"
 
 
 class WorkerMetrics:
@@ -102,6 +108,17 @@ class WorkerMetrics:
             "Label corrections merged into the vector store.",
             registry=r,
         )
+        # Live accuracy: one count per target label a person gave a ticket the model labelled,
+        # also when it agrees with the model (a confirmation): the correction rate is
+        # changed="true" over all, which PromQL cannot get from comparing two labels.
+        self.corrections = Counter(
+            "ticketflow_corrections",
+            "Labels people gave tickets the model labelled, per target: the model's label "
+            "(predicted), the person's (corrected) and whether they differ (changed).",
+            ["target", "predicted", "corrected", "changed"],
+            registry=r,
+        )
+        self._class_names: dict[str, set[str]] = {}
         self.model_reloads = Counter(
             "ticketflow_model_reloads",
             "Announced models loaded for a hot swap (ok) or refused by verification (refused).",
@@ -128,6 +145,26 @@ class WorkerMetrics:
                 per_target[target] = per_target.get(target, 0) + int(prediction.needs_review)
         for target, count in per_target.items():
             self.needs_review.labels(target=target).inc(count)
+
+    def count_correction(self, target: str, predicted: str, corrected: str) -> None:
+        """Count a person's label ``corrected`` of ``target`` on a ticket the model had
+        labelled ``predicted`` (equal: a confirmation)."""
+        changed = "true" if predicted != corrected else "false"
+        self.corrections.labels(
+            target=target,
+            predicted=self._class_name(target, predicted),
+            corrected=self._class_name(target, corrected),
+            changed=changed,
+        ).inc()
+
+    def _class_name(self, target: str, name: str) -> str:
+        seen = self._class_names.setdefault(target, set())
+        if name in seen:
+            return name
+        if len(seen) >= MAX_CLASS_NAMES:
+            return OTHER_LABEL
+        seen.add(name)
+        return name
 
     def set_model(self, version: str, embedding_model: str) -> None:
         self.model_info.clear()

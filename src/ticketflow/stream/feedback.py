@@ -5,6 +5,10 @@ corrected label in ``<target>`` and ``human_<target>``, the model's earlier labe
 ``<target>_predicted``, who and when. ``ticketflow retrain`` learns from those records, so
 nobody re-embeds the history. A correction for an id the store does not hold, or a payload
 that is not a valid :class:`~schemas.LabelFeedback`, goes to the dead-letter topic.
+
+Every label a person gives a target the model labelled is counted in
+``ticketflow_corrections_total{target,predicted,corrected,changed}``, confirmations (the
+person's label is the model's) included: the correction rate is the changed share.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, DeadLetterReason, LabelFeedback
-from ticketflow.schemas.store import correction_metadata
+from ticketflow.schemas.store import correction_metadata, model_label
 from ticketflow.stream.routing import Rejected, dead_letter
 from ticketflow.stream.worker import RawEvent
 
@@ -59,10 +63,22 @@ def decode_feedback(raw: bytes | None, *, max_bytes: int = 65_536) -> LabelFeedb
         return Rejected(DeadLetterReason.VALIDATION_ERROR, "; ".join(parts), readable)
 
 
+@dataclass(frozen=True)
+class ReviewedLabel:
+    """A person's label of one target next to the model's label of it on that ticket."""
+
+    target: str
+    predicted: str
+    corrected: str
+
+
 @dataclass
 class FeedbackOutcome:
     applied: list[str]
     unknown: list[str]
+    # One per applied (ticket, target) the model had labelled; targets the model does not
+    # predict have no model label to compare with and are not listed.
+    reviewed: list[ReviewedLabel] = field(default_factory=list)
 
 
 def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> FeedbackOutcome:
@@ -79,17 +95,24 @@ def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> Feedba
     }
     applied: list[str] = []
     unknown: list[str] = []
+    reviewed: list[ReviewedLabel] = []
     for item in feedback:
         record = current.get(item.ticket_id)
         if record is None:
             unknown.append(item.ticket_id)
             continue
+        for target, label in item.labels.items():
+            # The model's label as stored before any correction (a second correction of the
+            # same ticket is compared with the model too, not with the first one).
+            model = model_label(record, target)
+            if model is not None:
+                reviewed.append(ReviewedLabel(target, model[0], label))
         record.update(correction_metadata(item, record))
         applied.append(item.ticket_id)
     if applied:
         ready = list(dict.fromkeys(applied))
         collection.update(ids=ready, metadatas=[current[i] for i in ready])
-    return FeedbackOutcome(applied=applied, unknown=unknown)
+    return FeedbackOutcome(applied=applied, unknown=unknown, reviewed=reviewed)
 
 
 class FeedbackApplier:
@@ -143,6 +166,8 @@ class FeedbackApplier:
             )
         )
         self.metrics.feedback_applied.inc(len(outcome.applied))
+        for label in outcome.reviewed:
+            self.metrics.count_correction(label.target, label.predicted, label.corrected)
         if outcome.applied:
             logger.info("applied %d label corrections", len(outcome.applied))
         return outcome
