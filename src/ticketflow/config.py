@@ -136,6 +136,20 @@ class WorkerSettings(BaseSettings):
         "model does not learn fails the training.",
     )
     dlq_keep_bytes: int = 65_536
+    similar_k: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Each labelled ticket carries its k nearest earlier tickets (`similar`) "
+        "and `possible_duplicate_of`: one vector-store query per micro-batch; 0 = off.",
+    )
+    duplicate_max_distance: float = Field(
+        default=0.002,
+        ge=0,
+        le=2,
+        description="With `SIMILAR_K`: the nearest ticket is `possible_duplicate_of` when its "
+        "cosine distance is below this.",
+    )
     feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
@@ -477,6 +491,12 @@ def render_markdown() -> str:
         "for a target of `REVIEW_GATE`). `ticketflow train` prints and records what each cut "
         "and the gate let through, out-of-fold and on its test part.",
         "dlq_keep_bytes": "How much of a bad payload a dead letter keeps.",
+        "similar_k": "Searched in the vectors the store holds (the static ones with the "
+        "cascade), among the tickets stored before the batch and the batch's earlier ones; "
+        "throughput cost in docs/speed.md, fields in docs/contracts.md.",
+        "duplicate_max_distance": "Chosen on bueck-v3 with `python -m bench.duplicates` "
+        "(precision 0.978 at recall 0.44 on altered copies; docs/contracts.md): re-run it on "
+        "your own tickets before relying on the flag.",
         "feedback_enabled": "Off = no `apply-feedback` agent, and `ticketflow topics create` "
         "skips `KAFKA_TOPIC_FEEDBACK`.",
         "log_level": "Log level of the worker, the monitor and the CLI (`-v` = DEBUG).",

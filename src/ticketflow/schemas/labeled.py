@@ -38,6 +38,15 @@ class SourcePosition(BaseModel):
     offset: int
 
 
+class SimilarTicketRef(BaseModel):
+    """A stored ticket near this one (``SIMILAR_K``)."""
+
+    ticket_id: str
+    distance: float = Field(
+        ge=0.0, description="Cosine distance between the two tickets' stored vectors (0 = same)."
+    )
+
+
 class LabeledTicket(BaseModel):
     """One classified ticket (key = ticket_id)."""
 
@@ -61,3 +70,15 @@ class LabeledTicket(BaseModel):
     event_time: datetime | None = Field(description="The ticket's created_at, when it had one.")
     processed_time: datetime
     source: SourcePosition
+    # Both default so records of workers before SIMILAR_K still parse.
+    similar: list[SimilarTicketRef] = Field(
+        default_factory=list,
+        description="The `SIMILAR_K` nearest tickets seen before this one (stored, or earlier "
+        "in the same micro-batch), nearest first; the ticket's own id is left out. Empty "
+        "when `SIMILAR_K=0` (the default).",
+    )
+    possible_duplicate_of: str | None = Field(
+        default=None,
+        description="The nearest of `similar` when its distance is below "
+        "`DUPLICATE_MAX_DISTANCE`; null otherwise.",
+    )

@@ -22,7 +22,14 @@ from ticketflow.stream.feedback import FeedbackApplier
 from ticketflow.stream.reload import ModelReloader, swap_if_ready
 from ticketflow.stream.routing import Position
 from ticketflow.stream.runtime import Runtime, load_runtime
-from ticketflow.stream.worker import BatchLabeler, BatchLimits, Committer, InFlight, RawEvent
+from ticketflow.stream.worker import (
+    BatchLabeler,
+    BatchLimits,
+    Committer,
+    InFlight,
+    RawEvent,
+    SimilarSearch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +282,14 @@ class LabelingService:
                 dlq_keep_bytes=settings.dlq_keep_bytes,
                 review_threshold=settings.review_threshold,
                 document=settings.chroma_document,
+            ),
+            similar=(
+                SimilarSearch(
+                    k=settings.similar_k,
+                    duplicate_max_distance=settings.duplicate_max_distance,
+                )
+                if settings.similar_k > 0
+                else None
             ),
         )
 

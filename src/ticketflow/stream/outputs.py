@@ -8,6 +8,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from ticketflow.adapters.store import Neighbour
 from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.schemas import (
     LabeledTicket,
@@ -17,6 +18,7 @@ from ticketflow.schemas import (
     TargetPrediction,
     Ticket,
 )
+from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.schemas.monitoring import pack_vector
 from ticketflow.stream.routing import Position
 
@@ -31,9 +33,12 @@ def labeled_ticket(
     review_thresholds: Mapping[str, float],
     review_gate: Sequence[str],
     processed_at: datetime,
+    similar: Sequence[SimilarTicketRef] = (),
+    possible_duplicate_of: str | None = None,
 ) -> LabeledTicket:
     """``review_thresholds``: per target, the probability below which a person must check its
-    label; ``review_gate``: the targets whose review holds the whole ticket."""
+    label; ``review_gate``: the targets whose review holds the whole ticket; ``similar``: the
+    nearest tickets seen before it (:func:`similar_tickets`)."""
     flags = target_review(predictions, review_thresholds)
     targets = {
         target: TargetPrediction(
@@ -57,7 +62,54 @@ def labeled_ticket(
         source=SourcePosition(
             topic=position.topic, partition=position.partition, offset=position.offset
         ),
+        similar=list(similar),
+        possible_duplicate_of=possible_duplicate_of,
     )
+
+
+def similar_tickets(
+    ids: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    stored: Sequence[Sequence[Neighbour]],
+    *,
+    k: int,
+) -> list[list[SimilarTicketRef]]:
+    """Per row: the ``k`` nearest tickets seen before it, nearest first.
+
+    ``stored``: each row's neighbours in the vector store, queried before this batch was
+    written; the batch's earlier rows are added from ``vectors`` (cosine distance, as the
+    store measures it). So a ticket gets the same neighbours whatever micro-batch it came in,
+    and of two copies in one batch the later points at the earlier, never both ways. A
+    ticket's own id is left out (a redelivered ticket finds its own earlier record; a second
+    event for an id is an update, not a duplicate); an id found both ways counts once, at the
+    smaller distance.
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit = matrix / np.maximum(norms, 1e-12)
+    within = 1.0 - unit @ unit.T
+    found: list[list[SimilarTicketRef]] = []
+    for row, ticket_id in enumerate(ids):
+        nearest: dict[str, float] = {}
+        candidates = [(n.ticket_id, n.distance) for n in stored[row]]
+        candidates += [(ids[earlier], float(within[row, earlier])) for earlier in range(row)]
+        for other, distance in candidates:
+            if other == ticket_id:
+                continue
+            # Float error puts an identical vector a hair below 0.
+            distance = max(0.0, float(distance))
+            if other not in nearest or distance < nearest[other]:
+                nearest[other] = distance
+        ranked = sorted(nearest.items(), key=lambda item: (item[1], item[0]))[:k]
+        found.append([SimilarTicketRef(ticket_id=i, distance=d) for i, d in ranked])
+    return found
+
+
+def possible_duplicate(similar: Sequence[SimilarTicketRef], max_distance: float) -> str | None:
+    """The nearest ticket's id when it is closer than ``max_distance`` (DUPLICATE_MAX_DISTANCE)."""
+    if similar and similar[0].distance < max_distance:
+        return similar[0].ticket_id
+    return None
 
 
 def monitor_record(

@@ -11,14 +11,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 import tenacity
 
-from ticketflow.adapters.store import VectorStore, VectorStoreError, is_permanent
+from ticketflow.adapters.store import Neighbour, VectorStore, VectorStoreError, is_permanent
+from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import BatchResult, LabelingPipeline
 from ticketflow.models.redaction import redact
 from ticketflow.monitoring.metrics import WorkerMetrics
@@ -30,13 +32,34 @@ from ticketflow.schemas import (
     MonitorRecord,
     Ticket,
 )
-from ticketflow.schemas.store import labeled_metadata
-from ticketflow.stream.outputs import labeled_ticket, monitor_record
+from ticketflow.schemas.labeled import SimilarTicketRef
+from ticketflow.schemas.store import MetadataValue, labeled_metadata
+from ticketflow.stream.outputs import (
+    labeled_ticket,
+    monitor_record,
+    possible_duplicate,
+    similar_tickets,
+)
 from ticketflow.stream.routing import Position, Rejected, dead_letter, decode_ticket
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]
+T = TypeVar("T")
+
+
+class SearchableStore(VectorStore, Protocol):
+    """The vector store as the worker uses it: written, and searched when SIMILAR_K > 0
+    (:class:`ticketflow.adapters.store.ChromaVectorStore`)."""
+
+    def query(
+        self,
+        vectors: FloatMatrix,
+        k: int,
+        *,
+        where: Mapping[str, MetadataValue] | None = None,
+        documents: bool = False,
+    ) -> list[list[Neighbour]]: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,15 @@ class BatchLimits:
     dlq_keep_bytes: int
     review_threshold: float
     document: str = "none"  # none | redacted | full: the model text kept in the vector store
+
+
+@dataclass(frozen=True)
+class SimilarSearch:
+    """``k`` nearest tickets on each labelled ticket (SIMILAR_K); the nearest is its
+    ``possible_duplicate_of`` when closer than ``duplicate_max_distance``."""
+
+    k: int
+    duplicate_max_distance: float
 
 
 @dataclass
@@ -77,7 +109,7 @@ class BatchLabeler:
         self,
         *,
         pipeline: LabelingPipeline,
-        store: VectorStore,
+        store: SearchableStore,
         model_version: str,
         send_labeled: Send,
         send_dead: Send,
@@ -89,6 +121,7 @@ class BatchLabeler:
         send_monitor: Send | None = None,
         store_executor: Executor | None = None,
         prepare_executor: Executor | None = None,
+        similar: SimilarSearch | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -106,6 +139,7 @@ class BatchLabeler:
         self.store_executor = store_executor or executor
         # The first half of the next batch (text, TF-IDF, static stage) on its own thread.
         self.prepare_executor = prepare_executor or executor
+        self.similar = similar
 
     def handle(
         self, events: Sequence[RawEvent], *, after: Awaitable[object] | None = None
@@ -191,6 +225,7 @@ class BatchLabeler:
             reason = f"{type(exc).__name__}: {exc}"
             rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
             failed.append(self._dead(event, rejected))
+        similar = await self._similar(tickets, results)
         building = time.perf_counter()
         now = datetime.now(UTC)
         thresholds = pipeline.review_thresholds(self.limits.review_threshold)
@@ -205,8 +240,16 @@ class BatchLabeler:
                 review_thresholds=thresholds,
                 review_gate=gate,
                 processed_at=now,
+                similar=near,
+                possible_duplicate_of=duplicate,
             )
-            for index, prediction in zip(results.indices, results.predictions, strict=True)
+            for index, prediction, near, duplicate in zip(
+                results.indices,
+                results.predictions,
+                similar,
+                self._duplicates(similar),
+                strict=True,
+            )
         ]
         monitor = []
         if self.send_monitor is not None and labeled:
@@ -251,48 +294,83 @@ class BatchLabeler:
             documents = [results.texts[i] for i in rows]
         elif self.limits.document == "redacted":
             documents = [redact(results.texts[i]) for i in rows]
+        await self._store_call(
+            "write", "vector_write", lambda: self.store.upsert(ids, vectors, metadatas, documents)
+        )
+
+    async def _similar(
+        self, tickets: Sequence[tuple[Ticket, RawEvent]], results: BatchResult
+    ) -> list[list[SimilarTicketRef]]:
+        """Each labelled ticket's nearest tickets seen before it (none when SIMILAR_K=0).
+
+        One query for the whole batch, after the batches before it are written (``after``)
+        and before this one is: the store then holds every earlier ticket and none of this
+        batch, whose earlier rows are compared in memory (:func:`similar_tickets`). Querying
+        after the write would find each copy's twin both ways round, and the original would
+        be called a duplicate of its copy. One more neighbour than ``k`` is asked for, as a
+        redelivered ticket finds its own earlier record, which is left out.
+        """
+        if self.similar is None or not results.indices:
+            return [[] for _ in results.indices]
+        k = self.similar.k
+        ids = [tickets[index][0].ticket_id for index in results.indices]
+        vectors = results.vectors
+        found = await self._store_call(
+            "similarity query", "similar_query", lambda: self.store.query(vectors, k + 1)
+        )
+        return similar_tickets(ids, vectors, found, k=k)
+
+    def _duplicates(self, similar: Sequence[Sequence[SimilarTicketRef]]) -> list[str | None]:
+        if self.similar is None:
+            return [None] * len(similar)
+        cut = self.similar.duplicate_max_distance
+        return [possible_duplicate(near, cut) for near in similar]
+
+    async def _store_call(self, what: str, stage: str, call: Callable[[], T]) -> T:
+        """``call`` on the store thread, under the vector store's error policy; the
+        successful try is timed as ``stage``.
+
+        Transient errors (connection refused, timeouts, a restarting server) are retried
+        with jittered backoff for as long as they last: a batch is never dropped, and its
+        offsets stay uncommitted meanwhile. A permanent one (wrong dimension, missing
+        collection, refused credentials) would come back on every try and stall the
+        partition for good: it fails the batch, and the worker, with its reason.
+        """
         loop = asyncio.get_running_loop()
-        # Transient errors (connection refused, timeouts, a restarting server) are retried
-        # with jittered backoff for as long as they last: a batch is never dropped, and its
-        # offsets stay uncommitted meanwhile. A permanent one (wrong dimension, missing
-        # collection, refused credentials) would come back on every try and stall the
-        # partition for good: it fails the batch, and the worker, with its reason.
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(lambda exc: not is_permanent(exc)),
             wait=tenacity.wait_exponential_jitter(
                 initial=self.retry_initial_s, max=self.retry_max_s
             ),
-            before_sleep=self._store_write_failed,
+            before_sleep=lambda state: self._store_call_failed(what, state),
             reraise=True,
         )
-        started = time.perf_counter()
         try:
             async for attempt in retrying:
                 with attempt:
                     started = time.perf_counter()
-                    await loop.run_in_executor(
-                        self.store_executor,
-                        lambda: self.store.upsert(ids, vectors, metadatas, documents),
+                    result = await loop.run_in_executor(self.store_executor, call)
+                    self.metrics.stage_seconds.labels(stage=stage).observe(
+                        time.perf_counter() - started
                     )
+                    self.metrics.vector_store_up.set(1)
+                    return result
         except Exception as exc:
             self.metrics.vector_store_errors.inc()
             self.metrics.vector_store_up.set(0)
             raise VectorStoreError(
-                f"the vector store refused a write for good ({type(exc).__name__}: {exc}); "
+                f"the vector store refused a {what} for good ({type(exc).__name__}: {exc}); "
                 "check CHROMA_COLLECTION (one collection per model vector space), "
                 "CHROMA_HOST/CHROMA_AUTH_TOKEN and the server"
             ) from exc
-        self.metrics.vector_store_up.set(1)
-        self.metrics.stage_seconds.labels(stage="vector_write").observe(
-            time.perf_counter() - started
-        )
+        raise AssertionError("unreachable: tenacity returns or raises")
 
-    def _store_write_failed(self, state: tenacity.RetryCallState) -> None:
+    def _store_call_failed(self, what: str, state: tenacity.RetryCallState) -> None:
         self.metrics.vector_store_errors.inc()
         self.metrics.vector_store_up.set(0)
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning("vector store write failed (%s); retrying in %.1fs", exc, wait)
+        logger.warning("vector store %s failed (%s); retrying in %.1fs", what, exc, wait)
 
     async def _publish(
         self,
