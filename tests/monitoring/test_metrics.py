@@ -98,3 +98,27 @@ def test_corrections_are_counted_with_confirmations_and_bounded_class_names() ->
         )
         == 1
     )
+
+
+def test_the_served_models_correction_series_start_at_zero_and_are_never_capped() -> None:
+    """increase() misses the first count of a series born with it: the model's classes get
+    theirs at 0 when it is set, and the cap on agents' names never lumps them."""
+    metrics = WorkerMetrics()
+    for n in range(MAX_CLASS_NAMES):
+        metrics.count_correction("queue", "Billing", f"typo-{n}")
+    metrics.set_model("v2", "enc", classes={"queue": ["Billing", "IT", "Sales"], "big": []})
+    value = metrics.registry.get_sample_value
+    for predicted in ("Billing", "IT", "Sales"):
+        for corrected in ("Billing", "IT", "Sales"):
+            changed = "true" if predicted != corrected else "false"
+            labels = {"target": "queue", "predicted": predicted, "corrected": corrected}
+            assert value("ticketflow_corrections_total", {**labels, "changed": changed}) == 0, (
+                labels
+            )
+    metrics.count_correction("queue", "Sales", "IT")  # past the cap, but the model's classes
+    labels = {"target": "queue", "predicted": "Sales", "corrected": "IT", "changed": "true"}
+    assert value("ticketflow_corrections_total", labels) == 1
+    metrics.count_correction("queue", "Sales", "Marketing")  # not the model's: lumped
+    labels = {"target": "queue", "predicted": "Sales", "corrected": OTHER_LABEL, "changed": "true"}
+    assert value("ticketflow_corrections_total", labels) == 1
+    assert value("ticketflow_model_info", {"version": "v2", "embedding_model": "enc"}) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -17,6 +17,10 @@ STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "pro
 # expected values, are tens at most).
 MAX_CLASS_NAMES = 100
 OTHER_LABEL = "_other"
+# set_model creates every (predicted, corrected) series of a target at 0 up to this many
+# classes (32² = 1,024 series): increase() cannot see the first count of a series born with
+# it, which would hide most corrections of a rarely corrected class.
+PREINIT_MAX_CLASSES = 32
 
 
 class WorkerMetrics:
@@ -118,7 +122,8 @@ class WorkerMetrics:
             ["target", "predicted", "corrected", "changed"],
             registry=r,
         )
-        self._class_names: dict[str, set[str]] = {}
+        self._class_names: dict[str, set[str]] = {}  # seen per target, for the cap
+        self._model_classes: dict[str, set[str]] = {}  # the served model's: never capped
         self.model_reloads = Counter(
             "ticketflow_model_reloads",
             "Announced models loaded for a hot swap (ok) or refused by verification (refused).",
@@ -159,13 +164,30 @@ class WorkerMetrics:
 
     def _class_name(self, target: str, name: str) -> str:
         seen = self._class_names.setdefault(target, set())
-        if name in seen:
+        if name in seen or name in self._model_classes.get(target, ()):
             return name
         if len(seen) >= MAX_CLASS_NAMES:
             return OTHER_LABEL
         seen.add(name)
         return name
 
-    def set_model(self, version: str, embedding_model: str) -> None:
+    def set_model(
+        self,
+        version: str,
+        embedding_model: str,
+        classes: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """The model now served; ``classes``: its labels per target (``ModelMetadata.labels``),
+        whose correction series are created at 0 (targets of at most PREINIT_MAX_CLASSES)."""
         self.model_info.clear()
         self.model_info.labels(version=version, embedding_model=embedding_model).set(1)
+        for target, names in (classes or {}).items():
+            self._model_classes.setdefault(target, set()).update(names)
+            if len(names) > PREINIT_MAX_CLASSES:
+                continue
+            for predicted in names:
+                for corrected in names:
+                    changed = "true" if predicted != corrected else "false"
+                    self.corrections.labels(
+                        target=target, predicted=predicted, corrected=corrected, changed=changed
+                    )
