@@ -17,7 +17,14 @@ from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket
 from ticketflow.stream.routing import Position
-from ticketflow.stream.worker import BatchLabeler, BatchLimits, Committer, InFlight, RawEvent
+from ticketflow.stream.worker import (
+    BatchLabeler,
+    BatchLimits,
+    Committer,
+    InFlight,
+    RawEvent,
+    SimilarSearch,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -430,3 +437,97 @@ def test_exactly_once_is_refused_with_why_and_what_to_do(
     monkeypatch.setenv("WORKER_PROCESSING_GUARANTEE", "at_least_once")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.worker_processing_guarantee == "at_least_once"
+
+
+def test_similar_tickets_are_found_in_the_store_and_earlier_in_the_batch(tmp_path: Path) -> None:
+    labeler, labeled, _, store, metrics = make_labeler(tmp_path)
+    labeler.similar = SimilarSearch(k=2, duplicate_max_distance=0.01)
+    first = [event(0, ticket("A", "printer does not print")), event(1, ticket("B", "vpn down"))]
+    second = [
+        event(2, ticket("C", "printer does not print")),  # a copy of A, stored a batch before
+        event(3, ticket("D", "refund my invoice")),
+        event(4, ticket("E", "refund my invoice")),  # a copy of D, in the same batch
+    ]
+    asyncio.run(labeler.handle(first))
+    asyncio.run(labeler.handle(second))
+    out = {
+        t.ticket_id: t for t in map(LabeledTicket.model_validate_json, (v for _, v in labeled.sent))
+    }
+    assert out["A"].similar == [] and out["A"].possible_duplicate_of is None  # nothing before
+    assert [s.ticket_id for s in out["B"].similar] == ["A"]  # the batch's earlier row
+    assert out["B"].possible_duplicate_of is None
+    assert out["C"].possible_duplicate_of == "A"
+    assert out["C"].similar[0].ticket_id == "A" and out["C"].similar[0].distance < 1e-4
+    assert len(out["C"].similar) == 2
+    assert out["E"].possible_duplicate_of == "D" and out["D"].possible_duplicate_of is None
+    assert store.count() == 5
+    assert metrics.stage_seconds.labels(stage="similar_query")._sum.get() > 0
+
+
+def test_a_redelivered_ticket_is_not_its_own_duplicate(tmp_path: Path) -> None:
+    labeler, labeled, _, _, _ = make_labeler(tmp_path)
+    labeler.similar = SimilarSearch(k=3, duplicate_max_distance=0.01)
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer does not print"))]))
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer does not print"))]))
+    again = LabeledTicket.model_validate_json(labeled.sent[1][1])
+    assert again.similar == [] and again.possible_duplicate_of is None
+
+
+def test_without_similar_k_no_query_is_made_and_the_fields_are_empty(tmp_path: Path) -> None:
+    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+
+    class WriteOnly:  # a store that cannot be searched: SIMILAR_K=0 never asks it to
+        def upsert(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return store.upsert(*args, **kwargs)
+
+    labeler.store = WriteOnly()  # type: ignore[assignment]
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
+    asyncio.run(labeler.handle([event(1, ticket("B", "printer broken"))]))
+    published = LabeledTicket.model_validate_json(labeled.sent[1][1])
+    assert published.similar == [] and published.possible_duplicate_of is None
+
+
+class FlakySearch:
+    def __init__(self, inner: ChromaVectorStore, error: Exception, failures: int) -> None:
+        self.inner, self.error, self.failures, self.queries = inner, error, failures, 0
+
+    def upsert(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self.inner.upsert(*args, **kwargs)
+
+    def query(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.queries += 1
+        if self.queries <= self.failures:
+            raise self.error
+        return self.inner.query(*args, **kwargs)
+
+
+def test_a_transient_similarity_query_error_is_retried(tmp_path: Path) -> None:
+    labeler, labeled, _, store, metrics = make_labeler(tmp_path)
+    labeler.similar = SimilarSearch(k=2, duplicate_max_distance=0.01)
+    asyncio.run(labeler.handle([event(0, ticket("A", "printer does not print"))]))
+    flaky = FlakySearch(store, ConnectionError("chroma unavailable"), failures=2)
+    labeler.store = flaky
+    labeler.retry_initial_s = 0.01
+    asyncio.run(labeler.handle([event(1, ticket("B", "printer does not print"))]))
+    assert flaky.queries == 3
+    assert LabeledTicket.model_validate_json(labeled.sent[1][1]).possible_duplicate_of == "A"
+    assert metrics.vector_store_errors._value.get() == 2
+
+
+def test_a_permanent_similarity_query_error_fails_the_batch_unpublished(tmp_path: Path) -> None:
+    import chromadb.errors
+
+    from ticketflow.adapters.store import VectorStoreError
+
+    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+    labeler.similar = SimilarSearch(k=2, duplicate_max_distance=0.01)
+    wrong = chromadb.errors.InvalidArgumentError(
+        "Collection expecting embedding with dimension of 256, got 384"
+    )
+    flaky = FlakySearch(store, wrong, failures=100)
+    labeler.store = flaky
+    labeler.retry_initial_s = 0.01
+    with pytest.raises(VectorStoreError, match=r"similarity query.*dimension of 256"):
+        asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
+    assert flaky.queries == 1  # not retried
+    assert labeled.sent == [] and store.count() == 0  # neither published nor stored
