@@ -324,10 +324,12 @@ def shorten(text: str, limit: int) -> str:
 def summary_line(plan: ReplayPlan, *, dry_run: bool, targets: Mapping[str, int]) -> str:
     """``replayed 200 of 200 selected dead letters (tickets: 200); skipped 0``."""
     verb = "would replay" if dry_run else "replayed"
-    where = ", ".join(f"{topic}: {count}" for topic, count in sorted(targets.items())) or "-"
+    where = ", ".join(f"{topic}: {count}" for topic, count in sorted(targets.items()))
     skips = sum(plan.skipped.values())
     detail = "; ".join(f"{reason}: {count}" for reason, count in plan.skipped.most_common())
     return (
-        f"{verb} {len(plan.messages)} of {plan.selected} selected dead letters ({where}); "
-        f"skipped {skips}" + (f" ({detail})" if detail else "")
+        f"{verb} {len(plan.messages)} of {plan.selected} selected dead letters"
+        + (f" ({where})" if where else "")
+        + f"; skipped {skips}"
+        + (f" ({detail})" if detail else "")
     )
