@@ -10,7 +10,12 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.pipeline", "tests.fixtures.monitoring"]
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.pipeline",
+    "tests.fixtures.monitoring",
+    "tests.fixtures.chroma",
+]
 
 _outcomes: dict[str, int] = {"integration_passed": 0, "integration_skipped": 0}
 

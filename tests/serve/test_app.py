@@ -40,6 +40,7 @@ class World:
     poller: RegistryPoller
     version: str
     data: Path
+    store: ChromaVectorStore
 
 
 def _train(registry: ModelRegistry, data: Path, **kw: Any) -> str:
@@ -81,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         poller=poller,
     )
     with TestClient(app) as client:
-        yield World(client, registry, holder, poller, version, data)
+        yield World(client, registry, holder, poller, version, data, store)
 
 
 def ticket(**changes: Any) -> dict[str, Any]:
@@ -252,6 +253,47 @@ def test_no_input_gets_a_server_error(world: World, payload: Any) -> None:
         body = json.dumps(payload).encode()
         response = world.client.post(route, content=body)
         assert response.status_code in (200, 404, 413, 422), (route, payload, response.text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [
+        # Valid JSON that Python's int() refuses (more than 4,300 digits): was a 500.
+        (b'{"ticket_id": "a", "body": "x", "k": ' + b"9" * 5_000 + b"}", "invalid_json"),
+        # Lone surrogates from \\u escapes: the tokenizer raised TypeError (500), ChromaDB
+        # UnicodeEncodeError (503).
+        (b'{"ticket_id": "a", "subject": "a\\ud800b"}', "not_utf8"),
+        (b'{"ticket_id": "\\udc80", "k": 3}', "not_utf8"),
+        (b'{"body": "vpn", "where": {"queue": "\\ud834"}}', "not_utf8"),
+        (b'{"body": "vpn", "where": {"\\udfff": "x"}}', "not_utf8"),
+    ],
+)
+def test_json_python_cannot_hold_or_encode_is_refused(
+    world: World, payload: bytes, error_type: str
+) -> None:
+    # The default limits: the 5,000-digit number is over this module's 4,000-byte one.
+    with TestClient(create_app(ModelHolder(world.holder.current), world.store)) as client:
+        for route in ("/v1/classify", "/v1/similar"):
+            response = client.post(route, content=payload)
+            assert response.status_code == 422, (route, response.text)
+            assert response.json()["detail"]["error_type"] == error_type
+
+
+def test_a_surrogate_pair_is_one_character_and_fine(world: World) -> None:
+    # Two escapes of one surrogate pair are one emoji (JSON's way to write it), not lone halves.
+    payload = b'{"ticket_id": "e-1", "subject": "printer \\ud83d\\ude00", "body": "jam"}'
+    assert world.client.post("/v1/classify", content=payload).status_code == 200
+
+
+def test_where_names_a_target_of_the_model(world: World) -> None:
+    client = world.client
+    typo = client.post("/v1/similar", json={"body": "x", "where": {"queu": "Billing"}})
+    assert typo.status_code == 422 and "'queu' is not a target" in typo.text
+    # Thousands of keys made an expression ChromaDB refused (503): now refused as input.
+    many = {f"k{i}": "v" for i in range(200)}
+    assert client.post("/v1/similar", json={"body": "x", "where": many}).status_code == 422
+    fine = client.post("/v1/similar", json={"body": "x", "where": {"priority": "high"}})
+    assert fine.status_code == 200
 
 
 def test_operators_are_no_labels(world: World) -> None:

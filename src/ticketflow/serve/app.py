@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 QUERY_ID = "query"  # the id of a /v1/similar ticket sent without one
 SIMILAR_KEYS = ("k", "where")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -141,14 +143,39 @@ def decode_json(raw: bytes, *, max_bytes: int) -> Any:
         raise BadInput(DeadLetterReason.NOT_UTF8, f"value is not valid UTF-8: {exc}") from exc
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: a number of more than 4,300 digits is valid
+        # JSON that Python's int() refuses (CVE-2020-10735's limit).
         raise BadInput(DeadLetterReason.INVALID_JSON, f"invalid JSON: {exc}") from exc
+    # Strict UTF-8 cannot hold a lone surrogate, but a \ud800 escape can; the encoders'
+    # tokenizers and ChromaDB refuse such text deep inside (a 500), so it is refused here.
+    if "\\u" in text and (found := lone_surrogate(data)) is not None:
+        raise BadInput(
+            DeadLetterReason.NOT_UTF8,
+            f"value is not valid Unicode: lone surrogate {found!r} (from a \\u escape)",
+        )
     # A list of tickets nests one level deeper than a ticket.
     if json_depth(data, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH + isinstance(data, list):
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
         )
     return data
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone UTF-16 surrogate in any string (key or value) of a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if match := _SURROGATE.search(item):
+                return match.group()
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None) -> Ticket:
@@ -320,7 +347,7 @@ def create_app(
             raise BadInput(
                 DeadLetterReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}"
             )
-        k, where = _similar_options(data)
+        k, where = _similar_options(data, holder.current.pipeline.classifier.targets)
         fields = {key: value for key, value in data.items() if key not in SIMILAR_KEYS}
         metrics.tickets.labels("/v1/similar").inc()
         try:
@@ -359,7 +386,7 @@ async def _similar(
     return await run_in_threadpool(_similar_to_ticket, holder, store, ticket, k, where, has_id)
 
 
-def _similar_options(data: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
+def _similar_options(data: Mapping[str, Any], targets: Sequence[str]) -> tuple[int, dict[str, str]]:
     k = data.get("k", 5)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise BadInput(
@@ -373,6 +400,15 @@ def _similar_options(data: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
     ):
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR, 'where: must map targets to labels, {"queue": "…"}'
+        )
+    # Only the model's targets: a typo would silently match nothing, and thousands of keys
+    # make an expression ChromaDB refuses (a 503 for what is bad input).
+    unknown = sorted(set(where) - set(targets))
+    if unknown:
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR,
+            f"where: {unknown[0][:80]!r} is not a target of the served model "
+            f"({', '.join(targets)})",
         )
     return k, where
 
