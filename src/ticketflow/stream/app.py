@@ -253,7 +253,9 @@ class LabelingService:
         # encoder thread needs (the loop thread was seen at 100% CPU in gc_collect_main).
         gc.collect()
         gc.freeze()
-        metrics.set_model(runtime.model_version, runtime.pipeline.encoder.name)
+        metrics.set_model(
+            runtime.model_version, runtime.pipeline.encoder.name, runtime.model.metadata.labels
+        )
         if settings.model_reload_enabled and settings.model_version is None:
             self.reloader = start_reloader(settings, runtime, metrics)
         if self.with_feedback:

@@ -221,7 +221,9 @@ def swap_if_ready(labeler: BatchLabeler, reloader: ModelReloader, metrics: Worke
     old = labeler.model_version
     labeler.pipeline = prepared.pipeline
     labeler.model_version = prepared.version
-    metrics.set_model(prepared.version, prepared.pipeline.encoder.name)
+    metrics.set_model(
+        prepared.version, prepared.pipeline.encoder.name, prepared.model.metadata.labels
+    )
     delay = time.monotonic() - prepared.received_at
     metrics.model_swap_seconds.set(delay)
     logger.info(
