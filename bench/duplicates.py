@@ -1,15 +1,17 @@
 """Benchmark: the distance below which the stream calls a ticket a possible duplicate.
 
-    python -m bench.duplicates [--datasets ../shared/datasets] [--altered 500] [--precision 0.95]
+    python -m bench.duplicates [--data ../shared/datasets/bueck-v3/tickets.csv] [--map F=COL]
+        [--target queue] [--altered 500] [--precision 0.95]
 
 With ``SIMILAR_K`` set, the worker publishes ``possible_duplicate_of`` = the nearest stored
 ticket when its cosine distance is below ``DUPLICATE_MAX_DISTANCE``. This picks that cut on
-bueck-v3, in the space the store holds with the cascade (the static vectors, docs/memory.md):
+bueck-v3 (or ``--data``: your own tickets, any column that is never empty as ``--target``),
+in the space the store holds with the cascade (the static vectors, docs/memory.md):
 
 - duplicates: ``--altered`` tickets, altered each way of bench.memory (words dropped, tags
   reordered and one dropped, subject case changed, all three); a copy is searched among the
   4,000 originals, and its nearest one should be its original;
-- new tickets: every original searched among the other 3,999 (itself left out), as a ticket
+- new tickets: every original searched among the others (itself left out), as a ticket
   that was never seen arrives. A new ticket whose nearest has the same model text is a true
   duplicate inside the data set (counted apart, not as a false alarm).
 
@@ -33,7 +35,7 @@ from bench.memory import ALTERATIONS, altered_copies, embed
 from ticketflow.batch import configured
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
-from ticketflow.models.datasets import load_labeled
+from ticketflow.models.datasets import DEFAULT_MAPPING, ColumnMapping, load_labeled
 from ticketflow.models.text import build_texts
 
 CUTS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1)
@@ -43,12 +45,19 @@ def nearest(
     queries: npt.NDArray[np.float32], stored: npt.NDArray[np.float32], exclude: Sequence[int] = ()
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Row and cosine distance of each query's nearest stored vector (both L2-normalised);
-    ``exclude[i]``: a stored row query ``i`` may not match (itself)."""
-    scores = queries @ stored.T
-    if len(exclude):
-        scores[np.arange(len(exclude)), np.asarray(exclude)] = -np.inf
-    rows = scores.argmax(axis=1)
-    return rows, (1.0 - scores[np.arange(len(rows)), rows]).astype(np.float32)
+    ``exclude[i]``: a stored row query ``i`` may not match (itself). In blocks of 1,024
+    queries, so a large file does not need a square matrix in memory."""
+    skip = np.asarray(exclude, dtype=np.int64)
+    rows, distances = [], []
+    for start in range(0, len(queries), 1024):
+        scores = queries[start : start + 1024] @ stored.T
+        block = np.arange(scores.shape[0])
+        if len(skip):
+            scores[block, skip[start : start + scores.shape[0]]] = -np.inf
+        best = scores.argmax(axis=1)
+        rows.append(best)
+        distances.append(1.0 - scores[block, best])
+    return np.concatenate(rows), np.concatenate(distances).astype(np.float32)
 
 
 def sweep(
@@ -76,7 +85,11 @@ def sweep(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--datasets", type=Path, default=default_datasets_dir())
+    parser.add_argument(
+        "--data", type=Path, default=default_datasets_dir() / "bueck-v3" / "tickets.csv"
+    )
+    parser.add_argument("--map", action="append", default=[], help="FIELD=COLUMN, as for train")
+    parser.add_argument("--target", default="queue", help="a column that is never empty")
     parser.add_argument("--altered", type=int, default=500, help="altered copies per kind")
     parser.add_argument("--precision", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=7)
@@ -85,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     encoder = configured.static_encoder(settings)
     data = load_labeled(
-        args.datasets / "bueck-v3" / "tickets.csv", targets=["queue"], progress=False
+        args.data,
+        targets=[args.target],
+        mapping=ColumnMapping.parse(args.map) if args.map else DEFAULT_MAPPING,
+        progress=False,
     )
     tickets = data.tickets
     texts = build_texts(tickets, max_chars=settings.max_text_chars)

@@ -1,12 +1,14 @@
 """Benchmark: the bare encoder vs. the full pipeline through Kafka, in one run.
 
     python -m bench.pipeline [--n 600] [--threads 2] [--latency-n 200] [--commit batch]
-        [--encoder-n 0] [--embedding-batch-size 0] [--batch-max 0]
+        [--encoder-n 0] [--embedding-batch-size 0] [--batch-max 0] [--similar-k 0 --pairs 2]
 
 Same texts and the same torch thread count for both. Prints tickets/s for each and their
 ratio, p50/p99 end-to-end latency at half the measured capacity, and the worker's peak RSS.
 ``--commit interval`` runs the worker with offsets committed only on Faust's timer (the
 policy before per-batch commits), to measure what committing every batch costs.
+``--similar-k K`` runs the worker ``--pairs`` times each with SIMILAR_K=0 and K, alternated,
+each run on its own empty vector store, and prints the throughput ratio (K / 0) per pair.
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private jar-based broker.
 """
 
@@ -305,17 +307,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    stream = measure_stream(
-        settings,
-        workdir,
-        env,
-        bulk,
-        paced,
-        extra_env={
-            "WORKER_BATCH_MAX": str(args.batch_max or batch_size),
-            "WORKER_COMMIT_EVERY_BATCH": str(args.commit == "batch").lower(),
-        },
-    )
+    extra_env = {
+        "WORKER_BATCH_MAX": str(args.batch_max or batch_size),
+        "WORKER_COMMIT_EVERY_BATCH": str(args.commit == "batch").lower(),
+    }
+    if args.similar_k:
+        return {
+            "n": len(bulk),
+            "torch_threads": args.threads,
+            "encoder_batch_size": batch_size,
+            "encoder_tickets_per_s": round(encoder_rate, 2),
+            **similar_cost(settings, workdir, env, bulk, paced, extra_env, args),
+        }
+    stream = measure_stream(settings, workdir, env, bulk, paced, extra_env=extra_env)
     pipeline_rate = stream["pipeline_tickets_per_s"]
     result = {
         "n": len(bulk),
@@ -328,6 +332,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **stream,
     }
     return result
+
+
+def similar_cost(
+    settings: Settings,
+    workdir: Path,
+    env: dict[str, str],
+    bulk: list[dict[str, Any]],
+    paced: list[dict[str, Any]],
+    extra_env: dict[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Throughput with SIMILAR_K=0 and ``args.similar_k``, alternated ``args.pairs`` times on
+    the same machine minutes apart; each run starts from an empty vector store."""
+    runs: list[dict[str, Any]] = []
+    for pair in range(args.pairs):
+        for k in (0, args.similar_k):
+            print(f"pair {pair + 1}, SIMILAR_K={k}:", flush=True)
+            stream = measure_stream(
+                settings,
+                workdir,
+                env,
+                bulk,
+                paced,
+                extra_env={
+                    **extra_env,
+                    "SIMILAR_K": str(k),
+                    "CHROMA_PATH": str(workdir / f"chroma-{pair}-{k}"),
+                },
+            )
+            runs.append({"pair": pair + 1, "similar_k": k, **stream})
+    ratios = [
+        on["pipeline_tickets_per_s"] / off["pipeline_tickets_per_s"]
+        for off, on in zip(runs[::2], runs[1::2], strict=True)
+    ]
+    return {
+        "similar_k": args.similar_k,
+        "ratios_k_over_0": [round(r, 3) for r in ratios],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -354,10 +398,27 @@ def main() -> None:
         default="batch",
         help="offset commits: after every batch (the default) or on the timer only",
     )
+    parser.add_argument(
+        "--similar-k", type=int, default=0, help="compare SIMILAR_K=0 with this k (0 = skip)"
+    )
+    parser.add_argument("--pairs", type=int, default=2, help="with --similar-k: runs of each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result, indent=2))
+    if args.similar_k:
+        for r in result["runs"]:
+            print(
+                f"pair {r['pair']} SIMILAR_K={r['similar_k']}: {r['pipeline_tickets_per_s']}/s "
+                f"(middle 80%: {r['pipeline_tickets_per_s_middle_80pct']}/s), p50 "
+                f"{r['latency_p50_s']}s p99 {r['latency_p99_s']}s, stages "
+                f"{r['worker_stage_seconds']}"
+            )
+        print(
+            f"RESULT SIMILAR_K={args.similar_k} / SIMILAR_K=0 throughput: "
+            f"{result['ratios_k_over_0']} (median {result['ratio_median']})"
+        )
+        return
     print(
         f"RESULT encoder {result['encoder_tickets_per_s']}/s, pipeline "
         f"{result['pipeline_tickets_per_s']}/s, ratio {result['ratio']} (target >= 0.90); "
