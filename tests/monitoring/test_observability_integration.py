@@ -32,9 +32,10 @@ from tests.fixtures.monitoring import (
 )
 from tests.fixtures.pipeline import WorkerProcess
 from ticketflow.adapters.kafka.clients import consume, produce_events, produce_raw
+from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.schemas import DriftEvent
+from ticketflow.schemas import DriftEvent, LabelFeedback
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -42,6 +43,7 @@ WINDOW = 100
 IN_DISTRIBUTION = 300  # 3 windows
 SHIFTED = 200  # 2 windows
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
+REVIEWED = 60  # in-distribution tickets agents label (the correction panels and alert)
 
 # Alert -> an expression over the same inputs that must return data in a healthy system.
 FIRES_ONLY_ON_FAILURE = {
@@ -64,6 +66,10 @@ FIRES_ONLY_ON_FAILURE = {
     "TicketflowNoThroughput": (
         "sum by (namespace, group, topic) (ticketflow_consumergroup_lag)"
         " and on (namespace) sum by (namespace) (rate(ticketflow_tickets_labeled_total[10m]))"
+    ),
+    # needs 100 labels people gave in a day, most of them changes
+    "TicketflowCorrectionRateHigh": (
+        "sum by (namespace, target) (increase(ticketflow_corrections_total[1d]))"
     ),
 }
 
@@ -109,6 +115,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
         **worker_env,
         "KAFKA_TOPIC_MONITOR": f"t-monitoring-{suffix}",
         "KAFKA_TOPIC_DRIFT": f"t-drift-events-{suffix}",
+        "KAFKA_TOPIC_FEEDBACK": f"t-feedback-{suffix}",
         "MONITOR_APP_ID": f"ticketflow-monitor-{suffix}",
         "MONITOR_METRICS_PORT": str(free_port()),
         "DRIFT_WINDOW_SIZE": str(WINDOW),
@@ -135,6 +142,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
     )
 
     # 2. Worker, monitor and Prometheus.
+    create_topics(kafka_config, [env["KAFKA_TOPIC_FEEDBACK"]], partitions=1, replication=1)
     worker = WorkerProcess(env=env, log=tmp_path / "worker.log", port=int(env["METRICS_PORT"]))
     worker.start()
     monitor: ServiceProcess = monitor_factory(env)
@@ -172,6 +180,23 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
         )
         in_ok = metric(prometheus, 'sum(ticketflow_drift_windows_total{outcome="ok"})')
         in_events = metric(prometheus, "sum(ticketflow_drift_events_total)")
+        # Agents label some of them with the generator's queue: a change where the model
+        # was wrong, a confirmation where it was right (the correction panels).
+        reviewed = [
+            LabelFeedback(ticket_id=r["ticket_id"], labels={"queue": r["queue"]}, corrected_by="a")
+            for r in stream[:REVIEWED]
+        ]
+        produce_raw(
+            kafka_config,
+            env["KAFKA_TOPIC_FEEDBACK"],
+            [(f.ticket_id.encode(), f.model_dump_json().encode()) for f in reviewed],
+        )
+        wait_for(
+            "the labels agents gave, in Prometheus",
+            lambda: metric(prometheus, "sum(ticketflow_corrections_total)") >= REVIEWED,
+            120,
+            diagnose,
+        )
 
         # 4. A shifted stream: only billing and returns tickets.
         pool = generate_tickets(SHIFTED * 6, seed=3003)
