@@ -9,17 +9,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_unreachable_broker import LIMIT_S, MAX_LINES, clean_env, closed_port, run_timed
+from tests.fixtures.kafka import TopicNamesFactory
 from tests.fixtures.pipeline import REPO, WorkerProcess
 from tests.stream.test_app_integration import collect
 from ticketflow.adapters.kafka.clients import encode_event, produce_raw
 from ticketflow.adapters.kafka.dlq import read_topic
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.stream.dlq import REPLAY_OF, REPLAY_REASON
+from ticketflow.schemas import DeadLetter, DeadLetterReason
+from ticketflow.stream.dlq import REPLAY_OF, REPLAY_REASON, SKIP_BASE64
 
 N = 200
 # Every generated body is longer than this (the shortest has 78 characters).
@@ -134,3 +137,73 @@ def test_bad_since_and_reason_are_usage_errors(tmp_path: Path) -> None:
         code, _, output = run_timed(["dlq", *args], tmp_path, env)
         assert code == 2, output
         assert "--since" in output or "--reason" in output, output
+
+
+def dead_letter_record(ticket_id: str, original: bytes, source_topic: str) -> bytes:
+    text, encoding, truncated = DeadLetter.encode_original(original, 65_536)
+    return (
+        DeadLetter(
+            original=text,
+            original_encoding=encoding,
+            original_size=len(original),
+            original_truncated=truncated,
+            ticket_id=ticket_id,
+            error_type=DeadLetterReason.NOT_UTF8
+            if encoding == "base64"
+            else DeadLetterReason.PROCESSING_ERROR,
+            reason="test",
+            source_topic=source_topic,
+            source_partition=0,
+            source_offset=1,
+            failed_at=datetime.now(UTC),
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+@pytest.mark.integration
+def test_unreadable_records_and_unreplayable_originals_are_counted(
+    kafka_bootstrap: str,
+    kafka_config: dict[str, str],
+    topic_names: TopicNamesFactory,
+    tmp_path: Path,
+) -> None:
+    topics = topic_names("dlqcli")
+    env = clean_env(
+        tmp_path,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPIC_TICKETS=topics.tickets,
+        KAFKA_TOPIC_LABELED=topics.labeled,
+        KAFKA_TOPIC_DLQ=topics.dlq,
+    )
+    produce_raw(
+        kafka_config,
+        topics.dlq,
+        [
+            (None, b"this is not a dead letter"),
+            (
+                b"T-1",
+                dead_letter_record("T-1", b'{"ticket_id": "T-1", "body": "\xff"}', topics.tickets),
+            ),
+            (
+                b"T-2",
+                dead_letter_record("T-2", b'{"ticket_id": "T-2", "body": "ok"}', topics.tickets),
+            ),
+        ],
+    )
+    listing = dlq("list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert f"{topics.dlq}: 2 dead letters" in listing.stdout, listing.stdout
+    assert "1 records are not dead letters" in listing.stderr, listing.stderr
+    show = dlq("show", "--json", "--reason", "not_utf8", env=env)
+    (row,) = [json.loads(line) for line in show.stdout.splitlines()]
+    assert row["ticket_id"] == "T-1" and row["dlq_position"].startswith(f"{topics.dlq}:")
+    dry = dlq("replay", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would replay 1 of 2 selected dead letters" in dry.stdout, dry.stdout
+    assert f"{SKIP_BASE64}: 1" in dry.stdout and "key T-2" in dry.stdout, dry.stdout
+
+    missing = dlq("list", env={**env, "KAFKA_TOPIC_DLQ": f"{topics.dlq}-missing"})
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "KAFKA_TOPIC_DLQ" in missing.stderr and len(missing.stderr.splitlines()) == 1
