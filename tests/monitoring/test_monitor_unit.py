@@ -131,6 +131,66 @@ def test_time_windows_bad_records_and_unknown_models(reference_dir: Path) -> Non
     assert len(monitor.results) == 1
 
 
+def _write_reference(directory: Path, version: str, seed: int) -> str:
+    full = make_sample(400, seed=seed)
+    write_reference(
+        directory,
+        model_version=version,
+        vectors=full.vectors,
+        labels=full.labels,
+        probabilities=full.probabilities,
+        text_lengths=full.text_lengths,
+        languages=full.languages,
+        needs_review=full.needs_review,
+    )
+    return load_reference(directory, version).reference_version
+
+
+@pytest.mark.unit
+def test_reference_info_names_the_reference_of_the_last_window_after_a_rollback(
+    reference_dir: Path,
+) -> None:
+    """v1 -> v2 -> rollback to v1: the gauge follows the windows, not the first load."""
+    v1 = load_reference(reference_dir, "v1").reference_version
+    v2 = _write_reference(reference_dir, "v2", seed=1)
+    monitor = make_monitor(reference_dir, [])
+    for version, seed in (("v1", 21), ("v2", 22), ("v1", 23)):
+        for value in records(make_sample(200, seed=seed), version=version, prefix=version):
+            monitor.handle(value, now=0.0)
+    r = monitor.metrics.registry
+    info = "ticketflow_drift_reference_info"
+    assert r.get_sample_value(info, {"model_version": "v1", "reference_version": v1}) == 1
+    assert r.get_sample_value(info, {"model_version": "v2", "reference_version": v2}) is None
+    assert len(monitor.results) == 3
+
+
+@pytest.mark.unit
+def test_a_reference_built_after_the_first_skip_is_picked_up(reference_dir: Path) -> None:
+    """The skip's remedy (``ticketflow drift reference --version``) works without a restart."""
+    monitor = DriftMonitor(
+        references=lambda v: load_reference(reference_dir, v),
+        metrics=MonitorMetrics(),
+        publish=lambda k, v: None,
+        window_size=100,
+        window_seconds=600.0,
+        min_window=50,
+        reference_retry_s=30.0,
+    )
+    for value in records(make_sample(100, seed=31), version="v2"):
+        monitor.handle(value, now=0.0)
+    skipped = {"reason": "no_reference"}
+    r = monitor.metrics.registry
+    assert r.get_sample_value("ticketflow_monitor_records_skipped_total", skipped) == 100
+    _write_reference(reference_dir, "v2", seed=1)
+    for value in records(make_sample(100, seed=32), version="v2"):
+        monitor.handle(value, now=10.0)  # retried at most every 30 s: still skipped
+    assert r.get_sample_value("ticketflow_monitor_records_skipped_total", skipped) == 200
+    for value in records(make_sample(100, seed=33), version="v2"):
+        monitor.handle(value, now=40.0)
+    assert r.get_sample_value("ticketflow_monitor_records_skipped_total", skipped) == 200
+    assert len(monitor.results) == 1 and monitor.results[0].window_size == 100
+
+
 @pytest.mark.unit
 def test_report_limiter() -> None:
     limiter = ReportLimiter(min_interval_s=60)

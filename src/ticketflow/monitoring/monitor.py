@@ -79,8 +79,13 @@ class DriftMonitor:
     report_dir: Path | None = None
     report_limiter: ReportLimiter = field(default_factory=lambda: ReportLimiter(900.0))
     reporter: ThreadPoolExecutor | None = None
+    # A version without a reference is looked up again after this long: the fix the skip's
+    # log line and alert point to (``ticketflow drift reference --version``) takes effect
+    # without restarting the monitor.
+    reference_retry_s: float = 60.0
     _windows: dict[str, TumblingWindows[MonitorRecord]] = field(default_factory=dict)
     _loaded: dict[str, Reference | None] = field(default_factory=dict)
+    _missing_since: dict[str, float] = field(default_factory=dict)  # version -> clock of lookup
     _report_future: Future[Path] | None = None
     results: list[DriftResult] = field(default_factory=list)  # for tests / the last window
 
@@ -92,7 +97,7 @@ class DriftMonitor:
             self.metrics.skipped.labels(reason="undecodable").inc()
             logger.warning("undecodable monitor record: %s", str(exc)[:200])
             return []
-        if self._reference(record.model_version) is None:
+        if self._reference(record.model_version, now) is None:
             self.metrics.skipped.labels(reason="no_reference").inc()
             return []
         for target, label in record.labels.items():
@@ -110,16 +115,23 @@ class DriftMonitor:
                 events += self._evaluate(version, [closed], now)
         return events
 
-    def _reference(self, version: str) -> Reference | None:
-        if version not in self._loaded:
+    def _reference(self, version: str, now: float) -> Reference | None:
+        missing_since = self._missing_since.get(version)
+        retry = missing_since is not None and now - missing_since >= self.reference_retry_s
+        if version not in self._loaded or retry:
             try:
                 reference: Reference | None = self.references(version)
             except ReferenceError as exc:
-                logger.error("%s; records of this model are not monitored", exc)
+                if missing_since is None:  # once per version, not once per retry
+                    logger.error("%s; records of this model are not monitored", exc)
                 reference = None
             self._loaded[version] = reference
-            if reference is not None:
-                self.metrics.set_reference(version, reference.reference_version)
+            if reference is None:
+                self._missing_since[version] = now
+            else:
+                self._missing_since.pop(version, None)
+                if missing_since is not None:
+                    logger.info("reference %s found: monitoring resumes", version)
         return self._loaded[version]
 
     def _evaluate(
@@ -129,15 +141,21 @@ class DriftMonitor:
         events: list[DriftEvent] = []
         for window in closed:
             if reference is None or len(window.items) < self.min_window:
-                logger.info("window of %d records too small; not evaluated", len(window.items))
+                logger.info(
+                    "window of %s, %d records, too small; not evaluated", version, len(window.items)
+                )
                 continue
             current = records_sample(window.items)
             result = detect_drift(reference.sample, current, self.config)
             self.results.append(result)
             del self.results[:-100]
             self.metrics.observe(result, time.time())
+            # Like every gauge, the reference in use describes the last evaluated window: set
+            # per window, it follows a rollback to a version whose reference is already loaded.
+            self.metrics.set_reference(version, reference.reference_version)
             logger.info(
-                "window %d records (%s): drifted=%s share=%.2f embedding %s=%.4f in %.2fs",
+                "window of %s, %d records (%s): drifted=%s share=%.2f embedding %s=%.4f in %.2fs",
+                version,
                 result.window_size,
                 window.reason,
                 result.drifted,
