@@ -38,6 +38,9 @@ BROKER_COMMANDS = [
     ["models", "promote", "v1"],
     ["models", "rollback"],
     ["drift", "report"],
+    ["dlq", "list"],
+    ["dlq", "show"],
+    ["dlq", "replay"],
 ]
 
 
