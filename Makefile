@@ -88,10 +88,13 @@ bench-speed: install ## backends, cascade and the Kafka pipeline on bueck-v3 (ne
 eval: install ## compare candidate models on ../shared/datasets (docs/model-quality.md)
 	$(TF) experiments --out reports/experiments
 
+notebooks: install ## run notebooks/*.ipynb headless into reports/notebooks/ (sample data; TICKETFLOW_NOTEBOOK_DATA=FILE)
+	$(PY) notebooks/run.py --out reports/notebooks
+
 schemas: install ## regenerate schemas/json from the pydantic models
 	$(PY) -m ticketflow.schemas.export
 
 clean: ## remove local state (broker data, vector store, demo outputs)
 	rm -rf .state reports
 
-.PHONY: help install lint lint-deploy test unit demo bench bench-speed eval schemas clean
+.PHONY: help install lint lint-deploy test unit demo bench bench-speed eval notebooks schemas clean
