@@ -39,6 +39,7 @@ from ticketflow.adapters.kafka.clients import consume, produce_events, produce_r
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.registry import ModelRegistry
 from ticketflow.schemas import LabelFeedback
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -127,6 +128,31 @@ def test_corrections_metric_panel_and_performance_report_match_a_direct_computat
     produce_events(kafka_config, env["KAFKA_TOPIC_TICKETS"], stream, progress=False)
     published = labelled(kafka_config, env["KAFKA_TOPIC_LABELED"], STREAMED, 240)
     assert len(published) == STREAMED, diagnose()
+
+    # The served model's (predicted, corrected) pairs exist at 0 before any feedback, so
+    # increase() sees each one's first count.
+    registry = ModelRegistry(Path(env["MODEL_REGISTRY_DIR"]))
+    version = registry.current_version()
+    assert version is not None
+    model_classes = registry.metadata(version).labels
+    pairs_at_zero = {
+        (target, predicted, corrected)
+        for target, names in model_classes.items()
+        for predicted in names
+        for corrected in names
+    }
+    wait_for(
+        "the model's correction series at 0, in Prometheus",
+        lambda: (
+            {
+                (s["metric"]["target"], s["metric"]["predicted"], s["metric"]["corrected"])
+                for s in prometheus.query("ticketflow_corrections_total == 0")
+            }
+            == pairs_at_zero
+        ),
+        60,
+        diagnose,
+    )
 
     # 2. Agents label some: the generator's labels (changes where the model was wrong,
     # confirmations where it was right), plus one for a ticket nobody labelled (dead letter).
