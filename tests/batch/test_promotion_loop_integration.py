@@ -185,6 +185,7 @@ def test_train_retrain_rollback_promote_every_window_evaluated(
         return reloads >= swaps
 
     labelled: dict[str, str] = {}  # ticket id -> model version, from labeled-tickets
+    notes: list[str] = []  # printed at the end (capsys takes the CLI's output meanwhile)
     phases: list[tuple[str, str, int, float]] = []  # (step, version, windows, reference info)
 
     def stream(step: str, version: str, rows: list[dict[str, Any]]) -> None:
@@ -205,10 +206,14 @@ def test_train_retrain_rollback_promote_every_window_evaluated(
         wait_for(f"{step}: {len(rows)} tickets labelled", all_labelled)
         assert {labelled[i] for i in ids} == {version}, step
         assert total(scrape(worker.port), "ticketflow_model_info", version=version) == 1
-        wait_for(
-            f"{step}: {len(rows) // WINDOW} windows evaluated",
-            lambda: total(monitor_metrics(), "ticketflow_drift_windows_total") >= expected,
-        )
+
+        def evaluated() -> bool:
+            now = monitor_metrics()
+            skipped = total(now, "ticketflow_monitor_records_skipped_total")
+            assert skipped == 0, f"{step}: {skipped:.0f} records skipped\n{diagnose()}"
+            return total(now, "ticketflow_drift_windows_total") >= expected
+
+        wait_for(f"{step}: {len(rows) // WINDOW} windows evaluated", evaluated)
         now = monitor_metrics()
         reference = load_reference(reference_dir, version).reference_version
         in_use = total(
@@ -218,7 +223,7 @@ def test_train_retrain_rollback_promote_every_window_evaluated(
             reference_version=reference,
         )
         phases.append((step, version, len(rows) // WINDOW, in_use))
-        print(f"{step}: {version}, {len(rows)} tickets, {time.monotonic() - t0:.1f}s")
+        notes.append(f"{step}: {version}, {len(rows)} tickets, {time.monotonic() - t0:.1f}s")
 
     def tickets(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
         rows = generate_tickets(n, seed=seed)
@@ -248,8 +253,9 @@ def test_train_retrain_rollback_promote_every_window_evaluated(
         "feedback applied",
         lambda: total(scrape(worker.port), "ticketflow_feedback_applied_total") >= len(feedback),
     )
+    t0 = time.monotonic()
     out = cli(capsys, "retrain", "--by", "test")
-    print(out)
+    notes.append(f"retrain ({time.monotonic() - t0:.1f}s):\n{out.strip()}")
     v2 = registry.current_version()
     assert v2 is not None and v2 != v1 and "promoted" in out, out
     wait_for(f"the worker loading {v2}", lambda: loaded(1))
@@ -272,6 +278,7 @@ def test_train_retrain_rollback_promote_every_window_evaluated(
     skipped = total(final, "ticketflow_monitor_records_skipped_total", reason="no_reference")
     records = total(final, "ticketflow_monitor_records_total")
     sent = FIRST + 3 * LATER
+    print("\n" + "\n".join(notes))
     print(
         f"promotion loop v1 -> {v2} -> {v1} -> {v2}: {records:.0f} monitor records, "
         f"{windows:.0f} windows evaluated of {sent // WINDOW}, {skipped:.0f} skipped "
