@@ -406,6 +406,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.similar_k:
         for r in result["runs"]:
             print(
@@ -425,8 +427,6 @@ def main() -> None:
         f"p50 {result['latency_p50_s']}s p99 {result['latency_p99_s']}s at "
         f"{result['latency_rate_per_s']}/s; worker peak RSS {result['worker_peak_rss_mb']} MB"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -531,3 +531,47 @@ def test_a_permanent_similarity_query_error_fails_the_batch_unpublished(tmp_path
         asyncio.run(labeler.handle([event(0, ticket("A", "printer broken"))]))
     assert flaky.queries == 1  # not retried
     assert labeled.sent == [] and store.count() == 0  # neither published nor stored
+
+
+def test_a_copy_of_a_ticket_still_being_written_is_found_in_memory(tmp_path: Path) -> None:
+    labeler, labeled, _, store, _ = make_labeler(tmp_path)
+    labeler.similar = SimilarSearch(k=2, duplicate_max_distance=0.01)
+    log: list[str] = []
+    second_queried = threading.Event()
+
+    class SlowWrites:
+        """Holds the first batch's write until the second batch's query has been answered:
+        the query is sent before the batch ahead is stored, as it is under load."""
+
+        def upsert(self, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if ids == ["A"] and not second_queried.wait(timeout=5):
+                log.append("the second query did not overtake the first write")
+            log.append(f"store {ids}")
+            return store.upsert(ids, *args, **kwargs)
+
+        def query(self, vectors, k):  # type: ignore[no-untyped-def]
+            found = store.query(vectors, k)
+            log.append(f"query {len(vectors)} -> {[[n.ticket_id for n in f] for f in found]}")
+            if len(log) == 2:  # the second batch's
+                second_queried.set()
+            return found
+
+    labeler.store = SlowWrites()  # type: ignore[assignment]
+    labeler.store_executor = ThreadPoolExecutor(max_workers=2)  # so the query can overtake
+
+    async def stream() -> None:
+        inflight = InFlight(labeler, depth=2)
+
+        async def done() -> None:
+            pass
+
+        await inflight.submit([event(0, ticket("A", "printer does not print"))], done)
+        await inflight.submit([event(1, ticket("C", "printer does not print"))], done)
+        await inflight.drain()
+
+    asyncio.run(stream())
+    assert log[:3] == ["query 1 -> [[]]", "query 1 -> [[]]", "store ['A']"]  # A not stored yet
+    out = [LabeledTicket.model_validate_json(v) for _, v in labeled.sent]
+    assert [t.ticket_id for t in out] == ["A", "C"]
+    assert out[1].possible_duplicate_of == "A" and out[1].similar[0].distance < 1e-4
+    assert out[0].similar == []

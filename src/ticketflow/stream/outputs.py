@@ -73,26 +73,33 @@ def similar_tickets(
     stored: Sequence[Sequence[Neighbour]],
     *,
     k: int,
+    earlier_ids: Sequence[str] = (),
+    earlier_vectors: npt.NDArray[np.float32] | None = None,
 ) -> list[list[SimilarTicketRef]]:
     """Per row: the ``k`` nearest tickets seen before it, nearest first.
 
-    ``stored``: each row's neighbours in the vector store, queried before this batch was
-    written; the batch's earlier rows are added from ``vectors`` (cosine distance, as the
-    store measures it). So a ticket gets the same neighbours whatever micro-batch it came in,
-    and of two copies in one batch the later points at the earlier, never both ways. A
-    ticket's own id is left out (a redelivered ticket finds its own earlier record; a second
-    event for an id is an update, not a duplicate); an id found both ways counts once, at the
-    smaller distance.
+    ``stored``: each row's neighbours in the vector store, which holds none of this batch;
+    ``earlier_ids`` / ``earlier_vectors``: tickets of earlier batches the store may not have
+    held yet when it was queried. Those and the batch's earlier rows are compared here
+    (cosine distance, as the store measures it). So a ticket gets the same neighbours
+    whatever micro-batch it came in, and of two copies the later points at the earlier,
+    never both ways. A ticket's own id is left out (a redelivered ticket finds its own
+    earlier record; a second event for an id is an update, not a duplicate); an id found
+    more than once counts once, at its smallest distance.
     """
+    before = len(earlier_ids)
     matrix = np.asarray(vectors, dtype=np.float32)
+    if earlier_vectors is not None and before:
+        matrix = np.vstack([np.asarray(earlier_vectors, dtype=np.float32), matrix])
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     unit = matrix / np.maximum(norms, 1e-12)
-    within = 1.0 - unit @ unit.T
+    distances = 1.0 - unit[before:] @ unit.T
+    every_id = [*earlier_ids, *ids]
     found: list[list[SimilarTicketRef]] = []
     for row, ticket_id in enumerate(ids):
         nearest: dict[str, float] = {}
         candidates = [(n.ticket_id, n.distance) for n in stored[row]]
-        candidates += [(ids[earlier], float(within[row, earlier])) for earlier in range(row)]
+        candidates += [(every_id[j], float(distances[row, j])) for j in range(before + row)]
         for other, distance in candidates:
             if other == ticket_id:
                 continue

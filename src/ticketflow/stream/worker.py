@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+import numpy as np
 import tenacity
 
 from ticketflow.adapters.store import Neighbour, VectorStore, VectorStoreError, is_permanent
@@ -88,6 +89,24 @@ class SimilarSearch:
     duplicate_max_distance: float
 
 
+# Batches kept in memory for the similarity search: the batches ahead of one in flight,
+# WORKER_INFLIGHT_BATCHES - 1 at most, must be among them.
+RECENT_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class _Search:
+    found: list[list[Neighbour]]
+    written: int  # the batches up to this number were in the store before the query
+
+
+@dataclass(frozen=True)
+class _Recent:
+    number: int
+    ids: list[str]
+    vectors: FloatMatrix
+
+
 @dataclass
 class BatchOutcome:
     labeled: list[LabeledTicket]
@@ -140,6 +159,11 @@ class BatchLabeler:
         # The first half of the next batch (text, TF-IDF, static stage) on its own thread.
         self.prepare_executor = prepare_executor or executor
         self.similar = similar
+        # Batches labelled with SIMILAR_K, newest last, numbered; ``_written``: the number of
+        # the last one whose vectors are in the store. A similarity query started before the
+        # batches ahead of it were written finds their tickets here instead (_similar).
+        self._recent: deque[_Recent] = deque(maxlen=RECENT_BATCHES)
+        self._written = 0
 
     def handle(
         self, events: Sequence[RawEvent], *, after: Awaitable[object] | None = None
@@ -180,15 +204,44 @@ class BatchLabeler:
         failures: list[tuple[int, BaseException]] = []
         if tickets:
             results, failures = await self._label(pipeline, [t for t, _ in tickets])
-        if after is not None:
-            await after
+        searching = self._search(results)
+        try:
+            if after is not None:
+                await after
+        except BaseException:
+            if searching is not None:
+                searching.cancel()
+            raise
         if results is None:  # nothing decoded: only dead letters
             await self._publish([], dead, events)
             return BatchOutcome(labeled=[], dead=dead)
         labeled, failed = await self._finish(
-            pipeline, model_version, tickets, results, failures, dead, events
+            pipeline, model_version, tickets, results, failures, dead, events, searching
         )
         return BatchOutcome(labeled=labeled, dead=[*dead, *failed])
+
+    def _search(self, results: BatchResult | None) -> asyncio.Task[_Search] | None:
+        """Start the batch's similarity query (SIMILAR_K) as soon as it is labelled.
+
+        It runs while the batches ahead are still being written, so it is not on the path
+        from one batch's write to the next one's. It may miss their tickets: those are
+        compared in memory once they are done (:meth:`_similar`).
+        """
+        if self.similar is None or results is None or not results.indices:
+            return None
+        vectors, k, written = results.vectors, self.similar.k + 1, self._written
+        # One more than k: a redelivered ticket finds its own earlier record, left out.
+        querying = self._store_call(
+            "similarity query", "similar_query", lambda: self.store.query(vectors, k)
+        )
+
+        async def search() -> _Search:
+            return _Search(found=await querying, written=written)
+
+        task = asyncio.ensure_future(search())
+        # Retrieved here when the batch fails before awaiting it (logged with the batch).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
     async def _label(
         self, pipeline: LabelingPipeline, tickets: list[Ticket]
@@ -213,6 +266,7 @@ class BatchLabeler:
         failures: Sequence[tuple[int, BaseException]],
         dead: Sequence[DeadLetter],
         events: Sequence[RawEvent],
+        searching: asyncio.Task[_Search] | None = None,
     ) -> tuple[list[LabeledTicket], list[DeadLetter]]:
         """Store the labelled tickets' vectors, then publish their labels (and ``dead``)."""
         for stage, seconds in results.timings.items():
@@ -225,7 +279,7 @@ class BatchLabeler:
             reason = f"{type(exc).__name__}: {exc}"
             rejected = Rejected(DeadLetterReason.PROCESSING_ERROR, reason, ticket.ticket_id)
             failed.append(self._dead(event, rejected))
-        similar = await self._similar(tickets, results)
+        similar = await self._similar(tickets, results, searching)
         building = time.perf_counter()
         now = datetime.now(UTC)
         thresholds = pipeline.review_thresholds(self.limits.review_threshold)
@@ -297,28 +351,43 @@ class BatchLabeler:
         await self._store_call(
             "write", "vector_write", lambda: self.store.upsert(ids, vectors, metadatas, documents)
         )
+        if self._recent:
+            # Batches are written in order: this one and every one before it are stored.
+            self._written = self._recent[-1].number
 
     async def _similar(
-        self, tickets: Sequence[tuple[Ticket, RawEvent]], results: BatchResult
+        self,
+        tickets: Sequence[tuple[Ticket, RawEvent]],
+        results: BatchResult,
+        searching: asyncio.Task[_Search] | None,
     ) -> list[list[SimilarTicketRef]]:
         """Each labelled ticket's nearest tickets seen before it (none when SIMILAR_K=0).
 
-        One query for the whole batch, after the batches before it are written (``after``)
-        and before this one is: the store then holds every earlier ticket and none of this
-        batch, whose earlier rows are compared in memory (:func:`similar_tickets`). Querying
-        after the write would find each copy's twin both ways round, and the original would
-        be called a duplicate of its copy. One more neighbour than ``k`` is asked for, as a
-        redelivered ticket finds its own earlier record, which is left out.
+        Called once the batches ahead are written and published, before this batch's own
+        write. Candidates: the store's answer to the query :meth:`_search` started, which
+        holds no ticket of this batch; the batches the store may not have held yet when the
+        query was sent (written after it); and this batch's earlier rows. Querying after the
+        batch's own write would find each copy's twin both ways round, and the original
+        would be called a duplicate of its copy.
         """
-        if self.similar is None or not results.indices:
+        if searching is None or self.similar is None:
             return [[] for _ in results.indices]
-        k = self.similar.k
+        search = await searching
         ids = [tickets[index][0].ticket_id for index in results.indices]
-        vectors = results.vectors
-        found = await self._store_call(
-            "similarity query", "similar_query", lambda: self.store.query(vectors, k + 1)
+        unwritten = [batch for batch in self._recent if batch.number > search.written]
+        found = similar_tickets(
+            ids,
+            results.vectors,
+            search.found,
+            k=self.similar.k,
+            earlier_ids=[i for batch in unwritten for i in batch.ids],
+            earlier_vectors=(
+                np.vstack([batch.vectors for batch in unwritten]) if unwritten else None
+            ),
         )
-        return similar_tickets(ids, vectors, found, k=k)
+        number = (self._recent[-1].number if self._recent else self._written) + 1
+        self._recent.append(_Recent(number=number, ids=ids, vectors=results.vectors))
+        return found
 
     def _duplicates(self, similar: Sequence[Sequence[SimilarTicketRef]]) -> list[str | None]:
         if self.similar is None:
