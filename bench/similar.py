@@ -7,12 +7,16 @@
 1. The model: the registry's current one (``--registry``, default MODEL_REGISTRY_DIR); where
    there is none, ``ticketflow train --data DATA --target queue --target type`` trains one
    into a temporary registry first.
-2. Backfill vs core, alternated ``--pairs`` times on the same tickets, same model, same
-   batch size (DEFAULT_BATCH), the encoders' text cache off so neither run is served from
-   the other's embeddings: the *core* is what the worker's BatchLabeler runs per batch
-   (``LabelingPipeline.run`` on validated tickets, nothing stored); the *backfill* is
-   :func:`ticketflow.batch.backfill.backfill` on the file into an empty collection (read,
-   validate, look up, label, upsert). Prints tickets/s of each and the ratio backfill / core.
+2. Backfill vs the labelling core, alternated ``--pairs`` times on the same tickets, same
+   model, same batch size (DEFAULT_BATCH), the encoders' text cache off so no run is served
+   from another's embeddings, each writing into an empty collection:
+   - *worker core*: the worker's :class:`~ticketflow.stream.worker.BatchLabeler` in process
+     on the tickets as event bytes (decode, label, store with the same document policy,
+     publish to a no-op: Kafka left out), one batch at a time;
+   - *pipeline*: ``LabelingPipeline.run`` alone on validated tickets (nothing stored);
+   - *backfill*: :func:`ticketflow.batch.backfill.backfill` of the file (read, validate,
+     look up, label, upsert).
+   Prints tickets/s of each and the ratios backfill / worker core and backfill / pipeline.
 3. Latency: ``ticketflow serve`` in a subprocess (uvicorn, the product's CLI) on the embedded
    store, queried from this process over HTTP with altered copies of stored tickets (``k=5``,
    one request at a time after a warm-up): first on the backfilled collection (4k vectors),
@@ -23,6 +27,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import random
 import statistics
@@ -32,6 +38,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +56,10 @@ from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
+from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import Ticket
+from ticketflow.stream.routing import Position
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, RawEvent
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 1_000
@@ -102,6 +112,53 @@ def core_rate(pipeline: LabelingPipeline, tickets: Sequence[Ticket]) -> float:
     for start in range(0, len(tickets), DEFAULT_BATCH):
         pipeline.run(tickets[start : start + DEFAULT_BATCH])
     return len(tickets) / (time.perf_counter() - started)
+
+
+async def _discard(_key: bytes | None, _value: bytes) -> None:
+    """Kafka left out: the labelled record is serialised by the worker, then dropped."""
+
+
+def worker_rate(
+    loaded: Loaded, settings: Settings, tickets: Sequence[Ticket], collection: str
+) -> float:
+    """The worker's BatchLabeler on ``tickets`` as event bytes, one batch at a time."""
+    store = open_collection(loaded, collection)
+    events = [
+        RawEvent(
+            key=t.ticket_id.encode(),
+            value=json.dumps(t.model_dump(mode="json", exclude_none=True)).encode(),
+            position=Position("tickets", 0, offset),
+        )
+        for offset, t in enumerate(tickets)
+    ]
+    with ThreadPoolExecutor(1) as model, ThreadPoolExecutor(1) as writes:
+        labeler = BatchLabeler(
+            pipeline=loaded.pipeline,
+            store=store,
+            model_version=loaded.version,
+            send_labeled=_discard,
+            send_dead=_discard,
+            executor=model,
+            store_executor=writes,
+            metrics=WorkerMetrics(),
+            limits=BatchLimits(
+                fields=settings.field_limits,
+                max_message_bytes=settings.kafka_max_message_bytes,
+                dlq_keep_bytes=settings.dlq_keep_bytes,
+                review_threshold=settings.review_threshold,
+                document="redacted",
+            ),
+        )
+
+        async def run() -> None:
+            for start in range(0, len(events), DEFAULT_BATCH):
+                await labeler.handle(events[start : start + DEFAULT_BATCH])
+
+        started = time.perf_counter()
+        asyncio.run(run())
+        took = time.perf_counter() - started
+    assert store.count() == len(tickets), store.count()
+    return len(tickets) / took
 
 
 def backfill_rate(loaded: Loaded, data: Path, collection: str) -> float:
@@ -244,22 +301,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     core_rate(loaded.pipeline, tickets[:DEFAULT_BATCH])  # warm-up: sessions, first calls
-    cores, backfills = [], []
+    workers, cores, backfills = [], [], []
     last = ""
     for pair in range(args.pairs):
+        workers.append(worker_rate(loaded, settings, tickets, f"worker-{pair}"))
         cores.append(core_rate(loaded.pipeline, tickets))
         last = f"backfill-{pair}"
         backfills.append(backfill_rate(loaded, args.data, last))
         print(
-            f"pair {pair + 1}: core {cores[-1]:.1f} tickets/s, backfill {backfills[-1]:.1f} "
-            f"tickets/s, ratio {backfills[-1] / cores[-1]:.3f}",
+            f"round {pair + 1}: worker core {workers[-1]:.1f}, pipeline {cores[-1]:.1f}, "
+            f"backfill {backfills[-1]:.1f} tickets/s; backfill / worker core "
+            f"{backfills[-1] / workers[-1]:.3f}, backfill / pipeline "
+            f"{backfills[-1] / cores[-1]:.3f}",
             flush=True,
         )
-    ratios = [b / c for b, c in zip(backfills, cores, strict=True)]
+    by_worker = [b / w for b, w in zip(backfills, workers, strict=True)]
+    by_core = [b / c for b, c in zip(backfills, cores, strict=True)]
     print(
-        f"backfill / core: median ratio {statistics.median(ratios):.3f} "
-        f"(core {statistics.median(cores):.1f}, backfill {statistics.median(backfills):.1f} "
-        "tickets/s)",
+        f"median: backfill / worker core {statistics.median(by_worker):.3f}, backfill / "
+        f"pipeline {statistics.median(by_core):.3f} (worker core "
+        f"{statistics.median(workers):.1f}, pipeline {statistics.median(cores):.1f}, "
+        f"backfill {statistics.median(backfills):.1f} tickets/s)",
         flush=True,
     )
 

@@ -137,6 +137,37 @@ def test_rerun_is_idempotent_and_resumes_after_a_crash(
     assert forced.written == 120 and store.count() == 120
 
 
+class FailingWrites(ChromaVectorStore):
+    """The real store whose third upsert fails, as a store that goes away mid-run."""
+
+    def __init__(self, inner: ChromaVectorStore) -> None:
+        self.collection = inner.collection
+        self.upserts = 0
+
+    def upsert(self, *args: Any, **kwargs: Any) -> None:
+        self.upserts += 1
+        if self.upserts == 3:
+            raise ConnectionError("vector store went away")
+        super().upsert(*args, **kwargs)
+
+
+def test_a_failed_write_stops_the_run_and_a_rerun_completes_it(
+    tmp_path: Path, model: tuple[LabelingPipeline, str]
+) -> None:
+    """Writes run beside the next batch's labelling: a failed one must still stop the run
+    with its error, after the batches before it are stored, and a re-run writes the rest."""
+    path = history_csv(tmp_path / "history.csv", bad=False)
+    store = open_store(tmp_path, model[0])
+    failing = FailingWrites(store)
+    with pytest.raises(ConnectionError, match="went away"):
+        run(path, failing, model, batch_size=16)
+    assert failing.upserts == 3  # no write after the failed one
+    assert store.count() == 32  # the two batches before it
+    resumed = run(path, store, model, batch_size=16)
+    assert (resumed.written, resumed.unchanged) == (88, 32)
+    assert store.count() == 120
+
+
 def test_a_persons_correction_is_never_overwritten(
     tmp_path: Path, model: tuple[LabelingPipeline, str]
 ) -> None:

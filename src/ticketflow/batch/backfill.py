@@ -10,6 +10,10 @@ A person's correction already in the store is never overwritten.
 Re-running is safe: a record already written by the same model version with the same imported
 labels is skipped before anything is embedded, so a run that crashed resumes where it stopped
 and a finished one writes nothing again; upserts by id never duplicate a ticket.
+
+A batch is written to the store on a thread of its own while the next one is labelled, as the
+worker does (the store's upsert was ~10% of a run on 2 cores: bench/similar.py); at most one
+write is in flight, and a write that fails stops the run with its error.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +33,7 @@ from tqdm import tqdm
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
 from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.models.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
+from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.redaction import redact
 from ticketflow.schemas import (
@@ -166,22 +172,24 @@ def backfill(
         unit="ticket",
         disable=True if not progress else None,
     )
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-store")
+    pending: Future[None] | None = None
+    chunks = [unique[start : start + batch_size] for start in range(0, len(unique), batch_size)]
+    stored_next = _lookup(store, chunks[0]) if chunks else {}
     try:
-        for start in range(0, len(unique), batch_size):
-            chunk = unique[start : start + batch_size]
-            stored = store.records([row.ticket.ticket_id for row in chunk])
+        for number, chunk in enumerate(chunks):
+            stored = stored_next
             todo = [
                 row
                 for row in chunk
                 if force or not _unchanged(stored.get(row.ticket.ticket_id), row, model_version)
             ]
             report.unchanged += len(chunk) - len(todo)
-            if todo:
-                _write(
+            batch = (  # labelled while the previous batch is written
+                _labelled(
                     todo,
                     stored,
                     pipeline=pipeline,
-                    store=store,
                     model_version=model_version,
                     thresholds=thresholds,
                     document=document,
@@ -189,30 +197,66 @@ def backfill(
                     now=clock(),
                     report=report,
                 )
+                if todo
+                else None
+            )
+            if pending is not None:
+                pending.result()  # one write in flight; its error stops the run here
+                pending = None
+            # The next lookup between two writes: beside a write it would wait for it (the
+            # store serialises them), and ids differ between chunks, so it may run early.
+            if number + 1 < len(chunks):
+                stored_next = _lookup(store, chunks[number + 1])
+            if batch is not None:
+                pending = writer.submit(_write, store, batch, report)
             bar.update(len(chunk))
             bar.set_postfix_str(
                 f"wrote {report.written}, unchanged {report.unchanged}", refresh=False
             )
+        if pending is not None:
+            pending.result()
     finally:
+        writer.shutdown(wait=True)
         bar.close()
     report.seconds = time.perf_counter() - started
     logger.info("backfill %s", report.summary())
     return report
 
 
-def _write(
+@dataclass
+class _Batch:
+    """One batch's records, labelled and ready to upsert."""
+
+    ids: list[str]
+    vectors: FloatMatrix
+    metadatas: list[layout.Metadata]
+    documents: list[str] | None
+    with_labels: int
+
+
+def _lookup(store: ChromaVectorStore, rows: Sequence[Row]) -> dict[str, StoredRecord]:
+    return store.records([row.ticket.ticket_id for row in rows])
+
+
+def _write(store: ChromaVectorStore, batch: _Batch, report: BackfillReport) -> None:
+    store.upsert(batch.ids, batch.vectors, batch.metadatas, batch.documents)
+    # Counted once stored (one writer thread; the caller reads the report after it joined).
+    report.written += len(batch.ids)
+    report.with_labels += batch.with_labels
+
+
+def _labelled(
     rows: Sequence[Row],
     stored: Mapping[str, StoredRecord],
     *,
     pipeline: LabelingPipeline,
-    store: ChromaVectorStore,
     model_version: str,
     thresholds: Mapping[str, float],
     document: str,
     source: str,
     now: datetime,
     report: BackfillReport,
-) -> None:
+) -> _Batch | None:
     tickets = [row.ticket for row in rows]
     begun = time.perf_counter()
     try:
@@ -224,7 +268,7 @@ def _write(
             report.bad.append((rows[index].line, f"labelling failed: {type(exc).__name__}: {exc}"))
     report.embed_seconds += time.perf_counter() - begun
     if not result.indices:
-        return
+        return None
     ids: list[str] = []
     metadatas: list[layout.Metadata] = []
     texts: list[str] = []
@@ -252,9 +296,8 @@ def _write(
         )
         ids.append(row.ticket.ticket_id)
         texts.append(result.texts[position])
-        report.with_labels += bool(row.labels)
-    store.upsert(ids, result.vectors, metadatas, _documents(texts, document))
-    report.written += len(ids)
+    with_labels = sum(bool(rows[index].labels) for index in result.indices)
+    return _Batch(ids, result.vectors, metadatas, _documents(texts, document), with_labels)
 
 
 def labeled_record(
