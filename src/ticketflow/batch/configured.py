@@ -11,11 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
+from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
 from ticketflow.models.datasets import ColumnMapping, LabeledData, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import Backend, encoders_root, load_encoder
+from ticketflow.models.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    finetune_encoder,
+    finetuned_dir_name,
+)
 from ticketflow.models.static_encoder import StaticEncoder, ensure_static
+from ticketflow.models.text import build_texts
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +79,37 @@ def static_encoder(settings: Settings, model_name: str | None = None) -> StaticE
         cache_root=settings.cache_dir / "encoders",
     )
     return StaticEncoder(directory, source_model=source)
+
+
+def finetuned_encoder(
+    settings: Settings,
+    data: LabeledData,
+    *,
+    test_size: float,
+    seed: int,
+    config: FinetuneConfig | None = None,
+    show_progress: bool = True,
+) -> FinetuneResult:
+    """EMBEDDING_MODEL fine-tuned on the training part of ``data`` (the split ``train`` makes
+    with the same ``test_size`` and ``seed``, so the test part stays unseen), saved under
+    ``MODEL_REGISTRY_DIR/encoders`` where the ONNX export and the static model are made from it.
+    """
+    texts = build_texts(data.tickets, max_chars=settings.max_text_chars)
+    targets = list(data.labels)
+    train_rows, _ = split_indices(
+        len(texts), data.labels[targets[0]], test_size=test_size, seed=seed
+    )
+    train_texts = [texts[i] for i in train_rows]
+    labels = {t: [data.labels[t][i] for i in train_rows] for t in targets}
+    config = config or FinetuneConfig(max_tokens=settings.embedding_max_tokens or 256)
+    name = finetuned_dir_name(settings.embedding_model, train_texts, labels, config)
+    return finetune_encoder(
+        settings.embedding_model,
+        train_texts,
+        labels,
+        encoders_root(settings.model_registry_dir) / name,
+        config=config,
+        device=None if settings.embedding_device == "cpu" else settings.embedding_device,
+        threads=settings.torch_threads,
+        show_progress=show_progress,
+    )

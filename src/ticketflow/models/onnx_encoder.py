@@ -71,8 +71,12 @@ def _sentence_config(source: Path) -> tuple[int, str]:
     pooling_config = source / "1_Pooling" / "config.json"
     if pooling_config.is_file():
         modes = json.loads(pooling_config.read_text(encoding="utf-8"))
-        active = [k for k, v in modes.items() if k.startswith("pooling_mode") and v is True]
-        pooling = "mean" if active == ["pooling_mode_mean_tokens"] else ",".join(active)
+        if isinstance(modes.get("pooling_mode"), str):
+            # sentence-transformers 6 saves one mode by name (a fine-tuned model, say).
+            pooling = modes["pooling_mode"]
+        else:
+            active = [k for k, v in modes.items() if k.startswith("pooling_mode") and v is True]
+            pooling = "mean" if active == ["pooling_mode_mean_tokens"] else ",".join(active)
     return max_len, pooling
 
 
