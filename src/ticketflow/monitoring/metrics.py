@@ -81,12 +81,13 @@ class WorkerMetrics:
         )
         self.vector_store_errors = Counter(
             "ticketflow_vector_store_errors",
-            "Failed vector-store writes (the batch is retried, never dropped).",
+            "Failed vector-store calls, writes and similarity queries (the batch is retried, never "
+            "dropped).",
             registry=r,
         )
         self.vector_store_up = Gauge(
             "ticketflow_vector_store_up",
-            "1 when the last vector-store write succeeded.",
+            "1 when the last vector-store call (write or similarity query) succeeded.",
             registry=r,
         )
         self.model_info = Gauge(
