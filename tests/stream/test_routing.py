@@ -124,3 +124,19 @@ def test_decode_never_raises_and_always_explains(raw: bytes) -> None:
         assert result.reason
         letter = dead_letter(raw, result, Position("t", 0, 0), keep_bytes=512)
         assert letter.original_size == len(raw)
+
+
+def test_a_huge_integer_is_invalid_json_not_a_crash() -> None:
+    # Valid JSON that int() refuses past 4,300 digits: it raised out of decode_ticket (a
+    # poison pill for the whole batch) before ValueError was caught.
+    raw = b'{"ticket_id": "T-1", "subject": "s", "body": "b", "priority": ' + b"9" * 5_000 + b"}"
+    result = decode_ticket(raw, limits=FieldLimits(), max_bytes=1_000_000)
+    assert isinstance(result, Rejected)
+    assert result.error_type == DeadLetterReason.INVALID_JSON
+
+
+def test_a_lone_surrogate_escape_is_refused_as_not_utf8() -> None:
+    raw = b'{"ticket_id": "T-2", "subject": "s", "body": "broken \\ud800 text"}'
+    result = decode_ticket(raw, limits=FieldLimits(), max_bytes=1_000_000)
+    assert isinstance(result, Rejected)
+    assert result.error_type == DeadLetterReason.NOT_UTF8

@@ -148,6 +148,27 @@ class Ticket(BaseModel):
         return dict(self.model_extra or {})
 
 
+# A \ud800 escape in JSON decodes to a lone surrogate, which strict UTF-8 cannot hold: the
+# tokenizers and ChromaDB fail on it deep inside, so decoders refuse it up front.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone UTF-16 surrogate in any string (key or value) of a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if match := SURROGATE.search(item):
+                return match.group()
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def json_depth(value: Any, limit: int) -> int:
     """How deep ``value`` nests (objects and arrays), counted up to just past ``limit``."""
     stack: list[tuple[Any, int]] = [(value, 1)]

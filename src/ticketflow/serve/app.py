@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -34,7 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.schemas import DEFAULT_LIMITS, DeadLetterReason, FieldLimits, Ticket
-from ticketflow.schemas.ticket import MAX_JSON_DEPTH, json_depth, validation_reason
+from ticketflow.schemas.ticket import (
+    MAX_JSON_DEPTH,
+    json_depth,
+    lone_surrogate,
+    validation_reason,
+)
 from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
 from ticketflow.serve.similar import (
     MAX_K,
@@ -47,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 QUERY_ID = "query"  # the id of a /v1/similar ticket sent without one
 SIMILAR_KEYS = ("k", "where")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -160,22 +163,6 @@ def decode_json(raw: bytes, *, max_bytes: int) -> Any:
             DeadLetterReason.VALIDATION_ERROR, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
         )
     return data
-
-
-def lone_surrogate(value: Any) -> str | None:
-    """The first lone UTF-16 surrogate in any string (key or value) of a JSON value."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if match := _SURROGATE.search(item):
-                return match.group()
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
 
 
 def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None) -> Ticket:

@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from ticketflow.schemas import DeadLetter, DeadLetterReason, FieldLimits, Ticket
-from ticketflow.schemas.ticket import MAX_JSON_DEPTH, json_depth, validation_reason
+from ticketflow.schemas.ticket import (
+    MAX_JSON_DEPTH,
+    json_depth,
+    lone_surrogate,
+    validation_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +51,15 @@ def decode_ticket(raw: bytes | None, *, limits: FieldLimits, max_bytes: int) -> 
         return Rejected(DeadLetterReason.NOT_UTF8, f"value is not valid UTF-8: {exc}")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: a number of more than 4,300 digits is valid
+        # JSON that Python's int() refuses (CVE-2020-10735's limit).
         return Rejected(DeadLetterReason.INVALID_JSON, f"invalid JSON: {exc}")
+    if "\\u" in text and (found := lone_surrogate(data)) is not None:
+        return Rejected(
+            DeadLetterReason.NOT_UTF8,
+            f"value is not valid Unicode: lone surrogate {found!r} (from a \\u escape)",
+        )
     if not isinstance(data, dict):
         return Rejected(
             DeadLetterReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}"
