@@ -11,8 +11,11 @@ from pathlib import Path
 from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
+from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --help stays fast
 
 logger = logging.getLogger(__name__)
+
+FINETUNE_EPOCHS = FinetuneConfig().epochs
 
 
 def register(commands: Commands) -> None:
@@ -39,10 +42,13 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="fine-tune EMBEDDING_MODEL on the training part's labels first, then export and "
         "serve the fine-tuned encoder (needs the [train] extra; a GPU when present, else the "
-        "CPU: about N min for 3,200 tickets on 2 cores, docs/model-quality.md)",
+        "CPU: 20 min per epoch of 3,200 tickets on 2 busy cores, docs/model-quality.md)",
     )
     train.add_argument(
-        "--finetune-epochs", type=int, default=6, help="epochs of fine-tuning (default 6)"
+        "--finetune-epochs",
+        type=int,
+        default=FINETUNE_EPOCHS,
+        help=f"epochs of fine-tuning (default {FINETUNE_EPOCHS}, the CV winner on bueck-v3)",
     )
     train.set_defaults(handler=run_train)
 
@@ -152,8 +158,6 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     with registry.lock():
         model_name: str | None = None
         if args.finetune:
-            from ticketflow.models.finetune import FinetuneConfig
-
             tuned = configured.finetuned_encoder(
                 settings,
                 data,
