@@ -5,9 +5,11 @@ macro-F1, temperatures and review thresholds from out-of-fold predictions, and t
 cascade's first stage. ``ticketflow train``, ``ticketflow retrain`` and the experiments all
 fit through :func:`fit_model`, so a model means the same thing wherever it is made.
 """
+
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,9 @@ from ticketflow.models.classifier import (
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
 
 logger = logging.getLogger(__name__)
+
+# Below this many rows a fold's fit takes about as long as starting a worker process.
+PARALLEL_CV_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class ModelConfig:
     calibrate: bool = True  # temperature scaling on out-of-fold predictions
     cv_folds: int = 5  # out-of-fold predictions for calibration and review thresholds
     max_iter: int = 2_000
+    # Processes for the CV fits (every fold of every block-weight choice is independent);
+    # None: one per usable core once there are PARALLEL_CV_ROWS training rows.
+    cv_jobs: int | None = None
     # Per target, the block weights with the best out-of-fold macro-F1 (one CV per choice);
     # used only when the features have two or more blocks. Empty: the blocks as built.
     block_grid: tuple[BlockWeights, ...] = BLOCK_GRID
@@ -131,20 +139,74 @@ def out_of_fold(
     folds: int | None = None,
 ) -> OutOfFold | None:
     """Out-of-fold log-probabilities of a fresh head per fold; None when CV is impossible."""
+    return out_of_fold_many([matrix], y, config=config, seed=seed, folds=folds)[0]
+
+
+def out_of_fold_many(
+    matrices: Sequence[Features],
+    y: Sequence[str],
+    *,
+    config: ModelConfig,
+    seed: int,
+    folds: int | None = None,
+) -> list[OutOfFold | None]:
+    """:func:`out_of_fold` of each matrix (same rows, same folds), every fold of every matrix
+    fitted in one pool of processes (:func:`cv_jobs`)."""
     n_splits = cv_folds(y, folds or config.cv_folds)
     if n_splits < 2:
-        return None
+        return [None for _ in matrices]
     labels = np.asarray(y)
     classes = sorted(set(y))
-    logits = np.full((len(labels), len(classes)), -np.inf)
-    fold_of = np.zeros(len(labels), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for fold, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        head = fit_head(matrix[fit_rows], labels[fit_rows], config=config, seed=seed)
-        columns = [classes.index(str(c)) for c in head.classes_]
-        logits[np.ix_(held_rows, columns)] = head_logits(head, matrix[held_rows])
-        fold_of[held_rows] = fold
-    return OutOfFold(logits=logits, fold=fold_of, classes=classes)
+    splits = list(splitter.split(np.zeros(len(labels)), labels))
+    tasks = [(m, fit_rows, held_rows) for m in matrices for fit_rows, held_rows in splits]
+    jobs = cv_jobs(config, rows=len(labels), tasks=len(tasks))
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        logger.info("%d CV fits on %d processes", len(tasks), jobs)
+        fitted = Parallel(n_jobs=jobs)(
+            delayed(_fold_logits)(m, labels, fit_rows, held_rows, config, seed)
+            for m, fit_rows, held_rows in tasks
+        )
+    else:
+        fitted = [
+            _fold_logits(m, labels, fit_rows, held_rows, config, seed)
+            for m, fit_rows, held_rows in tasks
+        ]
+    out: list[OutOfFold | None] = []
+    for i in range(len(matrices)):
+        logits = np.full((len(labels), len(classes)), -np.inf)
+        fold_of = np.zeros(len(labels), dtype=np.int64)
+        for fold, (_, held_rows) in enumerate(splits):
+            held_logits, head_classes = fitted[i * len(splits) + fold]
+            columns = [classes.index(c) for c in head_classes]
+            logits[np.ix_(held_rows, columns)] = held_logits
+            fold_of[held_rows] = fold
+        out.append(OutOfFold(logits=logits, fold=fold_of, classes=classes))
+    return out
+
+
+def _fold_logits(
+    matrix: Features,
+    labels: npt.NDArray[np.str_],
+    fit_rows: npt.NDArray[np.int64],
+    held_rows: npt.NDArray[np.int64],
+    config: ModelConfig,
+    seed: int,
+) -> tuple[npt.NDArray[np.float64], list[str]]:
+    head = fit_head(matrix[fit_rows], labels[fit_rows], config=config, seed=seed)
+    return head_logits(head, matrix[held_rows]), [str(c) for c in head.classes_]
+
+
+def cv_jobs(config: ModelConfig, *, rows: int, tasks: int) -> int:
+    """Processes for the CV fits: ``config.cv_jobs``, or (None) one per usable core once
+    the rows make a fit cost more than starting a process (PARALLEL_CV_ROWS)."""
+    if config.cv_jobs is not None:
+        return max(1, min(config.cv_jobs, tasks))
+    if rows < PARALLEL_CV_ROWS:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), tasks))
 
 
 def fold_macro_f1(oof: OutOfFold, y: Sequence[str]) -> list[float]:
@@ -192,9 +254,11 @@ def weighted_head(
         return head, oof
     best: tuple[float, BlockWeights, OutOfFold, npt.NDArray[np.float32]] | None = None
     fold_f1: dict[BlockWeights, list[float]] = {}
-    for weights in grid:
-        scale = block_scale(features, weights)
-        oof = out_of_fold(_scaled(matrix, scale), y, config=config, seed=seed, folds=folds)
+    scales = [block_scale(features, weights) for weights in grid]
+    oofs = out_of_fold_many(
+        [_scaled(matrix, scale) for scale in scales], y, config=config, seed=seed, folds=folds
+    )
+    for weights, scale, oof in zip(grid, scales, oofs, strict=True):
         if oof is None:  # cannot happen after the cv_folds check; keeps mypy honest
             continue
         fold_f1[weights] = fold_macro_f1(oof, y)
