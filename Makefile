@@ -48,7 +48,7 @@ test: install lint-deploy ## install, lint the deploy files, run the whole suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider
+	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider --durations=25
 
 lint-deploy: ## hadolint, kustomize + kubeconform (KEDA schema), actionlint; tools cached in ~/.cache/ticketflow/tools
 	.ci/lint-deploy

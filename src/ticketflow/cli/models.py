@@ -79,6 +79,11 @@ def announcer(settings: Settings) -> Announce:
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     require_registry_dir(settings)
+    if args.if_drift or not args.no_promote:
+        # Reading drift events and announcing a promotion need Kafka: find out before the
+        # store is read and a challenger trained, not after (and before the registry's
+        # imports, a second of scikit-learn on a busy node).
+        require_broker(settings)
     from ticketflow.models.registry import ModelRegistry
 
     # One retrain at a time: two Jobs must not both decide against the same champion.
@@ -87,11 +92,6 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
-    require_registry_dir(settings)
-    if args.if_drift or not args.no_promote:
-        # Reading drift events and announcing a promotion need Kafka: find out before the
-        # store is read and a challenger trained, not after.
-        require_broker(settings)
     registry = open_registry(settings)
 
     from ticketflow.batch import promotion
