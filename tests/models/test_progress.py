@@ -64,3 +64,11 @@ def test_a_terminal_gets_a_tqdm_bar(caplog: pytest.LogCaptureFixture) -> None:
     assert sum(bar) == 190
     bar.close()
     assert "bar: 100%" in terminal.getvalue() and logged(caplog) == []
+
+
+def test_library_bars_only_on_a_terminal() -> None:
+    import io
+
+    from ticketflow.models.progress import on_terminal
+
+    assert on_terminal(io.StringIO()) is False  # a log file or a pipe: no tqdm bar

@@ -12,6 +12,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ticketflow.models.progress import on_terminal
+
 logger = logging.getLogger(__name__)
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -112,6 +114,6 @@ class SentenceTransformerEncoder:
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=show_progress,
+            show_progress_bar=show_progress and on_terminal(),
         )
         return np.asarray(vectors, dtype=np.float32)

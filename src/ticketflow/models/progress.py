@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, overload
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LogProgress", "ProgressBar", "progress"]
+__all__ = ["LogProgress", "ProgressBar", "on_terminal", "progress"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -156,6 +156,12 @@ def progress(
         )
         return bar
     return LogProgress(items, desc=desc, total=total, disable=disable)
+
+
+def on_terminal(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (default: stderr) is a terminal: libraries' own tqdm bars
+    (model2vec, sentence-transformers) are asked for only then, never into log files."""
+    return _is_terminal(sys.stderr if stream is None else stream)
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
+from ticketflow.models.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class StaticEncoder:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         vectors = np.asarray(
-            self._model.encode(list(texts), show_progress_bar=show_progress), dtype=np.float32
+            self._model.encode(list(texts), show_progress_bar=show_progress and on_terminal()),
+            dtype=np.float32,
         )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         normalised: FloatMatrix = vectors / np.maximum(norms, 1e-12)
