@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator, Sized
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DeliveryError",
+    "Headers",
+    "Outbound",
     "ProduceReport",
     "consume",
     "encode_event",
@@ -44,6 +46,7 @@ __all__ = [
     "produce_events",
     "produce_file",
     "produce_raw",
+    "send_records",
 ]
 
 # Defaults under the caller's config: a caller may override them (e.g. a managed cluster
@@ -59,6 +62,19 @@ _CSV_HEADER_LINES = 1
 
 class DeliveryError(RuntimeError):
     """Some messages were not acknowledged by the broker."""
+
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One record to produce: its topic, key, value and headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()
 
 
 @dataclass
@@ -169,6 +185,50 @@ def _send_all(
     flush_timeout_s: float,
     total: int | None = None,
 ) -> int:
+    """Produce (key, value) pairs to ``topic``: :func:`_send` of one topic."""
+    return _send(
+        producer,
+        trap,
+        (Outbound(topic, key, value) for key, value in messages),
+        where=f" to {topic!r}",
+        desc=f"producing to {topic}",
+        rate=rate,
+        progress=progress,
+        flush_timeout_s=flush_timeout_s,
+        total=total,
+    )
+
+
+def send_records(
+    producer_config: Mapping[str, Any], records: Iterable[Outbound], *, flush_timeout_s: float
+) -> int:
+    """Produce ``records`` (each to its own topic, with its headers), wait for every
+    acknowledgement and return the count; raise :class:`DeliveryError` if any failed."""
+    producer, trap = _producer(dict(producer_config))
+    return _send(
+        producer,
+        trap,
+        records,
+        where="",
+        desc="producing",
+        rate=None,
+        progress=False,
+        flush_timeout_s=flush_timeout_s,
+    )
+
+
+def _send(
+    producer: Producer,
+    trap: ErrorTrap,
+    records: Iterable[Outbound],
+    *,
+    where: str,
+    desc: str,
+    rate: float | None,
+    progress: bool,
+    flush_timeout_s: float,
+    total: int | None = None,
+) -> int:
     """Produce, wait for every acknowledgement and return the count; raise if any failed."""
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -180,16 +240,14 @@ def _send_all(
 
     count = 0
     start = time.monotonic()
-    bar = progress_bar(
-        messages, desc=f"producing to {topic}", unit="msg", total=total, disable=not progress
-    )
-    for key, value in bar:
+    bar = progress_bar(records, desc=desc, unit="msg", total=total, disable=not progress)
+    for record in bar:
         if rate is not None:
             # Pace against the schedule, not the previous send, so slow polls do not add up.
             delay = start + count / rate - time.monotonic()
             if delay > 0:
                 producer.poll(delay)
-        _produce_one(producer, topic, key, value, on_delivery)
+        _produce_one(producer, record, on_delivery)
         producer.poll(0)
         trap.check()
         count += 1
@@ -198,27 +256,36 @@ def _send_all(
         trap.check()
     if remaining:
         raise DeliveryError(
-            f"{remaining} of {count} messages to {topic!r} were not acknowledged "
+            f"{remaining} of {count} messages{where} were not acknowledged "
             f"within {flush_timeout_s:.0f} s"
         )
     if failures:
         raise DeliveryError(
-            f"{len(failures)} of {count} messages to {topic!r} failed; first error: {failures[0]}"
+            f"{len(failures)} of {count} messages{where} failed; first error: {failures[0]}"
         )
-    logger.info("produced %d messages to %s", count, topic)
+    logger.info("produced %d messages%s", count, where)
     return count
 
 
 def _produce_one(
     producer: Producer,
-    topic: str,
-    key: bytes | None,
-    value: bytes,
+    record: Outbound,
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:
     while True:
         try:
-            producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            if record.headers:
+                producer.produce(
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers),
+                    on_delivery=on_delivery,
+                )
+            else:
+                producer.produce(
+                    record.topic, key=record.key, value=record.value, on_delivery=on_delivery
+                )
             return
         except BufferError:
             # The local queue is full: serve delivery reports until there is room again.

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from ticketflow.adapters.kafka.clients import DeliveryError, Headers, Outbound, send_records
 from ticketflow.adapters.kafka.errors import trapped
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ __all__ = [
     "publish",
     "read_topic",
 ]
-
-Headers = tuple[tuple[str, bytes], ...]
 
 
 class TopicNotFoundError(LookupError):
@@ -50,14 +49,6 @@ class Record:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
-    headers: Headers = ()
-
-
-@dataclass(frozen=True)
-class Outbound:
-    topic: str
-    key: bytes | None
-    value: bytes
     headers: Headers = ()
 
 
@@ -180,38 +171,7 @@ def publish(
 ) -> int:
     """Produce ``records`` (idempotent producer), wait for every acknowledgement and return
     the count; raise :class:`PublishError` naming how many failed and the first error."""
-    config, trap = trapped({"enable.idempotence": True, "linger.ms": 5, **client_config})
-    producer = Producer(config)
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    count = 0
-    for record in records:
-        while True:
-            try:
-                producer.produce(
-                    record.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=list(record.headers),
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:  # the local queue is full: serve acknowledgements first
-                producer.poll(0.5)
-        producer.poll(0)
-        trap.check()
-        count += 1
-    deadline = time.monotonic() + flush_timeout_s
-    while (remaining := producer.flush(0.25)) and time.monotonic() < deadline:
-        trap.check()
-    if remaining:
-        raise PublishError(
-            f"{remaining} of {count} records were not acknowledged within {flush_timeout_s:.0f} s"
-        )
-    if failures:
-        raise PublishError(f"{len(failures)} of {count} records failed; first: {failures[0]}")
-    return count
+    try:
+        return send_records(client_config, records, flush_timeout_s=flush_timeout_s)
+    except DeliveryError as exc:
+        raise PublishError(str(exc)) from exc
