@@ -172,8 +172,13 @@ def test_block_weights_are_chosen_by_cv_and_folded_into_the_head() -> None:
 
     scale = block_scale(features, oof.weights)
     assert scale.shape == (matrix.shape[1],)
+    # the same fit (from the same fold head) on the weighted blocks, coefficients as fitted
     weighted = fit_head(
-        matrix @ sp.diags(scale, format="csr"), np.asarray(y), config=config, seed=1
+        matrix @ sp.diags(scale, format="csr"),
+        np.asarray(y),
+        config=config,
+        seed=1,
+        init=oof.init,
     )
     np.testing.assert_allclose(
         head.predict_proba(matrix),

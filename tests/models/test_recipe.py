@@ -1,7 +1,9 @@
-"""The CV fits of the recipe run in a pool of processes: same numbers as one by one."""
+"""The recipe's CV at scale: fits in a pool of processes (same numbers as one by one), and
+out-of-fold predictions from a stratified sample of the training rows."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +15,12 @@ from ticketflow.models.features import HYBRID, TextFeatures
 from ticketflow.models.recipe import (
     PARALLEL_CV_ROWS,
     ModelConfig,
+    add_first_stage,
     cv_jobs,
+    cv_sample,
+    fit_head,
+    fit_model,
+    out_of_fold_confidence,
     out_of_fold_many,
 )
 
@@ -46,3 +53,91 @@ def test_small_trainings_stay_in_process() -> None:
     assert cv_jobs(config, rows=PARALLEL_CV_ROWS - 1, tasks=10) == 1
     assert cv_jobs(replace(config, cv_jobs=4), rows=10, tasks=3) == 3
     assert cv_jobs(config, rows=PARALLEL_CV_ROWS, tasks=10) >= 1
+
+
+def test_cv_sample_keeps_class_shares_and_every_class_in_every_fold() -> None:
+    first = ["a"] * 600 + ["b"] * 300 + ["c"] * 97 + ["d"] * 3
+    second = ["x"] * 996 + ["rare"] * 4  # rare rows all outside the first's small classes
+    labels = {"first": first, "second": second}
+    assert cv_sample(labels, max_rows=1_000, folds=5, seed=1) is None
+    assert cv_sample(labels, max_rows=None, folds=5, seed=1) is None
+    rows = cv_sample(labels, max_rows=200, folds=5, seed=1)
+    assert rows is not None
+    assert np.all(np.diff(rows) > 0)  # unique, in training order
+    picked = Counter(first[i] for i in rows)
+    assert picked["a"] == 120 and picked["b"] == 60 and picked["c"] == 19
+    assert picked["d"] == 3  # fewer than the folds: all of them
+    assert Counter(second[i] for i in rows)["rare"] == 4
+    again = cv_sample(labels, max_rows=200, folds=5, seed=1)
+    assert again is not None and np.array_equal(rows, again)
+
+
+def _sample_data(n: int) -> tuple[list[str], np.ndarray, dict[str, list[str]]]:
+    tickets = generate_tickets(n, seed=4)
+    texts = [f"{t['subject']} {t['body']}" for t in tickets]
+    labels = {
+        "queue": [str(t["queue"]) for t in tickets],
+        "priority": [str(t["priority"]) for t in tickets],
+    }
+    return texts, HashingEncoder(64).encode(texts), labels
+
+
+def test_a_sampled_cv_calibrates_on_its_rows_and_the_final_heads_fit_every_row() -> None:
+    texts, vectors, labels = _sample_data(400)
+    full = ModelConfig(cv_folds=3, block_grid=(), cv_max_rows=None)
+    sampled = replace(full, cv_max_rows=150)
+    model, held_out = fit_model(texts, vectors, labels, config=sampled)
+    reference, reference_held_out = fit_model(texts, vectors, labels, config=full)
+    rows = held_out["queue"].rows
+    assert rows is not None and 140 <= len(rows) <= 160
+    for target in labels:
+        oof = held_out[target]
+        assert oof.rows is rows and oof.logits.shape[0] == len(rows)  # one sample, all targets
+        assert reference_held_out[target].rows is None
+        assert reference_held_out[target].logits.shape[0] == len(texts)
+        # the final head is fitted on all 400 rows, whatever the CV's rows (each solver
+        # starts from its own first fold's head, so they agree to the solver's tolerance)
+        np.testing.assert_allclose(
+            model.heads[target].coef_, reference.heads[target].coef_, atol=0.05
+        )
+        matrix = model.features.transform(texts, vectors)  # type: ignore[union-attr]
+        agree = model.heads[target].predict(matrix) == reference.heads[target].predict(matrix)
+        assert agree.mean() >= 0.99
+        assert target in model.temperatures and target in model.review_thresholds
+    confidence = out_of_fold_confidence(model, held_out, labels)
+    assert all(len(p) == len(rows) for p, _ in confidence.values())
+
+
+def test_the_cascade_stages_are_calibrated_on_the_same_sampled_rows() -> None:
+    texts, vectors, labels = _sample_data(400)
+    config = ModelConfig(cv_folds=3, cv_max_rows=150)
+    model, held_out = fit_model(texts, vectors, labels, config=config)
+    static = HashingEncoder(32, "test/static").encode(texts)
+    share = add_first_stage(
+        model, held_out, texts, static, labels, config=config, agreement=0.9, seed=42
+    )
+    assert 0.0 <= share <= 1.0
+    assert set(model.escalation_thresholds) == set(labels)
+    held_out["queue"].rows = held_out["queue"].rows[:-1]  # type: ignore[index]
+    with pytest.raises(ValueError, match="different rows"):
+        add_first_stage(
+            model, held_out, texts, static, labels, config=config, agreement=0.9, seed=42
+        )
+
+
+def test_a_head_started_from_a_fold_head_reaches_the_same_optimum_sooner() -> None:
+    texts, vectors, labels = _sample_data(400)
+    features = TextFeatures(HYBRID).fit(texts, vectors)
+    matrix = features.transform(texts, vectors)
+    y = np.asarray(labels["queue"])
+    config = ModelConfig()
+    fold = fit_head(matrix[:300], y[:300], config=config, seed=1)
+    cold = fit_head(matrix, y, config=config, seed=1)
+    warm = fit_head(matrix, y, config=config, seed=1, init=(fold.coef_, fold.intercept_))
+    assert warm.n_iter_[0] < cold.n_iter_[0]
+    assert (warm.predict(matrix) == cold.predict(matrix)).mean() >= 0.99
+    np.testing.assert_allclose(warm.coef_, cold.coef_, atol=0.05)
+    assert not warm.warm_start  # the stored head refits from scratch if anyone refits it
+    # a head of other columns is no starting point: ignored, not an error
+    other = fit_head(matrix, y, config=config, seed=1, init=(fold.coef_[:, :5], fold.intercept_))
+    assert other.n_iter_[0] == cold.n_iter_[0]
