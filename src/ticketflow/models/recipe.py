@@ -39,10 +39,10 @@ logger = logging.getLogger(__name__)
 # Below this many rows a fold's fit takes about as long as starting a worker process.
 PARALLEL_CV_ROWS = 5_000
 # Out-of-fold predictions from at most this many training rows (a stratified sample): they
-# choose block weights, temperatures and thresholds, which 30,000 rows estimate as well as
+# choose block weights, temperatures and thresholds, which 20,000 rows estimate as well as
 # more, while every CV fit grows with the rows (docs/model-quality.md "Training time at
 # scale"). The final heads still fit every row.
-CV_MAX_ROWS = 30_000
+CV_MAX_ROWS = 20_000
 
 
 @dataclass(frozen=True)
