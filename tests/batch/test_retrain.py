@@ -145,6 +145,8 @@ def test_relabelled_class_is_learned_and_promoted_without_the_encoder(
     challenger = world["registry"].load(result.challenger)
     assert "Payments" in challenger.classifier.labels("queue")
     assert RENAMED not in challenger.classifier.labels("queue")
+    # its own CV rows, not the champion's copied metadata
+    assert challenger.metadata.n_out_of_fold == challenger.metadata.n_train > 0
     assert world["registry"].current_version() == "v-champion"  # promotion is the caller's
 
 

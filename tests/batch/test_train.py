@@ -63,6 +63,8 @@ def test_default_model_is_hybrid_calibrated_with_review_thresholds(
             assert routed.out_of_fold.precision is not None
             assert routed.out_of_fold.precision >= 0.9
     assert loaded.metadata.training_config == ModelConfig().name
+    # 240 training rows: far below CV_MAX_ROWS, every one has out-of-fold predictions
+    assert loaded.metadata.n_out_of_fold == loaded.metadata.n_train == 240
     assert set(loaded.metadata.train_seconds) == {"embed", "fit"}
     for target in ("queue", "priority"):
         assert 0.0 < classifier.review_thresholds[target] <= 1.0 + 1e-9

@@ -22,6 +22,7 @@ from ticketflow.models.recipe import (
     fit_model,
     out_of_fold_confidence,
     out_of_fold_many,
+    out_of_fold_rows,
 )
 
 pytestmark = pytest.mark.unit
@@ -84,7 +85,7 @@ def _sample_data(n: int) -> tuple[list[str], np.ndarray, dict[str, list[str]]]:
 
 def test_a_sampled_cv_calibrates_on_its_rows_and_the_final_heads_fit_every_row() -> None:
     texts, vectors, labels = _sample_data(400)
-    full = ModelConfig(cv_folds=3, block_grid=(), cv_max_rows=None)
+    full = ModelConfig(block_grid=(), cv_max_rows=None)
     sampled = replace(full, cv_max_rows=150)
     model, held_out = fit_model(texts, vectors, labels, config=sampled)
     reference, reference_held_out = fit_model(texts, vectors, labels, config=full)
@@ -94,6 +95,8 @@ def test_a_sampled_cv_calibrates_on_its_rows_and_the_final_heads_fit_every_row()
         oof = held_out[target]
         assert oof.rows is rows and oof.logits.shape[0] == len(rows)  # one sample, all targets
         assert reference_held_out[target].rows is None
+        assert len(np.unique(oof.fold)) == 3  # SAMPLED_CV_FOLDS
+        assert len(np.unique(reference_held_out[target].fold)) == 5  # cv_folds
         assert reference_held_out[target].logits.shape[0] == len(texts)
         # the final head is fitted on all 400 rows, whatever the CV's rows (each solver
         # starts from its own first fold's head, so they agree to the solver's tolerance)
@@ -106,6 +109,9 @@ def test_a_sampled_cv_calibrates_on_its_rows_and_the_final_heads_fit_every_row()
         assert target in model.temperatures and target in model.review_thresholds
     confidence = out_of_fold_confidence(model, held_out, labels)
     assert all(len(p) == len(rows) for p, _ in confidence.values())
+    assert out_of_fold_rows(held_out, len(texts)) == len(rows)
+    assert out_of_fold_rows(reference_held_out, len(texts)) == len(texts)
+    assert out_of_fold_rows({}, len(texts)) == 0
 
 
 def test_the_cascade_stages_are_calibrated_on_the_same_sampled_rows() -> None:

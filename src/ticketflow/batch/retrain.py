@@ -37,7 +37,7 @@ from ticketflow.models.classifier import (
     review_gate,
     review_thresholds,
 )
-from ticketflow.models.recipe import ModelConfig, fit_model
+from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
 from ticketflow.models.registry import ModelRegistry, new_version
 from ticketflow.monitoring.reference import write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample
@@ -436,7 +436,7 @@ def retrain(
     texts = [stored.documents[r] or "" for r in selection.train_rows]
     fit_started = time.perf_counter()
     try:
-        fitted, _ = fit_model(
+        fitted, cv_held_out = fit_model(
             texts,
             stored.vectors[np.asarray(selection.train_rows)],
             selection.train_labels,
@@ -510,6 +510,7 @@ def retrain(
             "data_sha256": data_sha,
             "n_train": len(selection.train_rows),
             "n_test": len(selection.held_out.get(targets[0], [])),
+            "n_out_of_fold": out_of_fold_rows(cv_held_out, len(selection.train_rows)),
             "metrics": {},
             "model_sha256": "",
         }

@@ -32,6 +32,7 @@ from ticketflow.models.recipe import (
     add_first_stage,
     fit_model,
     out_of_fold_confidence,
+    out_of_fold_rows,
     review_precision_of,
 )
 from ticketflow.models.registry import (
@@ -227,6 +228,7 @@ def train(
         data_sha256=fingerprint,
         n_train=len(train_idx),
         n_test=len(test_idx),
+        n_out_of_fold=out_of_fold_rows(held_out, len(train_idx)),
     )
     # Atomic for the workers: the version becomes current only once every artifact is
     # written, its drift reference included; a failure before that leaves it registered but

@@ -43,6 +43,9 @@ PARALLEL_CV_ROWS = 5_000
 # more, while every CV fit grows with the rows (docs/model-quality.md "Training time at
 # scale"). The final heads still fit every row.
 CV_MAX_ROWS = 20_000
+# Folds of that sampled CV: each fold's head then fits 13,333 rows, more than any fold of the
+# 5-fold CV below the cap, at half the CV cost of 5 folds (80k rows: about 45 s less per stage).
+SAMPLED_CV_FOLDS = 3
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,9 @@ class ModelConfig:
     # used only when the features have two or more blocks. Empty: the blocks as built.
     block_grid: tuple[BlockWeights, ...] = BLOCK_GRID
     # The out-of-fold predictions come from a stratified sample of at most this many
-    # training rows (None: every row); see CV_MAX_ROWS.
+    # training rows (None: every row), in sampled_cv_folds folds; see CV_MAX_ROWS.
     cv_max_rows: int | None = CV_MAX_ROWS
+    sampled_cv_folds: int = SAMPLED_CV_FOLDS
 
     @property
     def name(self) -> str:
@@ -410,11 +414,14 @@ def fit_model(
     needs_oof = config.calibrate or len(config.block_grid) > 1
     needs_oof = needs_oof or any(p is not None for p in precisions.values())
     cv_rows = cv_sample(labels, max_rows=config.cv_max_rows, folds=config.cv_folds, seed=seed)
+    folds = config.cv_folds if cv_rows is None else min(config.cv_folds, config.sampled_cv_folds)
     if needs_oof and cv_rows is not None:
         logger.info(
-            "out-of-fold predictions from a stratified sample of %d of %d training rows",
+            "out-of-fold predictions from a stratified sample of %d of %d training rows, "
+            "%d folds",
             len(cv_rows),
             len(texts),
+            folds,
         )
     for target, y in labels.items():
         precision = precisions[target]
@@ -422,7 +429,13 @@ def fit_model(
         head: LogisticRegression | None = None
         if needs_oof:
             head, oof = weighted_head(
-                matrix, y, features=features, config=config, seed=seed, cv_rows=cv_rows
+                matrix,
+                y,
+                features=features,
+                config=config,
+                seed=seed,
+                folds=folds,
+                cv_rows=cv_rows,
             )
         if oof is not None:
             held_out[target] = oof
@@ -455,6 +468,14 @@ def fit_model(
         review_gate=review_gate,
     )
     return classifier, held_out
+
+
+def out_of_fold_rows(held_out: Mapping[str, OutOfFold], n_train: int) -> int:
+    """How many training rows have out-of-fold predictions: ``n_train``, the CV sample's size
+    (:func:`cv_sample`), or 0 when no target could be cross-validated."""
+    for oof in held_out.values():
+        return n_train if oof.rows is None else len(oof.rows)
+    return 0
 
 
 def review_precision_of(

@@ -119,6 +119,9 @@ class ModelMetadata(BaseModel):
     data_sha256: str | None = None
     n_train: int = 0
     n_test: int = 0
+    # Training rows with out-of-fold predictions (the temperatures and cuts come from them):
+    # all of n_train, or the CV sample beyond CV_MAX_ROWS. None: not recorded (older models).
+    n_out_of_fold: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
     artifact_format: str = "joblib"  # how model.joblib was written: joblib (older) or pickle
