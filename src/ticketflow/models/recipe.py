@@ -44,7 +44,7 @@ PARALLEL_CV_ROWS = 5_000
 # scale"). The final heads still fit every row.
 CV_MAX_ROWS = 20_000
 # Folds of that sampled CV: each fold's head then fits 13,333 rows, more than any fold of the
-# 5-fold CV below the cap, at half the CV cost of 5 folds (80k rows: about 45 s less per stage).
+# 5-fold CV below the cap, at half the CV cost of 5 folds (docs/model-quality.md).
 SAMPLED_CV_FOLDS = 3
 
 
@@ -175,7 +175,7 @@ def fit_head(
 ) -> LogisticRegression:
     """A head fitted on ``matrix``; ``init``: a head of the same classes on the same columns
     (a CV fold's) to start the solver from: the problem is convex, so the optimum is the
-    same, reached in fewer iterations (80k endava rows: 152 → 111, 60 → 42 s)."""
+    same, reached in fewer iterations (docs/model-quality.md "Training time at scale")."""
     head = new_head(
         c=config.c, class_weight=config.class_weight, max_iter=config.max_iter, seed=seed
     )
