@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline

@@ -35,7 +35,7 @@ from bench.memory import ALTERATIONS, altered_copies, embed
 from ticketflow.batch import configured
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
-from ticketflow.models.datasets import DEFAULT_MAPPING, ColumnMapping, load_labeled
+from ticketflow.data.datasets import DEFAULT_MAPPING, ColumnMapping, load_labeled
 from ticketflow.models.text import build_texts
 
 CUTS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1)

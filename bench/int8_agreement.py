@@ -31,8 +31,8 @@ from ticketflow.batch import configured
 from ticketflow.batch.evaluate import predict_rows
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping
 from ticketflow.models.classifier import Prediction
-from ticketflow.models.datasets import ColumnMapping
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.text import build_texts
 

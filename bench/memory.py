@@ -32,7 +32,7 @@ import numpy.typing as npt
 from ticketflow.batch import configured
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
-from ticketflow.models.datasets import ColumnMapping, load_labeled
+from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.text import build_texts
 from ticketflow.schemas import Ticket

@@ -56,8 +56,8 @@ from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import Ticket
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position
 from ticketflow.stream.worker import BatchLabeler, BatchLimits, RawEvent
 

@@ -43,8 +43,8 @@ from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
 from ticketflow.batch.train import split_indices, train
 from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.models.classifier import TicketClassifier
-from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import BACKENDS, encoder_max_tokens, encoders_root, load_encoder
 from ticketflow.models.pipeline import LabelingPipeline

@@ -18,8 +18,8 @@ from typing import Any
 
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.encoders import BACKENDS, encoders_root, load_encoder
 from ticketflow.models.text import build_texts
 from ticketflow.schemas import Ticket

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.batch.train import split_indices
-from ticketflow.models.datasets import ColumnMapping, load_labeled
+from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.models.recipe import ModelConfig, fit_model
 from ticketflow.models.text import build_texts
 

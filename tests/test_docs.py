@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ticketflow.cli import build_parser
-from ticketflow.config import Settings, render_markdown
+from ticketflow.config import Settings
+from ticketflow.devtools.config_docs import render_markdown
 
 pytestmark = pytest.mark.unit
 
@@ -44,9 +45,12 @@ def _links(path: Path) -> list[str]:
 
 
 def test_configuration_doc_is_current() -> None:
-    assert CONFIGURATION.exists(), "run: python -m ticketflow.config > docs/configuration.md"
+    assert CONFIGURATION.exists(), (
+        "run: python -m ticketflow.devtools.config_docs > docs/configuration.md"
+    )
     assert CONFIGURATION.read_text(encoding="utf-8") == render_markdown(), (
-        "docs/configuration.md is stale; run: python -m ticketflow.config > docs/configuration.md"
+        "docs/configuration.md is stale; run: "
+        "python -m ticketflow.devtools.config_docs > docs/configuration.md"
     )
 
 

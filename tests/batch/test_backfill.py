@@ -17,8 +17,8 @@ from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.batch.backfill import BackfillError, BackfillReport, backfill, read_rows
 from ticketflow.batch.retrain import RetrainPolicy, read_store, retrain, select
 from ticketflow.batch.train import train
+from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.schemas import LabelFeedback

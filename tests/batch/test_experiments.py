@@ -276,7 +276,7 @@ def test_encoders_are_compared_on_the_same_rows(tmp_path: Path) -> None:
 @pytest.mark.unit
 def test_encoder_names_resolve_to_backends_or_local_models(tmp_path: Path) -> None:
     from ticketflow.config import Settings
-    from ticketflow.models.errors import InputError
+    from ticketflow.data.errors import InputError
 
     choices = experiments.encoder_choices(["all", "onnx"], Settings())
     assert [c.name for c in choices] == ["torch", "onnx", "onnx-int8", "static"]

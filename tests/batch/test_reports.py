@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from ticketflow.batch import reports
+from ticketflow.data.datasets import ColumnMapping
+from ticketflow.data.errors import InputError
 from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import ColumnMapping
-from ticketflow.models.errors import InputError
 from ticketflow.schemas import store as layout
 
 pytestmark = pytest.mark.unit

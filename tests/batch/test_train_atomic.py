@@ -9,8 +9,8 @@ import pytest
 
 from tests.helpers import HashingEncoder
 from ticketflow.batch.train import train
+from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import load_labeled
 from ticketflow.models.recipe import EMBEDDING_LR
 from ticketflow.models.registry import ModelRegistry
 

@@ -20,9 +20,9 @@ from tests.fixtures.pipeline import REPO, WorkerProcess
 from tests.stream.test_app_integration import collect
 from ticketflow.adapters.kafka.clients import encode_event, produce_raw
 from ticketflow.adapters.kafka.dlq import read_topic
+from ticketflow.batch.dlq import REPLAY_OF, REPLAY_REASON, SKIP_BASE64
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.schemas import DeadLetter, DeadLetterReason
-from ticketflow.stream.dlq import REPLAY_OF, REPLAY_REASON, SKIP_BASE64
 
 N = 200
 # Every generated body is longer than this (the shortest has 78 characters).

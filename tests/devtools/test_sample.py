@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ticketflow.data.datasets import ColumnMapping, load_labeled, read_table, rows_to_dicts
 from ticketflow.devtools.sample import CHANNELS, FIELDS, QUEUES, generate_tickets, write_tickets
-from ticketflow.models.datasets import ColumnMapping, load_labeled, read_table, rows_to_dicts
 from ticketflow.schemas import Ticket
 
 pytestmark = pytest.mark.unit

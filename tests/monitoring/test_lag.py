@@ -28,7 +28,7 @@ from ticketflow.monitoring.lag import (
     PartitionLag,
     watch_group_lag,
 )
-from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.stream.metrics import WorkerMetrics
 
 
 def produce(config: dict[str, str], topic: str, per_partition: dict[int, int]) -> None:

@@ -25,7 +25,7 @@ from tests.fixtures.monitoring import (
     require_binary,
 )
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
-from ticketflow.monitoring.metrics import WorkerMetrics
+from ticketflow.stream.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
 

@@ -13,8 +13,8 @@ import pytest
 from bench.drift import sample_of
 from tests.helpers import HashingEncoder
 from ticketflow.batch.train import train, write_held_out_reference
+from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import load_labeled
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import EMBEDDING_LR
 from ticketflow.models.registry import ModelRegistry

@@ -18,8 +18,8 @@ from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.batch.backfill import backfill
 from ticketflow.batch.train import train
+from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.models.datasets import load_labeled
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import ServingEncoders, make_pipeline
 from ticketflow.schemas import FieldLimits

@@ -28,8 +28,8 @@ from tests.fixtures.chroma import ChromaServer
 from tests.fixtures.pipeline import REPO
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
+from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import load_labeled
 from ticketflow.serve.app import create_app
 from ticketflow.serve.reload import ModelHolder, Served
 from ticketflow.serve.runtime import load_serving

@@ -9,9 +9,9 @@ import pytest
 
 from tests.stream.test_reload import ticket
 from tests.stream.test_worker import Recorder, make_labeler
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, LabelFeedback
 from ticketflow.stream.feedback import FeedbackApplier, decode_feedback
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position, Rejected
 from ticketflow.stream.worker import RawEvent
 

@@ -14,8 +14,8 @@ from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.config import Settings
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.pipeline import LabelingPipeline
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position
 from ticketflow.stream.worker import (
     BatchLabeler,

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
+from ticketflow.data.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
 from ticketflow.models.classifier import Prediction, needs_review, target_review
-from ticketflow.models.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.redaction import redact

@@ -13,7 +13,7 @@ from typing import cast
 
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
-from ticketflow.models.datasets import ColumnMapping, LabeledData, load_labeled
+from ticketflow.data.datasets import ColumnMapping, LabeledData, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import Backend, encoders_root, load_encoder
 from ticketflow.models.finetune import (

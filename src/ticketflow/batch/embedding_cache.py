@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketflow.data.progress import progress
 from ticketflow.models.embedding import Encoder, FloatMatrix
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens
-from ticketflow.models.progress import progress
 
 logger = logging.getLogger(__name__)
 

@@ -38,17 +38,17 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from ticketflow.batch.evaluate import ROUTE_PRECISIONS, confidence_metrics, target_metrics
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping, load_labeled
+from ticketflow.data.errors import InputError
+from ticketflow.data.progress import progress as progress_bar
 from ticketflow.models.classifier import (
     apply_temperature,
     fit_temperature,
     head_logits,
     threshold_for_precision,
 )
-from ticketflow.models.datasets import ColumnMapping, load_labeled
 from ticketflow.models.embedding import Encoder
-from ticketflow.models.errors import InputError
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
-from ticketflow.models.progress import progress as progress_bar
 from ticketflow.models.recipe import (
     BLOCK_GRID,
     EMBEDDING_LR,

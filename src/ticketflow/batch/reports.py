@@ -34,14 +34,14 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import ValidationError
 
-from ticketflow.models.datasets import (
+from ticketflow.data.datasets import (
     DROPPED_COLUMNS,
     ColumnMapping,
     read_table,
     rows_to_dicts,
 )
+from ticketflow.data.errors import InputError
 from ticketflow.models.embedding import resolve_model_source
-from ticketflow.models.errors import InputError
 from ticketflow.models.onnx_encoder import MANIFEST_FILE, TOKENIZER_FILE, export_dir_name
 from ticketflow.models.text import build_text
 from ticketflow.schemas import DEFAULT_LIMITS, FieldLimits, Ticket

@@ -32,13 +32,13 @@ from ticketflow.adapters.store import is_permanent
 from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import library_versions
 from ticketflow.models.classifier import (
-    DEFAULT_REVIEW_THRESHOLD,
     TicketClassifier,
     review_gate,
     review_thresholds,
 )
 from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
 from ticketflow.models.registry import ModelRegistry, new_version
+from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
 from ticketflow.monitoring.reference import write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample
 from ticketflow.schemas import store as layout
@@ -606,7 +606,7 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 def load_eval_labels(path: Path, targets: Sequence[str]) -> dict[str, dict[str, str]]:
     """A JSONL / CSV / Parquet file with ``ticket_id`` and one column per target."""
-    from ticketflow.models.datasets import read_table
+    from ticketflow.data.datasets import read_table
 
     frame = read_table(path)
     if "ticket_id" not in frame.columns:

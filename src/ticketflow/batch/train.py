@@ -18,13 +18,12 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
 from ticketflow.batch.evaluate import evaluate_predictions, predict_rows, review_routing, scored
+from ticketflow.data.datasets import LabeledData
 from ticketflow.models.classifier import (
-    DEFAULT_REVIEW_THRESHOLD,
     TicketClassifier,
     review_thresholds,
 )
 from ticketflow.models.classifier import review_gate as served_gate
-from ticketflow.models.datasets import LabeledData
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
 from ticketflow.models.recipe import (
@@ -42,6 +41,7 @@ from ticketflow.models.registry import (
     new_version,
     sha256_file,
 )
+from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
 from ticketflow.models.text import build_texts
 from ticketflow.monitoring.reference import write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample

@@ -3,7 +3,7 @@
 The topic is read from its beginning (or from ``--since``) to the end it had when the
 command started, by partition assignment: no consumer group, nothing committed, no waiting for
 more. The decisions (what to show, what to replay, what a replay looks like) are
-:mod:`ticketflow.stream.dlq`'s; this module reads, prints and publishes.
+:mod:`ticketflow.batch.dlq`'s; this module reads, prints and publishes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ticketflow.config import Settings
 from ticketflow.schemas import DeadLetterReason
 
 if TYPE_CHECKING:
-    from ticketflow.stream.dlq import ReplayIndex, StoredDeadLetter
+    from ticketflow.batch.dlq import ReplayIndex, StoredDeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ exit codes: 0 done, 1 broker/topic trouble or a replay not acknowledged, 2 usage
 
 
 def _since(text: str) -> datetime:
-    from ticketflow.stream.dlq import parse_since
+    from ticketflow.batch.dlq import parse_since
 
     try:
         return parse_since(text, datetime.now(UTC))
@@ -115,7 +115,7 @@ def read_dead_letters(settings: Settings, since: datetime | None) -> list[Stored
     """Every dead letter of the topic (from about ``since``); unreadable records are logged
     and counted on stderr, never fatal."""
     from ticketflow.adapters.kafka.dlq import read_topic
-    from ticketflow.stream.dlq import DlqPosition, Unreadable, parse_dead_letter
+    from ticketflow.batch.dlq import DlqPosition, Unreadable, parse_dead_letter
 
     topic = settings.kafka_topic_dlq
     since_ms = int((since - CLOCK_SKEW).timestamp() * 1000) if since is not None else None
@@ -137,7 +137,7 @@ def read_dead_letters(settings: Settings, since: datetime | None) -> list[Stored
 
 def _selected(args: argparse.Namespace, settings: Settings) -> list[StoredDeadLetter]:
     from ticketflow.adapters.kafka.dlq import TopicNotFoundError
-    from ticketflow.stream.dlq import select
+    from ticketflow.batch.dlq import select
 
     require_broker(settings)
     try:
@@ -151,7 +151,7 @@ def _selected(args: argparse.Namespace, settings: Settings) -> list[StoredDeadLe
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.stream.dlq import summarize
+    from ticketflow.batch.dlq import summarize
 
     letters = _selected(args, settings)
     summaries = summarize(letters)
@@ -181,7 +181,7 @@ def _time(when: datetime) -> str:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.stream.dlq import shorten
+    from ticketflow.batch.dlq import shorten
 
     letters = _selected(args, settings)
     letters.sort(key=lambda s: (s.letter.failed_at, s.position))
@@ -214,7 +214,7 @@ def build_index(
     """Replays already on the ``targets`` and labels on the labeled topic, from a little
     before the earliest failure of ``letters`` (anything older cannot be a replay of them)."""
     from ticketflow.adapters.kafka.dlq import TopicNotFoundError, read_topic
-    from ticketflow.stream.dlq import ReplayIndex, earliest_failure
+    from ticketflow.batch.dlq import ReplayIndex, earliest_failure
 
     index = ReplayIndex()
     earliest = earliest_failure(letters)
@@ -236,7 +236,7 @@ def build_index(
 
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.adapters.kafka.dlq import Outbound, PublishError, publish
-    from ticketflow.stream.dlq import plan_replay, replay_target, summary_line
+    from ticketflow.batch.dlq import plan_replay, replay_target, summary_line
 
     letters = _selected(args, settings)
     targets = {

@@ -50,7 +50,7 @@ def run_monitor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.monitoring.service import build_reference
 
     open_registry(settings)

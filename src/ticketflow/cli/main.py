@@ -99,7 +99,7 @@ def load_settings() -> Settings | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ticketflow.cli._checks import UsageError
-    from ticketflow.models.errors import InputError
+    from ticketflow.data.errors import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -53,7 +53,7 @@ def register(commands: Commands) -> None:
 
 def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch.backfill import backfill
-    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.serve.runtime import load_serving
 
     mapping = ColumnMapping.parse(args.map)

@@ -70,7 +70,7 @@ def register(commands: Commands) -> None:
 
 def run_data(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import reports
-    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.models.encoders import encoders_root
 
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 
 # Handlers import what they run: building the parser stays cheap, and the worker's process
-# never imports pandas (ticketflow.models.datasets) or the Kafka clients it does not use.
+# never imports pandas (ticketflow.data.datasets) or the Kafka clients it does not use.
 
 
 def register(commands: Commands) -> None:
@@ -72,8 +72,8 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     require_broker(settings)  # first: the imports below take seconds (pandas)
 
     from ticketflow.adapters.kafka.clients import produce_events, produce_file
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.devtools.sample import generate_tickets
-    from ticketflow.models.datasets import ColumnMapping
 
     topic = args.topic or settings.kafka_topic_tickets
     mapping = ColumnMapping.parse(args.map)

@@ -138,7 +138,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import format_report, format_review
     from ticketflow.batch.train import train
-    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
     from ticketflow.models.registry import ModelRegistry
 
@@ -213,7 +213,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import evaluate_classifier, format_report
-    from ticketflow.models.datasets import ColumnMapping
+    from ticketflow.data.datasets import ColumnMapping
     from ticketflow.models.text import build_texts
 
     registry = open_registry(settings)
@@ -298,7 +298,7 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured, experiments
     from ticketflow.batch.embedding_cache import CachedEncoder
     from ticketflow.cli._checks import UsageError
-    from ticketflow.models.errors import InputError
+    from ticketflow.data.errors import InputError
 
     if args.data is None:
         raise UsageError("--encoder compares encoders on a labelled file: add --data PATH")

@@ -21,6 +21,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
 
 from ticketflow.models.features import EMBEDDING_ONLY, FeatureConfig, Features, TextFeatures
+from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ class Prediction:
     top: tuple[tuple[str, float], ...]
 
 
-# Review cut for a target the model has no threshold of its own for (REVIEW_THRESHOLD).
-DEFAULT_REVIEW_THRESHOLD = 0.6
 
 
 def review_thresholds(classifier: TicketClassifier, default: float) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ticketflow.models.progress import on_terminal
+from ticketflow.data.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 

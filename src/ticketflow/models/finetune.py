@@ -32,7 +32,7 @@ import numpy as np
 
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import resolve_model_source
-from ticketflow.models.progress import progress
+from ticketflow.data.progress import progress
 
 logger = logging.getLogger(__name__)
 

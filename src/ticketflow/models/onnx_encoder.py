@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
-from ticketflow.models.progress import progress
+from ticketflow.data.progress import progress
 from ticketflow.models.registry import sha256_file
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
-from ticketflow.models.progress import on_terminal
+from ticketflow.data.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 

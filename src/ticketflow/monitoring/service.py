@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
-from ticketflow.models.datasets import ColumnMapping, read_table, rows_to_dicts
+from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift

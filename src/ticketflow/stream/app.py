@@ -17,8 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ticketflow.config import Settings
 from ticketflow.models.registry import ModelRegistry
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.stream.feedback import FeedbackApplier
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.reload import ModelReloader, swap_if_ready
 from ticketflow.stream.routing import Position
 from ticketflow.stream.runtime import Runtime, load_runtime

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import DeadLetter, DeadLetterReason, LabelFeedback
 from ticketflow.schemas.store import correction_metadata, model_label
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Rejected, dead_letter
 from ticketflow.stream.worker import RawEvent
 

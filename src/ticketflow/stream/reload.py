@@ -30,8 +30,8 @@ from ticketflow.models.embedding import Encoder
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import LoadedModel, ModelRegistry, ModelVerificationError
 from ticketflow.models.serving import make_pipeline
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import ModelUpdate
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.worker import BatchLabeler
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ from ticketflow.adapters.store import Neighbour, VectorStore, VectorStoreError, 
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import BatchResult, LabelingPipeline
 from ticketflow.models.redaction import redact
-from ticketflow.monitoring.metrics import WorkerMetrics
 from ticketflow.schemas import (
     DeadLetter,
     DeadLetterReason,
@@ -35,6 +34,7 @@ from ticketflow.schemas import (
 )
 from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.schemas.store import MetadataValue, labeled_metadata
+from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.outputs import (
     labeled_ticket,
     monitor_record,

@@ -26,8 +26,8 @@ from ticketflow.adapters.kafka.clients import (
     produce_file,
     produce_raw,
 )
+from ticketflow.data.datasets import ColumnMapping
 from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import ColumnMapping
 
 pytestmark = pytest.mark.unit
 

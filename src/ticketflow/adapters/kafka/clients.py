@@ -24,14 +24,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from ticketflow.adapters.kafka.errors import ErrorTrap, trapped
-from ticketflow.models.datasets import (
+from ticketflow.data.datasets import (
     DEFAULT_MAPPING,
     ColumnMapping,
     map_record,
     read_table,
     rows_to_dicts,
 )
-from ticketflow.models.progress import progress as progress_bar
+from ticketflow.data.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ticketflow.devtools.sample import generate_tickets, write_tickets
-from ticketflow.models.datasets import (
+from ticketflow.data.datasets import (
     ColumnMapping,
     InputError,
     check_columns,
     load_labeled,
     read_table,
 )
+from ticketflow.devtools.sample import generate_tickets, write_tickets
 
 pytestmark = pytest.mark.unit
 

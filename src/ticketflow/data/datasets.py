@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from ticketflow.models.errors import InputError
-from ticketflow.models.progress import progress as progress_bar
+from ticketflow.data.errors import InputError
+from ticketflow.data.progress import progress as progress_bar
 from ticketflow.schemas import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_columns
 
 logger = logging.getLogger(__name__)

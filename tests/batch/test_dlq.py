@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ticketflow.schemas import DeadLetter, DeadLetterReason
-from ticketflow.stream.dlq import (
+from ticketflow.batch.dlq import (
     REPLAY_FAILED_AT,
     REPLAY_OF,
     REPLAY_REASON,
@@ -30,6 +29,7 @@ from ticketflow.stream.dlq import (
     summarize,
     summary_line,
 )
+from ticketflow.schemas import DeadLetter, DeadLetterReason
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ticketflow.models.datasets import (
+from ticketflow.data.datasets import (
     DROPPED_COLUMNS,
     ColumnMapping,
     load_labeled,

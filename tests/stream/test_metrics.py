@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ticketflow.monitoring.metrics import MAX_CLASS_NAMES, OTHER_LABEL, WorkerMetrics
 from ticketflow.schemas import LabeledTicket
+from ticketflow.stream.metrics import MAX_CLASS_NAMES, OTHER_LABEL, WorkerMetrics
 
 pytestmark = pytest.mark.unit
 
