@@ -59,7 +59,7 @@ from ticketflow.models.serving import make_pipeline
 from ticketflow.schemas import Ticket
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position
-from ticketflow.stream.worker import BatchLabeler, BatchLimits, RawEvent
+from ticketflow.stream.worker import BatchLabeler, BatchLimits, RawEvent, Sinks, Threads
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 1_000
@@ -136,16 +136,14 @@ def worker_rate(
             pipeline=loaded.pipeline,
             store=store,
             model_version=loaded.version,
-            send_labeled=_discard,
-            send_dead=_discard,
-            executor=model,
-            store_executor=writes,
+            sinks=Sinks(labeled=_discard, dead=_discard),
+            threads=Threads(model=model, store=writes),
             metrics=WorkerMetrics(),
             limits=BatchLimits(
                 fields=settings.field_limits,
                 max_message_bytes=settings.kafka_max_message_bytes,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
-                review_threshold=settings.review_threshold,
+                review=settings.review_policy(),
                 document="redacted",
             ),
         )

@@ -12,9 +12,10 @@ from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
+from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.schemas import Ticket
-from ticketflow.stream.outputs import labeled_ticket
 from ticketflow.stream.routing import Position
 
 pytestmark = pytest.mark.unit
@@ -179,12 +180,13 @@ def test_the_gate_routes_some_sample_tickets_and_holds_others(tmp_path: Path) ->
         labeled_ticket(
             ticket,
             predictions,
-            Position("tickets", 0, row),
-            model_version="v",
-            embedding_model=encoder.name,
-            review_thresholds=pipeline.review_thresholds(0.6),
-            review_gate=pipeline.review_gate(),
-            processed_at=datetime.now(UTC),
+            Stamp.of(
+                pipeline,
+                model_version="v",
+                policy=ReviewPolicy(threshold=0.6),
+                processed_at=datetime.now(UTC),
+            ),
+            source=Position("tickets", 0, row).source(),
         )
         for row, (ticket, predictions) in enumerate(
             zip(tickets, pipeline.run(tickets).predictions, strict=True)

@@ -17,12 +17,13 @@ from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import EMBEDDING_LR
+from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.models.text import build_texts
 from ticketflow.monitoring.reference import load_reference
 from ticketflow.monitoring.sample import pipeline_sample
 from ticketflow.schemas import Ticket
-from ticketflow.stream.outputs import labeled_ticket
 from ticketflow.stream.routing import Position
 
 pytestmark = pytest.mark.unit
@@ -69,12 +70,13 @@ def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> No
         labeled_ticket(
             ticket,
             predictions,
-            Position("tickets", 0, row),
-            model_version="v-test",
-            embedding_model=encoder.name,
-            review_thresholds=pipeline.review_thresholds(FALLBACK),
-            review_gate=pipeline.review_gate(),
-            processed_at=datetime.now(UTC),
+            Stamp.of(
+                pipeline,
+                model_version="v-test",
+                policy=ReviewPolicy(threshold=FALLBACK),
+                processed_at=datetime.now(UTC),
+            ),
+            source=Position("tickets", 0, row).source(),
         )
         for row, (ticket, predictions) in enumerate(zip(tickets, result.predictions, strict=True))
     ]

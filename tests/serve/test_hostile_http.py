@@ -84,7 +84,7 @@ def service(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) ->
             fields=settings.field_limits,
             max_ticket_bytes=settings.kafka_max_message_bytes,
             max_tickets=256,
-            review_threshold=settings.review_threshold,
+            review=settings.review_policy(),
         ),
     )
     port = free_port()

@@ -14,6 +14,7 @@ from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.config import Settings
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.schemas import DeadLetter, FieldLimits, LabeledTicket
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position
@@ -24,6 +25,8 @@ from ticketflow.stream.worker import (
     InFlight,
     RawEvent,
     SimilarSearch,
+    Sinks,
+    Threads,
 )
 
 pytestmark = pytest.mark.unit
@@ -73,15 +76,14 @@ def make_labeler(
         pipeline=LabelingPipeline(encoder, classifier, max_text_chars=1000),
         store=store,
         model_version="v-test",
-        send_labeled=labeled,
-        send_dead=dead,
-        executor=ThreadPoolExecutor(max_workers=1),
+        sinks=Sinks(labeled=labeled, dead=dead),
+        threads=Threads(model=ThreadPoolExecutor(max_workers=1)),
         metrics=metrics,
         limits=BatchLimits(
             fields=FieldLimits(),
             max_message_bytes=100_000,
             dlq_keep_bytes=1_000,
-            review_threshold=0.9,
+            review=ReviewPolicy(threshold=0.9),
         ),
     )
     return labeler, labeled, dead, store, metrics

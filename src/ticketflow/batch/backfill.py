@@ -32,17 +32,15 @@ from tqdm import tqdm
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
 from ticketflow.data.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
-from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
-from ticketflow.models.redaction import redact
+from ticketflow.models.record import Stamp, labeled_ticket
+from ticketflow.models.redaction import stored_documents
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.schemas import (
     DEFAULT_LIMITS,
     FieldLimits,
-    LabeledTicket,
-    LabelScore,
     SourcePosition,
-    TargetPrediction,
     Ticket,
 )
 from ticketflow.schemas import store as layout
@@ -164,7 +162,7 @@ def backfill(
     last = {row.ticket.ticket_id: i for i, row in enumerate(rows)}
     report.duplicates = len(rows) - len(last)
     unique = [rows[i] for i in sorted(last.values())]
-    thresholds = pipeline.review_thresholds(review_threshold)
+    policy = ReviewPolicy(threshold=review_threshold)
     # disable=None: tqdm draws its bar only when stderr is a terminal; the summary is logged.
     bar = tqdm(
         total=len(unique),
@@ -190,11 +188,11 @@ def backfill(
                     todo,
                     stored,
                     pipeline=pipeline,
-                    model_version=model_version,
-                    thresholds=thresholds,
+                    stamp=Stamp.of(
+                        pipeline, model_version=model_version, policy=policy, processed_at=clock()
+                    ),
                     document=document,
                     source=path.name,
-                    now=clock(),
                     report=report,
                 )
                 if todo
@@ -250,11 +248,9 @@ def _labelled(
     stored: Mapping[str, StoredRecord],
     *,
     pipeline: LabelingPipeline,
-    model_version: str,
-    thresholds: Mapping[str, float],
+    stamp: Stamp,
     document: str,
     source: str,
-    now: datetime,
     report: BackfillReport,
 ) -> _Batch | None:
     tickets = [row.ticket for row in rows]
@@ -274,15 +270,12 @@ def _labelled(
     texts: list[str] = []
     for position, index in enumerate(result.indices):
         row = rows[index]
-        labeled = labeled_record(
-            row,
+        # What the worker would have published; its position is the file's line.
+        labeled = labeled_ticket(
+            row.ticket,
             result.predictions[position],
-            model_version=model_version,
-            vector_model=pipeline.vector_model,
-            thresholds=thresholds,
-            gate=pipeline.review_gate(),
-            source=source,
-            now=now,
+            stamp,
+            source=SourcePosition(topic=f"file:{source}", partition=0, offset=row.line),
         )
         current = stored.get(row.ticket.ticket_id)
         metadatas.append(
@@ -291,63 +284,19 @@ def _labelled(
                 row.labels,
                 current.metadata if current else None,
                 source=source,
-                imported_at=now.timestamp(),
+                imported_at=stamp.processed_at.timestamp(),
             )
         )
         ids.append(row.ticket.ticket_id)
         texts.append(result.texts[position])
     with_labels = sum(bool(rows[index].labels) for index in result.indices)
-    return _Batch(ids, result.vectors, metadatas, _documents(texts, document), with_labels)
-
-
-def labeled_record(
-    row: Row,
-    predictions: Mapping[str, Prediction],
-    *,
-    model_version: str,
-    vector_model: str,
-    thresholds: Mapping[str, float],
-    gate: Sequence[str],
-    source: str,
-    now: datetime,
-) -> LabeledTicket:
-    """What the worker would have published for this ticket; its position is the file's line
-    (topic ``file:<name>``, partition 0)."""
-    flags = target_review(predictions, thresholds)
-    return LabeledTicket(
-        ticket_id=row.ticket.ticket_id,
-        predictions={
-            target: TargetPrediction(
-                label=p.label,
-                probability=p.probability,
-                top=[LabelScore(label=label, probability=prob) for label, prob in p.top],
-                needs_review=flags[target],
-                review_threshold=thresholds[target],
-            )
-            for target, p in predictions.items()
-        },
-        needs_review=needs_review(predictions, thresholds, gate),
-        review_gate=list(gate),
-        model_version=model_version,
-        embedding_model=vector_model,
-        event_time=row.ticket.created_at,
-        processed_time=now,
-        source=SourcePosition(topic=f"file:{source}", partition=0, offset=row.line),
-    )
+    return _Batch(ids, result.vectors, metadatas, stored_documents(texts, document), with_labels)
 
 
 def _unchanged(record: StoredRecord | None, row: Row, model_version: str) -> bool:
     if record is None or record.metadata.get("model_version") != model_version:
         return False
     return all(layout.imported_label(record.metadata, t) == v for t, v in row.labels.items())
-
-
-def _documents(texts: list[str], policy: str) -> list[str] | None:
-    if policy == "full":
-        return texts
-    if policy == "redacted":
-        return [redact(text) for text in texts]
-    return None
 
 
 def _label(value: Any) -> str | None:

@@ -48,7 +48,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             fields=settings.field_limits,
             max_ticket_bytes=settings.kafka_max_message_bytes,
             max_tickets=args.max_tickets,
-            review_threshold=settings.review_threshold,
+            review=settings.review_policy(),
         ),
         poller=poller,
     )

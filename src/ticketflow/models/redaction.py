@@ -24,3 +24,14 @@ def redact(text: str) -> str:
     text = _EMAIL.sub("[email]", text)
     text = _CARD.sub("[card]", text)
     return _PHONE.sub(_phone, text)
+
+
+def stored_documents(texts: list[str], policy: str) -> list[str] | None:
+    """The documents kept in the vector store for ``texts`` under ``CHROMA_DOCUMENT``:
+    ``full`` keeps the model text, ``redacted`` masks it (:func:`redact`), ``none`` keeps
+    nothing (no retraining from the store)."""
+    if policy == "full":
+        return texts
+    if policy == "redacted":
+        return [redact(text) for text in texts]
+    return None

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +31,16 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ticketflow.adapters.store import ChromaVectorStore
-from ticketflow.models.classifier import Prediction, needs_review, target_review
-from ticketflow.schemas import DEFAULT_LIMITS, DeadLetterReason, FieldLimits, Ticket
+from ticketflow.models.record import Stamp, labeled_ticket
+from ticketflow.models.review import ReviewPolicy
+from ticketflow.schemas import (
+    DEFAULT_LIMITS,
+    DeadLetterReason,
+    FieldLimits,
+    LabeledTicket,
+    SourcePosition,
+    Ticket,
+)
 from ticketflow.schemas.ticket import (
     MAX_JSON_DEPTH,
     json_depth,
@@ -61,7 +69,7 @@ class ServeLimits:
     fields: FieldLimits = DEFAULT_LIMITS
     max_ticket_bytes: int = 1_000_000
     max_tickets: int = 256
-    review_threshold: float = 0.6  # REVIEW_THRESHOLD: targets without a cut of their own
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)  # REVIEW_* settings
 
 
 class BadInput(Exception):  # noqa: N818 (a refusal, answered 422, not an error of ours)
@@ -185,35 +193,17 @@ def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None)
         ) from exc
 
 
-def classified(
-    ticket: Ticket,
-    predictions: Mapping[str, Prediction],
-    served: Served,
-    thresholds: Mapping[str, float],
-    gate: Sequence[str],
-) -> dict[str, Any]:
-    """One ticket's answer: the fields of a ``labeled-tickets`` record, without its source
-    position (nothing was read from Kafka)."""
-    flags = target_review(predictions, thresholds)
-    return {
-        "ticket_id": ticket.ticket_id,
-        "predictions": {
-            target: {
-                "label": p.label,
-                "probability": p.probability,
-                "top": [{"label": label, "probability": prob} for label, prob in p.top],
-                "needs_review": flags[target],
-                "review_threshold": thresholds[target],
-            }
-            for target, p in predictions.items()
-        },
-        "needs_review": needs_review(predictions, thresholds, gate),
-        "review_gate": list(gate),
-        "model_version": served.version,
-        "embedding_model": served.pipeline.encoder.name,
-        "event_time": ticket.created_at.isoformat() if ticket.created_at else None,
-        "processed_time": datetime.now(UTC).isoformat(),
-    }
+def classified(record: LabeledTicket) -> dict[str, Any]:
+    """One ticket's answer: the fields of its ``labeled-tickets`` record, without its source
+    position (nothing was read from Kafka) and the worker's similarity fields."""
+    body = record.model_dump(exclude={"source", "similar", "possible_duplicate_of"})
+    body["event_time"] = record.event_time.isoformat() if record.event_time else None
+    body["processed_time"] = record.processed_time.isoformat()
+    return body
+
+
+# The ``source`` of an answer: it was read from a request, not a topic (left out of the body).
+_REQUEST = SourcePosition(topic="http", partition=0, offset=0)
 
 
 def create_app(
@@ -324,7 +314,7 @@ def create_app(
             for i, item in enumerate(items)
         ]
         metrics.tickets.labels("/v1/classify").inc(len(tickets))
-        answers = await run_in_threadpool(_classify, holder, tickets, limits.review_threshold)
+        answers = await run_in_threadpool(_classify, holder, tickets, limits.review)
         return JSONResponse(answers[0] if single else answers)
 
     @app.post("/v1/similar")
@@ -401,16 +391,17 @@ def _similar_options(data: Mapping[str, Any], targets: Sequence[str]) -> tuple[i
 
 
 def _classify(
-    holder: ModelHolder, tickets: Sequence[Ticket], default_threshold: float
+    holder: ModelHolder, tickets: Sequence[Ticket], policy: ReviewPolicy
 ) -> list[dict[str, Any]]:
     served = holder.current  # one model for the whole request, even across a swap
     pipeline = served.pipeline
-    thresholds = pipeline.review_thresholds(default_threshold)
-    gate = pipeline.review_gate()
     with holder.lock:
         result = pipeline.run(tickets)
+    stamp = Stamp.of(
+        pipeline, model_version=served.version, policy=policy, processed_at=datetime.now(UTC)
+    )
     return [
-        classified(tickets[index], predictions, served, thresholds, gate)
+        classified(labeled_ticket(tickets[index], predictions, stamp, source=_REQUEST))
         for index, predictions in zip(result.indices, result.predictions, strict=True)
     ]
 

@@ -29,6 +29,8 @@ from ticketflow.stream.worker import (
     InFlight,
     RawEvent,
     SimilarSearch,
+    Sinks,
+    Threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,10 +86,12 @@ def create_app(
         settings,
         metrics,
         runtime_loader=runtime_loader,
-        send_labeled=lambda k, v: send_to(labeled_topic, k, v),
-        send_dead=lambda k, v: send_to(dlq_topic, k, v),
-        send_monitor=(
-            (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+        sinks=Sinks(
+            labeled=lambda k, v: send_to(labeled_topic, k, v),
+            dead=lambda k, v: send_to(dlq_topic, k, v),
+            monitor=(
+                (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+            ),
         ),
         with_feedback=feedback_topic is not None,
     )
@@ -199,17 +203,13 @@ class LabelingService:
         metrics: WorkerMetrics,
         *,
         runtime_loader: Callable[[Settings], Runtime],
-        send_labeled: Send,
-        send_dead: Send,
-        send_monitor: Send | None,
+        sinks: Sinks,
         with_feedback: bool,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.runtime_loader = runtime_loader
-        self.send_labeled = send_labeled
-        self.send_dead = send_dead
-        self.send_monitor = send_monitor
+        self.sinks = sinks
         self.with_feedback = with_feedback
         # One thread each: the transformer half of the models labels one batch at a time
         # while the Python half prepares the next, and every ChromaDB call (vector writes,
@@ -261,7 +261,7 @@ class LabelingService:
         if self.with_feedback:
             self.feedback = FeedbackApplier(
                 collection=runtime.store.collection,
-                send_dead=self.send_dead,
+                send_dead=self.sinks.dead,
                 executor=self.store_executor,
                 metrics=metrics,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
@@ -271,18 +271,18 @@ class LabelingService:
             pipeline=runtime.pipeline,
             store=runtime.store,
             model_version=runtime.model_version,
-            send_labeled=self.send_labeled,
-            send_dead=self.send_dead,
-            send_monitor=self.send_monitor,
-            executor=self.model_executor,
-            store_executor=self.store_executor,
-            prepare_executor=self.prepare_executor,
+            sinks=self.sinks,
+            threads=Threads(
+                model=self.model_executor,
+                store=self.store_executor,
+                prepare=self.prepare_executor,
+            ),
             metrics=metrics,
             limits=BatchLimits(
                 fields=settings.field_limits,
                 max_message_bytes=settings.kafka_max_message_bytes,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
-                review_threshold=settings.review_threshold,
+                review=settings.review_policy(),
                 document=settings.chroma_document,
             ),
             similar=(

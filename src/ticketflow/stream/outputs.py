@@ -1,70 +1,22 @@
-"""Build the records the worker writes: labelled tickets and vector-store metadata. Pure."""
+"""What the worker adds to its records: the nearest earlier tickets, possible duplicates, and
+the drift monitor's record. The labelled ticket itself is built by
+:mod:`ticketflow.models.record`. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ticketflow.adapters.store import Neighbour
-from ticketflow.models.classifier import Prediction, needs_review, target_review
 from ticketflow.schemas import (
     LabeledTicket,
-    LabelScore,
     MonitorRecord,
-    SourcePosition,
-    TargetPrediction,
     Ticket,
 )
 from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.schemas.monitoring import pack_vector
-from ticketflow.stream.routing import Position
-
-
-def labeled_ticket(
-    ticket: Ticket,
-    predictions: Mapping[str, Prediction],
-    position: Position,
-    *,
-    model_version: str,
-    embedding_model: str,
-    review_thresholds: Mapping[str, float],
-    review_gate: Sequence[str],
-    processed_at: datetime,
-    similar: Sequence[SimilarTicketRef] = (),
-    possible_duplicate_of: str | None = None,
-) -> LabeledTicket:
-    """``review_thresholds``: per target, the probability below which a person must check its
-    label; ``review_gate``: the targets whose review holds the whole ticket; ``similar``: the
-    nearest tickets seen before it (:func:`similar_tickets`)."""
-    flags = target_review(predictions, review_thresholds)
-    targets = {
-        target: TargetPrediction(
-            label=p.label,
-            probability=p.probability,
-            top=[LabelScore(label=label, probability=prob) for label, prob in p.top],
-            needs_review=flags[target],
-            review_threshold=review_thresholds[target],
-        )
-        for target, p in predictions.items()
-    }
-    return LabeledTicket(
-        ticket_id=ticket.ticket_id,
-        predictions=targets,
-        needs_review=needs_review(predictions, review_thresholds, review_gate),
-        review_gate=list(review_gate),
-        model_version=model_version,
-        embedding_model=embedding_model,
-        event_time=ticket.created_at,
-        processed_time=processed_at,
-        source=SourcePosition(
-            topic=position.topic, partition=position.partition, offset=position.offset
-        ),
-        similar=list(similar),
-        possible_duplicate_of=possible_duplicate_of,
-    )
 
 
 def similar_tickets(

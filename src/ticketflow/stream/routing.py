@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from ticketflow.schemas import DeadLetter, DeadLetterReason, FieldLimits, Ticket
+from ticketflow.schemas import DeadLetter, DeadLetterReason, FieldLimits, SourcePosition, Ticket
 from ticketflow.schemas.ticket import (
     MAX_JSON_DEPTH,
     json_depth,
@@ -25,6 +25,10 @@ class Position:
     topic: str
     partition: int
     offset: int
+
+    def source(self) -> SourcePosition:
+        """This position as a labelled ticket's ``source``."""
+        return SourcePosition(topic=self.topic, partition=self.partition, offset=self.offset)
 
 
 @dataclass(frozen=True)

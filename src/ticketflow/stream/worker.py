@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -23,7 +23,9 @@ import tenacity
 from ticketflow.adapters.store import Neighbour, VectorStore, VectorStoreError, is_permanent
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import BatchResult, LabelingPipeline
-from ticketflow.models.redaction import redact
+from ticketflow.models.record import Stamp, labeled_ticket
+from ticketflow.models.redaction import stored_documents
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.schemas import (
     DeadLetter,
     DeadLetterReason,
@@ -36,7 +38,6 @@ from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.schemas.store import MetadataValue, labeled_metadata
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.outputs import (
-    labeled_ticket,
     monitor_record,
     possible_duplicate,
     similar_tickets,
@@ -73,11 +74,38 @@ class RawEvent:
 
 @dataclass(frozen=True)
 class BatchLimits:
+    """What a batch is held to: input limits, what a dead letter keeps, the review policy,
+    the model text kept in the vector store (none | redacted | full), and the backoff of
+    vector-store retries."""
+
     fields: FieldLimits
     max_message_bytes: int
     dlq_keep_bytes: int
-    review_threshold: float
-    document: str = "none"  # none | redacted | full: the model text kept in the vector store
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    document: str = "none"
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Where a batch's outputs are sent: ``labeled-tickets``, the dead-letter topic and,
+    when the drift monitor is fed, its topic."""
+
+    labeled: Send
+    dead: Send
+    monitor: Send | None = None
+
+
+@dataclass(frozen=True)
+class Threads:
+    """``model``: the transformer half of the pipeline; ``store``: vector-store calls, so
+    writes overlap the next batch's labelling; ``prepare``: the first half of the next batch.
+    Unset ones share ``model``."""
+
+    model: Executor
+    store: Executor | None = None
+    prepare: Executor | None = None
 
 
 @dataclass(frozen=True)
@@ -130,34 +158,28 @@ class BatchLabeler:
         pipeline: LabelingPipeline,
         store: SearchableStore,
         model_version: str,
-        send_labeled: Send,
-        send_dead: Send,
-        executor: Executor,
+        sinks: Sinks,
+        threads: Threads,
         metrics: WorkerMetrics,
         limits: BatchLimits,
-        retry_initial_s: float = 0.5,
-        retry_max_s: float = 30.0,
-        send_monitor: Send | None = None,
-        store_executor: Executor | None = None,
-        prepare_executor: Executor | None = None,
         similar: SimilarSearch | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.model_version = model_version
-        self.send_labeled = send_labeled
-        self.send_dead = send_dead
-        self.executor = executor
+        self.send_labeled = sinks.labeled
+        self.send_dead = sinks.dead
+        self.send_monitor = sinks.monitor
+        self.executor = threads.model
         self.metrics = metrics
         self.limits = limits
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
-        self.send_monitor = send_monitor
+        self.retry_initial_s = limits.retry_initial_s
+        self.retry_max_s = limits.retry_max_s
         # Vector writes on their own thread, so they overlap the next batch's labelling;
         # without one they queue behind it on the model thread.
-        self.store_executor = store_executor or executor
+        self.store_executor = threads.store or threads.model
         # The first half of the next batch (text, TF-IDF, static stage) on its own thread.
-        self.prepare_executor = prepare_executor or executor
+        self.prepare_executor = threads.prepare or threads.model
         self.similar = similar
         # Batches labelled with SIMILAR_K, newest last, numbered; ``_written``: the number of
         # the last one whose vectors are in the store. A similarity query started before the
@@ -281,19 +303,18 @@ class BatchLabeler:
             failed.append(self._dead(event, rejected))
         similar = await self._similar(tickets, results, searching)
         building = time.perf_counter()
-        now = datetime.now(UTC)
-        thresholds = pipeline.review_thresholds(self.limits.review_threshold)
-        gate = pipeline.review_gate()
+        stamp = Stamp.of(
+            pipeline,
+            model_version=model_version,
+            policy=self.limits.review,
+            processed_at=datetime.now(UTC),
+        )
         labeled = [
             labeled_ticket(
                 tickets[index][0],
                 prediction,
-                tickets[index][1].position,
-                model_version=model_version,
-                embedding_model=pipeline.encoder.name,
-                review_thresholds=thresholds,
-                review_gate=gate,
-                processed_at=now,
+                stamp,
+                source=tickets[index][1].position.source(),
                 similar=near,
                 possible_duplicate_of=duplicate,
             )
@@ -343,11 +364,7 @@ class BatchLabeler:
         ids = [labeled[i].ticket_id for i in rows]
         vectors = results.vectors[rows]
         metadatas = [labeled_metadata(labeled[i]) for i in rows]
-        documents = None
-        if self.limits.document == "full":
-            documents = [results.texts[i] for i in rows]
-        elif self.limits.document == "redacted":
-            documents = [redact(results.texts[i]) for i in rows]
+        documents = stored_documents([results.texts[i] for i in rows], self.limits.document)
         await self._store_call(
             "write", "vector_write", lambda: self.store.upsert(ids, vectors, metadatas, documents)
         )
