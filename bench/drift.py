@@ -24,6 +24,7 @@ from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
 from ticketflow.monitoring.sample import pipeline_sample
+from ticketflow.runtime.loading import serving_encoders
 from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def main() -> None:
     model = ModelRegistry(args.registry).load()
     settings = Settings(model_registry_dir=args.registry)
     # The worker's encoders and pipeline: a cascade publishes its static vectors.
-    encoders = settings.serving_encoders(model.metadata, text_cache=False)
+    encoders = serving_encoders(settings, model.metadata, text_cache=False)
     pipeline = make_pipeline(encoders, model)
 
     def tickets(rows: list[dict[str, Any]]) -> list[Ticket]:

@@ -56,6 +56,7 @@ from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
+from ticketflow.runtime.loading import chroma_client, serving_encoders
 from ticketflow.schemas import Ticket
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Position
@@ -91,11 +92,11 @@ def load(settings: Settings) -> Loaded:
     registry = ModelRegistry(settings.model_registry_dir)
     version = registry.current_version()
     assert version is not None
-    encoders = settings.serving_encoders(registry.metadata(version), text_cache=False)
+    encoders = serving_encoders(settings, registry.metadata(version), text_cache=False)
     model = registry.load(
         version, expect_embedding_model=encoders.name, expect_dimension=encoders.dimension
     )
-    return Loaded(make_pipeline(encoders, model), version, settings.chroma_client())
+    return Loaded(make_pipeline(encoders, model), version, chroma_client(settings))
 
 
 def open_collection(loaded: Loaded, name: str) -> ChromaVectorStore:

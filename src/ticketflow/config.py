@@ -10,7 +10,7 @@ generated from this module by :mod:`ticketflow.devtools.config_docs` (a test kee
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,10 +22,6 @@ from ticketflow.models.review import (
     ReviewPolicy,
 )
 from ticketflow.schemas import FieldLimits
-
-if TYPE_CHECKING:  # the encoders load only when an entry point asks for them
-    from ticketflow.models.registry import ModelMetadata
-    from ticketflow.models.serving import ServingEncoders
 
 _CONFIG = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -366,32 +362,3 @@ class Settings(
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka (confluent-kafka) connection settings, security included."""
         return self.kafka_connection().librdkafka()
-
-    def chroma_client(self) -> Any:
-        """The ChromaDB client these settings name: a server (CHROMA_HOST) or embedded."""
-        from ticketflow.adapters.store import open_chroma_client
-
-        token = self.chroma_auth_token
-        return open_chroma_client(
-            host=self.chroma_host,
-            port=self.chroma_port,
-            path=self.chroma_path,
-            auth_token=token.get_secret_value() if token else None,
-        )
-
-    def serving_encoders(
-        self, metadata: ModelMetadata, *, text_cache: bool = True
-    ) -> ServingEncoders:
-        """The encoders ``metadata``'s model was trained with, loaded as configured here
-        (device, batch size, threads, the text cache unless ``text_cache`` is off)."""
-        from ticketflow.models.serving import serving_encoders
-
-        return serving_encoders(
-            metadata,
-            registry_dir=self.model_registry_dir,
-            cache_dir=self.cache_dir,
-            device=self.embedding_device,
-            batch_size=self.embedding_batch_size,
-            threads=self.torch_threads,
-            text_cache_size=self.text_cache_size if text_cache else 0,
-        )

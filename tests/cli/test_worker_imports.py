@@ -23,7 +23,7 @@ def test_worker_modules_do_not_import_torch_or_evidently() -> None:
         "ticketflow.cli.build_parser()\n"
         "from ticketflow.cli.worker import skip_unused_imports\n"
         "skip_unused_imports()  # what `ticketflow worker` does first\n"
-        "import ticketflow.stream.app, ticketflow.stream.runtime, ticketflow.stream.worker\n"
+        "import ticketflow.stream.app, ticketflow.runtime.loading, ticketflow.stream.worker\n"
         "import ticketflow.models.onnx_encoder, ticketflow.models.static_encoder\n"
         "import ticketflow.models.encoders\n"
         f"print(sorted(m for m in {HEAVY_UNUSED!r} if sys.modules.get(m) is not None))\n"

@@ -22,9 +22,10 @@ from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import ServingEncoders, make_pipeline
+from ticketflow.runtime.reload import ModelReloader
 from ticketflow.schemas import FieldLimits
 from ticketflow.serve.app import ServeLimits, create_app
-from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
+from ticketflow.serve.holder import ModelHolder, Served
 from ticketflow.stream.routing import Rejected, decode_ticket
 
 pytestmark = pytest.mark.unit
@@ -37,7 +38,7 @@ class World:
     client: TestClient
     registry: ModelRegistry
     holder: ModelHolder
-    poller: RegistryPoller
+    poller: ModelReloader
     version: str
     data: Path
     store: ChromaVectorStore
@@ -74,12 +75,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         data, pipeline=pipeline, store=store, model_version=version, document="full", progress=False
     )
     holder = ModelHolder(Served(model, pipeline))
-    poller = RegistryPoller(holder, registry, encoders, poll_s=0)
+    poller = ModelReloader(
+        registry=registry,
+        encoder=encoders,
+        serving_version=version,
+        poll_s=0,
+        on_ready=holder.accept,
+    )
     app = create_app(
         holder,
         store,
         limits=ServeLimits(fields=LIMITS, max_ticket_bytes=4_000, max_tickets=5),
-        poller=poller,
+        reloader=poller,
     )
     with TestClient(app) as client:
         yield World(client, registry, holder, poller, version, data, store)
@@ -200,7 +207,7 @@ def test_health_readiness_and_metrics(world: World) -> None:
 def test_a_promoted_model_is_swapped_in_and_a_wrong_one_refused(world: World) -> None:
     old = world.holder.current.version
     newer = _train(world.registry, world.data, seed=3)
-    assert world.poller.check()
+    assert world.poller.check_registry()
     assert world.holder.current.version == newer != old
     answer = world.client.post("/v1/classify", json=ticket()).json()
     assert answer["model_version"] == newer
@@ -216,7 +223,7 @@ def test_a_promoted_model_is_swapped_in_and_a_wrong_one_refused(world: World) ->
         progress=False,
     ).version
     assert world.registry.current_version() == other
-    assert not world.poller.check()
+    assert not world.poller.check_registry()
     assert world.holder.current.version == newer
     assert 'ticketflow_serve_model_reloads_total{result="refused"} 1.0' in (
         world.client.get("/metrics").text

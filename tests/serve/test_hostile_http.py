@@ -32,9 +32,9 @@ from ticketflow.batch.backfill import backfill
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.runtime.loading import load_runtime
 from ticketflow.serve.app import ServeLimits, create_app
-from ticketflow.serve.reload import ModelHolder, Served
-from ticketflow.serve.runtime import load_serving
+from ticketflow.serve.holder import ModelHolder, Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -65,7 +65,7 @@ def service(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) ->
     settings = Settings(
         model_registry_dir=trained_registry, chroma_path=root / "chroma", chroma_document="full"
     )
-    serving = load_serving(settings)
+    serving = load_runtime(settings)
     tickets = generate_tickets(STORED, seed=8)
     data = write_tickets(tickets, root / "stored.jsonl")
     backfill(

@@ -30,9 +30,9 @@ from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
 from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.runtime.loading import load_runtime
 from ticketflow.serve.app import create_app
-from ticketflow.serve.reload import ModelHolder, Served
-from ticketflow.serve.runtime import load_serving
+from ticketflow.serve.holder import ModelHolder, Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -122,7 +122,7 @@ def test_backfilled_tickets_are_found_again_from_altered_copies(
         chroma_path=tmp_path / "chroma",
         chroma_document="redacted",
     )
-    serving = load_serving(settings)
+    serving = load_runtime(settings)
     assert serving.store.count() == written
     if server is not None:  # the records are the server's, not an embedded store's
         assert not (tmp_path / "chroma").exists()

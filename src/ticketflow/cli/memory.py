@@ -54,10 +54,10 @@ def register(commands: Commands) -> None:
 def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch.backfill import backfill
     from ticketflow.data.datasets import ColumnMapping
-    from ticketflow.serve.runtime import load_serving
+    from ticketflow.runtime.loading import load_runtime
 
     mapping = ColumnMapping.parse(args.map)
-    serving = load_serving(settings)
+    serving = load_runtime(settings)
     report = backfill(
         args.data,
         pipeline=serving.pipeline,
@@ -78,12 +78,12 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_similar(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.runtime.loading import load_runtime
     from ticketflow.schemas import Ticket
-    from ticketflow.serve.runtime import load_serving
     from ticketflow.serve.similar import parse_where, similar_to_id, similar_to_tickets
 
     where = parse_where(args.where)
-    serving = load_serving(settings)
+    serving = load_runtime(settings)
     started = time.perf_counter()
     if args.text is not None:
         ticket = Ticket.model_validate(

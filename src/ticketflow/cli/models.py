@@ -109,7 +109,9 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
             return 0
         print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
-    client = settings.chroma_client()
+    from ticketflow.runtime.loading import chroma_client
+
+    client = chroma_client(settings)
     # get_collection, not get_or_create: retraining never declares a vector space itself.
     stored = read_store(client.get_collection(settings.chroma_collection))
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR

@@ -108,7 +108,9 @@ def run_performance(args: argparse.Namespace, settings: Settings) -> int:
         if settings.chroma_host
         else str(settings.chroma_path)
     )
-    client = settings.chroma_client()
+    from ticketflow.runtime.loading import chroma_client
+
+    client = chroma_client(settings)
     name = settings.chroma_collection
     # get_collection, not get_or_create: a report never declares a vector space itself.
     try:

@@ -26,17 +26,23 @@ def register(commands: Commands) -> None:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from ticketflow.runtime.loading import load_runtime
+    from ticketflow.runtime.reload import ModelReloader
     from ticketflow.serve.app import ServeLimits, create_app
-    from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
-    from ticketflow.serve.runtime import load_serving
+    from ticketflow.serve.holder import ModelHolder, Served
 
-    serving = load_serving(settings)
+    serving = load_runtime(settings)
     holder = ModelHolder(Served(serving.model, serving.pipeline))
-    # A pinned MODEL_VERSION turns hot reload off, as in the worker.
+    # A pinned MODEL_VERSION turns hot reload off, as in the worker. Serve follows the
+    # registry's pointer only (no announcements consumer): a poll costs a file read.
     reload = settings.model_reload_enabled and settings.model_version is None
-    poller = (
-        RegistryPoller(
-            holder, serving.registry, serving.encoders, poll_s=settings.model_reload_poll_s
+    reloader = (
+        ModelReloader(
+            registry=serving.registry,
+            encoder=serving.encoders,
+            serving_version=serving.model_version,
+            poll_s=settings.model_reload_poll_s,
+            on_ready=holder.accept,
         )
         if reload
         else None
@@ -50,7 +56,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             max_tickets=args.max_tickets,
             review=settings.review_policy(),
         ),
-        poller=poller,
+        reloader=reloader,
     )
     uvicorn.run(
         app,

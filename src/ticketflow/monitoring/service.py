@@ -32,6 +32,7 @@ from ticketflow.monitoring.monitor import (
 from ticketflow.monitoring.reference import load_reference, write_sample_reference
 from ticketflow.monitoring.report import ReportLimiter, report_path, write_report
 from ticketflow.monitoring.sample import pipeline_sample, records_sample
+from ticketflow.runtime.loading import serving_encoders
 from ticketflow.schemas import MonitorRecord, Ticket
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def build_reference(
     if not tickets:
         raise ValueError(f"{data}: no valid tickets")
     pipeline = make_pipeline(
-        settings.serving_encoders(model.metadata, text_cache=False),
+        serving_encoders(settings, model.metadata, text_cache=False),
         model,
     )
     path = write_sample_reference(

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.review import ReviewPolicy
+from ticketflow.runtime.reload import ModelReloader
 from ticketflow.schemas import (
     DEFAULT_LIMITS,
     DeadLetterReason,
@@ -47,7 +48,7 @@ from ticketflow.schemas.ticket import (
     lone_surrogate,
     validation_reason,
 )
-from ticketflow.serve.reload import ModelHolder, RegistryPoller, Served
+from ticketflow.serve.holder import ModelHolder, Served
 from ticketflow.serve.similar import (
     MAX_K,
     UnknownTicketError,
@@ -211,16 +212,18 @@ def create_app(
     store: ChromaVectorStore,
     *,
     limits: ServeLimits | None = None,
-    poller: RegistryPoller | None = None,
+    reloader: ModelReloader | None = None,
     metrics: ServeMetrics | None = None,
 ) -> FastAPI:
     """The API over the served model in ``holder`` and the vector store ``store``.
 
-    ``poller``: started and stopped with the app (hot reload); its results are counted.
+    ``reloader``: started and stopped with the app (hot reload, handing models to
+    ``holder``); its results are counted.
     """
     limits = limits or ServeLimits()
     metrics = metrics or ServeMetrics()
     metrics.set_model(holder.current)
+    poller = reloader
     if poller is not None:
         report = poller.on_result
 

@@ -16,12 +16,12 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ticketflow.config import Settings
-from ticketflow.models.registry import ModelRegistry
+from ticketflow.runtime.loading import Runtime, load_runtime
+from ticketflow.runtime.reload import ModelReloader
 from ticketflow.stream.feedback import FeedbackApplier
 from ticketflow.stream.metrics import WorkerMetrics
-from ticketflow.stream.reload import ModelReloader, swap_if_ready
+from ticketflow.stream.reload import start_reloader, swap_if_ready
 from ticketflow.stream.routing import Position
-from ticketflow.stream.runtime import Runtime, load_runtime
 from ticketflow.stream.worker import (
     BatchLabeler,
     BatchLimits,
@@ -315,21 +315,6 @@ async def commit_acked(consumer: Any) -> None:
     while await consumer.maybe_wait_for_commit_to_finish():
         pass
     await consumer.commit()
-
-
-def start_reloader(settings: Settings, runtime: Runtime, metrics: WorkerMetrics) -> ModelReloader:
-    reloader = ModelReloader(
-        registry=ModelRegistry(settings.model_registry_dir),
-        encoder=runtime.encoders,
-        serving_version=runtime.model_version,
-        metrics=metrics,
-        consumer_config=settings.kafka_client_config(),
-        topic=settings.kafka_topic_model_updates,
-        group_prefix=settings.worker_app_id,
-        poll_s=settings.model_reload_poll_s,
-    )
-    reloader.start()
-    return reloader
 
 
 def _raw_event(event: faust.EventT[bytes]) -> RawEvent:

@@ -445,3 +445,25 @@ def consume(
     finally:
         consumer.close()
         logger.info("consumed %d messages from %s", count, topic)
+
+
+def latest_consumer(
+    config: Mapping[str, str],
+    topic: str,
+    *,
+    group_id: str,
+    on_assign: Callable[[], None],
+) -> Any:
+    """A consumer of ``topic`` from its latest offset, committing nothing (a reader that must
+    see every new record, like a worker's hot reload); ``on_assign`` runs once partitions are
+    assigned. The caller polls (``.poll(timeout)``) and closes it."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": group_id,
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic], on_assign=lambda _consumer, _partitions: on_assign())
+    return consumer
