@@ -41,15 +41,16 @@ def _write_sets(root: Path) -> tuple[experiments.Task, experiments.Task]:
 def test_harness_writes_the_table_and_picks_a_winner_by_cv(tmp_path: Path) -> None:
     tasks = _write_sets(tmp_path / "data")
     rows: list[dict[str, object]] = []
+    request = experiments.ExperimentRequest(
+        candidates=tuple(experiments.quick_candidates()), folds=3, progress=False
+    )
     report = experiments.run_experiments(
         tmp_path / "data",
         HashingEncoder(),
+        request,
         out_dir=tmp_path / "out",
         tasks=tasks,
-        candidates=experiments.quick_candidates(),
-        folds=3,
         cost_encoder=HashingEncoder(),
-        progress=False,
         on_row=rows.append,
     )
     assert report["protocol"]["b"]["rows_used"] == 200  # stratified subsample
@@ -102,16 +103,14 @@ def test_quick_subset_on_the_real_datasets(tmp_path: Path) -> None:
     encoder = CachedEncoder(
         SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2"), DEFAULT_CACHE_DIR
     )
-    report = experiments.run_experiments(
-        SHARED_DATASETS,
-        encoder,
-        out_dir=tmp_path,
-        candidates=experiments.quick_candidates(),
+    request = experiments.ExperimentRequest(
+        candidates=tuple(experiments.quick_candidates()),
         folds=3,
         rows={"bueck-v3": 300, "endava-it": 300},
         targets={"bueck-v3": ["queue"]},
         progress=False,
     )
+    report = experiments.run_experiments(SHARED_DATASETS, encoder, request, out_dir=tmp_path)
     by_name = {(r["task"], r["candidate"]): r for r in report["results"]}
     for task in ("bueck-v3", "endava-it"):
         majority = by_name[(task, "majority class")]["test"]["macro_f1"]
@@ -213,15 +212,14 @@ def test_any_labelled_file_gets_the_protocol_table_and_plots(tmp_path: Path) -> 
     path = _write_file(tmp_path / "mine.csv")
     task = experiments.file_task(path, ["Team", "Urgency"], ["body=Text"])
     assert Path(task.file).is_absolute() and task.name == "mine"
-    report = experiments.run_experiments(
-        Path(),
-        HashingEncoder(),
-        out_dir=tmp_path / "out",
-        tasks=[task],
-        candidates=experiments.file_candidates(),
+    request = experiments.ExperimentRequest(
+        candidates=tuple(experiments.file_candidates()),
         folds=3,
         progress=False,
         min_class_rows=experiments.MIN_CLASS_ROWS,
+    )
+    report = experiments.run_experiments(
+        Path(), HashingEncoder(), request, out_dir=tmp_path / "out", tasks=[task]
     )
     protocol = report["protocol"]["mine"]
     assert protocol["dropped_classes"]["classes"] == {"Team": ["Rare"]}
@@ -251,9 +249,13 @@ def test_encoders_are_compared_on_the_same_rows(tmp_path: Path) -> None:
         experiments.EncoderChoice("small", "hashing 64", lambda: HashingEncoder(64, "h64")),
         experiments.EncoderChoice("large", "hashing 512", lambda: HashingEncoder(512, "h512")),
     ]
-    report = experiments.compare_encoders(
-        task, choices, out_dir=tmp_path / "out", rows=200, folds=3, progress=False
+    request = experiments.ExperimentRequest(
+        folds=3,
+        rows={task.name: 200},
+        min_class_rows=experiments.MIN_CLASS_ROWS,
+        progress=False,
     )
+    report = experiments.compare_encoders(task, choices, request, out_dir=tmp_path / "out")
     assert report["dropped_classes"] == {"Team": ["Rare"]}
     assert 195 <= report["rows_used"] < 200  # the sample less its rows of the rare class
     rows = {r["encoder"]: r for r in report["results"]}

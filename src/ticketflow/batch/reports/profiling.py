@@ -20,12 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import ValidationError
 
-from ticketflow.data.datasets import (
-    DROPPED_COLUMNS,
-    ColumnMapping,
-    read_table,
-    rows_to_dicts,
-)
+from ticketflow.data.datasets import DROPPED_COLUMNS, ColumnMapping, read_table, rows_to_dicts
 from ticketflow.data.errors import InputError
 from ticketflow.models.embedding import resolve_model_source
 from ticketflow.models.onnx_encoder import MANIFEST_FILE, TOKENIZER_FILE, export_dir_name
