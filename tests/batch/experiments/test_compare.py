@@ -1,5 +1,6 @@
-"""The experiment harness: the protocol on small generated data (unit), and a small fast
-subset on the real data sets (slow; skipped where ../shared/datasets is absent)."""
+"""The candidate comparison: the protocol on small generated data (unit), on any labelled file,
+through the command, and a small fast subset on the real data sets (slow; skipped where
+../shared/datasets is absent)."""
 
 import csv
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.batch.experiments.files import write_labelled_file
 from tests.helpers import HashingEncoder
 from ticketflow.batch import experiments
 from ticketflow.batch.embedding_cache import CachedEncoder
@@ -70,26 +72,6 @@ def test_harness_writes_the_table_and_picks_a_winner_by_cv(tmp_path: Path) -> No
     assert "## a / queue" in table and "cover@P≥0.90" in table and "majority class" in table
 
 
-@pytest.mark.unit
-def test_subsample_is_stratified_and_stable() -> None:
-    labels = ["x"] * 80 + ["y"] * 20
-    chosen = experiments.subsample_indices(labels, 50)
-    assert chosen == sorted(chosen) == experiments.subsample_indices(labels, 50)
-    assert sum(labels[i] == "y" for i in chosen) == 10
-    assert experiments.subsample_indices(labels, 500) == list(range(100))
-
-
-@pytest.mark.unit
-def test_embedding_cache_encodes_each_text_once(tmp_path: Path) -> None:
-    cached = CachedEncoder(HashingEncoder(), tmp_path)
-    first = cached.encode(["a b", "c d", "a b"])
-    assert cached.encoded == 2
-    again = CachedEncoder(HashingEncoder(), tmp_path)  # a new process: read from disk
-    second = again.encode(["c d", "a b"])
-    assert again.encoded == 0
-    assert (second == first[[1, 0]]).all()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     not (SHARED_DATASETS / "bueck-v3" / "tickets.csv").is_file()
@@ -135,81 +117,8 @@ def test_cli_skips_with_a_clear_message_without_the_datasets(
 
 
 @pytest.mark.unit
-def test_block_weights_are_chosen_by_cv_and_folded_into_the_head() -> None:
-    """The per-target block weights of the default model: chosen by out-of-fold macro-F1,
-    and the stored head reads the shared unweighted matrix exactly as the weighted fit."""
-    from dataclasses import replace
-
-    import numpy as np
-    import scipy.sparse as sp
-
-    from ticketflow.models.features import HYBRID, TextFeatures
-    from ticketflow.models.recipe import (
-        BlockWeights,
-        ModelConfig,
-        block_scale,
-        fit_head,
-        weighted_head,
-    )
-    from ticketflow.models.text import build_texts
-    from ticketflow.schemas import Ticket
-
-    rows = generate_tickets(150, seed=4)
-    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
-    vectors = HashingEncoder().encode(texts)
-    y = [r["queue"] for r in rows]
-    features = TextFeatures(HYBRID).fit(texts, vectors)
-    matrix = features.transform(texts, vectors)
-    grid = (BlockWeights(), BlockWeights(dense=0.5), BlockWeights(char=1.5))
-    config = replace(ModelConfig(), cv_folds=3, block_grid=grid)
-
-    head, oof = weighted_head(matrix, y, features=features, config=config, seed=1)
-    assert head is not None and oof is not None and oof.fold_f1 is not None
-    assert set(oof.fold_f1) == set(grid)
-    means = {w: float(np.mean(f)) for w, f in oof.fold_f1.items()}
-    assert oof.weights == max(grid, key=lambda w: (means[w], -grid.index(w)))
-
-    scale = block_scale(features, oof.weights)
-    assert scale.shape == (matrix.shape[1],)
-    # the same fit (from the same fold head) on the weighted blocks, coefficients as fitted
-    weighted = fit_head(
-        matrix @ sp.diags(scale, format="csr"),
-        np.asarray(y),
-        config=config,
-        seed=1,
-        init=oof.init,
-    )
-    np.testing.assert_allclose(
-        head.predict_proba(matrix),
-        weighted.predict_proba(matrix @ sp.diags(scale, format="csr")),
-        rtol=1e-5,
-        atol=1e-6,
-    )
-    note = experiments.selection_note(oof.weights, oof.fold_f1)
-    assert note.startswith(oof.weights.name) and "without the scored fold" in note
-
-    # No grid, or a single block: the plain fixed-weight path, nothing chosen.
-    _, plain = weighted_head(
-        matrix, y, features=features, config=replace(config, block_grid=()), seed=1
-    )
-    assert plain is not None and plain.weights is None and plain.fold_f1 is None
-
-
-def _write_file(path: Path, n: int = 260) -> Path:
-    """A labelled file of the user's own making: its own column names, a rare class."""
-    tickets = generate_tickets(n, seed=6)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Text", "Team", "Urgency", "language"])
-        for i, t in enumerate(tickets):
-            team = "Rare" if i < 3 else t["queue"]  # 3 rows: too few for the protocol
-            writer.writerow([t["body"], team, t["priority"], t["language"]])
-    return path
-
-
-@pytest.mark.unit
 def test_any_labelled_file_gets_the_protocol_table_and_plots(tmp_path: Path) -> None:
-    path = _write_file(tmp_path / "mine.csv")
+    path = write_labelled_file(tmp_path / "mine.csv")
     task = experiments.file_task(path, ["Team", "Urgency"], ["body=Text"])
     assert Path(task.file).is_absolute() and task.name == "mine"
     request = experiments.ExperimentRequest(
@@ -241,71 +150,6 @@ def test_any_labelled_file_gets_the_protocol_table_and_plots(tmp_path: Path) -> 
 
 
 @pytest.mark.unit
-def test_encoders_are_compared_on_the_same_rows(tmp_path: Path) -> None:
-    path = _write_file(tmp_path / "tickets.csv")
-    task = experiments.file_task(path, ["Team"], ["body=Text"])
-    assert task.name == tmp_path.name  # "tickets.csv" says nothing; its folder does
-    choices = [
-        experiments.EncoderChoice("small", "hashing 64", lambda: HashingEncoder(64, "h64")),
-        experiments.EncoderChoice("large", "hashing 512", lambda: HashingEncoder(512, "h512")),
-    ]
-    request = experiments.ExperimentRequest(
-        folds=3,
-        rows={task.name: 200},
-        min_class_rows=experiments.MIN_CLASS_ROWS,
-        progress=False,
-    )
-    report = experiments.compare_encoders(task, choices, request, out_dir=tmp_path / "out")
-    assert report["dropped_classes"] == {"Team": ["Rare"]}
-    assert 195 <= report["rows_used"] < 200  # the sample less its rows of the rare class
-    rows = {r["encoder"]: r for r in report["results"]}
-    assert rows["small"]["dimension"] == 64 and rows["large"]["dimension"] == 512
-    assert all(
-        r["tickets_per_second"] > 0 and r["tickets"] == report["rows_used"] for r in rows.values()
-    )
-    scores = rows["large"]["targets"]["Team"]
-    assert set(scores) == {
-        "embedding + LR C=10",
-        experiments.DEFAULT_MODEL,
-        f"{experiments.DEFAULT_MODEL} + temperature",
-    }
-    assert 0.0 <= scores["embedding + LR C=10"]["test_macro_f1"] <= 1.0
-    table = (tmp_path / "out" / "encoders.md").read_text(encoding="utf-8")
-    assert "| small (hashing 64) | 64 |" in table and "Team: default model test F1" in table
-    assert json.loads((tmp_path / "out" / "encoders.json").read_text())["task"] == task.name
-
-
-@pytest.mark.unit
-def test_encoder_names_resolve_to_backends_or_local_models(tmp_path: Path) -> None:
-    from ticketflow.config import Settings
-    from ticketflow.data.errors import InputError
-
-    choices = experiments.encoder_choices(["all", "onnx"], Settings())
-    assert [c.name for c in choices] == ["torch", "onnx", "onnx-int8", "static"]
-    static = tmp_path / "m2v"
-    static.mkdir()
-    (static / "config.json").write_text('{"model_type": "model2vec"}', encoding="utf-8")
-    assert experiments.local_encoder(str(static)).description.startswith("model2vec")
-    (tmp_path / "st").mkdir()
-    assert experiments.local_encoder(str(tmp_path / "st")).description.startswith(
-        "sentence-transformers"
-    )
-    with pytest.raises(InputError, match="--encoder 'no-such-model'"):
-        experiments.local_encoder("no-such-model")
-
-
-@pytest.mark.unit
-def test_cli_encoder_needs_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ticketflow.cli import main
-
-    assert main(["experiments", "--encoder", "static", "--out", str(tmp_path)]) == 2
-    assert "add --data PATH" in capsys.readouterr().err
-    missing = tmp_path / "none.csv"
-    assert main(["experiments", "--data", str(missing), "--out", str(tmp_path)]) == 2
-    assert f"cannot read {missing}: no such file" in capsys.readouterr().err
-
-
-@pytest.mark.unit
 def test_cli_runs_the_protocol_and_the_encoder_comparison_on_a_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,7 +159,7 @@ def test_cli_runs_the_protocol_and_the_encoder_comparison_on_a_file(
 
     monkeypatch.setattr(configured, "encoder", lambda *a, **k: HashingEncoder())
     monkeypatch.setattr(configured, "static_encoder", lambda *a, **k: HashingEncoder(64, "s"))
-    path = _write_file(tmp_path / "mine.csv")
+    path = write_labelled_file(tmp_path / "mine.csv")
     common = ["--data", str(path), "--map", "body=Text", "--target", "Team"]
     out = tmp_path / "protocol"
     args = ["experiments", *common, "--quick", "--out", str(out)]
