@@ -22,7 +22,6 @@ from ticketflow.batch.dlq import (
     StoredDeadLetter,
     Unreadable,
     parse_dead_letter,
-    parse_since,
     plan_replay,
     select,
     shorten,
@@ -84,29 +83,6 @@ def test_position_prints_and_parses_back() -> None:
     assert DlqPosition.parse(str(position)) == position
     assert DlqPosition.parse("nonsense") is None
     assert DlqPosition.parse("t:x:1") is None
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("30m", T0 - timedelta(minutes=30)),
-        ("2h", T0 - timedelta(hours=2)),
-        ("7d", T0 - timedelta(days=7)),
-        ("1w", T0 - timedelta(weeks=1)),
-        ("90s", T0 - timedelta(seconds=90)),
-        ("2026-11-27T12:00", datetime(2026, 11, 27, 12, 0, tzinfo=UTC)),
-        ("2026-11-27T12:00+01:00", datetime(2026, 11, 27, 11, 0, tzinfo=UTC)),
-        ("2026-11-27", datetime(2026, 11, 27, tzinfo=UTC)),
-    ],
-)
-def test_since_takes_an_age_or_a_time(text: str, expected: datetime) -> None:
-    assert parse_since(text, T0) == expected
-
-
-@pytest.mark.parametrize("text", ["yesterday", "5 parsecs", "", "-2h"])
-def test_since_refuses_anything_else_with_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match="ISO 8601"):
-        parse_since(text, T0)
 
 
 def test_select_by_reason_and_since() -> None:

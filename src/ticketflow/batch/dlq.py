@@ -19,11 +19,10 @@ back from a replay (the fix did not fix it) is a new failure and may be replayed
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -42,9 +41,6 @@ SKIP_SUPERSEDED = "older than another dead letter of the same ticket"
 SKIP_BASE64 = "original is not UTF-8 (it would fail again)"
 SKIP_TRUNCATED = "original was truncated (DLQ_KEEP_BYTES)"
 SKIP_UNKNOWN_SOURCE = "came from a topic that is neither the tickets nor the feedback topic"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @dataclass(frozen=True, order=True)
@@ -93,22 +89,6 @@ def parse_dead_letter(position: DlqPosition, value: bytes | None) -> StoredDeadL
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
         return Unreadable(position, f"not a dead letter: {where}: {first['msg']}")
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """``--since``: an ISO 8601 time (UTC when it has no zone) or an age (``90s``, ``30m``,
-    ``2h``, ``7d``, ``1w``) counted back from ``now``. Raises ``ValueError`` otherwise."""
-    match = _DURATION.match(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return now - timedelta(**{_UNITS[unit]: amount})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 time (2026-11-28T01:00) nor an age (30m, 2h, 7d)"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def select(

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from ticketflow.cli._checks import require_broker
 from ticketflow.cli._types import Commands
 from ticketflow.config import Settings
+from ticketflow.data.errors import InputError
+from ticketflow.data.since import SINCE_HELP, parse_since
 from ticketflow.schemas import DeadLetterReason
 
 if TYPE_CHECKING:
@@ -44,17 +46,18 @@ the ticket was labelled on KAFKA_TOPIC_LABELED after it failed. Originals that a
 were truncated (DLQ_KEEP_BYTES) are skipped and counted. Fix the cause first (a setting, a new
 model), then replay: what fails again is dead-lettered again, and can be replayed again.
 
---since takes an ISO 8601 time (UTC unless it has a zone) or an age: 90s, 30m, 2h, 7d, 1w.
+--since takes an ISO 8601 date or time (2026-11-01, 2026-11-01T08:00; UTC unless it has a
+zone) or an age back from now: a number and s, m, h, d or w (90s, 30m, 1.5h, 7d, 1w).
 exit codes: 0 done, 1 broker/topic trouble or a replay not acknowledged, 2 usage.
 """
 
 
 def _since(text: str) -> datetime:
-    from ticketflow.batch.dlq import parse_since
-
+    # The one --since grammar (ticketflow.data.since), also ticketflow report performance's;
+    # a bad value is an argparse usage error (exit 2), as every other bad option is.
     try:
         return parse_since(text, datetime.now(UTC))
-    except ValueError as exc:
+    except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -71,7 +74,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         "--since",
         type=_since,
         metavar="T",
-        help="only dead letters that failed at or after T (ISO 8601 time, or an age: 2h, 7d)",
+        help=f"only dead letters that failed at or after T: {SINCE_HELP}",
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
+from ticketflow.data.since import SINCE_HELP, parse_since
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ def register(commands: Commands) -> None:
     )
     performance.add_argument(
         "--since",
-        help="only tickets labelled since then: 2026-11-01, 2026-11-01T08:00 (UTC), or "
-        "90m, 24h, 7d, 2w back from now",
+        metavar="T",
+        help=f"only tickets labelled at or after T: {SINCE_HELP}",
     )
     performance.add_argument(
         "--target", action="append", help="target(s) to score (default: every labelled one)"
@@ -102,7 +103,7 @@ def run_performance(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.adapters.store import ChromaVectorStore
     from ticketflow.batch import reports
 
-    since = reports.parse_since(args.since) if args.since else None
+    since = parse_since(args.since) if args.since else None
     where = (
         f"{settings.chroma_host}:{settings.chroma_port}"
         if settings.chroma_host

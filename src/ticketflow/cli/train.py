@@ -269,25 +269,22 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
     encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
     if args.quick:
         rows = {"bueck-v3": 600, "endava-it": 600}
-        report = experiments.run_experiments(
-            datasets,
-            encoder,
-            out_dir=args.out,
-            candidates=experiments.quick_candidates(),
+        request = experiments.ExperimentRequest(
+            candidates=tuple(experiments.quick_candidates()),
             folds=3,
             max_text_chars=settings.max_text_chars,
             rows=rows,
             targets={"bueck-v3": ["queue"]},
         )
+        report = experiments.run_experiments(datasets, encoder, request, out_dir=args.out)
     else:
-        report = experiments.run_experiments(
-            datasets,
-            encoder,
-            out_dir=args.out,
+        request = experiments.ExperimentRequest(
             folds=args.folds,
             max_text_chars=settings.max_text_chars,
             rows={"endava-it": args.endava_rows},
-            cost_encoder=bare,
+        )
+        report = experiments.run_experiments(
+            datasets, encoder, request, out_dir=args.out, cost_encoder=bare
         )
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
@@ -306,13 +303,14 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError(f"cannot read {args.data}: no such file")
     task = experiments.file_task(args.data, args.target or ["queue"], args.map)
     if args.encoder:
-        report = experiments.compare_encoders(
-            task,
-            experiments.encoder_choices(args.encoder, settings),
-            out_dir=args.out,
-            rows=args.encoder_rows or None,
+        request = experiments.ExperimentRequest(
             folds=args.folds,
             max_text_chars=settings.max_text_chars,
+            rows={task.name: args.encoder_rows} if args.encoder_rows else {},
+            min_class_rows=experiments.MIN_CLASS_ROWS,
+        )
+        report = experiments.compare_encoders(
+            task, experiments.encoder_choices(args.encoder, settings), request, out_dir=args.out
         )
         print(experiments.encoders_markdown(report))
         print(f"wrote {args.out / 'encoders.md'} and {args.out / 'encoders.json'}")
@@ -321,19 +319,16 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
     bare = configured.encoder(settings, backend="torch", max_tokens=None)
     encoder = CachedEncoder(bare, args.cache_dir or settings.cache_dir / "embeddings")
     rows = 600 if args.quick else args.rows or None
-    report = experiments.run_experiments(
-        Path(),
-        encoder,
-        out_dir=args.out,
-        tasks=[task],
-        candidates=(
+    request = experiments.ExperimentRequest(
+        candidates=tuple(
             experiments.quick_candidates() if args.quick else experiments.file_candidates()
         ),
         folds=3 if args.quick else args.folds,
         max_text_chars=settings.max_text_chars,
-        rows={task.name: rows} if rows else None,
+        rows={task.name: rows} if rows else {},
         min_class_rows=experiments.MIN_CLASS_ROWS,
     )
+    report = experiments.run_experiments(Path(), encoder, request, out_dir=args.out, tasks=[task])
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'} and the plots")
     return 0
