@@ -16,7 +16,7 @@ from ticketflow.models.cascade import predict_cascade
 from ticketflow.models.classifier import Prediction, TicketClassifier, threshold_for_precision
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.registry import GateRouting, ReviewRouting, Routing, TargetRouting
-from ticketflow.models.review import ReviewCuts
+from ticketflow.models.review import DEFAULT_REVIEW_PRECISION, ReviewCuts
 
 logger = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ def plot_coverage_precision(
     path: Path,
     title: str,
     *,
-    precision: float = 0.90,
+    precision: float = DEFAULT_REVIEW_PRECISION,
 ) -> Path:
     """Coverage–precision curves (one per model) with the precision goal as a line: where a
     curve crosses it is the share of tickets routed without a person at that precision."""

@@ -57,6 +57,7 @@ from ticketflow.models.recipe import (
     fit_model,
     weighted_head,
 )
+from ticketflow.models.review import DEFAULT_REVIEW_PRECISION
 from ticketflow.models.text import build_texts
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 SEED = 42
 TEST_SIZE = 0.2
-REVIEW_PRECISION = 0.90
+REVIEW_PRECISION = DEFAULT_REVIEW_PRECISION  # the models are compared at the served default
 
 
 @dataclass(frozen=True)
