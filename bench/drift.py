@@ -21,6 +21,7 @@ from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, MonitorSample, detect_drift, subsample
 from ticketflow.monitoring.sample import pipeline_sample
@@ -31,8 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
 
 
-def sample_of(pipeline: LabelingPipeline, tickets: list[Ticket], review: float) -> MonitorSample:
-    return pipeline_sample(pipeline, tickets, review_threshold=review)
+def sample_of(
+    pipeline: LabelingPipeline, tickets: list[Ticket], review: ReviewPolicy
+) -> MonitorSample:
+    return pipeline_sample(pipeline, tickets, review=review)
 
 
 def windows(sample: MonitorSample, size: int) -> list[MonitorSample]:
@@ -89,7 +92,7 @@ def main() -> None:
         rows = rows_to_dicts(frame, ColumnMapping.parse([]), id_prefix="bueck")
         streams["other_dataset"] = tickets(rows)
     started = time.perf_counter()
-    samples = {name: sample_of(pipeline, t, 0.6) for name, t in streams.items()}
+    samples = {name: sample_of(pipeline, t, DEFAULT_POLICY) for name, t in streams.items()}
     encode_s = time.perf_counter() - started
     reference = subsample(samples.pop("reference"), args.reference)
     config = DriftConfig(embedding_method=args.method)

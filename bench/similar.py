@@ -49,7 +49,7 @@ import numpy as np
 
 from bench.memory import all_three, altered_copies
 from ticketflow.adapters.store import ChromaVectorStore
-from ticketflow.batch.backfill import DEFAULT_BATCH, backfill, read_rows
+from ticketflow.batch.backfill import DEFAULT_BATCH, BackfillRequest, backfill, read_rows
 from ticketflow.batch.experiments import default_datasets_dir
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import free_port
@@ -164,11 +164,10 @@ def backfill_rate(loaded: Loaded, data: Path, collection: str) -> float:
     store = open_collection(loaded, collection)
     started = time.perf_counter()
     report = backfill(
-        data,
+        BackfillRequest(data, document="redacted"),
         pipeline=loaded.pipeline,
         store=store,
         model_version=loaded.version,
-        document="redacted",
         progress=False,
     )
     took = time.perf_counter() - started

@@ -41,7 +41,7 @@ from sklearn.metrics import f1_score
 from bench.pipeline import measure_stream
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
-from ticketflow.batch.train import split_indices, train
+from ticketflow.batch.train import TrainRequest, split_indices, train
 from ticketflow.config import Settings
 from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.models.classifier import TicketClassifier
@@ -153,19 +153,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     registry = ModelRegistry(registry_dir)
     train_as_configured = partial(
         train,
-        data,
+        TrainRequest(
+            data,
+            max_text_chars=settings.max_text_chars,
+            test_size=TEST_SIZE,
+            seed=SEED,
+            config=config,
+            cascade_agreement=settings.cascade_agreement,
+        ),
         encoder=CachedEncoder(default_encoder, cache),
         registry=registry,
-        max_text_chars=settings.max_text_chars,
-        test_size=TEST_SIZE,
-        seed=SEED,
-        config=config,
-        review_precision=settings.review_precision,
+        review=settings.review_policy(),
         progress=True,
     )
-    trained = train_as_configured(
-        static_encoder=static, cascade_agreement=settings.cascade_agreement
-    )
+    trained = train_as_configured(static_encoder=static)
     loaded = registry.load(trained.version)
     static_rate = encode_rate(static, probe)
     pipeline = LabelingPipeline(

@@ -14,9 +14,15 @@ import pytest
 
 from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
-from ticketflow.batch.backfill import BackfillError, BackfillReport, backfill, read_rows
+from ticketflow.batch.backfill import (
+    BackfillError,
+    BackfillReport,
+    BackfillRequest,
+    backfill,
+    read_rows,
+)
 from ticketflow.batch.retrain import RetrainPolicy, read_store, retrain, select
-from ticketflow.batch.train import train
+from ticketflow.batch.train import TrainRequest, train
 from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.pipeline import LabelingPipeline
@@ -38,10 +44,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabelingPipeline, s
     registry = ModelRegistry(root / "registry")
     encoder = HashingEncoder()
     result = train(
-        load_labeled(path, targets=["queue", "priority"], progress=False),
+        TrainRequest(
+            load_labeled(path, targets=["queue", "priority"], progress=False), max_text_chars=1000
+        ),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
         progress=False,
     )
     loaded = registry.load(expect_embedding_model=encoder.name, expect_dimension=256)
@@ -79,7 +86,11 @@ def run(
 ) -> BackfillReport:
     pipeline, version = model
     return backfill(
-        path, pipeline=pipeline, store=store, model_version=version, progress=False, **kw
+        BackfillRequest(path, **kw),
+        pipeline=pipeline,
+        store=store,
+        model_version=version,
+        progress=False,
     )
 
 
@@ -286,21 +297,19 @@ def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None
     registry = ModelRegistry(tmp_path / "registry")
     encoder = HashingEncoder()
     version = train(
-        load_labeled(data, targets=["queue"], progress=False),
+        TrainRequest(load_labeled(data, targets=["queue"], progress=False), max_text_chars=1000),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
         progress=False,
     ).version
     pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
     store = open_store(tmp_path, pipeline)
     path = history_csv(tmp_path / "history.csv", n=300, bad=False)
     backfill(
-        path,
+        BackfillRequest(path, document="redacted"),
         pipeline=pipeline,
         store=store,
         model_version=version,
-        document="redacted",
         progress=False,
     )
     result = retrain(

@@ -12,6 +12,7 @@ from ticketflow.batch.evaluate import (
     scored,
 )
 from ticketflow.models.classifier import Prediction
+from ticketflow.models.review import ReviewCuts
 
 pytestmark = pytest.mark.unit
 
@@ -59,9 +60,8 @@ def test_routing_per_target_and_for_a_gate_of_several() -> None:
 
 def test_review_routing_reports_targets_gate_and_all_targets() -> None:
     review = review_routing(
-        thresholds=CUTS,
+        cuts=ReviewCuts(CUTS, ("queue",)),
         precision_goals={"queue": 0.9},
-        gate=["queue"],
         out_of_fold=ROWS,
         test={"queue": ROWS["queue"]},
     )
@@ -74,7 +74,7 @@ def test_review_routing_reports_targets_gate_and_all_targets() -> None:
     text = format_review(review)
     assert "gate" in text and "[queue]" in text and "75.0% routed" in text
     every = review_routing(
-        thresholds=CUTS, precision_goals={}, gate=["queue", "priority"], out_of_fold={}, test={}
+        cuts=ReviewCuts(CUTS, ("queue", "priority")), precision_goals={}, out_of_fold={}, test={}
     )
     assert every.all_targets is None  # the gate is every target
 

@@ -15,6 +15,7 @@ from ticketflow.batch.retrain import (
     HELD_OUT,
     RetrainError,
     RetrainPolicy,
+    RetrainRequest,
     decide,
     read_store,
     retrain,
@@ -24,7 +25,7 @@ from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig, fit_model
 from ticketflow.models.redaction import redact
 from ticketflow.models.registry import ModelMetadata, ModelRegistry
 from ticketflow.models.text import build_texts
-from ticketflow.monitoring.reference import load_reference
+from ticketflow.monitoring.reference import ReferenceSpec, load_reference
 from ticketflow.schemas import LabelFeedback, Ticket
 from ticketflow.stream.feedback import apply_feedback
 
@@ -124,11 +125,11 @@ def test_relabelled_class_is_learned_and_promoted_without_the_encoder(
     assert len(stored.ids) == 600 and stored.embedding_model == "test/hashing"
     result = retrain(
         stored,
+        RetrainRequest(config=CONFIG),
         registry=world["registry"],
         policy=RetrainPolicy(),
-        config=CONFIG,
         report_dir=tmp_path / "reports",
-        reference_dir=tmp_path / "reference",
+        reference=ReferenceSpec(tmp_path / "reference"),
     )
     assert result.promote and result.decision == "promoted", result.reasons
     # The challenger can become current, so the monitor needs its reference: written now.
@@ -155,13 +156,15 @@ def test_a_worse_challenger_is_rejected_with_a_readable_reason(
 ) -> None:
     relabel(world)
     stored = read_store(world["store"].collection)
-    good = retrain(stored, registry=world["registry"], policy=RetrainPolicy(), config=CONFIG)
+    good = retrain(
+        stored, RetrainRequest(config=CONFIG), registry=world["registry"], policy=RetrainPolicy()
+    )
     world["registry"].promote(good.challenger, by="test", reason="better")
     worse = retrain(
         stored,
+        RetrainRequest(config=replace(EMBEDDING_LR, c=1e-3)),  # no TF-IDF and heavily regularised
         registry=world["registry"],
         policy=RetrainPolicy(),
-        config=replace(EMBEDDING_LR, c=1e-3),  # no TF-IDF and heavily regularised
     )
     assert not worse.promote and worse.decision == "rejected"
     text = " ".join(worse.reasons)
@@ -174,7 +177,12 @@ def test_missing_documents_name_the_setting(world: dict[str, Any], tmp_path: Pat
     stored = read_store(collection)
     stored.documents = [None] * len(stored.ids)
     with pytest.raises(RetrainError, match="CHROMA_DOCUMENT=redacted"):
-        retrain(stored, registry=world["registry"], policy=RetrainPolicy(), config=CONFIG)
+        retrain(
+            stored,
+            RetrainRequest(config=CONFIG),
+            registry=world["registry"],
+            policy=RetrainPolicy(),
+        )
 
 
 def test_predicted_labels_below_the_threshold_or_disabled_are_not_used(
@@ -242,10 +250,9 @@ def test_evaluation_file_is_scored_and_never_trained_on(
     assert len(eval_labels) == 80
     result = retrain(
         read_store(world["store"].collection),
+        RetrainRequest(config=CONFIG, eval_labels=eval_labels),
         registry=world["registry"],
         policy=RetrainPolicy(),
-        config=CONFIG,
-        eval_labels=eval_labels,
     )
     assert result.report["counts"]["excluded (evaluation file)"] == 80
     assert result.report["metrics"][EVAL_FILE]["challenger"]["queue"]["n"] == 80
@@ -253,10 +260,9 @@ def test_evaluation_file_is_scored_and_never_trained_on(
     with pytest.raises(RetrainError, match="not in the store"):
         retrain(
             read_store(world["store"].collection),
+            RetrainRequest(config=CONFIG, eval_labels={"NOPE": {"queue": "x"}}),
             registry=world["registry"],
             policy=RetrainPolicy(),
-            config=CONFIG,
-            eval_labels={"NOPE": {"queue": "x"}},
         )
 
 
@@ -302,9 +308,7 @@ def cascade_world(tmp_path: Path) -> dict[str, Any]:
     dense_vectors, static_vectors = dense.encode(texts), static.encode(texts)
     labels = {"queue": [r["queue"] for r in rows[:200]]}
     champion, _ = fit_model(texts[:200], dense_vectors[:200], labels, config=CONFIG)
-    first, _ = fit_model(
-        texts[:200], static_vectors[:200], labels, config=CONFIG, review_precision=None
-    )
+    first, _ = fit_model(texts[:200], static_vectors[:200], labels, config=CONFIG, review=None)
     champion.first_stage = first
     champion.escalation_thresholds = {"queue": 0.5}
     registry = ModelRegistry(tmp_path / "registry")
@@ -342,7 +346,9 @@ def test_a_cascade_retrains_its_first_stage_from_the_stored_static_vectors(
     apply_feedback(cascade_world["store"].collection, feedback)
     stored = read_store(cascade_world["store"].collection)
     registry = cascade_world["registry"]
-    result = retrain(stored, registry=registry, policy=RetrainPolicy(), config=CONFIG)
+    result = retrain(
+        stored, RetrainRequest(config=CONFIG), registry=registry, policy=RetrainPolicy()
+    )
     champion = registry.load("v-cascade").classifier
     challenger = registry.load(result.challenger).classifier
     assert challenger.first_stage is not None and champion.first_stage is not None
@@ -375,7 +381,12 @@ def test_a_cascade_refuses_a_class_its_transformer_stage_does_not_know(
     apply_feedback(cascade_world["store"].collection, feedback)
     stored = read_store(cascade_world["store"].collection)
     with pytest.raises(RetrainError, match="does not know"):
-        retrain(stored, registry=cascade_world["registry"], policy=RetrainPolicy(), config=CONFIG)
+        retrain(
+            stored,
+            RetrainRequest(config=CONFIG),
+            registry=cascade_world["registry"],
+            policy=RetrainPolicy(),
+        )
 
 
 def test_a_read_that_fails_mid_way_starts_over(world: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import HashingEncoder
-from ticketflow.batch.train import train
+from ticketflow.batch.train import TrainRequest, train
 from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.pipeline import LabelingPipeline
@@ -15,6 +15,7 @@ from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.review import ReviewPolicy
+from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.schemas import Ticket
 from ticketflow.stream.routing import Position
 
@@ -33,12 +34,11 @@ def test_default_model_is_hybrid_calibrated_with_review_thresholds(
     registry = ModelRegistry(tmp_path)
     encoder = HashingEncoder()
     result = train(
-        data,
+        TrainRequest(data, max_text_chars=1000),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
-        review_precision=0.9,
         progress=False,
+        review=ReviewPolicy(precision=0.9),
     )
     loaded = registry.load(expect_embedding_model=encoder.name, expect_dimension=256)
     classifier = loaded.classifier
@@ -79,7 +79,9 @@ def test_default_model_is_hybrid_calibrated_with_review_thresholds(
     assert batch.vectors.shape == (5, 256)  # still the encoder's vectors (ChromaDB)
     assert len(batch.predictions) == 5
     assert set(batch.timings) == {"embed", "classify"}
-    assert pipeline.review_thresholds(0.6) == classifier.review_thresholds
+    assert ReviewPolicy(threshold=0.6).cuts(pipeline.classifier).thresholds == (
+        classifier.review_thresholds
+    )
     direct = classifier.predict(encoder.encode(batch.texts), batch.texts)
     assert [p["queue"] for p in direct] == [p["queue"] for p in batch.predictions]
 
@@ -88,19 +90,17 @@ def test_embedding_only_model_keeps_the_original_shape(sample_file: Path, tmp_pa
     data = load_labeled(sample_file, targets=["queue"], progress=False)
     registry = ModelRegistry(tmp_path)
     train(
-        data,
+        TrainRequest(data, max_text_chars=1000, config=EMBEDDING_LR),
         encoder=HashingEncoder(),
         registry=registry,
-        max_text_chars=1000,
-        config=EMBEDDING_LR,
-        review_precision=None,
         progress=False,
+        review=None,
     )
     classifier = registry.load().classifier
     assert classifier.features is None and not classifier.uses_text
     assert classifier.review_thresholds == {}
     pipeline = LabelingPipeline(HashingEncoder(), classifier, max_text_chars=1000)
-    assert pipeline.review_thresholds(0.6) == {"queue": 0.6}
+    assert ReviewPolicy(threshold=0.6).cuts(pipeline.classifier).thresholds == {"queue": 0.6}
 
 
 @pytest.mark.unit
@@ -110,12 +110,11 @@ def test_training_writes_a_held_out_reference_for_the_monitor(tmp_path: Path) ->
     path = write_tickets(generate_tickets(120, seed=3), tmp_path / "t.jsonl")
     data = load_labeled(path, targets=["queue"], progress=False)
     result = train(
-        data,
+        TrainRequest(data, max_text_chars=1000),
         encoder=HashingEncoder(),
         registry=ModelRegistry(tmp_path / "models"),
-        max_text_chars=1000,
-        reference_dir=tmp_path / "reference",
         progress=False,
+        reference=ReferenceSpec(tmp_path / "reference"),
     )
     reference = load_reference(tmp_path / "reference", result.version)
     assert reference.model_version == result.version
@@ -126,15 +125,15 @@ def test_per_target_precision_and_review_gate_are_stored(sample_file: Path, tmp_
     data = load_labeled(sample_file, targets=["queue", "priority"], progress=False)
     registry = ModelRegistry(tmp_path)
     result = train(
-        data,
+        TrainRequest(data, max_text_chars=1000, config=EMBEDDING_LR),
         encoder=HashingEncoder(),
         registry=registry,
-        max_text_chars=1000,
-        config=EMBEDDING_LR,
-        review_precision=0.9,
-        review_precisions={"priority": 0.6, "type": 0.99},  # type: not learnt, ignored
-        review_gate=["queue", "priority"],
         progress=False,
+        review=ReviewPolicy(
+            precision=0.9,
+            precision_by_target={"priority": 0.6, "type": 0.99},  # type: not learnt, ignored
+            gate=("queue", "priority"),
+        ),
     )
     loaded = registry.load()
     assert loaded.classifier.review_gate == ["queue", "priority"]
@@ -143,16 +142,14 @@ def test_per_target_precision_and_review_gate_are_stored(sample_file: Path, tmp_
     assert result.review is not None and result.review.all_targets is None  # gate = all
     assert result.review.targets["priority"].precision_goal == 0.6
     pipeline = LabelingPipeline(HashingEncoder(), loaded.classifier, max_text_chars=1000)
-    assert pipeline.review_gate() == ["queue", "priority"]
+    assert ReviewPolicy().cuts(pipeline.classifier).gate == ("queue", "priority")
     with pytest.raises(ValueError, match="review gate"):
         train(
-            data,
+            TrainRequest(data, max_text_chars=1000, config=EMBEDDING_LR),
             encoder=HashingEncoder(),
             registry=registry,
-            max_text_chars=1000,
-            config=EMBEDDING_LR,
-            review_gate=["type"],
             progress=False,
+            review=ReviewPolicy(gate=("type",)),
         )
 
 
@@ -167,12 +164,11 @@ def test_the_gate_routes_some_sample_tickets_and_holds_others(tmp_path: Path) ->
     registry = ModelRegistry(tmp_path / "models")
     encoder = HashingEncoder()
     train(
-        data,
+        TrainRequest(data, max_text_chars=1000),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
-        review_precisions={"queue": 0.95},
         progress=False,
+        review=ReviewPolicy(precision_by_target={"queue": 0.95}),
     )
     pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
     tickets = [Ticket.model_validate(t) for t in generate_tickets(1000, seed=7)]

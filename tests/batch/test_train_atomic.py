@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import HashingEncoder
-from ticketflow.batch.train import train
+from ticketflow.batch.train import TrainRequest, train
 from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.recipe import EMBEDDING_LR
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.monitoring.reference import ReferenceSpec
 
 pytestmark = pytest.mark.unit
 
@@ -26,13 +27,11 @@ def test_a_failed_reference_write_leaves_current_untouched(tmp_path: Path) -> No
     registry = ModelRegistry(tmp_path / "registry")
     encoder = HashingEncoder()
     first = train(
-        data,
+        TrainRequest(data, max_text_chars=1000, config=EMBEDDING_LR),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
-        config=EMBEDDING_LR,
         progress=False,
-        reference_dir=tmp_path / "reference",
+        reference=ReferenceSpec(tmp_path / "reference"),
     )
     assert registry.current_version() == first.version
     assert (tmp_path / "reference" / first.version).is_dir()
@@ -48,14 +47,11 @@ def test_a_failed_reference_write_leaves_current_untouched(tmp_path: Path) -> No
     )
     with pytest.raises(OSError):
         train(
-            other,
+            TrainRequest(other, max_text_chars=1000, config=EMBEDDING_LR, seed=7),
             encoder=encoder,
             registry=registry,
-            max_text_chars=1000,
-            config=EMBEDDING_LR,
             progress=False,
-            seed=7,
-            reference_dir=blocked,
+            reference=ReferenceSpec(blocked),
         )
     assert registry.current_version() == first.version
     assert [entry.version for entry in registry.history()] == [first.version]

@@ -4,15 +4,15 @@ import pickle
 import numpy as np
 import pytest
 
-from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model
+from tests.helpers import HashingEncoder
+from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold, predict_cascade
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.features import HYBRID, FeatureConfig, TextFeatures
 from ticketflow.models.pipeline import LabelingPipeline
-from ticketflow.devtools.sample import generate_tickets
+from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model
 from ticketflow.models.text import build_texts
 from ticketflow.schemas import Ticket
-from tests.helpers import HashingEncoder
 
 pytestmark = pytest.mark.unit
 

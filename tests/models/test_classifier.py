@@ -2,17 +2,14 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
+from tests.helpers import HashingEncoder
 from ticketflow.models.classifier import (
-    Prediction,
     TicketClassifier,
     fit_temperature,
-    needs_review,
-    review_gate,
-    target_review,
     threshold_for_precision,
 )
 from ticketflow.models.features import HYBRID
-from tests.helpers import HashingEncoder
+from ticketflow.models.review import ReviewPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +93,7 @@ def test_artifacts_pickled_before_features_existed_still_load() -> None:
     restored = TicketClassifier.__new__(TicketClassifier)
     restored.__setstate__(dict(old_state))
     assert restored.features is None and restored.review_thresholds == {}
-    assert restored.review_gate == [] and review_gate(restored) == ["queue"]
+    assert restored.review_gate == [] and ReviewPolicy().cuts(restored).gate == ("queue",)
     assert not restored.uses_text
     assert (
         restored.predict(vectors)[0]["queue"].label == classifier.predict(vectors)[0]["queue"].label
@@ -129,27 +126,7 @@ def test_tied_confidences_are_routed_together() -> None:
     assert coverage == 0.0 and threshold > 1.0
 
 
-def _prediction(label: str, probability: float) -> Prediction:
-    return Prediction(label=label, probability=probability, top=((label, probability),))
-
-
-def test_only_the_gate_targets_hold_a_ticket_each_target_is_flagged_on_its_own() -> None:
-    # Sure of its queue, unsure of its priority: routed by queue, priority to be checked.
-    predictions = {"queue": _prediction("Billing", 0.95), "priority": _prediction("high", 0.89)}
-    cuts = {"queue": 0.835, "priority": 0.9}
-    assert target_review(predictions, cuts) == {"queue": False, "priority": True}
-    assert not needs_review(predictions, cuts, ["queue"])
-    assert needs_review(predictions, cuts, ["queue", "priority"])
-    assert needs_review(predictions, cuts, ["priority"])
-    unsure_queue = {**predictions, "queue": _prediction("Billing", 0.80)}
-    assert needs_review(unsure_queue, cuts, ["queue"])
-
-
-def test_review_gate_is_the_models_own_else_its_first_target() -> None:
+def test_a_review_gate_must_name_targets_of_the_model() -> None:
     classifier, _ = fitted()
-    assert classifier.targets == ["queue", "priority"]
-    assert review_gate(classifier) == ["queue"]  # the routing target
-    gated = TicketClassifier(classifier.heads, review_gate=["queue", "priority"])
-    assert review_gate(gated) == ["queue", "priority"]
     with pytest.raises(ValueError, match="names no target"):
         TicketClassifier(classifier.heads, review_gate=["type"])

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import EncoderLoadError
 from ticketflow.models.encoders import encoder_backend, encoder_sha256, load_encoder
 from ticketflow.models.features import HYBRID
 from ticketflow.models.onnx_encoder import GRAPH_FILE, OnnxEncoder
-from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.text import build_texts
 from ticketflow.schemas import Ticket
 

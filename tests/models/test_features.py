@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, TextFeatures
 from tests.helpers import HashingEncoder
+from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, TextFeatures
 
 pytestmark = pytest.mark.unit
 

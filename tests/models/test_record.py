@@ -1,4 +1,5 @@
-"""The labelled-ticket record (models.record): per-target review flags, the gate, the wire format."""
+"""The labelled-ticket record (models.record): per-target review flags, the gate, the wire
+format."""
 
 from __future__ import annotations
 
@@ -7,17 +8,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from ticketflow.adapters.store import Neighbour
 from ticketflow.models.classifier import Prediction
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.review import ReviewCuts
-from ticketflow.schemas import LabeledTicket, MonitorRecord, Ticket
+from ticketflow.schemas import LabeledTicket, Ticket
 from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.schemas.store import labeled_metadata
 from ticketflow.stream.outputs import (
     monitor_record,
-    possible_duplicate,
-    similar_tickets,
 )
 from ticketflow.stream.routing import Position
 
@@ -107,4 +105,3 @@ def test_labeled_tickets_without_similar_fields_parse_and_new_ones_round_trip() 
     )
     wire = LabeledTicket.model_validate_json(labeled.model_dump_json())
     assert wire.similar == near and wire.possible_duplicate_of == "T-0"
-

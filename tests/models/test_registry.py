@@ -3,9 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from ticketflow.models.classifier import TicketClassifier
-from ticketflow.models.registry import ModelMetadata, ModelRegistry, ModelVerificationError, RegistryError
 from tests.helpers import HashingEncoder
+from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.registry import (
+    ModelMetadata,
+    ModelRegistry,
+    ModelVerificationError,
+    RegistryError,
+)
 
 pytestmark = pytest.mark.unit
 

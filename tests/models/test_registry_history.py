@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ticketflow.models.registry import HISTORY_FILE, ModelRegistry, ModelVerificationError
 from tests.models.test_registry import save_model
+from ticketflow.models.registry import HISTORY_FILE, ModelRegistry, ModelVerificationError
 
 pytestmark = pytest.mark.unit
 

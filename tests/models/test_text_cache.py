@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ticketflow.models.text_cache import CachedTextEncoder
 from tests.helpers import HashingEncoder
+from ticketflow.models.text_cache import CachedTextEncoder
 
 pytestmark = pytest.mark.unit
 

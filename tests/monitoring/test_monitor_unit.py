@@ -15,7 +15,7 @@ from tests.monitoring.synthetic import make_sample
 from ticketflow.monitoring.drift import MonitorSample
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
 from ticketflow.monitoring.monitor import DriftMonitor
-from ticketflow.monitoring.reference import ReferenceError, load_reference, write_reference
+from ticketflow.monitoring.reference import ReferenceError, load_reference, write_sample_reference
 from ticketflow.monitoring.report import ReportLimiter, write_report
 from ticketflow.monitoring.sample import records_sample
 from ticketflow.schemas import DriftEvent, MonitorRecord
@@ -51,15 +51,10 @@ def records(sample: MonitorSample, version: str = "v1", prefix: str = "T") -> li
 @pytest.fixture
 def reference_dir(tmp_path: Path) -> Path:
     full = make_sample(2000, seed=0)
-    write_reference(
+    write_sample_reference(
         tmp_path,
         model_version="v1",
-        vectors=full.vectors,
-        labels=full.labels,
-        probabilities=full.probabilities,
-        text_lengths=full.text_lengths,
-        languages=full.languages,
-        needs_review=full.needs_review,
+        sample=full,
     )
     return tmp_path
 
@@ -133,15 +128,10 @@ def test_time_windows_bad_records_and_unknown_models(reference_dir: Path) -> Non
 
 def _write_reference(directory: Path, version: str, seed: int) -> str:
     full = make_sample(400, seed=seed)
-    write_reference(
+    write_sample_reference(
         directory,
         model_version=version,
-        vectors=full.vectors,
-        labels=full.labels,
-        probabilities=full.probabilities,
-        text_lengths=full.text_lengths,
-        languages=full.languages,
-        needs_review=full.needs_review,
+        sample=full,
     )
     return load_reference(directory, version).reference_version
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ticketflow.monitoring.reference import (
     COLUMNS_FILE,
     ReferenceError,
     load_reference,
-    write_reference,
+    write_sample_reference,
 )
 
 pytestmark = pytest.mark.unit
@@ -19,15 +20,10 @@ pytestmark = pytest.mark.unit
 
 def test_write_and_load_round_trip(tmp_path: Path) -> None:
     full = make_sample(500, seed=0)
-    path = write_reference(
+    path = write_sample_reference(
         tmp_path,
         model_version="v1",
-        vectors=full.vectors,
-        labels=full.labels,
-        probabilities=full.probabilities,
-        text_lengths=full.text_lengths,
-        languages=full.languages,
-        needs_review=full.needs_review,
+        sample=full,
         sample_size=200,
         seed=1,
     )
@@ -40,15 +36,10 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     assert reference.sample.needs_review is not None
     assert set(reference.sample.labels) == {"queue", "priority"}
     # Same inputs, same seed -> same reference version (content hash).
-    write_reference(
+    write_sample_reference(
         tmp_path / "again",
         model_version="v1",
-        vectors=full.vectors,
-        labels=full.labels,
-        probabilities=full.probabilities,
-        text_lengths=full.text_lengths,
-        languages=full.languages,
-        needs_review=full.needs_review,
+        sample=full,
         sample_size=200,
         seed=1,
     )
@@ -63,16 +54,10 @@ def test_missing_reference_is_a_clear_error(tmp_path: Path) -> None:
 def test_per_target_review_flags_round_trip_and_older_references_load(tmp_path: Path) -> None:
     full = make_sample(300, seed=0)
     flags = {t: [p < 0.6 for p in v] for t, v in full.probabilities.items()}
-    write_reference(
+    write_sample_reference(
         tmp_path,
         model_version="v1",
-        vectors=full.vectors,
-        labels=full.labels,
-        probabilities=full.probabilities,
-        text_lengths=full.text_lengths,
-        languages=full.languages,
-        needs_review=flags["queue"],
-        needs_review_by_target=flags,
+        sample=replace(full, needs_review=flags["queue"], needs_review_by_target=flags),
         sample_size=100,
         seed=1,
     )

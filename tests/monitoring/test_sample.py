@@ -12,7 +12,7 @@ import pytest
 
 from bench.drift import sample_of
 from tests.helpers import HashingEncoder
-from ticketflow.batch.train import train, write_held_out_reference
+from ticketflow.batch.train import HeldOutRows, TrainRequest, train, write_held_out_reference
 from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.pipeline import LabelingPipeline
@@ -21,7 +21,7 @@ from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.review import ReviewPolicy
 from ticketflow.models.text import build_texts
-from ticketflow.monitoring.reference import load_reference
+from ticketflow.monitoring.reference import ReferenceSpec, load_reference
 from ticketflow.monitoring.sample import pipeline_sample
 from ticketflow.schemas import Ticket
 from ticketflow.stream.routing import Position
@@ -37,11 +37,9 @@ def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> No
     encoder = HashingEncoder()
     registry = ModelRegistry(tmp_path / "registry")
     train(
-        data,
+        TrainRequest(data, max_text_chars=1000, config=EMBEDDING_LR),
         encoder=encoder,
         registry=registry,
-        max_text_chars=1000,
-        config=EMBEDDING_LR,
         progress=False,
     )
     classifier = registry.load().classifier
@@ -52,19 +50,18 @@ def test_train_cli_bench_and_worker_derive_the_same_sample(tmp_path: Path) -> No
     texts = build_texts(tickets, max_chars=1000)
 
     write_held_out_reference(
-        tmp_path / "reference",
+        ReferenceSpec(tmp_path / "reference", sample_size=1_000),
         version="v-test",
         classifier=classifier,
-        vectors=encoder.encode(texts),
-        texts=texts,
-        languages=[t.language for t in tickets],
-        sample_size=1_000,
+        rows=HeldOutRows(
+            vectors=encoder.encode(texts), texts=texts, languages=[t.language for t in tickets]
+        ),
         seed=1,
-        review_threshold=FALLBACK,
+        review=ReviewPolicy(threshold=FALLBACK),
     )
     trained = load_reference(tmp_path / "reference", "v-test").sample
-    cli = pipeline_sample(pipeline, tickets, review_threshold=FALLBACK)
-    bench = sample_of(pipeline, tickets, FALLBACK)
+    cli = pipeline_sample(pipeline, tickets, review=ReviewPolicy(threshold=FALLBACK))
+    bench = sample_of(pipeline, tickets, ReviewPolicy(threshold=FALLBACK))
     result = pipeline.run(tickets)
     published = [
         labeled_ticket(

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
-from ticketflow.batch.backfill import backfill
-from ticketflow.batch.train import train
+from ticketflow.batch.backfill import BackfillRequest, backfill
+from ticketflow.batch.train import TrainRequest, train
 from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.registry import ModelRegistry
@@ -72,7 +72,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         dimension=pipeline.dimension,
     )
     backfill(
-        data, pipeline=pipeline, store=store, model_version=version, document="full", progress=False
+        BackfillRequest(data, document="full"),
+        pipeline=pipeline,
+        store=store,
+        model_version=version,
+        progress=False,
     )
     holder = ModelHolder(Served(model, pipeline))
     poller = ModelReloader(
@@ -216,10 +220,11 @@ def test_a_promoted_model_is_swapped_in_and_a_wrong_one_refused(world: World) ->
 
     # A model of another encoder cannot run on these encoders: refused, the old one serves.
     other = train(
-        load_labeled(world.data, targets=["queue"], progress=False),
+        TrainRequest(
+            load_labeled(world.data, targets=["queue"], progress=False), max_text_chars=1000
+        ),
         encoder=HashingEncoder(dimension=128, name="test/other"),
         registry=world.registry,
-        max_text_chars=1000,
         progress=False,
     ).version
     assert world.registry.current_version() == other

@@ -28,7 +28,7 @@ import pytest
 import uvicorn
 
 from tests.stream.test_faults_integration import hostile_payloads
-from ticketflow.batch.backfill import backfill
+from ticketflow.batch.backfill import BackfillRequest, backfill
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets, write_tickets
@@ -69,11 +69,10 @@ def service(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) ->
     tickets = generate_tickets(STORED, seed=8)
     data = write_tickets(tickets, root / "stored.jsonl")
     backfill(
-        data,
+        BackfillRequest(data, document="full"),
         pipeline=serving.pipeline,
         store=serving.store,
         model_version=serving.model_version,
-        document="full",
         progress=False,
     )
     app = create_app(

@@ -36,7 +36,7 @@ from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.redaction import stored_documents
-from ticketflow.models.review import ReviewPolicy
+from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.schemas import (
     DEFAULT_LIMITS,
     FieldLimits,
@@ -81,6 +81,24 @@ class BackfillReport:
 
 
 @dataclass(frozen=True)
+class BackfillRequest:
+    """What to backfill and how: the file, how its rows are read, and how they are stored.
+
+    ``targets``: the file's label columns to import (default: the model's targets).
+    ``document``: the worker's ``CHROMA_DOCUMENT`` policy (none, redacted, full).
+    ``force``: write rows already stored by this model version too.
+    """
+
+    path: Path
+    targets: Sequence[str] | None = None
+    mapping: ColumnMapping = DEFAULT_MAPPING
+    limits: FieldLimits = DEFAULT_LIMITS
+    batch_size: int = DEFAULT_BATCH
+    document: str = "none"
+    force: bool = False
+
+
+@dataclass(frozen=True)
 class Row:
     line: int
     ticket: Ticket
@@ -122,32 +140,25 @@ def read_rows(
 
 
 def backfill(
-    path: Path,
+    request: BackfillRequest,
     *,
     pipeline: LabelingPipeline,
     store: ChromaVectorStore,
     model_version: str,
-    targets: Sequence[str] | None = None,
-    mapping: ColumnMapping = DEFAULT_MAPPING,
-    limits: FieldLimits = DEFAULT_LIMITS,
-    batch_size: int = DEFAULT_BATCH,
-    document: str = "none",
-    review_threshold: float = 0.6,
-    force: bool = False,
+    review: ReviewPolicy = DEFAULT_POLICY,
     progress: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BackfillReport:
-    """Label and store every valid row of ``path``; see the module docstring.
+    """Label and store every valid row of ``request.path``; see the module docstring.
 
-    ``targets``: the file's label columns to import (default: the model's targets).
-    ``document``: the worker's ``CHROMA_DOCUMENT`` policy (none, redacted, full).
-    ``force``: write rows already stored by this model version too.
+    ``review``: the worker's policy (its threshold serves targets without a cut of their own).
     """
+    path, batch_size, force = request.path, request.batch_size, request.force
     if batch_size < 1:
         raise BackfillError(f"batch size must be at least 1, not {batch_size}")
     started = time.perf_counter()
-    targets = list(targets or pipeline.classifier.targets)
-    rows, bad = read_rows(path, targets=targets, mapping=mapping, limits=limits)
+    targets = list(request.targets or pipeline.classifier.targets)
+    rows, bad = read_rows(path, targets=targets, mapping=request.mapping, limits=request.limits)
     report = BackfillReport(path=path, model_version=model_version, bad=bad)
     report.rows = len(rows) + len(bad)
     for line, reason in bad[:10]:
@@ -162,7 +173,6 @@ def backfill(
     last = {row.ticket.ticket_id: i for i, row in enumerate(rows)}
     report.duplicates = len(rows) - len(last)
     unique = [rows[i] for i in sorted(last.values())]
-    policy = ReviewPolicy(threshold=review_threshold)
     # disable=None: tqdm draws its bar only when stderr is a terminal; the summary is logged.
     bar = tqdm(
         total=len(unique),
@@ -189,9 +199,9 @@ def backfill(
                     stored,
                     pipeline=pipeline,
                     stamp=Stamp.of(
-                        pipeline, model_version=model_version, policy=policy, processed_at=clock()
+                        pipeline, model_version=model_version, policy=review, processed_at=clock()
                     ),
-                    document=document,
+                    document=request.document,
                     source=path.name,
                     report=report,
                 )

@@ -16,6 +16,7 @@ from ticketflow.models.cascade import predict_cascade
 from ticketflow.models.classifier import Prediction, TicketClassifier, threshold_for_precision
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.registry import GateRouting, ReviewRouting, Routing, TargetRouting
+from ticketflow.models.review import DEFAULT_REVIEW_PRECISION, ReviewCuts
 
 logger = logging.getLogger(__name__)
 
@@ -194,15 +195,15 @@ def routing(
 
 def review_routing(
     *,
-    thresholds: Mapping[str, float],
+    cuts: ReviewCuts,
     precision_goals: Mapping[str, float | None],
-    gate: Sequence[str],
     out_of_fold: Mapping[str, Scored],
     test: Mapping[str, Scored],
 ) -> ReviewRouting:
     """What the review cuts let through, per target, for the gate and for all targets:
     coverage and precision on out-of-fold predictions (the rows the cuts were chosen on, so
     their precision is the goal by construction) and on the test part (the honest number)."""
+    thresholds, gate = cuts.thresholds, list(cuts.gate)
     targets = list(thresholds)
     return ReviewRouting(
         targets={
@@ -423,7 +424,7 @@ def plot_coverage_precision(
     path: Path,
     title: str,
     *,
-    precision: float = 0.90,
+    precision: float = DEFAULT_REVIEW_PRECISION,
 ) -> Path:
     """Coverage–precision curves (one per model) with the precision goal as a line: where a
     curve crosses it is the share of tickets routed without a person at that precision."""

@@ -19,7 +19,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,11 @@ import tenacity
 from ticketflow.adapters.store import is_permanent
 from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import library_versions
-from ticketflow.models.classifier import (
-    TicketClassifier,
-    review_gate,
-    review_thresholds,
-)
+from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
 from ticketflow.models.registry import ModelRegistry, new_version
-from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
-from ticketflow.monitoring.reference import write_sample_reference
+from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
+from ticketflow.monitoring.reference import ReferenceSpec, write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample
 from ticketflow.schemas import store as layout
 from ticketflow.schemas.store import LabelSource
@@ -64,6 +60,22 @@ class RetrainPolicy:
     min_holdout: int = 20
     margin: float = 0.01
     class_tolerance: float = 0.05
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """What a challenger is fitted with and judged on.
+
+    ``eval_labels``: ticket id -> {target: label} of a fixed evaluation set whose vectors and
+    texts are in the store; those tickets are never trained on. ``force``: promote even if
+    the challenger loses. ``source``: recorded as the challenger's data.
+    """
+
+    config: ModelConfig = field(default_factory=ModelConfig)
+    eval_labels: Mapping[str, Mapping[str, str]] | None = None
+    force: bool = False
+    seed: int = 42
+    source: str = "chroma"
 
 
 @dataclass
@@ -235,22 +247,22 @@ MIN_REFERENCE_ROWS = 50
 
 
 def write_stored_reference(
-    reference_dir: Path,
+    reference: ReferenceSpec,
     *,
     version: str,
     classifier: TicketClassifier,
     scored: TicketClassifier,
     stored: StoredTickets,
     rows: Sequence[int],
-    sample_size: int,
     seed: int,
-    review_threshold: float,
+    review: ReviewPolicy,
 ) -> Path:
     """A challenger's drift reference from the vectors the workers stored.
 
     ``rows``: the held-out rows (what the model was not fitted on); when there are too few,
     every stored row. ``scored`` labels them: the classifier that reads the stored vectors
     (a cascade's first stage), as the worker's monitor records carry those vectors.
+    ``review``: the policy the worker serves with.
     """
     chosen = list(rows) if len(rows) >= MIN_REFERENCE_ROWS else list(range(len(stored.ids)))
     index = np.asarray(chosen, dtype=np.int64)
@@ -262,11 +274,14 @@ def write_stored_reference(
         vectors=stored.vectors[index],
         texts=texts,
         languages=[_language(stored.metadatas[r]) for r in chosen],
-        review_thresholds=review_thresholds(classifier, review_threshold),
-        review_gate=review_gate(classifier),
+        cuts=review.cuts(classifier),
     )
     return write_sample_reference(
-        reference_dir, model_version=version, sample=sample, sample_size=sample_size, seed=seed
+        reference.directory,
+        model_version=version,
+        sample=sample,
+        sample_size=reference.sample_size,
+        seed=seed,
     )
 
 
@@ -367,31 +382,26 @@ def fingerprint(stored: StoredTickets, rows: Sequence[int], labels: Mapping[str,
 
 def retrain(
     stored: StoredTickets,
+    request: RetrainRequest | None = None,
     *,
     registry: ModelRegistry,
     policy: RetrainPolicy,
-    config: ModelConfig | None = None,
-    review_precision: float | None = 0.90,
-    eval_labels: Mapping[str, Mapping[str, str]] | None = None,
-    force: bool = False,
+    review: ReviewPolicy = DEFAULT_POLICY,
+    reference: ReferenceSpec | None = None,
     report_dir: Path | None = None,
-    seed: int = 42,
-    source: str = "chroma",
-    reference_dir: Path | None = None,
-    reference_size: int = 2_000,
-    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
 ) -> RetrainResult:
     """Fit, evaluate against the champion, register the challenger and decide.
 
     Promotion itself (pointer, history, announcement) is the caller's:
-    :mod:`ticketflow.batch.promotion`.
-    ``eval_labels``: ticket id -> {target: label} of a fixed evaluation set whose vectors and
-    texts are in the store; those tickets are never trained on. ``reference_dir``: where the
+    :mod:`ticketflow.batch.promotion`. ``review``: the precision the challenger's cuts aim
+    at where the champion set none, and the threshold the worker serves with; the
+    champion's per-target precisions and gate carry over. ``reference``: where the
     challenger's drift reference goes (:func:`write_stored_reference`), so the monitor can
     evaluate its windows once it is promoted.
     """
     started = time.perf_counter()
-    config = config or ModelConfig()
+    request = request or RetrainRequest()
+    config, eval_labels, seed = request.config, request.eval_labels, request.seed
     champion_version = registry.current_version()
     if champion_version is None:
         raise RetrainError("no champion in the registry: run ticketflow train first")
@@ -435,17 +445,20 @@ def retrain(
         )
     texts = [stored.documents[r] or "" for r in selection.train_rows]
     fit_started = time.perf_counter()
+    # The champion's review policy carries over: the gate that holds a ticket and the
+    # precision each target's cut aims at are the help desk's choice, not the data's. A
+    # cascade's refitted first stage needs none: the champion's transformer stage keeps its
+    # cuts and gate (:func:`with_first_stage`).
+    carried = replace(
+        review, precision_by_target=meta.review_precisions, gate=tuple(meta.review_gate)
+    )
     try:
         fitted, cv_held_out = fit_model(
             texts,
             stored.vectors[np.asarray(selection.train_rows)],
             selection.train_labels,
             config=config,
-            review_precision=None if cascade is not None else review_precision,
-            # The champion's review policy carries over: the gate that holds a ticket and the
-            # precision each target's cut aims at are the help desk's choice, not the data's.
-            review_precisions=meta.review_precisions or None,
-            review_gate=meta.review_gate or None,
+            review=None if cascade is not None else carried,
             seed=seed,
         )
     except ValueError as exc:
@@ -480,6 +493,7 @@ def retrain(
         min_n=policy.min_holdout,
     )
     decision = "promoted" if promote else "rejected"
+    force = request.force
     if force and not promote:
         decision = "forced"
         reasons.append("promoted anyway: --force")
@@ -499,14 +513,14 @@ def retrain(
             "labels": {t: challenger.labels(t) for t in targets},
             "classifier": challenger.description,
             "training_config": config.name,
-            "review_precision": review_precision,
+            "review_precision": review.precision,
             "review_thresholds": challenger.review_thresholds,
             # Coverage at the cuts is measured by ticketflow train on its test part; a
             # challenger has none of its own, so it must not inherit the champion's.
             "review_routing": None,
             "train_seconds": {"embed": 0.0, "fit": fit_seconds},
             "library_versions": library_versions(),
-            "data_path": source,
+            "data_path": request.source,
             "data_sha256": data_sha,
             "n_train": len(selection.train_rows),
             "n_test": len(selection.held_out.get(targets[0], [])),
@@ -518,17 +532,16 @@ def retrain(
     registry.save(
         challenger, metadata, metrics=challenger_metrics.get(HELD_OUT, {}), make_current=False
     )
-    if reference_dir is not None:
+    if reference is not None:
         write_stored_reference(
-            reference_dir,
+            reference,
             version=version,
             classifier=challenger,
             scored=challenger_scored,
             stored=stored,
             rows=sorted({r for pairs in selection.held_out.values() for r, _ in pairs}),
-            sample_size=reference_size,
             seed=seed,
-            review_threshold=review_threshold,
+            review=review,
         )
     report = {
         "run_at": datetime.now(UTC).isoformat(),

@@ -6,8 +6,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -19,11 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from ticketflow.batch.evaluate import evaluate_predictions, predict_rows, review_routing, scored
 from ticketflow.data.datasets import LabeledData
-from ticketflow.models.classifier import (
-    TicketClassifier,
-    review_thresholds,
-)
-from ticketflow.models.classifier import review_gate as served_gate
+from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
 from ticketflow.models.recipe import (
@@ -32,18 +28,18 @@ from ticketflow.models.recipe import (
     fit_model,
     out_of_fold_confidence,
     out_of_fold_rows,
-    review_precision_of,
 )
 from ticketflow.models.registry import (
     ModelMetadata,
     ModelRegistry,
+    PromotionRecord,
     ReviewRouting,
     new_version,
     sha256_file,
 )
-from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
+from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.models.text import build_texts
-from ticketflow.monitoring.reference import write_sample_reference
+from ticketflow.monitoring.reference import ReferenceSpec, write_sample_reference
 from ticketflow.monitoring.sample import predictions_sample
 
 logger = logging.getLogger(__name__)
@@ -58,6 +54,37 @@ class TrainResult:
     metrics: dict[str, dict[str, Any]]
     seconds: dict[str, float] | None = None
     review: ReviewRouting | None = None  # what the review cuts let through (also in metadata)
+    # The registry's record of the version becoming current (None with make_current=False):
+    # what an announcement of it is built from.
+    promotion: PromotionRecord | None = None
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train: the labelled data, how it is split, and what is fitted on it.
+
+    ``data_path``: the file ``data`` was read from (its sha256 names the version);
+    ``cascade_agreement``: with a static encoder, how often the first stage must give the
+    transformer stage's label to keep a ticket (:func:`add_first_stage`).
+    """
+
+    data: LabeledData
+    max_text_chars: int
+    data_path: Path | None = None
+    test_size: float = 0.2
+    seed: int = 42
+    config: ModelConfig = field(default_factory=ModelConfig)
+    cascade_agreement: float = 0.97
+
+
+@dataclass(frozen=True)
+class HeldOutRows:
+    """The test part's inputs, row-aligned: what the drift reference is scored on."""
+
+    vectors: npt.NDArray[np.float32]
+    texts: Sequence[str]
+    languages: Sequence[str | None]
+    static_vectors: npt.NDArray[np.float32] | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -93,51 +120,40 @@ def data_fingerprint(path: Path | None, texts: Sequence[str]) -> str:
 
 
 def train(
-    data: LabeledData,
+    request: TrainRequest,
     *,
     encoder: Encoder,
     registry: ModelRegistry,
-    max_text_chars: int,
-    test_size: float = 0.2,
-    seed: int = 42,
-    config: ModelConfig | None = None,
-    review_precision: float | None = 0.90,
-    data_path: Path | None = None,
+    review: ReviewPolicy | None = DEFAULT_POLICY,
+    static_encoder: Encoder | None = None,
+    reference: ReferenceSpec | None = None,
     make_current: bool = True,
     progress: bool = True,
-    reference_dir: Path | None = None,
-    reference_size: int = 2_000,
-    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
-    static_encoder: Encoder | None = None,
-    cascade_agreement: float = 0.97,
-    review_precisions: Mapping[str, float] | None = None,
-    review_gate: Sequence[str] | None = None,
 ) -> TrainResult:
     """Split (stratified on the first target), embed once, fit, evaluate on the test part
-    and register. ``review_precision``: per-target review thresholds for this precision;
-    ``review_precisions``: a precision of their own for some targets
-    (REVIEW_PRECISION_BY_TARGET). ``review_gate``: the targets whose review holds a
-    ticket (REVIEW_GATE; unset = the first target), stored in the model. What the cuts let
-    through, per target and for the gate, out-of-fold and on the test part, is in the
-    result and the model's metadata (``review_routing``).
+    and register. ``review``: the precision each target's review cut aims at and the gate
+    (the targets whose review holds a ticket; unset = the first target), both stored in the
+    model; None fits no cuts (the model is then served at the default threshold). What the
+    cuts let through, per target and for the gate, out-of-fold and on the test part, is in
+    the result and the model's metadata (``review_routing``). ``reference``: where the drift
+    monitor's reference of the held-out rows goes.
 
     With ``static_encoder`` the model becomes a cascade (ticketflow.models.cascade): a first
     stage on the static vectors, with escalation thresholds chosen on out-of-fold predictions so the
     first stage keeps only tickets on which it gives the transformer stage's label at least
-    ``cascade_agreement`` of the time (ticketflow.models.cascade).
+    ``request.cascade_agreement`` of the time (ticketflow.models.cascade).
     """
-    config = config or ModelConfig()
+    data, config, seed = request.data, request.config, request.seed
     targets = list(data.labels)
     if not targets:
         raise ValueError("no targets to train")
     n = len(data.tickets)
     if n < 10:
         raise ValueError(f"only {n} usable rows; need at least 10 to train and evaluate")
-    texts = build_texts(data.tickets, max_chars=max_text_chars)
-    unused = sorted(set(review_precisions or {}) - set(targets))
-    if unused:
-        logger.warning("review precision given for %s, which this model does not learn", unused)
-    train_idx, test_idx = split_indices(n, data.labels[targets[0]], test_size=test_size, seed=seed)
+    texts = build_texts(data.tickets, max_chars=request.max_text_chars)
+    train_idx, test_idx = split_indices(
+        n, data.labels[targets[0]], test_size=request.test_size, seed=seed
+    )
     logger.info("embedding %d tickets with %s", n, encoder.name)
     started = time.perf_counter()
     vectors = encoder.encode(texts, show_progress=progress)
@@ -150,10 +166,8 @@ def train(
         vectors[np.asarray(train_idx)],
         labels_train,
         config=config,
-        review_precision=review_precision,
+        review=review,
         seed=seed,
-        review_precisions=review_precisions,
-        review_gate=review_gate,
     )
     fitted = time.perf_counter()
     seconds = {"embed": embedded - started, "fit": fitted - embedded}
@@ -168,7 +182,7 @@ def train(
             static[np.asarray(train_idx)],
             labels_train,
             config=config,
-            agreement=cascade_agreement,
+            agreement=request.cascade_agreement,
             seed=seed,
         )
         seconds["cascade"] = time.perf_counter() - fitted
@@ -176,27 +190,30 @@ def train(
         "embedded in %.1fs, fitted %s in %.1fs", seconds["embed"], config.name, seconds["fit"]
     )
 
-    fingerprint = data_fingerprint(data_path, texts)
+    fingerprint = data_fingerprint(request.data_path, texts)
     version = new_version(fingerprint, datetime.now(UTC))
     directory = registry.path(version)
     # Scored as served: through the cascade when there is one.
+    test_rows = np.asarray(test_idx)
+    test_texts = [texts[i] for i in test_idx]
     predictions = predict_rows(
         classifier,
-        vectors[np.asarray(test_idx)],
-        [texts[i] for i in test_idx],
-        static[np.asarray(test_idx)] if static is not None else None,
+        vectors[test_rows],
+        test_texts,
+        static[test_rows] if static is not None else None,
     )
     metrics = evaluate_predictions(classifier, predictions, labels_test, figure_dir=directory)
-    thresholds = review_thresholds(classifier, review_threshold)
-    gate = served_gate(classifier)
-    precisions = {
-        t: review_precision_of(t, review_precision, review_precisions)
-        for t in classifier.review_thresholds
-    }
-    review = review_routing(
-        thresholds=thresholds,
+    # Without a policy of its own the model is served at the default threshold.
+    served = review or DEFAULT_POLICY
+    cuts = served.cuts(classifier)
+    precisions = (
+        {t: review.precision_of(t) for t in classifier.review_thresholds}
+        if review is not None
+        else {}
+    )
+    routed = review_routing(
+        cuts=cuts,
         precision_goals=precisions,
-        gate=gate,
         out_of_fold=out_of_fold_confidence(classifier, held_out, labels_train),
         test=scored(predictions, labels_test),
     )
@@ -214,17 +231,17 @@ def train(
         static_sha256=getattr(static_encoder, "sha256", None),
         escalation_thresholds=classifier.escalation_thresholds,
         escalated_share=escalated_share,
-        max_text_chars=max_text_chars,
+        max_text_chars=request.max_text_chars,
         classifier=classifier.description,
         training_config=config.name,
-        review_precision=review_precision,
+        review_precision=review.precision if review is not None else None,
         review_thresholds=classifier.review_thresholds,
-        review_precisions={t: p for t, p in precisions.items() if p is not None},
-        review_gate=gate,
-        review_routing=review,
+        review_precisions=precisions,
+        review_gate=list(cuts.gate),
+        review_routing=routed,
         train_seconds=seconds,
         library_versions=library_versions(),
-        data_path=str(data_path) if data_path else None,
+        data_path=str(request.data_path) if request.data_path else None,
         data_sha256=fingerprint,
         n_train=len(train_idx),
         n_test=len(test_idx),
@@ -234,55 +251,63 @@ def train(
     # written, its drift reference included; a failure before that leaves it registered but
     # never served (and the pointer where it was).
     path = registry.save(classifier, metadata, metrics=metrics, make_current=False)
-    if reference_dir is not None:
+    if reference is not None:
         write_held_out_reference(
-            reference_dir,
+            reference,
             version=version,
             classifier=classifier,
-            vectors=vectors[np.asarray(test_idx)],
-            static_vectors=static[np.asarray(test_idx)] if static is not None else None,
-            texts=[texts[i] for i in test_idx],
-            languages=[data.tickets[i].language for i in test_idx],
-            sample_size=reference_size,
+            rows=HeldOutRows(
+                vectors=vectors[test_rows],
+                texts=test_texts,
+                languages=[data.tickets[i].language for i in test_idx],
+                static_vectors=static[test_rows] if static is not None else None,
+            ),
             seed=seed,
-            review_threshold=review_threshold,
+            review=served,
         )
-    if make_current:
-        registry.make_trained_current(version)
-    return TrainResult(version=version, path=path, metrics=metrics, seconds=seconds, review=review)
+    promotion = registry.make_trained_current(version) if make_current else None
+    return TrainResult(
+        version=version,
+        path=path,
+        metrics=metrics,
+        seconds=seconds,
+        review=routed,
+        promotion=promotion,
+    )
 
 
 def write_held_out_reference(
-    reference_dir: Path,
+    reference: ReferenceSpec,
     *,
     version: str,
     classifier: TicketClassifier,
-    vectors: npt.NDArray[np.float32],
-    texts: Sequence[str],
-    languages: Sequence[str | None],
-    sample_size: int,
+    rows: HeldOutRows,
     seed: int,
-    static_vectors: npt.NDArray[np.float32] | None = None,
-    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+    review: ReviewPolicy = DEFAULT_POLICY,
 ) -> Path:
     """The drift monitor's reference: what the model says about tickets it was not fit on.
 
     Held-out rows, because a model is over-confident on its own training rows and the
     monitor would read that gap as confidence drift. A cascade's worker publishes its static
-    vectors, so those are the reference vectors then.
+    vectors, so those are the reference vectors then. ``review``: the policy the worker
+    serves with (its threshold for targets without a cut of their own).
     """
-    predictions = predict_rows(classifier, vectors, texts, static_vectors)
-    if static_vectors is not None and classifier.first_stage is not None:
-        vectors = static_vectors
+    predictions = predict_rows(classifier, rows.vectors, rows.texts, rows.static_vectors)
+    vectors = rows.vectors
+    if rows.static_vectors is not None and classifier.first_stage is not None:
+        vectors = rows.static_vectors
     sample = predictions_sample(
         predictions,
         targets=classifier.targets,
         vectors=vectors,
-        texts=texts,
-        languages=languages,
-        review_thresholds=review_thresholds(classifier, review_threshold),
-        review_gate=served_gate(classifier),
+        texts=rows.texts,
+        languages=rows.languages,
+        cuts=review.cuts(classifier),
     )
     return write_sample_reference(
-        reference_dir, model_version=version, sample=sample, sample_size=sample_size, seed=seed
+        reference.directory,
+        model_version=version,
+        sample=sample,
+        sample_size=reference.sample_size,
+        seed=seed,
     )

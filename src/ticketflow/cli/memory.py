@@ -52,24 +52,26 @@ def register(commands: Commands) -> None:
 
 
 def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.batch.backfill import backfill
+    from ticketflow.batch.backfill import BackfillRequest, backfill
     from ticketflow.data.datasets import ColumnMapping
     from ticketflow.runtime.loading import load_runtime
 
     mapping = ColumnMapping.parse(args.map)
     serving = load_runtime(settings)
     report = backfill(
-        args.data,
+        BackfillRequest(
+            args.data,
+            targets=args.target,
+            mapping=mapping,
+            limits=settings.field_limits,
+            batch_size=args.batch,
+            document=settings.chroma_document,
+            force=args.force,
+        ),
         pipeline=serving.pipeline,
         store=serving.store,
         model_version=serving.model_version,
-        targets=args.target,
-        mapping=mapping,
-        limits=settings.field_limits,
-        batch_size=args.batch,
-        document=settings.chroma_document,
-        review_threshold=settings.review_threshold,
-        force=args.force,
+        review=settings.review_policy(),
     )
     for line, reason in report.bad:
         print(f"{args.data}:{line}: skipped: {reason}", file=sys.stderr)

@@ -95,8 +95,15 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     registry = open_registry(settings)
 
     from ticketflow.batch import promotion
-    from ticketflow.batch.retrain import RetrainPolicy, load_eval_labels, read_store, retrain
+    from ticketflow.batch.retrain import (
+        RetrainPolicy,
+        RetrainRequest,
+        load_eval_labels,
+        read_store,
+        retrain,
+    )
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
+    from ticketflow.monitoring.reference import ReferenceSpec
 
     if args.if_drift:
         since = promotion.last_promotion(registry)
@@ -122,6 +129,13 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
     result = retrain(
         stored,
+        RetrainRequest(
+            config=config,
+            eval_labels=eval_labels,
+            force=args.force,
+            seed=args.seed,
+            source=f"chroma:{settings.chroma_collection}",
+        ),
         registry=registry,
         policy=RetrainPolicy(
             use_predicted=settings.retrain_use_predicted,
@@ -131,16 +145,9 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             margin=settings.retrain_margin,
             class_tolerance=settings.retrain_class_tolerance,
         ),
-        config=config,
-        review_precision=settings.review_precision,
-        eval_labels=eval_labels,
-        force=args.force,
+        review=settings.review_policy(),
+        reference=ReferenceSpec(settings.drift_reference_dir, settings.drift_reference_size),
         report_dir=settings.retrain_report_dir,
-        seed=args.seed,
-        source=f"chroma:{settings.chroma_collection}",
-        reference_dir=settings.drift_reference_dir,
-        reference_size=settings.drift_reference_size,
-        review_threshold=settings.review_threshold,
     )
     for reason in result.reasons:
         print(f"  {reason}")

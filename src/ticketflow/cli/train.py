@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ticketflow.cli._checks import open_registry
+from ticketflow.cli._checks import BROKER_TIMEOUT_S, open_registry, require_broker
 from ticketflow.cli._types import Commands, add_map_argument
 from ticketflow.config import Settings
 from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --help stays fast
 
+if TYPE_CHECKING:  # the handlers import the registry when they run (scikit-learn: seconds)
+    from ticketflow.models.registry import ModelRegistry, PromotionRecord
+
 logger = logging.getLogger(__name__)
 
 FINETUNE_EPOCHS = FinetuneConfig().epochs
+# How long a trained model's announcement waits for the broker: the model is current
+# already, so an absent broker costs a warning, not minutes of a finished training.
+ANNOUNCE_TIMEOUT_S = BROKER_TIMEOUT_S
 
 
 def register(commands: Commands) -> None:
@@ -137,10 +145,11 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import configured
     from ticketflow.batch.evaluate import format_report, format_review
-    from ticketflow.batch.train import train
+    from ticketflow.batch.train import TrainRequest, train
     from ticketflow.data.datasets import ColumnMapping
     from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
     from ticketflow.models.registry import ModelRegistry
+    from ticketflow.monitoring.reference import ReferenceSpec
 
     data = configured.load_data(
         settings,
@@ -173,31 +182,31 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
                 f"fine-tuned {settings.embedding_model} into {tuned.directory} "
                 f"({'reused' if tuned.reused else f'{tuned.seconds:.0f}s on {tuned.device}'})"
             )
+        review = settings.review_policy()
+        if args.review_precision is not None:
+            review = replace(review, precision=args.review_precision)
         result = train(
-            data,
+            TrainRequest(
+                data,
+                max_text_chars=settings.max_text_chars,
+                data_path=args.data,
+                test_size=args.test_size,
+                seed=args.seed,
+                config=config,
+                cascade_agreement=settings.cascade_agreement,
+            ),
             encoder=configured.encoder(settings, model_name),
+            registry=registry,
+            review=review,
             static_encoder=(
                 configured.static_encoder(settings, model_name) if settings.cascade else None
             ),
-            cascade_agreement=settings.cascade_agreement,
-            registry=registry,
-            max_text_chars=settings.max_text_chars,
-            test_size=args.test_size,
-            seed=args.seed,
-            config=config,
-            review_precision=(
-                args.review_precision
-                if args.review_precision is not None
-                else settings.review_precision
-            ),
-            data_path=args.data,
+            reference=ReferenceSpec(settings.drift_reference_dir, settings.drift_reference_size),
             make_current=not args.no_promote,
-            reference_dir=settings.drift_reference_dir,
-            reference_size=settings.drift_reference_size,
-            review_threshold=settings.review_threshold,
-            review_precisions=settings.review_precision_by_target,
-            review_gate=settings.review_gate or None,
         )
+        if result.promotion is not None:
+            # Under the lock, as promote announces: announcements follow the pointer's order.
+            announce_trained(settings, registry, result.promotion)
     print(format_report(result.metrics))
     if result.review is not None:
         print(format_review(result.review))
@@ -208,6 +217,36 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"registered model {result.version} at {result.path}")
     return 0
+
+
+def announce_trained(settings: Settings, registry: ModelRegistry, entry: PromotionRecord) -> None:
+    """Announce a trained model that became current on KAFKA_TOPIC_MODEL_UPDATES, as
+    ``ticketflow models promote`` does, so the workers reload it at once. Best effort: the
+    pointer has moved already and workers that miss the announcement find the model by
+    polling it, so an unreachable broker costs one warning line, not the training."""
+    from confluent_kafka import KafkaException
+
+    from ticketflow.adapters.kafka.clients import DeliveryError
+    from ticketflow.adapters.kafka.errors import KafkaSetupError
+    from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
+    from ticketflow.batch import promotion
+    from ticketflow.cli.models import announcer
+
+    update = promotion.model_update(registry, entry)
+    try:
+        require_broker(settings, ANNOUNCE_TIMEOUT_S)
+        announcer(settings)(update)
+    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaException) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(
+            f"warning: {update.version} is current but not announced on "
+            f"{settings.kafka_topic_model_updates}: {reason} "
+            f"(KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}); "
+            "workers load it when they next poll the registry",
+            file=sys.stderr,
+        )
+        return
+    print(f"announced {update.version} (was {update.previous_version})")
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:

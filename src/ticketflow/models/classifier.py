@@ -21,7 +21,6 @@ from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
 
 from ticketflow.models.features import EMBEDDING_ONLY, FeatureConfig, Features, TextFeatures
-from ticketflow.models.review import DEFAULT_REVIEW_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -33,42 +32,6 @@ class Prediction:
     label: str
     probability: float
     top: tuple[tuple[str, float], ...]
-
-
-
-
-def review_thresholds(classifier: TicketClassifier, default: float) -> dict[str, float]:
-    """Per-target review thresholds: the model's own where it has them, else ``default``."""
-    own: dict[str, float] = getattr(classifier, "review_thresholds", None) or {}
-    return {target: float(own.get(target, default)) for target in classifier.targets}
-
-
-def review_gate(classifier: TicketClassifier) -> list[str]:
-    """The targets whose review holds the whole ticket: the model's own gate (REVIEW_GATE at
-    training), else its first target, the one tickets are routed by."""
-    own: list[str] = list(getattr(classifier, "review_gate", None) or [])
-    return own or classifier.targets[:1]
-
-
-def target_review(
-    predictions: Mapping[str, Prediction], thresholds: Mapping[str, float]
-) -> dict[str, bool]:
-    """Per target: a person must check this label (its probability is below its cut)."""
-    return {target: p.probability < thresholds[target] for target, p in predictions.items()}
-
-
-def needs_review(
-    predictions: Mapping[str, Prediction],
-    thresholds: Mapping[str, float],
-    gate: Sequence[str],
-) -> bool:
-    """The ticket is held for a person when a gating target is below its cut.
-
-    Only the ``gate`` targets hold the ticket: one sure of its queue is routed by queue even
-    when its priority is unsure; that target's own flag (:func:`target_review`) asks for the
-    priority to be checked.
-    """
-    return any(predictions[target].probability < thresholds[target] for target in gate)
 
 
 def new_head(*, c: float, class_weight: str | None, max_iter: int, seed: int) -> LogisticRegression:
@@ -153,8 +116,8 @@ class TicketClassifier:
         self.review_thresholds = dict(review_thresholds or {})
         # The targets whose review holds the ticket (needs_review); empty = the first target.
         self.review_gate = list(review_gate or [])
-        # The cascade (ticketflow.models.cascade): a head set on static vectors that decides the rows
-        # whose confidence reaches these per-target thresholds; None = transformer only.
+        # The cascade (ticketflow.models.cascade): a head set on static vectors that decides the
+        # rows whose confidence reaches these per-target thresholds; None = transformer only.
         self.first_stage = first_stage
         self.escalation_thresholds = dict(escalation_thresholds or {})
 

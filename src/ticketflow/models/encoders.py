@@ -1,8 +1,8 @@
 """Choosing and building the sentence encoder: one backend per process, set by EMBEDDING_BACKEND.
 
 ``torch`` is sentence-transformers itself, the reference; ``onnx`` and ``onnx-int8`` run an
-export of the same model (:mod:`ticketflow.models.onnx_encoder`) kept next to the model registry, so the
-vectors a model was trained on and the ones it is served with come from the same file (its
+export of the same model (:mod:`ticketflow.models.onnx_encoder`) kept next to the model registry,
+so the vectors a model was trained on and the ones it is served with come from the same file (its
 sha256 is part of the model's metadata).
 """
 
@@ -17,7 +17,6 @@ from ticketflow.models.onnx_encoder import (
     ONNX_BACKENDS,
     OnnxEncoder,
     ensure_export,
-    export_dir_name,
     load_export,
 )
 
@@ -40,13 +39,13 @@ def load_encoder(
     device: str = "cpu",
     batch_size: int = 32,
     threads: int | None = None,
-    export_missing: bool = True,
     cache_root: Path | None = None,
     max_tokens: int | None = None,
 ) -> Encoder:
     """The encoder for (model, backend); ONNX backends export on first use when allowed.
 
     ``max_tokens``: where texts are cut (None: the model's own ``max_seq_length``).
+    An ONNX backend missing under ``export_root`` is exported there first.
     """
     if backend == "torch":
         return SentenceTransformerEncoder(
@@ -58,10 +57,7 @@ def load_encoder(
         )
     if backend not in ONNX_BACKENDS:
         raise ValueError(f"unknown EMBEDDING_BACKEND {backend!r}; choose one of {BACKENDS}")
-    if export_missing:
-        directory = ensure_export(model_name, backend, export_root, cache_root=cache_root)
-    else:
-        directory = export_root / export_dir_name(model_name, backend)
+    directory = ensure_export(model_name, backend, export_root, cache_root=cache_root)
     return OnnxEncoder(
         directory, batch_size=batch_size, threads=threads, name=model_name, max_tokens=max_tokens
     )

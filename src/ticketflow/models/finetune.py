@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from ticketflow.data.progress import progress
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import resolve_model_source
-from ticketflow.data.progress import progress
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from ticketflow.data.progress import progress
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
-from ticketflow.data.progress import progress
 from ticketflow.models.registry import sha256_file
 
 logger = logging.getLogger(__name__)

@@ -11,12 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ticketflow.models.cascade import FirstStageOutcome, predict_first_stage, predict_second_stage
-from ticketflow.models.classifier import (
-    Prediction,
-    TicketClassifier,
-    review_gate,
-    review_thresholds,
-)
+from ticketflow.models.classifier import Prediction, TicketClassifier
 from ticketflow.models.embedding import Encoder, FloatMatrix
 from ticketflow.models.text import build_texts
 from ticketflow.models.text_cache import CachedTextEncoder
@@ -80,15 +75,6 @@ class LabelingPipeline:
     @property
     def dimension(self) -> int:
         return (self.static_encoder or self.encoder).dimension
-
-    def review_thresholds(self, default: float) -> dict[str, float]:
-        """Per-target review thresholds: the model's own where it has them, else ``default``."""
-        return review_thresholds(self.classifier, default)
-
-    def review_gate(self) -> list[str]:
-        """The targets whose review holds a ticket (its ``needs_review``): the model's own
-        gate, else its first target."""
-        return review_gate(self.classifier)
 
     def run(self, tickets: Sequence[Ticket]) -> BatchResult:
         return self.finish(self.prepare(tickets))

@@ -33,6 +33,7 @@ from ticketflow.models.classifier import (
     threshold_for_precision,
 )
 from ticketflow.models.features import EMBEDDING_ONLY, HYBRID, FeatureConfig, Features, TextFeatures
+from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -382,31 +383,31 @@ def fit_model(
     labels: dict[str, list[str]],
     *,
     config: ModelConfig,
-    review_precision: float | None = 0.90,
+    review: ReviewPolicy | None = DEFAULT_POLICY,
     seed: int = 42,
     text_blocks: TextFeatures | None = None,
-    review_precisions: Mapping[str, float] | None = None,
-    review_gate: Sequence[str] | None = None,
 ) -> tuple[TicketClassifier, dict[str, OutOfFold]]:
     """Features, then per target: out-of-fold predictions → temperature and review threshold,
     and the final head on all rows.
 
     The temperature and the threshold come from predictions on rows each fold's head never
     saw, so they hold for new tickets; the final head is fitted on every row.
-    ``review_precisions``: per target, the precision its threshold aims at instead of
-    ``review_precision`` (REVIEW_PRECISION_BY_TARGET); targets not named use the latter.
-    ``review_gate``: the targets whose review holds the whole ticket (REVIEW_GATE; unset =
-    the first target), stored in the model.
+    ``review``: the precision each target's threshold aims at (``precisions``) and the gate,
+    the targets whose review holds the whole ticket (empty = the first target), both stored
+    in the model; None fits no review threshold (a stage whose cuts are never served).
     ``text_blocks``: a fitted feature set (of a model fitted on the same ``texts``) whose
     TF-IDF blocks to reuse instead of fitting new ones.
     """
     for target, y in labels.items():
         if len(set(y)) < 2:
             raise ValueError(f"target {target!r} needs at least two classes, got {set(y)}")
-    unknown = [t for t in review_gate or () if t not in labels]
+    gate = list(review.gate) if review is not None else []
+    unknown = [t for t in gate if t not in labels]
     if unknown:
         raise ValueError(f"review gate {unknown} names no trained target of {list(labels)}")
-    precisions = {t: review_precision_of(t, review_precision, review_precisions) for t in labels}
+    precisions: dict[str, float | None] = (
+        dict(review.precisions(list(labels))) if review is not None else dict.fromkeys(labels)
+    )
     features = TextFeatures(config.features).fit(texts, vectors, text_blocks=text_blocks)
     matrix = features.transform(texts, vectors)
     heads, temperatures, thresholds = {}, {}, {}
@@ -417,8 +418,7 @@ def fit_model(
     folds = config.cv_folds if cv_rows is None else min(config.cv_folds, config.sampled_cv_folds)
     if needs_oof and cv_rows is not None:
         logger.info(
-            "out-of-fold predictions from a stratified sample of %d of %d training rows, "
-            "%d folds",
+            "out-of-fold predictions from a stratified sample of %d of %d training rows, %d folds",
             len(cv_rows),
             len(texts),
             folds,
@@ -465,7 +465,7 @@ def fit_model(
         features=own_features,
         temperatures=temperatures,
         review_thresholds=thresholds,
-        review_gate=review_gate,
+        review_gate=gate,
     )
     return classifier, held_out
 
@@ -476,14 +476,6 @@ def out_of_fold_rows(held_out: Mapping[str, OutOfFold], n_train: int) -> int:
     for oof in held_out.values():
         return n_train if oof.rows is None else len(oof.rows)
     return 0
-
-
-def review_precision_of(
-    target: str, default: float | None, per_target: Mapping[str, float] | None
-) -> float | None:
-    """The precision ``target``'s review cut aims at: its own (REVIEW_PRECISION_BY_TARGET),
-    else ``default`` (REVIEW_PRECISION; None = no cut)."""
-    return (per_target or {}).get(target, default)
 
 
 def out_of_fold_confidence(
@@ -520,7 +512,7 @@ def add_first_stage(
         static,
         labels,
         config=config,
-        review_precision=None,
+        review=None,  # the cascade serves the second stage's cuts
         seed=seed,
         # The same training texts: one vocabulary for both stages, so serving builds an
         # escalated ticket's TF-IDF once and the artifact stores it once.

@@ -253,20 +253,21 @@ class ModelRegistry:
             self.make_trained_current(metadata.version)
         return directory
 
-    def make_trained_current(self, version: str) -> None:
-        """Point ``current`` at a freshly trained ``version`` and record it in the history."""
+    def make_trained_current(self, version: str) -> PromotionRecord:
+        """Point ``current`` at a freshly trained ``version`` and record it in the history;
+        returns the record (what an announcement is built from)."""
         previous = self.current_version()
         self.set_current(version)
-        self.record(
-            PromotionRecord(
-                version=version,
-                previous=previous,
-                action="train",
-                reason="trained and made current (ticketflow train)",
-                by=os.environ.get("USER") or "ticketflow",
-                at=datetime.now(UTC),
-            )
+        entry = PromotionRecord(
+            version=version,
+            previous=previous,
+            action="train",
+            reason="trained and made current (ticketflow train)",
+            by=os.environ.get("USER") or "ticketflow",
+            at=datetime.now(UTC),
         )
+        self.record(entry)
+        return entry
 
     def metadata(self, version: str) -> ModelMetadata:
         path = self.path(version) / METADATA_FILE

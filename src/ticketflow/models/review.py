@@ -62,7 +62,11 @@ class ReviewPolicy:
                 "REVIEW_PRECISION_BY_TARGET names %s, which the model does not learn; ignored",
                 ", ".join(unknown),
             )
-        return {t: float(self.precision_by_target.get(t, self.precision)) for t in targets}
+        return {t: self.precision_of(t) for t in targets}
+
+    def precision_of(self, target: str) -> float:
+        """The precision ``target``'s cut aims at: its own, else the policy's."""
+        return float(self.precision_by_target.get(target, self.precision))
 
     def cuts(self, classifier: Any) -> ReviewCuts:
         """This policy resolved against a fitted classifier (:class:`TicketClassifier`): its
@@ -93,3 +97,8 @@ class ReviewCuts:
         priority to be checked.
         """
         return any(predictions[t].probability < self.thresholds[t] for t in self.gate)
+
+
+# The policy of an unconfigured run (every setting at its default): what library functions
+# default to, so a caller that sets nothing gets what `ticketflow train` gets.
+DEFAULT_POLICY = ReviewPolicy()

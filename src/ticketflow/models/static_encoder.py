@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketflow.data.progress import on_terminal
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
-from ticketflow.data.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def static_sha256(directory: Path) -> str:
 
 
 class StaticEncoder:
-    """model2vec behind the :class:`~ticketflow.models.embedding.Encoder` protocol (L2-normalised)."""
+    """model2vec behind the :class:`~ticketflow.models.embedding.Encoder` protocol
+    (L2-normalised)."""
 
     def __init__(self, directory: Path, *, source_model: str) -> None:
         from model2vec import StaticModel

@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 class CachedTextEncoder:
-    """An :class:`~ticketflow.models.embedding.Encoder` that remembers the last ``max_entries`` texts."""
+    """An :class:`~ticketflow.models.embedding.Encoder` that remembers the last ``max_entries``
+    texts."""
 
     def __init__(self, encoder: Encoder, *, max_entries: int) -> None:
         if max_entries < 1:

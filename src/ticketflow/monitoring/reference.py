@@ -8,7 +8,8 @@ Layout under ``<root>/<model version>/`` (``root`` defaults to ``data/reference`
                      row-aligned with the vectors
     meta.json        model version, reference version (content hash), size, seed, targets
 
-Written by training (``write_reference``) or by ``ticketflow drift reference --data PATH``.
+Written by training and retraining (``write_sample_reference``) or by ``ticketflow drift
+reference --data PATH``.
 Use predictions on data the model was **not** fitted on (the held-out split, or a fresh
 labelled file): a model is over-confident on its own training rows, and the monitor would
 see live traffic as a confidence drift.
@@ -19,14 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ticketflow.monitoring.drift import MonitorSample, subsample
 
@@ -42,46 +41,21 @@ class ReferenceError(RuntimeError):
     """No reference set for this model version, or it cannot be read."""
 
 
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """Where a model's reference set goes and how many rows it keeps (DRIFT_REFERENCE_DIR,
+    DRIFT_REFERENCE_SIZE): what training and retraining are told, together."""
+
+    directory: Path
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+
+
 @dataclass
 class Reference:
     model_version: str
     reference_version: str
     sample: MonitorSample
     meta: dict[str, Any]
-
-
-def write_reference(
-    directory: Path,
-    *,
-    model_version: str,
-    vectors: npt.ArrayLike,
-    labels: Mapping[str, Sequence[str]],
-    probabilities: Mapping[str, Sequence[float]],
-    text_lengths: Sequence[int],
-    languages: Sequence[str | None],
-    needs_review: Sequence[bool] | None = None,
-    needs_review_by_target: Mapping[str, Sequence[bool]] | None = None,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-    seed: int = 42,
-) -> Path:
-    """Sample at most ``sample_size`` rows and write them under ``directory/<model_version>``.
-
-    Returns the version directory. Overwrites an earlier reference of the same version.
-    """
-    full = MonitorSample(
-        vectors=np.asarray(vectors, dtype=np.float32),
-        labels={t: [str(x) for x in v] for t, v in labels.items()},
-        probabilities={t: [float(x) for x in v] for t, v in probabilities.items()},
-        text_lengths=[int(x) for x in text_lengths],
-        languages=list(languages),
-        needs_review=None if needs_review is None else [bool(x) for x in needs_review],
-        needs_review_by_target={
-            t: [bool(x) for x in v] for t, v in (needs_review_by_target or {}).items()
-        },
-    )
-    return write_sample_reference(
-        directory, model_version=model_version, sample=full, sample_size=sample_size, seed=seed
-    )
 
 
 def write_sample_reference(

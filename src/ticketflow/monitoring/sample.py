@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ticketflow.models.classifier import Prediction, needs_review, target_review
+from ticketflow.models.classifier import Prediction
 from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.models.review import ReviewCuts, ReviewPolicy
 from ticketflow.monitoring.drift import MonitorSample
 from ticketflow.schemas import MonitorRecord, Ticket
 from ticketflow.schemas.monitoring import unpack_vector
@@ -29,28 +30,28 @@ def predictions_sample(
     vectors: npt.ArrayLike,
     texts: Sequence[str],
     languages: Sequence[str | None],
-    review_thresholds: Mapping[str, float],
-    review_gate: Sequence[str],
+    cuts: ReviewCuts,
 ) -> MonitorSample:
     """The monitor's columns of labelled tickets; ``vectors`` are the ones the worker publishes
-    (a cascade's static vectors). ``review_gate``: the targets whose review holds a ticket."""
-    flags = [target_review(p, review_thresholds) for p in predictions]
+    (a cascade's static vectors). ``cuts``: the served model's review cuts and gate."""
+    flags = [cuts.flags(p) for p in predictions]
     return MonitorSample(
         vectors=np.asarray(vectors, dtype=np.float32),
         labels={t: [p[t].label for p in predictions] for t in targets},
         probabilities={t: [float(p[t].probability) for p in predictions] for t in targets},
         text_lengths=[len(text) for text in texts],
         languages=list(languages),
-        needs_review=[needs_review(p, review_thresholds, review_gate) for p in predictions],
+        needs_review=[cuts.holds(p) for p in predictions],
         needs_review_by_target={t: [f[t] for f in flags] for t in targets},
     )
 
 
 def pipeline_sample(
-    pipeline: LabelingPipeline, tickets: Sequence[Ticket], *, review_threshold: float
+    pipeline: LabelingPipeline, tickets: Sequence[Ticket], *, review: ReviewPolicy
 ) -> MonitorSample:
     """Label ``tickets`` exactly as the worker does and return the monitor's columns.
-    ``review_threshold``: REVIEW_THRESHOLD, for targets without a threshold of their own."""
+    ``review``: the worker's policy, whose threshold serves targets without a cut of their
+    own."""
     result = pipeline.run(tickets)
     return predictions_sample(
         result.predictions,
@@ -58,8 +59,7 @@ def pipeline_sample(
         vectors=result.vectors,
         texts=result.texts,
         languages=[t.language for t in tickets],
-        review_thresholds=pipeline.review_thresholds(review_threshold),
-        review_gate=pipeline.review_gate(),
+        cuts=review.cuts(pipeline.classifier),
     )
 
 

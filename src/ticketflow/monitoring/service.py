@@ -153,7 +153,7 @@ def build_reference(
     path = write_sample_reference(
         settings.drift_reference_dir,
         model_version=model.metadata.version,
-        sample=pipeline_sample(pipeline, tickets, review_threshold=settings.review_threshold),
+        sample=pipeline_sample(pipeline, tickets, review=settings.review_policy()),
         sample_size=settings.drift_reference_size,
         seed=seed,
     )

@@ -14,7 +14,7 @@ from ticketflow.adapters.kafka.clients import consume, produce_raw
 from ticketflow.adapters.kafka.errors import KafkaSetupError
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
-from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker, free_port
+from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker, ScramListener, free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -29,8 +29,7 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
         state_dir=tmp_path_factory.mktemp("scram"),
         port=free_port(),
         controller_port=free_port(),
-        sasl_port=free_port(),
-        scram_users={USER: PASSWORD},
+        scram=ScramListener(port=free_port(), users={USER: PASSWORD}),
     )
     broker.up()
     yield broker

@@ -217,7 +217,7 @@ def send_records(
     )
 
 
-def _send(
+def _send(  # noqa: PLR0913 -- removed by the kafka-room / rooms-split branches
     producer: Producer,
     trap: ErrorTrap,
     records: Iterable[Outbound],

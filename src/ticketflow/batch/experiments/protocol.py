@@ -37,6 +37,7 @@ from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.data.errors import InputError
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.features import FeatureConfig, Features, TextFeatures
+from ticketflow.models.review import DEFAULT_REVIEW_PRECISION
 from ticketflow.models.text import build_texts
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 SEED = 42
 TEST_SIZE = 0.2
-REVIEW_PRECISION = 0.90
+REVIEW_PRECISION = DEFAULT_REVIEW_PRECISION  # the models are compared at the served default
 MIN_CLASS_ROWS = 10  # a class needs 8 training rows (80%) to be in each of 5 CV folds
 
 

@@ -128,7 +128,7 @@ def inference_cost(
         data.vectors[train_rows],
         {data.task.targets[0]: [data.labels[data.task.targets[0]][i] for i in train_rows]},
         config=replace_cv(config),
-        review_precision=None,
+        review=None,
         seed=SEED,
     )
     rows = data.test[: batch * batches]

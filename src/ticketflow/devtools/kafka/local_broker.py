@@ -145,6 +145,19 @@ def _resource_text(name: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ScramListener:
+    """A SASL_PLAINTEXT listener on ``port`` with SCRAM-SHA-256/512 ``users`` (name ->
+    password), created at format time: for testing authenticated clients."""
+
+    port: int
+    users: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("a SCRAM listener needs at least one user")
+
+
 class LocalKafkaBroker:
     """One single-node KRaft broker (combined broker+controller) listening on ``host`` only."""
 
@@ -158,17 +171,13 @@ class LocalKafkaBroker:
         controller_port: int,
         heap: str = "512m",
         host: str = "127.0.0.1",
-        sasl_port: int | None = None,
-        scram_users: Mapping[str, str] | None = None,
+        scram: ScramListener | None = None,
     ) -> None:
-        """``sasl_port`` + ``scram_users`` add a SASL_PLAINTEXT listener with SCRAM-SHA-256/512
-        users (name -> password) created at format time, for testing authenticated clients."""
+        """``scram`` adds a SASL_PLAINTEXT listener with SCRAM users."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
-        if (sasl_port is None) != (not scram_users):
-            raise ValueError("sasl_port and scram_users go together")
-        self.sasl_port = sasl_port
-        self.scram_users = dict(scram_users or {})
+        self.sasl_port = scram.port if scram is not None else None
+        self.scram_users = dict(scram.users) if scram is not None else {}
         self.version = version
         self.cache_dir = Path(cache_dir).expanduser().resolve()
         self.state_dir = Path(state_dir).expanduser().resolve()
