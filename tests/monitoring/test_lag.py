@@ -1,70 +1,27 @@
-"""Consumer-group lag from the broker (monitoring/lag.py) and the worker's own lag gauge.
-
-The broker-side reading runs against the real broker with a group that has no live member:
-exactly the case where the workers' own gauge is gone (every worker dead).
+"""Consumer-group lag watched by the monitor (monitoring/lag.py), its gauge, and the worker's
+own lag gauge. Reading the lag from the broker: tests/adapters/kafka/test_lag.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.types import TP
 from prometheus_client import generate_latest
 
+from tests.adapters.kafka.test_lag import produce, transient
 from tests.fixtures.kafka import TopicNamesFactory
+from ticketflow.adapters.kafka.lag import GroupLagReader, PartitionLag
 from ticketflow.config import Settings
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
-from ticketflow.monitoring.lag import (
-    COORDINATOR_ERRORS,
-    GroupLagReader,
-    PartitionLag,
-    watch_group_lag,
-)
+from ticketflow.monitoring.lag import watch_group_lag
 from ticketflow.stream.metrics import WorkerMetrics
-
-
-def produce(config: dict[str, str], topic: str, per_partition: dict[int, int]) -> None:
-    producer = Producer(config)
-    for partition, count in per_partition.items():
-        for i in range(count):
-            producer.produce(topic, value=f"{partition}-{i}".encode(), partition=partition)
-    assert producer.flush(30) == 0
-
-
-def commit(config: dict[str, str], group: str, offsets: list[TopicPartition]) -> None:
-    # What a worker leaves behind: committed offsets, and then no member at all.
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": "false"})
-    try:
-        consumer.commit(offsets=offsets, asynchronous=False)
-    finally:
-        consumer.close()
-
-
-def transient(exc: BaseException) -> bool:
-    if not isinstance(exc, KafkaException):
-        return False
-    return bool(exc.args[0].retriable() or exc.args[0].code() in COORDINATOR_ERRORS)
-
-
-def read_when_ready(reader: GroupLagReader, timeout: float = 90.0) -> list[PartitionLag]:
-    # A fresh broker needs a while to load its offsets topic and settle the group's
-    # coordinator (the monitor's loop simply reads again at its next interval).
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return reader.read()
-        except KafkaException as exc:
-            if time.monotonic() > deadline or not transient(exc):
-                raise
-            time.sleep(0.5)
 
 
 def lag_lines(metrics: MonitorMetrics) -> set[str]:
@@ -72,33 +29,18 @@ def lag_lines(metrics: MonitorMetrics) -> set[str]:
     return {line for line in text.splitlines() if line.startswith("ticketflow_consumergroup_lag{")}
 
 
-@pytest.mark.integration
-def test_group_lag_from_the_broker_with_no_member_alive(
-    kafka_config: dict[str, str], topic_names: TopicNamesFactory
-) -> None:
-    topic = topic_names("lag").tickets  # 3 partitions
-    group = f"lag-group-{uuid.uuid4().hex[:8]}"
-    produce(kafka_config, topic, {0: 10, 1: 5})
-    reader = GroupLagReader(kafka_config, group=group, topic=topic)
-
-    # Never committed: the workers would start at the earliest offset, so all of it is lag.
-    assert read_when_ready(reader) == [
-        PartitionLag(topic, 0, None, 10, 10),
-        PartitionLag(topic, 1, None, 5, 5),
-        PartitionLag(topic, 2, None, 0, 0),
-    ]
-
-    commit(kafka_config, group, [TopicPartition(topic, 0, 4), TopicPartition(topic, 2, 0)])
-    produce(kafka_config, topic, {2: 3})
-    lags = read_when_ready(reader)
-    assert lags == [
-        PartitionLag(topic, 0, 4, 10, 6),
-        PartitionLag(topic, 1, None, 5, 5),
-        PartitionLag(topic, 2, 0, 3, 3),
-    ]
-
+@pytest.mark.unit
+def test_group_lag_gauge_follows_the_last_reading() -> None:
+    group, topic = "workers", "tickets"
     metrics = MonitorMetrics()
-    metrics.set_group_lag(group, lags)
+    metrics.set_group_lag(
+        group,
+        [
+            PartitionLag(topic, 0, 4, 10, 6),
+            PartitionLag(topic, 1, None, 5, 5),
+            PartitionLag(topic, 2, 0, 3, 3),
+        ],
+    )
     assert lag_lines(metrics) == {
         f'ticketflow_consumergroup_lag{{group="{group}",partition="{p}",topic="{topic}"}} {v}'
         for p, v in ((0, 6.0), (1, 5.0), (2, 3.0))

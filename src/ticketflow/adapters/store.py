@@ -11,8 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ticketflow.models.embedding import FloatMatrix
-from ticketflow.schemas.store import MetadataValue
+from ticketflow.schemas.store import FloatMatrix, MetadataValue
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,9 @@ from tqdm import tqdm
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
 from ticketflow.data.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
+
+# The producer's reader: the same ids and line numbers as `ticketflow produce` reports.
+from ticketflow.data.events import iter_file_events
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.record import Stamp, labeled_ticket
@@ -115,9 +118,6 @@ def read_rows(
     """The file's valid tickets with their labels, and the bad rows as ``(line, reason)``.
 
     Ids are the file's, else ``<stem>-<record>`` as ``ticketflow produce`` makes them."""
-    # The producer's reader: the same ids and line numbers as `ticketflow produce` reports.
-    from ticketflow.adapters.kafka.clients import iter_file_events
-
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []
     context = {"limits": limits}

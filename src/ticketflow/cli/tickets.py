@@ -71,8 +71,9 @@ def run_sample(args: argparse.Namespace, settings: Settings) -> int:
 def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     require_broker(settings)  # first: the imports below take seconds (pandas)
 
-    from ticketflow.adapters.kafka.clients import produce_events, produce_file
+    from ticketflow.adapters.kafka.clients import produce_events
     from ticketflow.data.datasets import ColumnMapping
+    from ticketflow.data.events import FileEvents
     from ticketflow.devtools.sample import generate_tickets
 
     topic = args.topic or settings.kafka_topic_tickets
@@ -84,19 +85,14 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"published {sent} generated tickets to {topic}")
         return 0
-    report = produce_file(
-        config,
-        topic,
-        args.path,
-        mapping=mapping,
-        rate=args.rate,
-        # Rows the worker would dead-letter for size are reported here with their line number.
-        max_bytes=settings.kafka_max_message_bytes,
-    )
-    # produce_file has logged the skipped rows (path:line: reason) as warnings.
-    skipped = f"; skipped {len(report.skipped)} (see the warnings)" if report.skipped else ""
-    print(f"published {report.sent} tickets to {topic}{skipped}")
-    if report.sent == 0 and report.skipped:
+    # The file is read as it is sent; rows that cannot be sent are skipped and logged as
+    # warnings (path:line: reason). Rows the worker would dead-letter for size are among them.
+    events = FileEvents(args.path, mapping, max_bytes=settings.kafka_max_message_bytes)
+    sent = produce_events(config, topic, events, rate=args.rate)
+    events.log_total()
+    skipped = f"; skipped {len(events.skipped)} (see the warnings)" if events.skipped else ""
+    print(f"published {sent} tickets to {topic}{skipped}")
+    if sent == 0 and events.skipped:
         print(f"ticketflow produce: error: no row of {args.path} could be sent", file=sys.stderr)
         return 1
     return 0

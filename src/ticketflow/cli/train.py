@@ -224,10 +224,8 @@ def announce_trained(settings: Settings, registry: ModelRegistry, entry: Promoti
     ``ticketflow models promote`` does, so the workers reload it at once. Best effort: the
     pointer has moved already and workers that miss the announcement find the model by
     polling it, so an unreachable broker costs one warning line, not the training."""
-    from confluent_kafka import KafkaException
-
     from ticketflow.adapters.kafka.clients import DeliveryError
-    from ticketflow.adapters.kafka.errors import KafkaSetupError
+    from ticketflow.adapters.kafka.errors import KafkaClientError, KafkaSetupError
     from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
     from ticketflow.batch import promotion
     from ticketflow.cli.models import announcer
@@ -236,7 +234,7 @@ def announce_trained(settings: Settings, registry: ModelRegistry, entry: Promoti
     try:
         require_broker(settings, ANNOUNCE_TIMEOUT_S)
         announcer(settings)(update)
-    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaException) as exc:
+    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaClientError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(
             f"warning: {update.version} is current but not announced on "

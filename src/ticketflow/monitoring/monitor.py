@@ -1,4 +1,5 @@
-"""The drift monitor: a small confluent-kafka consumer loop, off the worker's hot path.
+"""The drift monitor: a small Kafka consumer loop (:mod:`ticketflow.adapters.kafka.loop`), off
+the worker's hot path.
 
 ``ticket-monitoring`` records → tumbling windows (per model version) → pure drift check
 (:mod:`ticketflow.monitoring.drift`) → Prometheus gauges, plus a ``drift-events`` record and (rate
@@ -11,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ticketflow.adapters.kafka.loop import TopicPublisher, consume_until_stopped
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, MonitorSample, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
 from ticketflow.monitoring.reference import Reference, ReferenceError, load_reference
@@ -209,39 +211,30 @@ def _log_failure(future: Future[Path]) -> None:
 
 def run_monitor_loop(
     monitor: DriftMonitor,
-    consumer_config: dict[str, str],
-    producer_config: dict[str, str],
+    client_config: Mapping[str, str],
     *,
+    group_id: str,
     topic: str,
     drift_topic: str,
     stop: threading.Event,
     poll_batch: int = 500,
 ) -> None:
-    """Consume ``topic`` until ``stop`` is set. Offsets auto-commit: drift is a sample."""
-    from confluent_kafka import Consumer, Producer
-
-    producer = Producer(producer_config)
-
-    def publish(key: bytes, value: bytes) -> None:
-        producer.produce(drift_topic, key=key, value=value)
-        producer.poll(0)
-
-    monitor.publish = publish
-    consumer = Consumer(consumer_config)
-    consumer.subscribe([topic])
+    """Consume ``topic`` until ``stop`` is set; drift events go to ``drift_topic``.
+    Offsets auto-commit: drift is a sample."""
+    publisher = TopicPublisher(client_config, drift_topic)
+    monitor.publish = publisher
     try:
-        while not stop.is_set():
-            messages: list[Any] = consumer.consume(num_messages=poll_batch, timeout=1.0)
-            now = time.monotonic()
-            for message in messages:
-                if message.error():
-                    logger.warning("consumer error: %s", message.error())
-                    continue
-                monitor.handle(message.value(), now)
-            monitor.tick(now)
+        consume_until_stopped(
+            client_config,
+            topic,
+            group_id=group_id,
+            handle=monitor.handle,
+            tick=monitor.tick,
+            stop=stop,
+            poll_batch=poll_batch,
+        )
     finally:
-        consumer.close()
-        producer.flush(10)
+        publisher.close(10.0)
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

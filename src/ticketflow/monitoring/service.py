@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ticketflow.adapters.kafka.clients import tail_values
+from ticketflow.adapters.kafka.lag import GroupLagReader
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
 from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
@@ -22,7 +24,7 @@ from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
-from ticketflow.monitoring.lag import GroupLagReader, start_lag_watch
+from ticketflow.monitoring.lag import start_lag_watch
 from ticketflow.monitoring.monitor import (
     DriftMonitor,
     install_stop_handlers,
@@ -99,13 +101,8 @@ def run_monitor(settings: Settings, *, create_missing_topics: bool = True) -> No
         )
         run_monitor_loop(
             monitor,
-            {
-                **config,
-                "group.id": settings.monitor_app_id,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": "true",
-            },
             config,
+            group_id=settings.monitor_app_id,
             topic=settings.kafka_topic_monitor,
             drift_topic=settings.kafka_topic_drift,
             stop=stop,
@@ -162,38 +159,13 @@ def build_reference(
 
 def latest_monitor_records(settings: Settings, count: int) -> list[MonitorRecord]:
     """The last ``count`` records of the monitor topic (across partitions, oldest first)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"{settings.monitor_app_id}-report",
-            "enable.auto.commit": "false",
-        }
+    values = tail_values(
+        settings.kafka_client_config(),
+        settings.kafka_topic_monitor,
+        count,
+        group_id=f"{settings.monitor_app_id}-report",
     )
-    try:
-        topic = settings.kafka_topic_monitor
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        assignment = []
-        remaining = 0
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            start = max(low, high - count)
-            remaining += high - start
-            assignment.append(TopicPartition(topic, partition, start))
-        consumer.assign(assignment)
-        records = []
-        while remaining > 0:
-            messages = consumer.consume(num_messages=500, timeout=5.0)
-            if not messages:
-                break
-            for message in messages:
-                remaining -= 1
-                if not message.error():
-                    records.append(MonitorRecord.model_validate_json(message.value() or b""))
-    finally:
-        consumer.close()
+    records = [MonitorRecord.model_validate_json(value or b"") for value in values]
     records.sort(key=lambda r: r.processed_time)
     return records[-count:]
 

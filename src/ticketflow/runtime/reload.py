@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ticketflow.adapters.kafka.clients import latest_consumer
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import LoadedModel, ModelRegistry, ModelVerificationError
@@ -228,9 +229,6 @@ class ModelReloader:
         if self.announcements is None:
             self.subscribed.set()
             return None
-
-        # Imported here: the Kafka client module is not needed by serve, which polls only.
-        from ticketflow.adapters.kafka.clients import latest_consumer
 
         def on_assign() -> None:
             self.subscribed.set()

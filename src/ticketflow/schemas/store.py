@@ -31,9 +31,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ticketflow.schemas.feedback import LabelFeedback
 from ticketflow.schemas.labeled import LabeledTicket
 
+# A record's vectors, one row per ticket: what encoders return and the store keeps.
+FloatMatrix = npt.NDArray[np.float32]
 MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 

@@ -1,4 +1,4 @@
-"""Producer/consumer logic without a broker: file parsing, line numbers, encoding, failures.
+"""Producer/consumer logic without a broker: encoding, pacing, failures, consumer settings.
 
 Kafka I/O itself is covered by the integration tests; here ``Producer``/``Consumer`` are
 replaced by small fakes that record what the client code asks of them.
@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -17,147 +18,17 @@ import pytest
 from ticketflow.adapters.kafka import clients
 from ticketflow.adapters.kafka.clients import (
     DeliveryError,
-    ProduceReport,
     consume,
     decode_value,
     encode_event,
-    iter_file_events,
+    latest_consumer,
     produce_events,
-    produce_file,
     produce_raw,
+    tail_values,
 )
-from ticketflow.data.datasets import ColumnMapping
-from ticketflow.devtools.sample import generate_tickets, write_tickets
+from ticketflow.data.events import FileEvents
 
 pytestmark = pytest.mark.unit
-
-Events = list[tuple[int, dict[str, Any] | None, str | None]]
-
-
-def _events(path: Path, mapping: ColumnMapping | None = None, **kwargs: Any) -> Events:
-    return list(iter_file_events(path, mapping or ColumnMapping(), **kwargs))
-
-
-# --- iter_file_events: JSONL --------------------------------------------------------------
-
-
-def test_jsonl_bad_lines_are_reported_by_line_number(tmp_path: Path) -> None:
-    path = tmp_path / "in.jsonl"
-    path.write_text(
-        "\n".join(
-            [
-                '{"ticket_id": "T-1", "body": "fine"}',  # 1
-                "",  # 2: blank lines are ignored
-                '{"ticket_id": "T-2", "body": "broken"',  # 3
-                '["not", "an", "object"]',  # 4
-                '{"body": "no id"}',  # 5
-                '{"ticket_id": "  ", "body": "blank id"}',  # 6
-                '{"ticket_id": 42, "body": "int id is fine"}',  # 7
-                '{"ticket_id": "T-8", "score": Infinity}',  # 8: not valid JSON on the wire
-                '{"ticket_id": "T-9", "tag_1": "a", "tag_2": "b", "answer": "leak"}',  # 9
-                '{"ticket_id": ["T-10"], "body": "list id"}',  # 10
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    events = _events(path)
-    assert [line for line, _, _ in events] == [1, 3, 4, 5, 6, 7, 8, 9, 10]
-    by_line = {line: (event, error) for line, event, error in events}
-    assert by_line[1] == ({"ticket_id": "T-1", "body": "fine"}, None)
-    assert by_line[3][0] is None and str(by_line[3][1]).startswith("invalid JSON: ")
-    assert by_line[4] == (None, "expected a JSON object, got an array")
-    assert by_line[5] == (None, "missing ticket_id")
-    assert by_line[6] == (None, "missing ticket_id")
-    assert by_line[7] == ({"ticket_id": "42", "body": "int id is fine"}, None)
-    assert by_line[8][0] is None and str(by_line[8][1]).startswith("cannot serialize")
-    assert by_line[9] == ({"ticket_id": "T-9", "tags": ["a", "b"]}, None)
-    assert by_line[10] == (None, "ticket_id must be a string, got list")
-    for _, event, error in events:
-        assert (event is None) != (error is None)
-
-
-def test_jsonl_ids_generated_only_when_the_mapping_has_none(tmp_path: Path) -> None:
-    path = tmp_path / "feed.jsonl"
-    path.write_text('{"text": "a"}\n\n{"text": "b"}\n', encoding="utf-8")
-    events = _events(path, ColumnMapping.parse(["ticket_id=", "body=text"]))
-    assert [(line, e) for line, e, _ in events] == [
-        (1, {"body": "a", "ticket_id": "feed-1"}),
-        (3, {"body": "b", "ticket_id": "feed-2"}),  # numbered by record, as load_labeled does
-    ]
-
-
-def test_jsonl_invalid_utf8_does_not_stop_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "in.jsonl"
-    path.write_bytes(b'{"ticket_id": "T-1", "body": "caf\xe9"}\n{"ticket_id": "T-2"}\n')
-    events = _events(path)
-    assert [line for line, event, _ in events if event is not None] == [1, 2]
-
-
-def test_oversized_events_are_skipped_with_their_size(tmp_path: Path) -> None:
-    path = tmp_path / "in.jsonl"
-    path.write_text(
-        json.dumps({"ticket_id": "big", "body": "x" * 500})
-        + "\n"
-        + json.dumps({"ticket_id": "small", "body": "x"})
-        + "\n",
-        encoding="utf-8",
-    )
-    events = _events(path, max_bytes=200)
-    assert events[0][1] is None and "over the limit of 200" in str(events[0][2])
-    assert events[1][2] is None
-
-
-# --- iter_file_events: tables -------------------------------------------------------------
-
-
-def test_csv_line_numbers_count_records_plus_the_header(tmp_path: Path) -> None:
-    path = tmp_path / "in.csv"
-    path.write_bytes(
-        b"ticket_id,subject,body,tag_1,tag_2\r\n"
-        b'T-1,Hello,"multi\r\nline body",a,b\r\n'  # record 1 -> line 2
-        b",No id,body,,\r\n"  # record 2 -> line 3 (although physically line 4)
-        b"T-3,Hi,x,,c\r\n"  # record 3 -> line 4
-    )
-    events = _events(path)
-    assert [(line, error) for line, _, error in events] == [
-        (2, None),
-        (3, "missing ticket_id"),
-        (4, None),
-    ]
-    first = events[0][1]
-    assert first is not None
-    assert first["tags"] == ["a", "b"] and "tag_1" not in first
-    assert first["body"].replace("\r\n", "\n") == "multi\nline body"
-    assert events[2][1] is not None and events[2][1]["tags"] == ["c"]
-
-
-def test_csv_without_id_column_gets_generated_ids(tmp_path: Path) -> None:
-    path = tmp_path / "endava.csv"
-    path.write_text("Document,Topic_group\nprinter broken,Hardware\n", encoding="utf-8")
-    events = _events(path, ColumnMapping.parse(["body=Document"]))
-    assert events == [
-        (2, {"body": "printer broken", "Topic_group": "Hardware", "ticket_id": "endava-1"}, None)
-    ]
-
-
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
-def test_generated_files_produce_every_ticket(tmp_path: Path, suffix: str) -> None:
-    rows = generate_tickets(25, seed=4)
-    path = write_tickets(rows, tmp_path / f"sample{suffix}")
-    events = _events(path)
-    assert all(error is None for _, _, error in events)
-    assert [e["ticket_id"] for _, e, _ in events if e] == [r["ticket_id"] for r in rows]
-    first_line = 2 if suffix == ".csv" else 1
-    assert events[0][0] == first_line
-
-
-def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_text("x", encoding="utf-8")
-    with pytest.raises(ValueError, match="unknown suffix"):
-        _events(path)
-
 
 # --- encoding and decoding ----------------------------------------------------------------
 
@@ -234,7 +105,7 @@ def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     return FakeProducer
 
 
-def test_produce_file_sends_good_rows_and_reports_bad_ones(
+def test_produce_events_sends_a_files_good_rows(
     tmp_path: Path, fake_producer: type[FakeProducer]
 ) -> None:
     path = tmp_path / "in.jsonl"
@@ -243,9 +114,9 @@ def test_produce_file_sends_good_rows_and_reports_bad_ones(
         encoding="utf-8",
     )
     base = {"bootstrap.servers": "broker:9092", "security.protocol": "SASL_SSL"}
-    report = produce_file(base, "tickets", path, progress=False)
-    assert report == ProduceReport(sent=2, skipped=[(2, report.skipped[0][1])])
-    assert report.skipped[0][1].startswith("invalid JSON")
+    events = FileEvents(path)
+    assert produce_events(base, "tickets", events, progress=False) == 2
+    assert [line for line, _ in events.skipped] == [2]
     producer = fake_producer.instances[0]
     assert producer.config["bootstrap.servers"] == "broker:9092"
     assert producer.config["security.protocol"] == "SASL_SSL"
@@ -356,3 +227,81 @@ def test_consume_closes_when_the_caller_stops_early(fake_consumer: type[FakeCons
     assert next(stream) == {"ticket_id": "a"}
     stream.close()
     assert fake_consumer.instances[0].closed
+
+
+def test_latest_consumer_reads_from_the_end_and_reports_assignment(
+    fake_consumer: type[FakeConsumer],
+) -> None:
+    assigned: list[bool] = []
+    base = {"bootstrap.servers": "b:9092", "security.protocol": "SSL"}
+    consumer = latest_consumer(
+        base, "model-updates", group_id="reload-1", on_assign=lambda: assigned.append(True)
+    )
+    assert consumer is fake_consumer.instances[0]
+    assert consumer.topics == ["model-updates"] and assigned == [True]
+    assert consumer.config == {
+        **base,
+        "group.id": "reload-1",
+        "auto.offset.reset": "latest",
+        "enable.auto.commit": False,
+    }
+    assert consumer.poll(0.1).value() == b'{"ticket_id": "a"}'
+    consumer.close()
+    assert consumer.closed
+
+
+class FakeTailMessage(FakeMessage):
+    def __init__(self, value: bytes | None, failed: bool = False) -> None:
+        super().__init__(value)
+        self.failed = failed
+
+    def error(self) -> Any:
+        return "broken" if self.failed else None
+
+
+class FakeTailConsumer:
+    """Two partitions: 0 holds offsets 0..4, 1 holds 3..3 (offsets 0..2 deleted)."""
+
+    instances: ClassVar[list[FakeTailConsumer]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.assigned: list[tuple[int, int]] = []
+        self.closed = False
+        FakeTailConsumer.instances.append(self)
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        return SimpleNamespace(topics={"mon": SimpleNamespace(partitions={0: None, 1: None})})
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        return {0: (0, 5), 1: (3, 4)}[tp.partition]
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.assigned = [(tp.partition, tp.offset) for tp in partitions]
+        self.pending = [
+            FakeTailMessage(f"{p}-{o}".encode(), failed=(p, o) == (0, 3))
+            for p, start in self.assigned
+            for o in range(start, {0: 5, 1: 4}[p])
+        ]
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeTailMessage]:
+        batch, self.pending = self.pending[:num_messages], self.pending[num_messages:]
+        return batch
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_tail_values_reads_the_last_records_of_each_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FakeTailConsumer.instances = []
+    monkeypatch.setattr(clients, "Consumer", FakeTailConsumer)
+    values = tail_values({"bootstrap.servers": "b"}, "mon", 2, group_id="report")
+    consumer = FakeTailConsumer.instances[0]
+    assert consumer.assigned == [(0, 3), (1, 3)]
+    assert values == [b"0-4", b"1-3"]  # 0-3 came back as an error
+    assert consumer.config["group.id"] == "report"
+    assert consumer.config["enable.auto.commit"] is False
+    assert consumer.closed
+    assert tail_values({}, "missing", 2, group_id="report") == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from ticketflow.adapters.kafka.config import KafkaConnection
+from ticketflow.adapters.kafka.config import KafkaConnection, consumer_config
 from ticketflow.config import Settings
 
 pytestmark = pytest.mark.unit
@@ -54,3 +54,24 @@ def test_settings_build_the_connection(monkeypatch: pytest.MonkeyPatch, tmp_path
         sasl_password="pw",
     )
     assert settings.kafka_client_config() == settings.kafka_connection().librdkafka()
+
+
+def test_consumer_config_adds_the_consumers_keys_to_the_connection() -> None:
+    base = KafkaConnection(
+        bootstrap_servers="a:9093", security_protocol="SASL_SSL", sasl_password="pw"
+    ).librdkafka()
+    assert consumer_config(base, group_id="g") == {
+        **base,
+        "group.id": "g",
+        "enable.auto.commit": False,
+    }
+    assert consumer_config(
+        base, group_id="g", offset_reset="earliest", auto_commit=True, client_id="monitor"
+    ) == {
+        **base,
+        "group.id": "g",
+        "enable.auto.commit": True,
+        "auto.offset.reset": "earliest",
+        "client.id": "monitor",
+    }
+    assert "group.id" not in base  # the connection's own dict is not changed

@@ -1,12 +1,11 @@
-"""User-facing Kafka producer and consumer (confluent-kafka) behind ``ticketflow produce/consume``.
+"""Kafka producers and consumers (confluent-kafka): ``ticketflow produce/consume``, the
+reloader's announcement consumer and reading a topic's last records.
 
-The producer checks little on purpose: the worker validates every event and dead-letters the
-bad ones. It only skips what it cannot send at all (unparsable lines, rows without a
-``ticket_id`` for the key, values that do not serialize) and reports them by line number so
-the user can fix their file.
+The producers take events, not files: reading a ticket file (and reporting its broken rows)
+is :mod:`ticketflow.data.events`; the CLI hands its events to :func:`produce_events`.
 
 Callers pass the base connection config (``bootstrap.servers`` and security settings); the
-functions here add their own keys on top.
+functions here add their own keys on top (:func:`.config.consumer_config`).
 """
 
 from __future__ import annotations
@@ -16,21 +15,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sized
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from ticketflow.adapters.kafka.config import consumer_config
 from ticketflow.adapters.kafka.errors import ErrorTrap, trapped
-from ticketflow.data.datasets import (
-    DEFAULT_MAPPING,
-    ColumnMapping,
-    map_record,
-    read_table,
-    rows_to_dicts,
-)
+from ticketflow.data.events import encode_event
 from ticketflow.data.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
@@ -39,14 +31,14 @@ __all__ = [
     "DeliveryError",
     "Headers",
     "Outbound",
-    "ProduceReport",
     "consume",
+    "decode_value",
     "encode_event",
-    "iter_file_events",
+    "latest_consumer",
     "produce_events",
-    "produce_file",
     "produce_raw",
     "send_records",
+    "tail_values",
 ]
 
 # Defaults under the caller's config: a caller may override them (e.g. a managed cluster
@@ -55,9 +47,6 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "linger.ms": 5,
 }
-_JSONL_SUFFIXES = (".jsonl", ".ndjson")
-# A CSV's first line is its header, so data record n sits on spreadsheet row n + 1.
-_CSV_HEADER_LINES = 1
 
 
 class DeliveryError(RuntimeError):
@@ -77,126 +66,29 @@ class Outbound:
     headers: Headers = ()
 
 
-@dataclass
-class ProduceReport:
-    sent: int
-    # (line number in the file, 1-based; for CSV the record number + header offset), reason
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
-
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The wire form of an event: UTF-8 JSON; datetimes as ISO 8601, NaN refused."""
-    return json.dumps(event, ensure_ascii=False, default=_json_default, allow_nan=False).encode(
-        "utf-8"
-    )
-
-
-def _check_event(event: dict[str, Any], max_bytes: int | None) -> str | None:
-    """Why ``event`` cannot be sent, or None when it can."""
-    ticket_id = event.get("ticket_id")
-    if ticket_id is None or (isinstance(ticket_id, str) and not ticket_id.strip()):
-        return "missing ticket_id"
-    if not isinstance(ticket_id, str):
-        return f"ticket_id must be a string, got {type(ticket_id).__name__}"
-    try:
-        size = len(encode_event(event))
-    except (TypeError, ValueError) as exc:
-        return f"cannot serialize: {exc}"
-    if max_bytes is not None and size > max_bytes:
-        return f"event is {size} bytes, over the limit of {max_bytes}"
-    return None
-
-
-def iter_file_events(
-    path: Path,
-    mapping: ColumnMapping = DEFAULT_MAPPING,
-    *,
-    max_bytes: int | None = None,
-) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Yield ``(line_no, event, error)`` for each record of a ticket file.
-
-    JSONL (``.jsonl``/``.ndjson``) is parsed line by line so one broken line does not stop
-    the file; blank lines are ignored. Other formats go through ``read_table``; their number
-    is the record number, plus the header line for CSV. Exactly one of ``event`` and
-    ``error`` is set. Ids are generated as ``<stem>-<record>`` only when the mapping has no
-    id column (or, for tables, when the file lacks it), as ``load_labeled`` does.
-    """
-    if path.suffix.lower() in _JSONL_SUFFIXES:
-        yield from _iter_jsonl(path, mapping, max_bytes)
-        return
-    frame = read_table(path)
-    offset = _CSV_HEADER_LINES if path.suffix.lower() == ".csv" else 0
-    for record_no, event in enumerate(
-        rows_to_dicts(frame, mapping, id_prefix=path.stem, source=path), 1
-    ):
-        error = _check_event(event, max_bytes)
-        yield record_no + offset, (None if error else event), error
-
-
-def _iter_jsonl(
-    path: Path, mapping: ColumnMapping, max_bytes: int | None
-) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    record_no = 0
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            record_no += 1
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_no, None, f"invalid JSON: {exc}"
-                continue
-            if not isinstance(item, dict):
-                yield line_no, None, f"expected a JSON object, got {_json_kind(item)}"
-                continue
-            generated = f"{path.stem}-{record_no}" if mapping.ticket_id is None else None
-            event = map_record(item, mapping, generated_id=generated)
-            error = _check_event(event, max_bytes)
-            yield line_no, (None if error else event), error
-
-
-def _json_kind(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
-
-
 def _producer(producer_config: dict[str, str]) -> tuple[Producer, ErrorTrap]:
     config, trap = trapped({**_PRODUCER_DEFAULTS, **producer_config})
     return Producer(config), trap
 
 
-def _send_all(
-    producer: Producer,
-    trap: ErrorTrap,
-    topic: str,
-    messages: Iterable[tuple[bytes | None, bytes]],
-    *,
-    rate: float | None,
-    progress: bool,
-    flush_timeout_s: float,
-    total: int | None = None,
-) -> int:
-    """Produce (key, value) pairs to ``topic``: :func:`_send` of one topic."""
-    return _send(
-        producer,
-        trap,
-        (Outbound(topic, key, value) for key, value in messages),
-        where=f" to {topic!r}",
-        desc=f"producing to {topic}",
-        rate=rate,
-        progress=progress,
-        flush_timeout_s=flush_timeout_s,
-        total=total,
-    )
+@dataclass(frozen=True)
+class _SendPlan:
+    """How one run of :func:`_send` is paced, shown and awaited."""
+
+    where: str = ""  # " to 'topic'" in messages, or "" for records to many topics
+    desc: str = "producing"  # the progress bar's label
+    rate: float | None = None  # events per second, None: as fast as the broker takes them
+    progress: bool = False
+    flush_timeout_s: float = 120.0
+    total: int | None = None  # for the progress bar, when known
+
+    @classmethod
+    def to_topic(cls, topic: str, **options: Any) -> _SendPlan:
+        return cls(where=f" to {topic!r}", desc=f"producing to {topic}", **options)
+
+
+def _to_topic(topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> Iterator[Outbound]:
+    return (Outbound(topic, key, value) for key, value in messages)
 
 
 def send_records(
@@ -205,31 +97,12 @@ def send_records(
     """Produce ``records`` (each to its own topic, with its headers), wait for every
     acknowledgement and return the count; raise :class:`DeliveryError` if any failed."""
     producer, trap = _producer(dict(producer_config))
-    return _send(
-        producer,
-        trap,
-        records,
-        where="",
-        desc="producing",
-        rate=None,
-        progress=False,
-        flush_timeout_s=flush_timeout_s,
-    )
+    return _send(producer, trap, records, _SendPlan(flush_timeout_s=flush_timeout_s))
 
 
-def _send(  # noqa: PLR0913 -- removed by the kafka-room / rooms-split branches
-    producer: Producer,
-    trap: ErrorTrap,
-    records: Iterable[Outbound],
-    *,
-    where: str,
-    desc: str,
-    rate: float | None,
-    progress: bool,
-    flush_timeout_s: float,
-    total: int | None = None,
-) -> int:
+def _send(producer: Producer, trap: ErrorTrap, records: Iterable[Outbound], plan: _SendPlan) -> int:
     """Produce, wait for every acknowledgement and return the count; raise if any failed."""
+    rate, where = plan.rate, plan.where
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     failures: list[str] = []
@@ -240,7 +113,9 @@ def _send(  # noqa: PLR0913 -- removed by the kafka-room / rooms-split branches
 
     count = 0
     start = time.monotonic()
-    bar = progress_bar(records, desc=desc, unit="msg", total=total, disable=not progress)
+    bar = progress_bar(
+        records, desc=plan.desc, unit="msg", total=plan.total, disable=not plan.progress
+    )
     for record in bar:
         if rate is not None:
             # Pace against the schedule, not the previous send, so slow polls do not add up.
@@ -251,13 +126,13 @@ def _send(  # noqa: PLR0913 -- removed by the kafka-room / rooms-split branches
         producer.poll(0)
         trap.check()
         count += 1
-    deadline = time.monotonic() + flush_timeout_s
+    deadline = time.monotonic() + plan.flush_timeout_s
     while (remaining := producer.flush(0.25)) and time.monotonic() < deadline:
         trap.check()
     if remaining:
         raise DeliveryError(
             f"{remaining} of {count} messages{where} were not acknowledged "
-            f"within {flush_timeout_s:.0f} s"
+            f"within {plan.flush_timeout_s:.0f} s"
         )
     if failures:
         raise DeliveryError(
@@ -318,44 +193,10 @@ def produce_events(
     total = len(events) if isinstance(events, Sized) else None
     if total is not None:
         logger.info("producing %d events to %s", total, topic)
-    return _send_all(
-        producer,
-        trap,
-        topic,
-        messages(),
-        rate=rate,
-        progress=progress,
-        flush_timeout_s=flush_timeout_s,
-        total=total,
+    plan = _SendPlan.to_topic(
+        topic, rate=rate, progress=progress, flush_timeout_s=flush_timeout_s, total=total
     )
-
-
-def produce_file(
-    producer_config: dict[str, str],
-    topic: str,
-    path: Path,
-    *,
-    mapping: ColumnMapping = DEFAULT_MAPPING,
-    rate: float | None = None,
-    progress: bool = True,
-    max_bytes: int | None = None,
-) -> ProduceReport:
-    """Publish every sendable record of a ticket file; report what was sent and skipped."""
-    skipped: list[tuple[int, str]] = []
-
-    def events() -> Iterator[dict[str, Any]]:
-        for line_no, event, error in iter_file_events(path, mapping, max_bytes=max_bytes):
-            if event is None:
-                skipped.append((line_no, error or "unknown error"))
-                if len(skipped) <= 10:
-                    logger.warning("%s:%d: skipped: %s", path, line_no, error)
-                continue
-            yield event
-
-    sent = produce_events(producer_config, topic, events(), rate=rate, progress=progress)
-    if len(skipped) > 10:
-        logger.warning("%s: skipped %d records in all", path, len(skipped))
-    return ProduceReport(sent=sent, skipped=skipped)
+    return _send(producer, trap, _to_topic(topic, messages()), plan)
 
 
 def produce_raw(
@@ -365,15 +206,7 @@ def produce_raw(
 ) -> int:
     """Publish raw ``(key, value)`` bytes as given, e.g. malformed events for tests."""
     producer, trap = _producer(producer_config)
-    return _send_all(
-        producer,
-        trap,
-        topic,
-        payloads,
-        rate=None,
-        progress=False,
-        flush_timeout_s=120.0,
-    )
+    return _send(producer, trap, _to_topic(topic, payloads), _SendPlan.to_topic(topic))
 
 
 def decode_value(value: bytes | None) -> dict[str, Any]:
@@ -389,7 +222,7 @@ def decode_value(value: bytes | None) -> dict[str, Any]:
 
 
 def consume(
-    consumer_config: dict[str, str],
+    client_config: Mapping[str, str],
     topic: str,
     *,
     max_messages: int | None,
@@ -403,12 +236,14 @@ def consume(
     Without ``group_id`` a throwaway group (no committed offsets) reads the topic, so other
     consumers are not disturbed. The consumer is closed when the generator ends or is closed.
     """
-    config: dict[str, Any] = {
-        **consumer_config,
-        "group.id": group_id or f"ticketflow-consume-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        # Committing offsets for a throwaway group would only leave clutter on the broker.
-        "enable.auto.commit": group_id is not None,
+    config = {
+        **consumer_config(
+            client_config,
+            group_id=group_id or f"ticketflow-consume-{uuid.uuid4().hex}",
+            offset_reset="earliest" if from_beginning else "latest",
+            # Committing offsets for a throwaway group would only leave clutter on the broker.
+            auto_commit=group_id is not None,
+        ),
         # read_committed hides records of aborted transactions (exactly-once producers).
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
     }
@@ -454,16 +289,56 @@ def latest_consumer(
     group_id: str,
     on_assign: Callable[[], None],
 ) -> Any:
-    """A consumer of ``topic`` from its latest offset, committing nothing (a reader that must
-    see every new record, like a worker's hot reload); ``on_assign`` runs once partitions are
-    assigned. The caller polls (``.poll(timeout)``) and closes it."""
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": group_id,
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic], on_assign=lambda _consumer, _partitions: on_assign())
+    """A consumer of ``topic`` from its end (records produced from now on), committing
+    nothing; ``on_assign()`` runs each time partitions are assigned, i.e. once the
+    subscription stands. Callers ``poll(timeout)`` it and ``close()`` it.
+    """
+    consumer = Consumer(consumer_config(config, group_id=group_id, offset_reset="latest"))
+
+    def assigned(_consumer: Consumer, _partitions: list[Any]) -> None:
+        on_assign()
+
+    consumer.subscribe([topic], on_assign=assigned)
     return consumer
+
+
+def tail_values(
+    client_config: Mapping[str, str],
+    topic: str,
+    count: int,
+    *,
+    group_id: str,
+    timeout_s: float = 10.0,
+) -> list[bytes | None]:
+    """The values of the last ``count`` records of each partition of ``topic`` (partition by
+    partition as they arrive; an empty list when the topic does not exist).
+
+    Reads by assignment from the watermarks: ``group_id`` joins no group and commits nothing.
+    Records that come back as errors are left out.
+    """
+    consumer = Consumer(consumer_config(client_config, group_id=group_id))
+    values: list[bytes | None] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        assignment = []
+        remaining = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
+            )
+            start = max(low, high - count)
+            remaining += high - start
+            assignment.append(TopicPartition(topic, partition, start))
+        consumer.assign(assignment)
+        while remaining > 0:
+            messages = consumer.consume(num_messages=500, timeout=5.0)
+            if not messages:
+                break
+            for message in messages:
+                remaining -= 1
+                if not message.error():
+                    values.append(message.value())
+    finally:
+        consumer.close()
+    return values

@@ -3,11 +3,14 @@
 confluent-kafka (librdkafka) takes a flat dict of dotted keys; Faust (aiokafka) takes broker
 URLs and a credentials object. Both come from this one value, so the worker, the CLI, the
 monitor and the reloader can never disagree on where the cluster is or how to log in.
+:func:`consumer_config` adds a consumer's own keys (group, offsets, client id) to it, so no
+caller assembles those by hand.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,3 +88,27 @@ class KafkaConnection:
             mechanism=self.sasl_mechanism or "PLAIN",
             ssl_context=context,
         )
+
+
+OffsetReset = Literal["earliest", "latest"]
+
+
+def consumer_config(
+    base: Mapping[str, Any],
+    *,
+    group_id: str,
+    offset_reset: OffsetReset | None = None,
+    auto_commit: bool = False,
+    client_id: str | None = None,
+) -> dict[str, Any]:
+    """A librdkafka consumer's settings: ``base`` (:meth:`KafkaConnection.librdkafka`, i.e.
+    servers and security) plus the consumer's group, where it starts without a committed
+    offset (librdkafka's default, ``latest``, when None), whether it commits by itself, and a
+    client id for the broker's logs. Callers add keys only their client needs on top.
+    """
+    config: dict[str, Any] = {**base, "group.id": group_id, "enable.auto.commit": auto_commit}
+    if offset_reset is not None:
+        config["auto.offset.reset"] = offset_reset
+    if client_id is not None:
+        config["client.id"] = client_id
+    return config

@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from ticketflow.adapters.kafka.clients import DeliveryError, Headers, Outbound, send_records
+from ticketflow.adapters.kafka.config import consumer_config
 from ticketflow.adapters.kafka.errors import trapped
 
 logger = logging.getLogger(__name__)
@@ -88,13 +89,14 @@ def read_topic(
     """
     config, trap = trapped(
         {
-            **client_config,
-            # A throwaway id: assign() needs one, and nothing is ever committed under it.
-            "group.id": f"ticketflow-dlq-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
+            **consumer_config(
+                client_config,
+                # A throwaway id: assign() needs one, and nothing is ever committed under it.
+                group_id=f"ticketflow-dlq-reader-{uuid.uuid4().hex}",
+                offset_reset="earliest",
+            ),
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
         }
     )
     consumer = Consumer(config)

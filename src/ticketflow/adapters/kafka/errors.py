@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ class LibrdkafkaLog:
 # One for every client of the process: an admin client and a producer made for one command
 # fail in the same way, and their lines are the same.
 LIBRDKAFKA_LOG = LibrdkafkaLog()
+
+
+# What a client call raises when the broker refuses or fails it, for callers outside this
+# package (which do not import confluent_kafka themselves).
+KafkaClientError = KafkaException
 
 
 class KafkaSetupError(RuntimeError):
