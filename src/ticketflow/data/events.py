@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from ticketflow.data.datasets import (
     read_table,
     rows_to_dicts,
 )
+from ticketflow.data.wire import encode_event
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +37,6 @@ _CSV_HEADER_LINES = 1
 # Skipped rows logged one by one; past this only the total is, so a broken file does not
 # flood the terminal.
 _LOGGED_SKIPS = 10
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
-
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The wire form of an event: UTF-8 JSON; datetimes as ISO 8601, NaN refused."""
-    return json.dumps(event, ensure_ascii=False, default=_json_default, allow_nan=False).encode(
-        "utf-8"
-    )
 
 
 def _check_event(event: dict[str, Any], max_bytes: int | None) -> str | None:

@@ -22,8 +22,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from ticketflow.adapters.kafka.config import consumer_config
 from ticketflow.adapters.kafka.errors import ErrorTrap, trapped
-from ticketflow.data.events import encode_event
 from ticketflow.data.progress import progress as progress_bar
+from ticketflow.data.wire import encode_event
 
 logger = logging.getLogger(__name__)
 
