@@ -25,13 +25,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
-from ticketflow.data.datasets import DEFAULT_MAPPING, ColumnMapping, clean_value
+from ticketflow.data.datasets import (
+    DEFAULT_MAPPING,
+    ColumnMapping,
+    clean_label,
+    invalid_row_reason,
+)
 
 # The producer's reader: the same ids and line numbers as `ticketflow produce` reports.
 from ticketflow.data.events import iter_file_events
@@ -132,9 +136,9 @@ def read_rows(
         try:
             ticket = Ticket.model_validate(event, context=context)
         except ValidationError as exc:
-            bad.append((line, _validation_reason(exc)))
+            bad.append((line, invalid_row_reason(exc, most=5)))
             continue
-        labels = {t: label for t in targets if (label := _label(event.get(t))) is not None}
+        labels = {t: label for t in targets if (label := clean_label(event.get(t))) is not None}
         rows.append(Row(line, ticket, labels))
     return rows, bad
 
@@ -307,19 +311,3 @@ def _unchanged(record: StoredRecord | None, row: Row, model_version: str) -> boo
     if record is None or record.metadata.get("model_version") != model_version:
         return False
     return all(layout.imported_label(record.metadata, t) == v for t, v in row.labels.items())
-
-
-def _label(value: Any) -> str | None:
-    value = clean_value(value)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(part) for part in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
-    return "invalid ticket: " + "; ".join(parts)

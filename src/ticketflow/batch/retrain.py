@@ -35,7 +35,7 @@ from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
 from ticketflow.models.registry import ModelRegistry, new_version
 from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
-from ticketflow.monitoring.reference import ReferenceSpec, write_sample_reference
+from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.monitoring.sample import predictions_sample
 from ticketflow.schemas import store as layout
 from ticketflow.schemas.store import LabelSource
@@ -276,13 +276,7 @@ def write_stored_reference(
         languages=[_language(stored.metadatas[r]) for r in chosen],
         cuts=review.cuts(classifier),
     )
-    return write_sample_reference(
-        reference.directory,
-        model_version=version,
-        sample=sample,
-        sample_size=reference.sample_size,
-        seed=seed,
-    )
+    return reference.write(version, sample, seed=seed)
 
 
 def _language(metadata: Mapping[str, Any]) -> str | None:

@@ -39,7 +39,7 @@ from ticketflow.models.registry import (
 )
 from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.models.text import build_texts
-from ticketflow.monitoring.reference import ReferenceSpec, write_sample_reference
+from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.monitoring.sample import predictions_sample
 
 logger = logging.getLogger(__name__)
@@ -304,10 +304,4 @@ def write_held_out_reference(
         languages=rows.languages,
         cuts=review.cuts(classifier),
     )
-    return write_sample_reference(
-        reference.directory,
-        model_version=version,
-        sample=sample,
-        sample_size=reference.sample_size,
-        seed=seed,
-    )
+    return reference.write(version, sample, seed=seed)

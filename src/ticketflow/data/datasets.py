@@ -332,15 +332,18 @@ class LabeledData:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
 
 
-def _validation_reason(exc: ValidationError) -> str:
+def invalid_row_reason(exc: ValidationError, *, most: int | None = None) -> str:
+    """Why a row is not a valid ticket, in one line (its first ``most`` errors; all by
+    default)."""
     parts = []
-    for error in exc.errors(include_url=False):
+    for error in exc.errors(include_url=False)[:most]:
         location = ".".join(str(part) for part in error["loc"])
         parts.append(f"{location}: {error['msg']}" if location else error["msg"])
     return "invalid ticket: " + "; ".join(parts)
 
 
-def _label(value: Any) -> str | None:
+def clean_label(value: Any) -> str | None:
+    """A label cell as a label: stripped text, None for an empty or missing cell."""
     value = clean_value(value)
     if value is None:
         return None
@@ -383,7 +386,7 @@ def load_labeled(
     )
     for index, row in iterator:
         row_number = index + 1
-        raw_labels = {t: _label(target_values[t][index]) for t in targets}
+        raw_labels = {t: clean_label(target_values[t][index]) for t in targets}
         labels = {t: label for t, label in raw_labels.items() if label is not None}
         empty = [t for t in targets if t not in labels]
         if empty:
@@ -392,7 +395,7 @@ def load_labeled(
         try:
             ticket = Ticket.model_validate(row, context=context)
         except ValidationError as exc:
-            data.skipped.append((row_number, _validation_reason(exc)))
+            data.skipped.append((row_number, invalid_row_reason(exc)))
             continue
         data.tickets.append(ticket)
         for target, label in labels.items():

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,17 +51,8 @@ def drift_event(
         window_size=result.window_size,
         drifted=result.drifted,
         share_drifted=result.share_drifted,
-        features=[
-            FeatureDrift(
-                feature=f.feature,
-                method=f.method,
-                score=f.score,
-                threshold=f.threshold,
-                p_value=f.p_value,
-                drifted=f.drifted,
-            )
-            for f in result.features
-        ],
+        # FeatureResult holds exactly the contract's fields.
+        features=[FeatureDrift.model_validate(asdict(f)) for f in result.features],
         report_path=str(report) if report else None,
         detected_at=datetime.now(UTC),
     )

@@ -49,6 +49,16 @@ class ReferenceSpec:
     directory: Path
     sample_size: int = DEFAULT_SAMPLE_SIZE
 
+    def write(self, model_version: str, sample: MonitorSample, *, seed: int = 42) -> Path:
+        """:func:`write_sample_reference` into this spec's directory, at its size."""
+        return write_sample_reference(
+            self.directory,
+            model_version=model_version,
+            sample=sample,
+            sample_size=self.sample_size,
+            seed=seed,
+        )
+
 
 @dataclass
 class Reference:
