@@ -314,6 +314,24 @@ def test_where_names_a_target_of_the_model(world: World) -> None:
     assert fine.status_code == 200
 
 
+def test_found_by_schemathesis(world: World) -> None:
+    # A non-list `tags` beside a tag_N column: a TypeError (500 in classify, 503 in similar).
+    folded = ticket(tags=-4045721772967, tag_33="x")
+    for route in ("/v1/classify", "/v1/similar"):
+        response = world.client.post(route, json=folded)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"]["reason"] == "tags: Input should be a valid list"
+    # An integral float is an integer to JSON Schema.
+    assert world.client.post("/v1/similar", json={"body": "vpn", "k": 2.0}).status_code == 200
+    # created_at is a string: pydantic would read a number as a Unix time.
+    dated = world.client.post("/v1/classify", json=ticket(created_at=1_700_000_000))
+    assert dated.status_code == 422 and "created_at" in dated.text
+    # `where` is an object or null, not any falsy value.
+    for where in ([], "", 0, False):
+        body = {"body": "vpn", "where": where}
+        assert world.client.post("/v1/similar", json=body).status_code == 422, where
+
+
 def test_operators_are_no_labels(world: World) -> None:
     response = world.client.post("/v1/similar", json={"body": "x", "where": {"$or": "a"}})
     assert response.status_code == 422

@@ -339,6 +339,16 @@ def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None)
             index=index,
             ticket_id=readable,
         ) from exc
+    except TypeError as exc:
+        # fold_tag_columns calls list() on `tags` before pydantic checks its type, so
+        # {"tags": 5, "tag_1": "x"} raises TypeError (found by schemathesis): refused with
+        # the reason pydantic gives a non-list `tags`.
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR,
+            "tags: Input should be a valid list",
+            index=index,
+            ticket_id=readable,
+        ) from exc
 
 
 def classified(record: LabeledTicket) -> dict[str, Any]:
@@ -577,6 +587,12 @@ def create_app(
             components["ClassifyRequest"] = classify_schema(limits.max_tickets)
             targets = holder.current.pipeline.classifier.targets
             components["SimilarRequest"] = similar_schema(limits.fields, targets, MAX_K)
+            # FastAPI gives a route's refusals the route's media type; /metrics answers
+            # text, but its 401 and 403 are JSON like every refusal.
+            for status, answer in document["paths"]["/metrics"]["get"]["responses"].items():
+                content = answer.get("content", {})
+                if int(status) >= 400 and "text/plain" in content:
+                    content["application/json"] = content.pop("text/plain")
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -607,6 +623,8 @@ async def _similar(
 
 def _similar_options(data: Mapping[str, Any], targets: Sequence[str]) -> tuple[int, dict[str, str]]:
     k = data.get("k", 5)
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)  # 5.0 is an integer to JSON Schema, so to a generated client too
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR, f"k: must be an integer from 1 to {MAX_K}"
