@@ -302,6 +302,26 @@ class RetrainSettings(BaseSettings):
     retrain_report_dir: Path = Path("reports/retrain")
 
 
+class ServeSettings(BaseSettings):
+    """``ticketflow serve``: who may call the HTTP API and how much it takes at once."""
+
+    model_config = _CONFIG
+
+    serve_tokens_file: Path | None = Field(
+        default=None,
+        description="Bearer tokens of the HTTP API, one `name:token` or `name:sha256:<hex>` "
+        "per line; unset = no tokens, and serve binds only to loopback.",
+    )
+    serve_metrics_public: bool = Field(
+        default=False, description="Serve `/metrics` without a token (for Prometheus)."
+    )
+    serve_max_inflight: int = Field(
+        default=32,
+        ge=1,
+        description="Requests to `/v1/*` handled at once; more are answered 503 at once.",
+    )
+
+
 GROUPS: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
     LocalBrokerSettings,
@@ -311,6 +331,7 @@ GROUPS: tuple[type[BaseSettings], ...] = (
     VectorStoreSettings,
     DriftSettings,
     RetrainSettings,
+    ServeSettings,
 )
 
 
@@ -323,6 +344,7 @@ class Settings(
     VectorStoreSettings,
     DriftSettings,
     RetrainSettings,
+    ServeSettings,
 ):
     """All settings. Entry points build one; library code takes what it needs from it."""
 

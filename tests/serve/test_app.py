@@ -25,12 +25,21 @@ from ticketflow.models.serving import ServingEncoders, make_pipeline
 from ticketflow.runtime.reload import ModelReloader
 from ticketflow.schemas import FieldLimits
 from ticketflow.serve.app import ServeLimits, create_app
+from ticketflow.serve.auth import AuthConfig, TokenTable
 from ticketflow.serve.holder import ModelHolder, Served
 from ticketflow.stream.routing import Rejected, decode_ticket
 
 pytestmark = pytest.mark.unit
 
 LIMITS = FieldLimits(max_subject_chars=200, max_tags=6)
+TOKEN = "test-token-0123456789"
+AUTH = AuthConfig(tokens=TokenTable.parse([f"tests:{TOKEN}"]))
+SIGNED = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def signed(app: Any) -> TestClient:
+    """A client that sends the tests' token."""
+    return TestClient(app, headers=SIGNED)
 
 
 @dataclass
@@ -90,9 +99,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         holder,
         store,
         limits=ServeLimits(fields=LIMITS, max_ticket_bytes=4_000, max_tickets=5),
+        auth=AUTH,
         reloader=poller,
     )
-    with TestClient(app) as client:
+    with signed(app) as client:
         yield World(client, registry, holder, poller, version, data, store)
 
 
@@ -284,7 +294,8 @@ def test_json_python_cannot_hold_or_encode_is_refused(
     world: World, payload: bytes, error_type: str
 ) -> None:
     # The default limits: the 5,000-digit number is over this module's 4,000-byte one.
-    with TestClient(create_app(ModelHolder(world.holder.current), world.store)) as client:
+    app = create_app(ModelHolder(world.holder.current), world.store, auth=AUTH)
+    with signed(app) as client:
         for route in ("/v1/classify", "/v1/similar"):
             response = client.post(route, content=payload)
             assert response.status_code == 422, (route, response.text)
@@ -308,6 +319,24 @@ def test_where_names_a_target_of_the_model(world: World) -> None:
     assert fine.status_code == 200
 
 
+def test_found_by_schemathesis(world: World) -> None:
+    # A non-list `tags` beside a tag_N column: a TypeError (500 in classify, 503 in similar).
+    folded = ticket(tags=-4045721772967, tag_33="x")
+    for route in ("/v1/classify", "/v1/similar"):
+        response = world.client.post(route, json=folded)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"]["reason"] == "tags: Input should be a valid list"
+    # An integral float is an integer to JSON Schema.
+    assert world.client.post("/v1/similar", json={"body": "vpn", "k": 2.0}).status_code == 200
+    # created_at is a string: pydantic would read a number as a Unix time.
+    dated = world.client.post("/v1/classify", json=ticket(created_at=1_700_000_000))
+    assert dated.status_code == 422 and "created_at" in dated.text
+    # `where` is an object or null, not any falsy value.
+    for where in ([], "", 0, False):
+        body = {"body": "vpn", "where": where}
+        assert world.client.post("/v1/similar", json=body).status_code == 422, where
+
+
 def test_operators_are_no_labels(world: World) -> None:
     response = world.client.post("/v1/similar", json={"body": "x", "where": {"$or": "a"}})
     assert response.status_code == 422
@@ -320,7 +349,112 @@ def test_a_vector_store_outage_is_a_503_not_a_500(tmp_path: Path, world: World) 
         client, "gone", embedding_model=served.pipeline.vector_model, dimension=256
     )
     client.delete_collection("gone")  # the store loses it under the running API
-    with TestClient(create_app(ModelHolder(served), store)) as api:
+    with signed(create_app(ModelHolder(served), store, auth=AUTH)) as api:
         assert api.post("/v1/similar", json={"body": "printer jam"}).status_code == 503
         assert api.get("/readyz").status_code == 503
         assert api.post("/v1/classify", json=ticket()).status_code == 200  # needs no store
+
+
+def test_every_route_but_health_needs_a_known_token(world: World) -> None:
+    app = world.client.app
+    for token in (None, "wrong-token-0123456789"):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with TestClient(app, headers=headers) as anonymous:
+            for method, path in (("POST", "/v1/classify"), ("POST", "/v1/similar")):
+                response = anonymous.request(method, path, json=ticket())
+                assert response.status_code == 401, (path, response.text)
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert response.json()["detail"]["error_type"] == "unauthorized"
+            assert anonymous.get("/metrics").status_code == 401
+            assert anonymous.get("/healthz").status_code == 200
+            assert anonymous.get("/readyz").status_code == 200
+    with TestClient(app, headers={"Authorization": f"Basic {TOKEN}"}) as basic:
+        assert basic.post("/v1/classify", json=ticket()).status_code == 401
+
+
+def test_without_tokens_only_loopback_clients_are_served(world: World) -> None:
+    app = create_app(ModelHolder(world.holder.current), world.store)
+    with TestClient(app) as remote:  # its client address is "testclient"
+        response = remote.post("/v1/classify", json=ticket())
+        assert response.status_code == 403 and "SERVE_TOKENS_FILE" in response.text
+    with TestClient(app, client=("127.0.0.1", 40000)) as local:
+        assert local.post("/v1/classify", json=ticket()).status_code == 200
+        assert local.get("/metrics").status_code == 200
+
+
+def test_metrics_can_be_left_open_for_prometheus(world: World) -> None:
+    app = create_app(
+        ModelHolder(world.holder.current),
+        world.store,
+        auth=AuthConfig(tokens=AUTH.tokens, metrics_public=True),
+    )
+    with TestClient(app) as anonymous:
+        assert anonymous.get("/metrics").status_code == 200
+        assert anonymous.post("/v1/classify", json=ticket()).status_code == 401
+    assert "security" not in app.openapi()["paths"]["/metrics"]["get"]
+
+
+def test_the_openapi_document_declares_bodies_answers_and_auth(world: World) -> None:
+    document = world.client.get("/openapi.json").json()
+    paths = document["paths"]
+    classify = paths["/v1/classify"]["post"]
+    body = classify["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ClassifyRequest"}
+    assert set(classify["responses"]) == {"200", "401", "403", "413", "422", "503"}
+    assert set(paths["/v1/similar"]["post"]["responses"]) >= {"404", "422", "503"}
+    assert classify["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/healthz"]["get"]
+    assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+    schemas = document["components"]["schemas"]
+    ticket_in = schemas["TicketIn"]
+    assert ticket_in["properties"]["subject"]["maxLength"] == LIMITS.max_subject_chars
+    assert ticket_in["properties"]["tags"]["maxItems"] == LIMITS.max_tags
+    where = schemas["SimilarRequest"]["anyOf"][0]["properties"]["where"]
+    assert where["propertyNames"] == {"enum": ["queue", "priority"]}
+
+
+def test_docs_are_served_without_a_cdn(world: World) -> None:
+    for page in ("/docs", "/redoc"):
+        html = world.client.get(page)
+        assert html.status_code == 200
+        assert "cdn" not in html.text.lower() and "https://" not in html.text
+    docs = world.client.get("/docs").text
+    assert world.client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "/static-offline-docs/swagger-ui.css" in docs
+
+
+def test_a_flood_beyond_the_bound_is_answered_503_at_once(world: World) -> None:
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+    served = world.holder.current
+
+    class Slow:  # the model holds the one slot until released
+        def run(self, tickets: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            return served.pipeline.run(tickets)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(served.pipeline, name)
+
+    app_holder = ModelHolder(Served(served.model, Slow()))  # type: ignore[arg-type]
+    app = create_app(
+        app_holder, world.store, limits=ServeLimits(fields=LIMITS, max_inflight=1), auth=AUTH
+    )
+    with signed(app) as client:
+        first: list[int] = []
+        worker = threading.Thread(
+            target=lambda: first.append(client.post("/v1/classify", json=ticket()).status_code)
+        )
+        worker.start()
+        assert entered.wait(10)
+        busy = client.post("/v1/classify", json=ticket())
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json()["detail"]["error_type"] == "overloaded"
+        assert client.get("/healthz").status_code == 200  # health is never bounded
+        release.set()
+        worker.join(10)
+        assert first == [200]
+        assert client.post("/v1/classify", json=ticket()).status_code == 200

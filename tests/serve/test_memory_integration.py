@@ -32,6 +32,7 @@ from ticketflow.data.datasets import load_labeled
 from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.runtime.loading import load_runtime
 from ticketflow.serve.app import create_app
+from ticketflow.serve.auth import AuthConfig, TokenTable
 from ticketflow.serve.holder import ModelHolder, Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -127,13 +128,18 @@ def test_backfilled_tickets_are_found_again_from_altered_copies(
     if server is not None:  # the records are the server's, not an embedded store's
         assert not (tmp_path / "chroma").exists()
         assert server.heartbeat()
-    app = create_app(ModelHolder(Served(serving.model, serving.pipeline)), serving.store)
+    token = "memory-test-token-0123"
+    app = create_app(
+        ModelHolder(Served(serving.model, serving.pipeline)),
+        serving.store,
+        auth=AuthConfig(tokens=TokenTable.parse([f"memory-test:{token}"])),
+    )
     rng = random.Random(11)
     rows = sorted(rng.sample(range(len(data.tickets)), QUERIES))
     originals = [data.tickets[r] for r in rows]
     copies = altered_copies(originals, all_three, seed=5)
     hits, latencies = 0, []
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
         for original, copy in zip(originals, copies, strict=True):
             body = copy.model_dump(mode="json", include={"subject", "body", "tags"})
             begun = time.perf_counter()

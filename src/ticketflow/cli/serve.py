@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 from ticketflow.cli._types import Commands
 from ticketflow.config import Settings
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+LOOPBACK = "127.0.0.1"
 
 
 def register(commands: Commands) -> None:
     serve = commands.add_parser(
         "serve",
-        help="HTTP API: POST /v1/classify and /v1/similar, /healthz, /readyz, /metrics",
+        help="HTTP API (bearer tokens): POST /v1/classify and /v1/similar, /healthz, /readyz, "
+        "/metrics, /docs",
         description="Serve the current model over HTTP (FastAPI + uvicorn); promoted models "
-        "are swapped in as the worker swaps them (MODEL_RELOAD_POLL_S). docs/memory.md.",
+        "are swapped in as the worker swaps them (MODEL_RELOAD_POLL_S). Callers need a token "
+        "of SERVE_TOKENS_FILE; without one, serve binds to 127.0.0.1 only. docs/api.md.",
     )
-    serve.add_argument("--host", help="address to bind (default METRICS_BIND)")
+    serve.add_argument(
+        "--host",
+        help="address to bind (default METRICS_BIND with SERVE_TOKENS_FILE, else 127.0.0.1)",
+    )
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument(
         "--max-tickets", type=int, default=256, help="tickets per classify request (256)"
@@ -23,7 +35,50 @@ def register(commands: Commands) -> None:
     serve.set_defaults(handler=run_serve)
 
 
+def bind_address(args: argparse.Namespace, settings: Settings, *, has_tokens: bool) -> str | None:
+    """Where to listen, or None when the service would be open to the network without
+    tokens (the caller refuses to start)."""
+    from ticketflow.serve.auth import is_loopback
+
+    asked = args.host or (
+        settings.metrics_bind if "metrics_bind" in settings.model_fields_set else None
+    )
+    if has_tokens:
+        return asked or settings.metrics_bind
+    if asked is None:
+        return LOOPBACK
+    return asked if is_loopback(asked) else None
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketflow.serve.auth import AuthConfig, TokenFileError, TokenTable
+
+    # Checked before anything heavy is imported or loaded: a refusal comes in well under 5 s.
+    try:
+        tokens = (
+            TokenTable.load(settings.serve_tokens_file)
+            if settings.serve_tokens_file is not None
+            else TokenTable()
+        )
+    except TokenFileError as exc:
+        print(f"ticketflow serve: error: SERVE_TOKENS_FILE {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    host = bind_address(args, settings, has_tokens=bool(tokens))
+    if host is None:
+        asked = args.host or settings.metrics_bind
+        print(
+            f"ticketflow serve: error: refusing to bind {asked} without tokens: set "
+            "SERVE_TOKENS_FILE (docs/api.md), or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if tokens:
+        logger.info("serve: %d token(s) for %s", len(tokens.entries), ", ".join(tokens.names))
+    else:
+        logger.warning(
+            "serve: no SERVE_TOKENS_FILE: bound to %s only, every local caller is served", host
+        )
+
     import uvicorn
 
     from ticketflow.runtime.loading import load_runtime
@@ -55,12 +110,14 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             max_ticket_bytes=settings.kafka_max_message_bytes,
             max_tickets=args.max_tickets,
             review=settings.review_policy(),
+            max_inflight=settings.serve_max_inflight,
         ),
+        auth=AuthConfig(tokens=tokens, metrics_public=settings.serve_metrics_public),
         reloader=reloader,
     )
     uvicorn.run(
         app,
-        host=args.host or settings.metrics_bind,
+        host=host,
         port=args.port,
         log_level=settings.log_level.lower(),
         access_log=False,

@@ -188,6 +188,13 @@ def render_markdown() -> str:
         "retrain_use_predicted": "A ticket's human label always comes first.",
         "retrain_holdout_fraction": "Stratified by the first target.",
         "retrain_report_dir": "One JSON and one markdown report per `ticketflow retrain` run.",
+        # serve
+        "serve_tokens_file": "Mount it from a Secret (k8s/components/serve); `#` comments and "
+        "blank lines are skipped, a name may hold several tokens while they rotate, a bad line "
+        "stops serve with its line number (docs/api.md). Without tokens, `--host`/"
+        "`METRICS_BIND` off loopback is refused (exit 2).",
+        "serve_max_inflight": "Measured in docs/api.md; the model runs one request at a time, "
+        "so a longer queue only adds latency.",
     }
     factories = {"cache_dir": "~/.cache/ticketflow"}
 

@@ -7,6 +7,10 @@
   optional ``k`` and ``where`` ({target: label}) -> ``{"results": [...]}``, nearest first.
 - ``GET /healthz`` (the process answers), ``/readyz`` (a model is served and the vector store
   answers), ``/metrics`` (Prometheus: requests and latency per route, the served model).
+- ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json``: the contract, served offline.
+
+Every route but the health checks needs a bearer token (:mod:`ticketflow.serve.auth`); at
+most ``max_inflight`` requests to ``/v1/*`` run at once, more are answered 503 at once.
 
 A request the stream would dead-letter is refused here with 422 and the dead letter's reason
 and error type (the same limits, :mod:`ticketflow.schemas.ticket`); bad input never gets a 500.
@@ -21,15 +25,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as render_metrics
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ticketflow import __version__
 from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.review import ReviewPolicy
@@ -48,7 +56,20 @@ from ticketflow.schemas.ticket import (
     lone_surrogate,
     validation_reason,
 )
+from ticketflow.serve.auth import LOCAL_CALLER, AuthConfig, is_loopback
 from ticketflow.serve.holder import ModelHolder, Served
+from ticketflow.serve.schemas import (
+    TICKET_EXAMPLE,
+    ClassifiedTicket,
+    ErrorBody,
+    Health,
+    NotReady,
+    Ready,
+    SimilarAnswer,
+    classify_schema,
+    similar_schema,
+    ticket_schema,
+)
 from ticketflow.serve.similar import (
     MAX_K,
     UnknownTicketError,
@@ -60,6 +81,73 @@ logger = logging.getLogger(__name__)
 
 QUERY_ID = "query"  # the id of a /v1/similar ticket sent without one
 SIMILAR_KEYS = ("k", "where")
+RETRY_AFTER_S = 1
+BEARER = HTTPBearer(
+    auto_error=False,  # our own 401, with the typed error body
+    description="A token of `SERVE_TOKENS_FILE`: `Authorization: Bearer <token>` (docs/api.md).",
+)
+API_DESCRIPTION = """\
+Classify support tickets and find similar stored ones, with the stream's rules: a ticket the
+worker would dead-letter is answered 422 with the dead letter's `error_type` and `reason`.
+
+Every route except `/healthz` and `/readyz` needs `Authorization: Bearer <token>` (a token of
+`SERVE_TOKENS_FILE`; `/metrics` is open with `SERVE_METRICS_PUBLIC`). Ticket text in answers is
+the customers' own words: treat it as plain text, never as markup. See docs/api.md.
+"""
+CLASSIFY_EXAMPLES = {
+    "one": {"summary": "One ticket", "value": TICKET_EXAMPLE},
+    "list": {
+        "summary": "A list of tickets",
+        "value": [TICKET_EXAMPLE, {"ticket_id": "T-1002", "subject": "VPN drops hourly"}],
+    },
+}
+SIMILAR_EXAMPLES = {
+    "stored": {"summary": "A stored ticket's neighbours", "value": {"ticket_id": "T-1001"}},
+    "text": {
+        "summary": "A new ticket's neighbours, in one queue",
+        "value": {"subject": "VPN drops hourly", "k": 3, "where": {"queue": "IT"}},
+    },
+}
+_STATUS_TEXT = {
+    401: "No token, or an unknown one (with `WWW-Authenticate: Bearer`).",
+    403: "No tokens are configured and the client is not on this machine.",
+    404: "The `ticket_id` is not in the vector store.",
+    413: "The request is larger than the stream's event limit (`message_too_large`).",
+    422: "The stream would dead-letter it: `error_type` and `reason` say why.",
+    503: "Busy (more than SERVE_MAX_INFLIGHT requests at once) or the vector store does not "
+    "answer: retry after `Retry-After` seconds.",
+}
+_STATUS_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    503: {"Retry-After": {"required": True, "schema": {"type": "integer"}}},
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these refusals, each with the typed error body."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": _STATUS_TEXT[status],
+            **({"headers": _STATUS_HEADERS[status]} if status in _STATUS_HEADERS else {}),
+        }
+        for status in statuses
+    }
+
+
+def json_body(schema: str, examples: dict[str, Any]) -> dict[str, Any]:
+    """An ``openapi_extra`` declaring a JSON request body that the handler reads raw."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{schema}"},
+                    "examples": examples,
+                }
+            },
+        }
+    }
 
 
 @dataclass(frozen=True)
@@ -71,6 +159,7 @@ class ServeLimits:
     max_ticket_bytes: int = 1_000_000
     max_tickets: int = 256
     review: ReviewPolicy = field(default_factory=ReviewPolicy)  # REVIEW_* settings
+    max_inflight: int = 32  # SERVE_MAX_INFLIGHT: /v1/* requests at once, more get 503
 
 
 class BadInput(Exception):  # noqa: N818 (a refusal, answered 422, not an error of ours)
@@ -97,6 +186,54 @@ class BadInput(Exception):  # noqa: N818 (a refusal, answered 422, not an error 
         if self.ticket_id is not None:
             detail["ticket_id"] = self.ticket_id
         return {"detail": detail}
+
+
+class Denied(Exception):  # noqa: N818 (a refusal of the caller or of the load, not a bug)
+    """A request refused before its body is read: auth (401, 403) or the service (503)."""
+
+    def __init__(
+        self, status: int, error_type: str, reason: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error_type = error_type
+        self.reason = reason
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": {"error_type": self.error_type, "reason": self.reason}}
+
+
+class InflightLimit:
+    """ASGI middleware: at most ``limit`` requests under ``prefix`` at once; the next ones
+    are answered 503 with ``Retry-After`` at once, instead of queueing for the model without
+    bound (the model runs one batch at a time, so a queue only adds latency)."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, prefix: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.prefix = prefix
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            busy = Denied(
+                503,
+                "overloaded",
+                f"more than {self.limit} requests at once (SERVE_MAX_INFLIGHT)",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+            response = JSONResponse(busy.body(), status_code=503, headers=busy.headers)
+            await response(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
 
 
 class ServeMetrics:
@@ -183,12 +320,32 @@ def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None)
         )
     ticket_id = data.get("ticket_id")
     readable = ticket_id if isinstance(ticket_id, str) and ticket_id.strip() else None
+    created = data.get("created_at")
+    if created is not None and not isinstance(created, str):
+        # pydantic would read a number as a Unix time; the API's contract is an ISO 8601
+        # string (a generated client sends one), so a number is refused as the schema says.
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR,
+            "created_at: must be an ISO 8601 date-time string or null",
+            index=index,
+            ticket_id=readable,
+        )
     try:
         return Ticket.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR,
             validation_reason(exc),
+            index=index,
+            ticket_id=readable,
+        ) from exc
+    except TypeError as exc:
+        # fold_tag_columns calls list() on `tags` before pydantic checks its type, so
+        # {"tags": 5, "tag_1": "x"} raises TypeError (found by schemathesis): refused with
+        # the reason pydantic gives a non-list `tags`.
+        raise BadInput(
+            DeadLetterReason.VALIDATION_ERROR,
+            "tags: Input should be a valid list",
             index=index,
             ticket_id=readable,
         ) from exc
@@ -212,28 +369,21 @@ def create_app(
     store: ChromaVectorStore,
     *,
     limits: ServeLimits | None = None,
+    auth: AuthConfig | None = None,
     reloader: ModelReloader | None = None,
     metrics: ServeMetrics | None = None,
 ) -> FastAPI:
     """The API over the served model in ``holder`` and the vector store ``store``.
 
-    ``reloader``: started and stopped with the app (hot reload, handing models to
+    ``auth``: the callers' tokens; without any, only loopback clients are served (403 for
+    others). ``reloader``: started and stopped with the app (hot reload, handing models to
     ``holder``); its results are counted.
     """
     limits = limits or ServeLimits()
+    auth = auth or AuthConfig()
     metrics = metrics or ServeMetrics()
     metrics.set_model(holder.current)
     poller = reloader
-    if poller is not None:
-        report = poller.on_result
-
-        def counted(result: str) -> None:
-            metrics.reloads.labels(result=result).inc()
-            if result == "ok":
-                metrics.set_model(holder.current)
-            report(result)
-
-        poller.on_result = counted
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -245,13 +395,32 @@ def create_app(
             if poller is not None:
                 poller.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets fastapi-offline ships: /docs works without a CDN.
+    app = FastAPIOffline(
         title="ticketflow",
         summary="Classify support tickets and find similar ones.",
+        description=API_DESCRIPTION,
+        version=__version__,
         lifespan=lifespan,
         docs_url="/docs",
-        redoc_url=None,
+        redoc_url="/redoc",
+        swagger_ui_parameters={"persistAuthorization": False},
     )
+
+    if poller is not None:
+        report = poller.on_result
+
+        def counted(result: str) -> None:
+            metrics.reloads.labels(result=result).inc()
+            if result == "ok":
+                metrics.set_model(holder.current)
+                app.openapi_schema = None  # the new model's targets, for `where`
+            report(result)
+
+        poller.on_result = counted
+
+    # Added first, so it runs inside ``observe``: refusals are counted like any answer.
+    app.add_middleware(InflightLimit, limit=limits.max_inflight, prefix="/v1/")
 
     @app.middleware("http")
     async def observe(
@@ -274,12 +443,46 @@ def create_app(
     async def refused(_request: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.exception_handler(Denied)
+    async def denied(_request: Request, exc: Denied) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    @app.get("/readyz")
+    async def caller(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    ) -> str:
+        """The caller's name (its token's line in SERVE_TOKENS_FILE), for handlers that
+        record who did what; 401 without a known token."""
+        if not auth.tokens:
+            host = request.client.host if request.client else ""
+            if is_loopback(host):
+                return LOCAL_CALLER
+            raise Denied(
+                403,
+                "forbidden",
+                "no tokens are configured (SERVE_TOKENS_FILE): only loopback clients are served",
+            )
+        name = None if credentials is None else auth.tokens.caller(credentials.credentials)
+        if name is None:
+            reason = "missing bearer token" if credentials is None else "unknown bearer token"
+            raise Denied(401, "unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    open_metrics = auth.metrics_public
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> JSONResponse:
+        """The process answers (no token needed)."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        responses={503: {"model": NotReady, "description": "The vector store does not answer."}},
+        tags=["health"],
+    )
     async def readyz() -> JSONResponse:
+        """A model is served and the vector store answers (no token needed)."""
         served = holder.current
         try:
             stored = await run_in_threadpool(store.count)
@@ -289,12 +492,34 @@ def create_app(
             )
         return JSONResponse({"status": "ready", "model_version": served.version, "stored": stored})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **({} if open_metrics else errors(401, 403)),
+        },
+        dependencies=[] if open_metrics else [Security(caller)],
+        tags=["health"],
+    )
     async def prometheus() -> Response:
+        """Requests and latency per route, the served model (token unless
+        SERVE_METRICS_PUBLIC)."""
         return Response(render_metrics(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/classify")
-    async def classify(request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/classify",
+        response_model=ClassifiedTicket | list[ClassifiedTicket],
+        responses=errors(401, 403, 413, 422, 503),
+        openapi_extra=json_body("ClassifyRequest", CLASSIFY_EXAMPLES),
+        tags=["tickets"],
+    )
+    async def classify(request: Request, _caller: str = Security(caller)) -> JSONResponse:
+        """Labels for one ticket (an object answers an object) or a list (a list answers a
+        list, in order). Nothing is published or stored."""
         raw = await request.body()
         data = decode_json(raw, max_bytes=limits.max_ticket_bytes * limits.max_tickets)
         single = not isinstance(data, list)
@@ -320,8 +545,16 @@ def create_app(
         answers = await run_in_threadpool(_classify, holder, tickets, limits.review)
         return JSONResponse(answers[0] if single else answers)
 
-    @app.post("/v1/similar")
-    async def similar(request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/similar",
+        response_model=SimilarAnswer,
+        responses=errors(401, 403, 404, 413, 422, 503),
+        openapi_extra=json_body("SimilarRequest", SIMILAR_EXAMPLES),
+        tags=["tickets"],
+    )
+    async def similar(request: Request, _caller: str = Security(caller)) -> JSONResponse:
+        """The nearest stored tickets of a stored ticket or of a ticket's text, nearest
+        first; `where` keeps those whose current label matches. Nothing is stored."""
         data = decode_json(await request.body(), max_bytes=limits.max_ticket_bytes)
         if not isinstance(data, dict):
             raise BadInput(
@@ -336,12 +569,34 @@ def create_app(
             raise
         except Exception as exc:  # the store's client errors: its outage, not bad input
             logger.warning("similar: vector store failed: %s: %s", type(exc).__name__, exc)
-            return JSONResponse(
-                {"detail": {"reason": f"vector store unavailable: {type(exc).__name__}"}},
-                status_code=503,
-            )
+            raise Denied(
+                503,
+                "store_unavailable",
+                f"vector store unavailable: {type(exc).__name__}",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from exc
         return JSONResponse({"results": found})
 
+    def openapi() -> dict[str, Any]:
+        # The request bodies are described here, not by a pydantic model, so the stream's
+        # decoder keeps reading the raw bytes (and answering with the dead letters' reasons).
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components["TicketIn"] = ticket_schema(limits.fields)
+            components["ClassifyRequest"] = classify_schema(limits.max_tickets)
+            targets = holder.current.pipeline.classifier.targets
+            components["SimilarRequest"] = similar_schema(limits.fields, targets, MAX_K)
+            # FastAPI gives a route's refusals the route's media type; /metrics answers
+            # text, but its 401 and 403 are JSON like every refusal.
+            for status, answer in document["paths"]["/metrics"]["get"]["responses"].items():
+                content = answer.get("content", {})
+                if int(status) >= 400 and "text/plain" in content:
+                    content["application/json"] = content.pop("text/plain")
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
     return app
 
 
@@ -368,11 +623,14 @@ async def _similar(
 
 def _similar_options(data: Mapping[str, Any], targets: Sequence[str]) -> tuple[int, dict[str, str]]:
     k = data.get("k", 5)
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)  # 5.0 is an integer to JSON Schema, so to a generated client too
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise BadInput(
             DeadLetterReason.VALIDATION_ERROR, f"k: must be an integer from 1 to {MAX_K}"
         )
-    where = data.get("where") or {}
+    where = data.get("where")
+    where = {} if where is None else where
     # Keys starting with "$" are ChromaDB operators, not labels: refused, not passed on.
     if not isinstance(where, dict) or not all(
         isinstance(key, str) and key and not key.startswith("$") and isinstance(value, str)
