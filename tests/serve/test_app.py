@@ -53,14 +53,16 @@ class World:
     store: ChromaVectorStore
 
 
-def _train(registry: ModelRegistry, data: Path, **kw: Any) -> str:
+def _train(registry: ModelRegistry, data: Path, *, seed: int = 42) -> str:
     return train(
-        load_labeled(data, targets=["queue", "priority"], progress=False),
+        TrainRequest(
+            load_labeled(data, targets=["queue", "priority"], progress=False),
+            max_text_chars=1000,
+            seed=seed,
+        ),
         encoder=HashingEncoder(),
         registry=registry,
-        max_text_chars=1000,
         progress=False,
-        **kw,
     ).version
 
 
