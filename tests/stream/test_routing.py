@@ -140,3 +140,16 @@ def test_a_lone_surrogate_escape_is_refused_as_not_utf8() -> None:
     result = decode_ticket(raw, limits=FieldLimits(), max_bytes=1_000_000)
     assert isinstance(result, Rejected)
     assert result.error_type == DeadLetterReason.NOT_UTF8
+
+
+@pytest.mark.parametrize("tags", [5, "billing", {"a": 1}, True])
+def test_tags_that_are_no_list_beside_tag_columns_are_a_dead_letter_not_a_crash(
+    tags: object,
+) -> None:
+    # Found by schemathesis on serve: folding tag_N columns into a non-list `tags` raised
+    # TypeError, which escapes pydantic and would fail the whole micro-batch.
+    raw = json.dumps({"ticket_id": "T-1", "body": "vpn", "tags": tags, "tag_1": "x"}).encode()
+    result = decode_ticket(raw, limits=FieldLimits(), max_bytes=10_000)
+    assert isinstance(result, Rejected)
+    assert result.error_type is DeadLetterReason.VALIDATION_ERROR
+    assert result.reason.startswith("tags:") and result.ticket_id == "T-1"

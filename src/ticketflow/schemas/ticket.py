@@ -58,7 +58,12 @@ def fold_tag_columns(data: dict[str, Any]) -> dict[str, Any]:
     if not numbered:
         return data
     folded = {k: v for k, v in data.items() if not _TAG_COLUMN.match(k)}
-    tags = list(folded.get("tags") or [])
+    existing = folded.get("tags") or []
+    if not isinstance(existing, list | tuple):
+        # Left for validation to refuse (a ValidationError, so a dead letter or a 422): list()
+        # on it would raise TypeError, which escapes pydantic and failed the whole batch.
+        return data
+    tags = list(existing)
     for _, key in numbered:
         value = data[key]
         if value is None or (isinstance(value, float) and value != value):  # NaN from CSV readers

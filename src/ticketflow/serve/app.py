@@ -339,16 +339,6 @@ def validate_ticket(data: Any, limits: FieldLimits, *, index: int | None = None)
             index=index,
             ticket_id=readable,
         ) from exc
-    except TypeError as exc:
-        # fold_tag_columns calls list() on `tags` before pydantic checks its type, so
-        # {"tags": 5, "tag_1": "x"} raises TypeError (found by schemathesis): refused with
-        # the reason pydantic gives a non-list `tags`.
-        raise BadInput(
-            DeadLetterReason.VALIDATION_ERROR,
-            "tags: Input should be a valid list",
-            index=index,
-            ticket_id=readable,
-        ) from exc
 
 
 def classified(record: LabeledTicket) -> dict[str, Any]:
