@@ -90,7 +90,7 @@ class StoredTickets:
 
 
 def read_store(
-    collection: Any, page_size: int = 2_000, *, attempts: int = 3, retry_delay_s: float = 2.0
+    collection: Any, page_size: int = 2_000, *, attempts: int = 6, retry_delay_s: float = 2.0
 ) -> StoredTickets:
     """Every record of a Chroma collection: ids, stored vectors, metadata and documents.
 
