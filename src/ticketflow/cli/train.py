@@ -5,25 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ticketflow.cli._checks import BROKER_TIMEOUT_S, open_registry, require_broker
+from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli.models import announce
 from ticketflow.config import Settings
 from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --help stays fast
-
-if TYPE_CHECKING:  # the handlers import the registry when they run (scikit-learn: seconds)
-    from ticketflow.models.registry import ModelRegistry, PromotionRecord
 
 logger = logging.getLogger(__name__)
 
 FINETUNE_EPOCHS = FinetuneConfig().epochs
-# How long a trained model's announcement waits for the broker: the model is current
-# already, so an absent broker costs a warning, not minutes of a finished training.
-ANNOUNCE_TIMEOUT_S = BROKER_TIMEOUT_S
 
 
 def register(commands: Commands) -> None:
@@ -205,8 +198,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
             make_current=not args.no_promote,
         )
         if result.promotion is not None:
+            from ticketflow.batch.promotion import model_update
+
             # Under the lock, as promote announces: announcements follow the pointer's order.
-            announce_trained(settings, registry, result.promotion)
+            update = model_update(registry, result.promotion)
+            if announce(settings, update):
+                print(f"announced {update.version} (was {update.previous_version})")
     print(format_report(result.metrics))
     if result.review is not None:
         print(format_review(result.review))
@@ -217,34 +214,6 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"registered model {result.version} at {result.path}")
     return 0
-
-
-def announce_trained(settings: Settings, registry: ModelRegistry, entry: PromotionRecord) -> None:
-    """Announce a trained model that became current on KAFKA_TOPIC_MODEL_UPDATES, as
-    ``ticketflow models promote`` does, so the workers reload it at once. Best effort: the
-    pointer has moved already and workers that miss the announcement find the model by
-    polling it, so an unreachable broker costs one warning line, not the training."""
-    from ticketflow.adapters.kafka.clients import DeliveryError
-    from ticketflow.adapters.kafka.errors import KafkaClientError, KafkaSetupError
-    from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
-    from ticketflow.batch import promotion
-    from ticketflow.cli.models import announcer
-
-    update = promotion.model_update(registry, entry)
-    try:
-        require_broker(settings, ANNOUNCE_TIMEOUT_S)
-        announcer(settings)(update)
-    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaClientError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(
-            f"warning: {update.version} is current but not announced on "
-            f"{settings.kafka_topic_model_updates}: {reason} "
-            f"(KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}); "
-            "workers load it when they next poll the registry",
-            file=sys.stderr,
-        )
-        return
-    print(f"announced {update.version} (was {update.previous_version})")
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
