@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ticketflow.cli._checks import open_registry, require_broker
 from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._values import COUNT, SEED, setting
 from ticketflow.config import Settings
 
 
@@ -24,15 +25,17 @@ def register(commands: Commands) -> None:
     )
     reference.add_argument("--data", type=Path, required=True, help="JSONL, CSV or Parquet")
     add_map_argument(reference)
-    reference.add_argument("--limit", type=int, help="use only the first N rows")
+    reference.add_argument("--limit", type=COUNT, help="use only the first N rows")
     reference.add_argument("--version", help="model version (default: MODEL_VERSION or current)")
-    reference.add_argument("--seed", type=int, default=42)
+    reference.add_argument("--seed", type=SEED, default=42)
     reference.set_defaults(handler=run_drift_reference)
     report = drift_commands.add_parser(
         "report", help="write an Evidently HTML report of recent tickets vs the reference"
     )
     report.add_argument(
-        "--window", type=int, help="the last N monitor records (default: DRIFT_WINDOW_SIZE)"
+        "--window",
+        type=setting("drift_window_size"),
+        help="the last N monitor records (default: DRIFT_WINDOW_SIZE)",
     )
     report.add_argument("--input", type=Path, help="read monitor records from this JSONL file")
     report.add_argument("--out", type=Path, help="HTML path (default: under DRIFT_REPORT_DIR)")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 
 
@@ -27,7 +28,7 @@ def register(commands: Commands) -> None:
         action="append",
         help="label column(s) to import (repeatable; default: the model's targets)",
     )
-    backfill.add_argument("--batch", type=int, default=256, help="tickets per batch (256)")
+    backfill.add_argument("--batch", type=COUNT, default=256, help="tickets per batch (256)")
     backfill.add_argument(
         "--force", action="store_true", help="rewrite tickets this model version already stored"
     )
@@ -39,7 +40,9 @@ def register(commands: Commands) -> None:
     query = similar.add_mutually_exclusive_group(required=True)
     query.add_argument("ticket_id", nargs="?", metavar="TICKET_ID", help="a stored ticket")
     query.add_argument("--text", help="a new ticket's text (subject and body)")
-    similar.add_argument("--k", type=int, default=5, help="how many neighbours (default 5)")
+    similar.add_argument(
+        "--k", type=number(int, ge=1, le=100), default=5, help="how many neighbours (default 5)"
+    )
     similar.add_argument(
         "--where",
         action="append",

@@ -16,6 +16,7 @@ from ticketflow.cli._checks import (
     require_registry_dir,
 )
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import POSITIVE, SEED
 from ticketflow.config import Settings
 
 if TYPE_CHECKING:  # the handlers import the batch code when they run
@@ -50,14 +51,14 @@ def register(commands: Commands) -> None:
     )
     retrain.add_argument("--force", action="store_true", help="promote even if it loses")
     retrain.add_argument("--no-promote", action="store_true", help="evaluate and register only")
-    retrain.add_argument("--c", type=float, help="LogisticRegression C (default: train's)")
+    retrain.add_argument("--c", type=POSITIVE, help="LogisticRegression C (default: train's)")
     retrain.add_argument(
         "--features",
         choices=["hybrid", "embedding"],
         default="hybrid",
         help="as for train: hybrid (default) or the embedding alone",
     )
-    retrain.add_argument("--seed", type=int, default=42)
+    retrain.add_argument("--seed", type=SEED, default=42)
     retrain.add_argument("--by", help="recorded as who promoted (default: $USER)")
     retrain.set_defaults(handler=run_retrain)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 
 
@@ -16,9 +17,11 @@ def register(commands: Commands) -> None:
         "are swapped in as the worker swaps them (MODEL_RELOAD_POLL_S). docs/memory.md.",
     )
     serve.add_argument("--host", help="address to bind (default METRICS_BIND)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument(
-        "--max-tickets", type=int, default=256, help="tickets per classify request (256)"
+        "--port", type=number(int, ge=1, le=65_535), default=8080, help="port (default 8080)"
+    )
+    serve.add_argument(
+        "--max-tickets", type=COUNT, default=256, help="tickets per classify request (256)"
     )
     serve.set_defaults(handler=run_serve)
 

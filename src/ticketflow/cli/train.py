@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ticketflow.cli._checks import open_registry
 from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._values import COUNT, POSITIVE, SEED, number, setting
 from ticketflow.cli.models import announce
 from ticketflow.config import Settings
 from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --help stays fast
@@ -22,9 +23,16 @@ FINETUNE_EPOCHS = FinetuneConfig().epochs
 def register(commands: Commands) -> None:
     train = commands.add_parser("train", help="train a model on a labelled file and register it")
     _data_arguments(train)
-    train.add_argument("--test-size", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--c", type=float, help="LogisticRegression C (default: the chosen model's)")
+    train.add_argument(
+        "--test-size",
+        type=number(float, gt=0, lt=1),
+        default=0.2,
+        help="share of the rows held out for the metrics, between 0 and 1 (default 0.2)",
+    )
+    train.add_argument("--seed", type=SEED, default=42)
+    train.add_argument(
+        "--c", type=POSITIVE, help="LogisticRegression C (default: the chosen model's)"
+    )
     train.add_argument(
         "--features",
         choices=["hybrid", "embedding"],
@@ -34,7 +42,7 @@ def register(commands: Commands) -> None:
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
     train.add_argument(
         "--review-precision",
-        type=float,
+        type=setting("review_precision"),
         help="precision the per-target review thresholds aim at (default REVIEW_PRECISION)",
     )
     train.add_argument("--no-promote", action="store_true", help="do not make it current")
@@ -47,7 +55,7 @@ def register(commands: Commands) -> None:
     )
     train.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=COUNT,
         default=FINETUNE_EPOCHS,
         help=f"epochs of fine-tuning (default {FINETUNE_EPOCHS}, the CV winner on bueck-v3)",
     )
@@ -72,7 +80,7 @@ def register(commands: Commands) -> None:
     add_map_argument(experiments)
     experiments.add_argument(
         "--rows",
-        type=int,
+        type=number(int, ge=0),
         default=5_000,
         help="stratified subsample of --data (0: every row; default 5000)",
     )
@@ -85,7 +93,7 @@ def register(commands: Commands) -> None:
     )
     experiments.add_argument(
         "--encoder-rows",
-        type=int,
+        type=number(int, ge=0),
         default=1_000,
         help="stratified sample of --data the encoders are compared on (default 1000)",
     )
@@ -98,10 +106,12 @@ def register(commands: Commands) -> None:
     experiments.add_argument(
         "--out", type=Path, default=Path("reports/experiments"), help="output folder"
     )
-    experiments.add_argument("--folds", type=int, default=5, help="CV folds on the training part")
+    experiments.add_argument(
+        "--folds", type=number(int, ge=2), default=5, help="CV folds on the training part"
+    )
     experiments.add_argument(
         "--endava-rows",
-        type=int,
+        type=COUNT,
         default=8_000,
         help="stratified subsample of endava-it (embedding all 38k rows takes long on a CPU)",
     )
@@ -132,7 +142,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         help="label column(s) to learn (repeatable; default: queue)",
     )
     add_map_argument(parser)
-    parser.add_argument("--limit", type=int, help="use only the first N rows")
+    parser.add_argument("--limit", type=COUNT, help="use only the first N rows")
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
