@@ -96,3 +96,41 @@ def test_a_bad_embedding_device_fails_at_once(
 def test_known_devices_are_accepted(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMBEDDING_DEVICE", device)
     assert Settings().embedding_device == device
+
+
+def cp1252_tickets(path: Path) -> Path:
+    """120 generated tickets as a CSV in cp1252, with accented characters in every body."""
+    import csv
+    import io
+
+    from ticketflow.devtools.sample import generate_tickets
+
+    rows = generate_tickets(120, seed=4)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["ticket_id", "subject", "body", "queue"])
+    writer.writeheader()
+    for row in rows:
+        body = f"{row['body']} — réglé, café crème, 5 €"
+        writer.writerow({**{k: row[k] for k in ("ticket_id", "subject", "queue")}, "body": body})
+    path.write_bytes(out.getvalue().encode("cp1252"))
+    return path
+
+
+def test_a_cp1252_file_trains_with_encoding(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import HashingEncoder
+
+    data = cp1252_tickets(Path("t.csv"))
+    monkeypatch.setenv("CASCADE", "false")
+    monkeypatch.setenv("DRIFT_REFERENCE_DIR", "reference")
+    monkeypatch.setattr("ticketflow.batch.configured.encoder", lambda *a, **k: HashingEncoder())
+    argv = ["train", "--data", str(data), "--no-promote"]
+    assert exit_code(argv) == 2
+    line = one_line(capsys)
+    # The first physical line with an accent (generated bodies span lines).
+    first = 1 + next(i for i, raw in enumerate(data.read_bytes().split(b"\n")) if b"\x97" in raw)
+    assert line.startswith(f"ticketflow train: error: t.csv:{first}: not utf-8 text (byte 0x97)")
+    assert "--encoding" in line
+    assert exit_code([*argv, "--encoding", "cp1252"]) == 0
+    assert "registered model" in capsys.readouterr().out

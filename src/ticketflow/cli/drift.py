@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ticketflow.cli._checks import open_registry, require_broker
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, SEED, setting
 from ticketflow.config import Settings
 
@@ -25,6 +25,7 @@ def register(commands: Commands) -> None:
     )
     reference.add_argument("--data", type=Path, required=True, help="JSONL, CSV or Parquet")
     add_map_argument(reference)
+    add_encoding_argument(reference)
     reference.add_argument("--limit", type=COUNT, help="use only the first N rows")
     reference.add_argument("--version", help="model version (default: MODEL_VERSION or current)")
     reference.add_argument("--seed", type=SEED, default=42)
@@ -65,6 +66,7 @@ def run_drift_reference(args: argparse.Namespace, settings: Settings) -> int:
             version=args.version,
             limit=args.limit,
             seed=args.seed,
+            encoding=args.encoding,
         )
     except ValueError as exc:
         print(exc, file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 
@@ -23,6 +23,7 @@ def register(commands: Commands) -> None:
     )
     backfill.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet file")
     add_map_argument(backfill)
+    add_encoding_argument(backfill)
     backfill.add_argument(
         "--target",
         action="append",
@@ -70,6 +71,7 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
             batch_size=args.batch,
             document=settings.chroma_document,
             force=args.force,
+            encoding=args.encoding,
         ),
         pipeline=serving.pipeline,
         store=serving.store,

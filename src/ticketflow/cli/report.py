@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 from ticketflow.data.since import SINCE_HELP, parse_since
@@ -36,6 +36,7 @@ def register(commands: Commands) -> None:
         help="label column (repeatable; default: the label-like columns of the file)",
     )
     add_map_argument(data)
+    add_encoding_argument(data)
     data.add_argument("--limit", type=COUNT, help="use only the first N rows")
     data.add_argument("--out", type=Path, required=True, help="folder for index.html")
     data.add_argument(
@@ -82,6 +83,7 @@ def run_data(args: argparse.Namespace, settings: Settings) -> int:
         mapping=ColumnMapping.parse(args.map),
         limits=settings.field_limits,
         limit=args.limit,
+        encoding=args.encoding,
     )
     options = reports.DataReportOptions(
         max_text_chars=settings.max_text_chars,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ticketflow.cli._checks import UsageError, require_broker
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, POSITIVE, SEED
 from ticketflow.config import Settings
 
@@ -34,6 +34,7 @@ def register(commands: Commands) -> None:
     )
     produce.add_argument("--topic", help="default: KAFKA_TOPIC_TICKETS")
     add_map_argument(produce)
+    add_encoding_argument(produce)
     produce.set_defaults(handler=run_produce)
 
     consumer = commands.add_parser("consume", help="print records of a topic, one JSON per line")
@@ -90,7 +91,9 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     # The file is read as it is sent; rows that cannot be sent are skipped and logged as
     # warnings (path:line: reason). Rows the worker would dead-letter for size are among them.
-    events = FileEvents(args.path, mapping, max_bytes=settings.kafka_max_message_bytes)
+    events = FileEvents(
+        args.path, mapping, max_bytes=settings.kafka_max_message_bytes, encoding=args.encoding
+    )
     sent = produce_events(config, topic, events, rate=args.rate)
     events.log_total()
     skipped = f"; skipped {len(events.skipped)} (see the warnings)" if events.skipped else ""

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ticketflow.cli._checks import open_registry
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, POSITIVE, SEED, number, setting
 from ticketflow.cli.models import announce
 from ticketflow.config import Settings
@@ -78,6 +78,7 @@ def register(commands: Commands) -> None:
         "--target", action="append", help="label column(s) of --data (repeatable; default: queue)"
     )
     add_map_argument(experiments)
+    add_encoding_argument(experiments)
     experiments.add_argument(
         "--rows",
         type=number(int, ge=0),
@@ -142,6 +143,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         help="label column(s) to learn (repeatable; default: queue)",
     )
     add_map_argument(parser)
+    add_encoding_argument(parser)
     parser.add_argument("--limit", type=COUNT, help="use only the first N rows")
 
 
@@ -160,6 +162,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         targets=args.target or ["queue"],
         mapping=ColumnMapping.parse(args.map),
         limit=args.limit,
+        encoding=args.encoding,
     )
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
@@ -244,6 +247,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         targets=args.target or metadata.targets or ["queue"],
         mapping=ColumnMapping.parse(args.map),
         limit=args.limit,
+        encoding=args.encoding,
     )
     encoder = configured.encoder(
         settings,
@@ -317,7 +321,9 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--encoder compares encoders on a labelled file: add --data PATH")
     if not args.data.is_file():  # before an encoder is loaded, which takes seconds
         raise InputError(f"cannot read {args.data}: no such file")
-    task = experiments.file_task(args.data, args.target or ["queue"], args.map)
+    task = experiments.file_task(
+        args.data, args.target or ["queue"], args.map, encoding=args.encoding
+    )
     if args.encoder:
         request = experiments.ExperimentRequest(
             folds=args.folds,

@@ -19,7 +19,7 @@ from ticketflow.adapters.kafka.clients import tail_values
 from ticketflow.adapters.kafka.lag import GroupLagReader
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
-from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
+from ticketflow.data.datasets import DEFAULT_ENCODING, ColumnMapping, read_table, rows_to_dicts
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
 from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
@@ -127,12 +127,13 @@ def build_reference(
     version: str | None = None,
     limit: int | None = None,
     seed: int = 42,
+    encoding: str = DEFAULT_ENCODING,
 ) -> ReferenceBuilt:
     """The reference set of a model from a ticket file, labelled exactly as the worker does
     (the worker's encoders and pipeline: a cascade's reference is its static vectors)."""
     registry = ModelRegistry(settings.model_registry_dir)
     model = registry.load(version or settings.model_version)
-    frame = read_table(data)
+    frame = read_table(data, encoding=encoding)
     if limit is not None:
         frame = frame.head(limit)
     tickets = []
