@@ -134,3 +134,22 @@ def test_a_cp1252_file_trains_with_encoding(
     assert "--encoding" in line
     assert exit_code([*argv, "--encoding", "cp1252"]) == 0
     assert "registered model" in capsys.readouterr().out
+
+
+def test_a_bad_eval_file_is_bad_input_for_retrain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2, as every command's bad file, and before the vector store is opened."""
+    from tests.models.test_registry import save_model
+    from ticketflow.models.registry import ModelRegistry
+
+    save_model(ModelRegistry(tmp_path / "registry"), "v1")
+    Path("eval.csv").write_text("id,queue\n1,Billing\n", encoding="utf-8")
+    monkeypatch.setenv("CHROMA_PATH", str(tmp_path / "chroma"))
+    assert exit_code(["retrain", "--eval-file", "eval.csv", "--no-promote"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "ticketflow retrain: error: eval.csv: needs a ticket_id column "
+        "(vectors come from the store)"
+    )
+    assert not (tmp_path / "chroma").exists()

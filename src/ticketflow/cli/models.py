@@ -159,6 +159,10 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
             return 0
         print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
+    current = registry.current_version()
+    targets = registry.metadata(current).targets if current else []
+    # The file before the store: a bad --eval-file fails before minutes of reading vectors.
+    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
     from ticketflow.runtime.loading import chroma_client
 
     client = chroma_client(settings)
@@ -167,9 +171,6 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     if args.c is not None:
         config = replace(config, c=args.c)
-    current = registry.current_version()
-    targets = registry.metadata(current).targets if current else []
-    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
     result = retrain(
         stored,
         RetrainRequest(
