@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # How long an announcement waits for the broker: the pointer has moved already, so an absent
 # broker costs a warning, not a failed promotion (a refused port answers within a second).
 ANNOUNCE_TIMEOUT_S = BROKER_TIMEOUT_S
+# Refused connections are believed sooner than for a command that needs the broker: a wrong
+# "down" costs a warning and a poll interval here, so promote stays well within 5 s offline.
+ANNOUNCE_DOWN_GRACE_S = 0.25
 
 
 def register(commands: Commands) -> None:
@@ -101,7 +104,7 @@ def announce(settings: Settings, update: ModelUpdate) -> bool:
     from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
 
     try:
-        require_broker(settings, ANNOUNCE_TIMEOUT_S)
+        require_broker(settings, ANNOUNCE_TIMEOUT_S, down_grace_s=ANNOUNCE_DOWN_GRACE_S)
         announcer(settings)(update)
     except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaClientError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
