@@ -9,6 +9,7 @@ generated from this module by :mod:`ticketflow.devtools.config_docs` (a test kee
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ from ticketflow.models.review import (
 )
 from ticketflow.schemas import FieldLimits
 
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _CONFIG = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
 
@@ -48,7 +50,7 @@ class KafkaSettings(BaseSettings):
         default="ticket-monitoring", description="Internal topic feeding the drift monitor."
     )
     monitor_enabled: bool = Field(default=True, description="Publish monitor records.")
-    kafka_topic_partitions: int = 3
+    kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication: int = 1
     kafka_max_message_bytes: int = 1_000_000
     kafka_topic_feedback: str = Field(
@@ -202,7 +204,9 @@ class ModelSettings(BaseSettings):
     model_config = _CONFIG
 
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    embedding_device: str = "cpu"
+    embedding_device: str = Field(
+        default="cpu", description="Where the encoders run: cpu, cuda, cuda:N or mps."
+    )
     embedding_batch_size: int = 16
     torch_threads: int | None = Field(
         default=None,
@@ -231,6 +235,14 @@ class ModelSettings(BaseSettings):
     model_version: str | None = Field(
         default=None, description="Serve this version; unset = current."
     )
+
+    @field_validator("embedding_device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # Checked here, not 30 s later when torch or onnxruntime first meets the name.
+        if not _DEVICE.fullmatch(value):
+            raise ValueError("expected cpu, cuda, cuda:N or mps")
+        return value
 
 
 class VectorStoreSettings(BaseSettings):
@@ -261,7 +273,9 @@ class DriftSettings(BaseSettings):
         default="ticketflow-monitor", description="Consumer group of the drift monitor."
     )
     monitor_metrics_port: int = Field(default=6067, description="Monitor /metrics port.")
-    drift_window_size: int = Field(default=500, description="A window closes after N tickets…")
+    drift_window_size: int = Field(
+        default=500, ge=1, description="A window closes after N tickets…"
+    )
     drift_window_seconds: float = Field(default=300.0, description="…or T seconds.")
     drift_min_window: int = Field(default=50, description="Smaller windows are not evaluated.")
     drift_reference_dir: Path = Path("data/reference")

@@ -34,7 +34,5 @@ def test_rollback_without_a_previous_champion_is_a_clear_error(
     save_model(registry, "v1")
     monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
-    # The broker is checked first (tests/cli/test_unreachable_broker.py); here it "answers".
-    monkeypatch.setattr("ticketflow.cli.models.require_broker", lambda settings: None)
     assert main(["models", "rollback"]) == 1
     assert "no previous champion" in capsys.readouterr().err

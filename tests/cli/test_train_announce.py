@@ -44,7 +44,7 @@ def test_an_unreachable_broker_costs_a_warning_not_the_training(
 ) -> None:
     port = closed_port()
     data = _train_env(tmp_path, monkeypatch, f"127.0.0.1:{port}")
-    monkeypatch.setattr("ticketflow.cli.train.ANNOUNCE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("ticketflow.cli.models.ANNOUNCE_TIMEOUT_S", 0.5)
     assert main(["train", "--data", str(data), "--target", "queue"]) == 0
     out, err = capsys.readouterr()
     registry = ModelRegistry(tmp_path / "models")
@@ -62,7 +62,7 @@ def test_no_promote_announces_nothing(
 ) -> None:
     data = _train_env(tmp_path, monkeypatch, f"127.0.0.1:{closed_port()}")
     called: list[object] = []
-    monkeypatch.setattr("ticketflow.cli.train.announce_trained", lambda *a: called.append(a))
+    monkeypatch.setattr("ticketflow.cli.train.announce", lambda *a: called.append(a))
     assert main(["train", "--data", str(data), "--target", "queue", "--no-promote"]) == 0
     assert called == [] and ModelRegistry(tmp_path / "models").current_version() is None
     assert "warning" not in capsys.readouterr().err

@@ -31,11 +31,13 @@ from tqdm import tqdm
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
 from ticketflow.data.datasets import (
+    DEFAULT_ENCODING,
     DEFAULT_MAPPING,
     ColumnMapping,
     clean_label,
     invalid_row_reason,
 )
+from ticketflow.data.errors import InputError
 
 # The producer's reader: the same ids and line numbers as `ticketflow produce` reports.
 from ticketflow.data.events import iter_file_events
@@ -57,8 +59,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH = 256
 
 
-class BackfillError(RuntimeError):
-    """The file cannot be backfilled at all (unreadable, wrong targets...)."""
+class BackfillError(InputError):
+    """The file cannot be backfilled at all (unreadable, wrong targets...): bad input, so
+    ``ticketflow backfill`` exits 2 as every command does for a bad file."""
 
 
 @dataclass
@@ -103,6 +106,7 @@ class BackfillRequest:
     batch_size: int = DEFAULT_BATCH
     document: str = "none"
     force: bool = False
+    encoding: str = DEFAULT_ENCODING
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def read_rows(
     targets: Sequence[str],
     mapping: ColumnMapping = DEFAULT_MAPPING,
     limits: FieldLimits = DEFAULT_LIMITS,
+    encoding: str = DEFAULT_ENCODING,
 ) -> tuple[list[Row], list[tuple[int, str]]]:
     """The file's valid tickets with their labels, and the bad rows as ``(line, reason)``.
 
@@ -126,9 +131,11 @@ def read_rows(
     bad: list[tuple[int, str]] = []
     context = {"limits": limits}
     try:
-        events = list(iter_file_events(path, mapping))
+        events = list(iter_file_events(path, mapping, encoding=encoding))
     except (OSError, ValueError) as exc:
-        raise BackfillError(f"cannot read {path}: {exc}") from exc
+        # The readers' InputError names the file (and the line) already.
+        reason = str(exc) if isinstance(exc, InputError) else f"cannot read {path}: {exc}"
+        raise BackfillError(reason) from exc
     for line, event, error in events:
         if event is None:
             bad.append((line, error or "unreadable row"))
@@ -162,7 +169,13 @@ def backfill(
         raise BackfillError(f"batch size must be at least 1, not {batch_size}")
     started = time.perf_counter()
     targets = list(request.targets or pipeline.classifier.targets)
-    rows, bad = read_rows(path, targets=targets, mapping=request.mapping, limits=request.limits)
+    rows, bad = read_rows(
+        path,
+        targets=targets,
+        mapping=request.mapping,
+        limits=request.limits,
+        encoding=request.encoding,
+    )
     report = BackfillReport(path=path, model_version=model_version, bad=bad)
     report.rows = len(rows) + len(bad)
     for line, reason in bad[:10]:

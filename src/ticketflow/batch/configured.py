@@ -13,7 +13,7 @@ from typing import cast
 
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
-from ticketflow.data.datasets import ColumnMapping, LabeledData, load_labeled
+from ticketflow.data.datasets import DEFAULT_ENCODING, ColumnMapping, LabeledData, load_labeled
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import Backend, encoders_root, load_encoder
 from ticketflow.models.finetune import (
@@ -37,10 +37,16 @@ def load_data(
     targets: Sequence[str],
     mapping: ColumnMapping,
     limit: int | None = None,
+    encoding: str = DEFAULT_ENCODING,
 ) -> LabeledData:
     """A labelled file, validated with the configured field limits; skipped rows logged."""
     data = load_labeled(
-        path, targets=targets, mapping=mapping, limits=settings.field_limits, limit=limit
+        path,
+        targets=targets,
+        mapping=mapping,
+        limits=settings.field_limits,
+        limit=limit,
+        encoding=encoding,
     )
     for row, reason in data.skipped[:20]:
         logger.warning("skipped row %d: %s", row, reason)

@@ -612,15 +612,17 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def load_eval_labels(path: Path, targets: Sequence[str]) -> dict[str, dict[str, str]]:
-    """A JSONL / CSV / Parquet file with ``ticket_id`` and one column per target."""
+    """A JSONL / CSV / Parquet file with ``ticket_id`` and one column per target; a file
+    without them is bad input (``InputError``: exit 2), as for every command."""
     from ticketflow.data.datasets import read_table
+    from ticketflow.data.errors import InputError
 
     frame = read_table(path)
     if "ticket_id" not in frame.columns:
-        raise RetrainError(f"{path}: needs a ticket_id column (vectors come from the store)")
+        raise InputError(f"{path}: needs a ticket_id column (vectors come from the store)")
     present = [t for t in targets if t in frame.columns]
     if not present:
-        raise RetrainError(f"{path}: no column for any of the targets {list(targets)}")
+        raise InputError(f"{path}: no column for any of the targets {list(targets)}")
     labels: dict[str, dict[str, str]] = {}
     for record in frame.to_dict("records"):
         row = {t: str(record[t]) for t in present if _present(record.get(t))}

@@ -28,8 +28,11 @@ class RegistryMissingError(RuntimeError):
     """MODEL_REGISTRY_DIR is not a directory; ``ticketflow`` exits 1."""
 
 
-def require_broker(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -> None:
-    """Raise ``BrokerUnreachableError`` (one line) unless the configured Kafka answers."""
+def require_broker(
+    settings: Settings, timeout_s: float = BROKER_TIMEOUT_S, *, down_grace_s: float = 1.0
+) -> None:
+    """Raise ``BrokerUnreachableError`` (one line) unless the configured Kafka answers;
+    ``down_grace_s``: how long refused connections are retried before that is the answer."""
     from ticketflow.adapters.kafka.preflight import check_broker
 
     if settings.kafka_bootstrap_servers:
@@ -39,7 +42,7 @@ def require_broker(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -> N
             "KAFKA_BOOTSTRAP_SERVERS is unset, so the local broker is meant: start it with "
             "`ticketflow broker up`, or set KAFKA_BOOTSTRAP_SERVERS"
         )
-    check_broker(settings.kafka_client_config(), timeout_s, hint=hint)
+    check_broker(settings.kafka_client_config(), timeout_s, hint=hint, down_grace_s=down_grace_s)
 
 
 def open_registry(settings: Settings) -> ModelRegistry:

@@ -7,6 +7,7 @@ import argparse
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.cli._checks import require_broker
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import setting
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import LocalKafkaBroker
 
@@ -18,7 +19,11 @@ def register(commands: Commands) -> None:
 
     topics = commands.add_parser("topics", help="create the tickets/labeled/dead-letter topics")
     topics.add_argument("action", choices=["create"])
-    topics.add_argument("--partitions", type=int, help="default: KAFKA_TOPIC_PARTITIONS")
+    topics.add_argument(
+        "--partitions",
+        type=setting("kafka_topic_partitions"),
+        help="default: KAFKA_TOPIC_PARTITIONS",
+    )
     topics.set_defaults(handler=run_topics)
 
 

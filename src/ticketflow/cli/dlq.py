@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ticketflow.cli._checks import require_broker
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import COUNT
 from ticketflow.config import Settings
 from ticketflow.data.errors import InputError
 from ticketflow.data.since import SINCE_HELP, parse_since
@@ -97,9 +98,9 @@ def register(commands: Commands) -> None:
 
     show = actions.add_parser("show", help="print dead letters, newest last")
     _add_filters(show)
-    show.add_argument("--limit", type=int, default=20, help="at most N, the latest (default 20)")
+    show.add_argument("--limit", type=COUNT, default=20, help="at most N, the latest (default 20)")
     show.add_argument(
-        "--chars", type=int, default=200, help="cut originals to N characters (default 200)"
+        "--chars", type=COUNT, default=200, help="cut originals to N characters (default 200)"
     )
     show.add_argument("--json", action="store_true", help="one dead letter per line, as JSON")
     show.set_defaults(handler=run_show)

@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
@@ -33,6 +34,14 @@ Commands that need Kafka check it first and fail within seconds when it does not
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as bad settings and bad files are: the usage is in --help.
+    Subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so ``import ticketflow.cli`` stays cheap and side-effect free.
     from ticketflow.cli import (
@@ -48,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         worker,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ticketflow",
         description="Classify support tickets as they stream through Kafka.",
         epilog=EPILOG,
@@ -79,7 +88,9 @@ def setting_errors(exc: ValidationError) -> list[str]:
     for error in exc.errors(include_url=False):
         name = ".".join(str(part) for part in error["loc"]) or "?"
         value = "'***'" if _is_secret(name) else repr(error.get("input"))
-        lines.append(f"ticketflow: bad setting {name.upper()}={value}: {error['msg']}")
+        # pydantic prefixes a validator's own message with its class: noise to a user.
+        reason = error["msg"].removeprefix("Value error, ")
+        lines.append(f"ticketflow: bad setting {name.upper()}={value}: {reason}")
     return lines
 
 

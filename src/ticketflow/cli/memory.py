@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
+from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 
 
@@ -22,12 +23,13 @@ def register(commands: Commands) -> None:
     )
     backfill.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet file")
     add_map_argument(backfill)
+    add_encoding_argument(backfill)
     backfill.add_argument(
         "--target",
         action="append",
         help="label column(s) to import (repeatable; default: the model's targets)",
     )
-    backfill.add_argument("--batch", type=int, default=256, help="tickets per batch (256)")
+    backfill.add_argument("--batch", type=COUNT, default=256, help="tickets per batch (256)")
     backfill.add_argument(
         "--force", action="store_true", help="rewrite tickets this model version already stored"
     )
@@ -39,7 +41,9 @@ def register(commands: Commands) -> None:
     query = similar.add_mutually_exclusive_group(required=True)
     query.add_argument("ticket_id", nargs="?", metavar="TICKET_ID", help="a stored ticket")
     query.add_argument("--text", help="a new ticket's text (subject and body)")
-    similar.add_argument("--k", type=int, default=5, help="how many neighbours (default 5)")
+    similar.add_argument(
+        "--k", type=number(int, ge=1, le=100), default=5, help="how many neighbours (default 5)"
+    )
     similar.add_argument(
         "--where",
         action="append",
@@ -67,6 +71,7 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
             batch_size=args.batch,
             document=settings.chroma_document,
             force=args.force,
+            encoding=args.encoding,
         ),
         pipeline=serving.pipeline,
         store=serving.store,

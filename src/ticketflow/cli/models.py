@@ -9,14 +9,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ticketflow.cli._checks import open_registry, require_broker, require_registry_dir
+from ticketflow.cli._checks import (
+    BROKER_TIMEOUT_S,
+    open_registry,
+    require_broker,
+    require_registry_dir,
+)
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import POSITIVE, SEED
 from ticketflow.config import Settings
 
 if TYPE_CHECKING:  # the handlers import the batch code when they run
     from ticketflow.batch.promotion import Announce
+    from ticketflow.schemas import ModelUpdate
 
 logger = logging.getLogger(__name__)
+
+# How long an announcement waits for the broker: the pointer has moved already, so an absent
+# broker costs a warning, not a failed promotion (a refused port answers within a second).
+ANNOUNCE_TIMEOUT_S = BROKER_TIMEOUT_S
+# Refused connections are believed sooner than for a command that needs the broker: a wrong
+# "down" costs a warning and a poll interval here, so promote stays well within 5 s offline.
+ANNOUNCE_DOWN_GRACE_S = 0.25
 
 
 def register(commands: Commands) -> None:
@@ -40,14 +54,14 @@ def register(commands: Commands) -> None:
     )
     retrain.add_argument("--force", action="store_true", help="promote even if it loses")
     retrain.add_argument("--no-promote", action="store_true", help="evaluate and register only")
-    retrain.add_argument("--c", type=float, help="LogisticRegression C (default: train's)")
+    retrain.add_argument("--c", type=POSITIVE, help="LogisticRegression C (default: train's)")
     retrain.add_argument(
         "--features",
         choices=["hybrid", "embedding"],
         default="hybrid",
         help="as for train: hybrid (default) or the embedding alone",
     )
-    retrain.add_argument("--seed", type=int, default=42)
+    retrain.add_argument("--seed", type=SEED, default=42)
     retrain.add_argument("--by", help="recorded as who promoted (default: $USER)")
     retrain.set_defaults(handler=run_retrain)
 
@@ -77,12 +91,44 @@ def announcer(settings: Settings) -> Announce:
     )
 
 
+def announce(settings: Settings, update: ModelUpdate) -> bool:
+    """Announce a model that became current on KAFKA_TOPIC_MODEL_UPDATES so the workers
+    reload it at once; True when the broker acknowledged it.
+
+    Best effort, for train, retrain, promote and rollback alike: the registry's pointer is
+    the truth and has moved already, and workers that miss the announcement find the model
+    by polling it, so an unreachable broker costs one warning line, not the command.
+    """
+    from ticketflow.adapters.kafka.clients import DeliveryError
+    from ticketflow.adapters.kafka.errors import KafkaClientError, KafkaSetupError
+    from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
+
+    try:
+        require_broker(settings, ANNOUNCE_TIMEOUT_S, down_grace_s=ANNOUNCE_DOWN_GRACE_S)
+        announcer(settings)(update)
+    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaClientError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(
+            f"warning: {update.version} is current but not announced on "
+            f"{settings.kafka_topic_model_updates}: {reason} "
+            f"(KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}); "
+            "workers load it when they next poll the registry",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _announced(done: bool) -> str:
+    return "announced" if done else "not announced"
+
+
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     require_registry_dir(settings)
-    if args.if_drift or not args.no_promote:
-        # Reading drift events and announcing a promotion need Kafka: find out before the
-        # store is read and a challenger trained, not after (and before the registry's
-        # imports, a second of scikit-learn on a busy node).
+    if args.if_drift:
+        # Reading drift events needs Kafka: find out before the store is read and a
+        # challenger trained, not after (and before the registry's imports, a second of
+        # scikit-learn on a busy node). A promotion's announcement is best effort.
         require_broker(settings)
     from ticketflow.models.registry import ModelRegistry
 
@@ -116,6 +162,10 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no drift event since the last promotion ({since:%Y-%m-%d %H:%M:%S} UTC)")
             return 0
         print(f"{len(events)} drift event(s) since {since:%Y-%m-%d %H:%M:%S} UTC: retraining")
+    current = registry.current_version()
+    targets = registry.metadata(current).targets if current else []
+    # The file before the store: a bad --eval-file fails before minutes of reading vectors.
+    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
     from ticketflow.runtime.loading import chroma_client
 
     client = chroma_client(settings)
@@ -124,9 +174,6 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     if args.c is not None:
         config = replace(config, c=args.c)
-    current = registry.current_version()
-    targets = registry.metadata(current).targets if current else []
-    eval_labels = load_eval_labels(args.eval_file, targets) if args.eval_file else None
     result = retrain(
         stored,
         RetrainRequest(
@@ -158,11 +205,16 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             result.challenger,
             by=promotion.who(args.by),
             reason=f"retrain {result.decision}: " + "; ".join(result.reasons),
-            announce=announcer(settings),
+            announce=None,
             forced=result.decision == "forced",
             report=str(result.json_path),
         )
-        print(f"challenger {update.version}: {result.decision}, announced (was {result.champion})")
+        # Under the registry lock, as promote: announcements follow the pointer's order.
+        done = announce(settings, update)
+        print(
+            f"challenger {update.version}: {result.decision}, {_announced(done)} "
+            f"(was {result.champion})"
+        )
     else:
         print(
             f"challenger {result.challenger}: {result.decision}"
@@ -184,11 +236,8 @@ def warn_without_reference(settings: Settings, version: str) -> None:
 
 
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
-    if args.models_command in ("promote", "rollback"):
-        require_registry_dir(settings)
-        # Before the pointer moves: a promotion that cannot be announced would leave the
-        # workers on the old model until their next poll, with the command failing half-way.
-        require_broker(settings)
+    # No broker check: the pointer is the truth (serve and the workers poll it), so a
+    # promotion works offline and its announcement is best effort.
     registry = open_registry(settings)
 
     from ticketflow.batch import promotion
@@ -200,9 +249,10 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
                 args.version,
                 by=promotion.who(args.by),
                 reason=args.reason,
-                announce=announcer(settings),
+                announce=None,
             )
-        print(f"promoted {update.version} (was {update.previous_version}), announced")
+            done = announce(settings, update)  # under the lock: in the pointer's order
+        print(f"promoted {update.version} (was {update.previous_version}), {_announced(done)}")
         warn_without_reference(settings, update.version)
         return 0
     if args.models_command == "rollback":
@@ -211,9 +261,10 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
                 registry,
                 by=promotion.who(args.by),
                 reason=args.reason,
-                announce=announcer(settings),
+                announce=None,
             )
-        print(f"rolled back {update.previous_version} -> {update.version}, announced")
+            done = announce(settings, update)
+        print(f"rolled back {update.previous_version} -> {update.version}, {_announced(done)}")
         warn_without_reference(settings, update.version)
         return 0
     current = registry.current_version()

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
+from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 from ticketflow.data.since import SINCE_HELP, parse_since
 
@@ -35,11 +36,12 @@ def register(commands: Commands) -> None:
         help="label column (repeatable; default: the label-like columns of the file)",
     )
     add_map_argument(data)
-    data.add_argument("--limit", type=int, help="use only the first N rows")
+    add_encoding_argument(data)
+    data.add_argument("--limit", type=COUNT, help="use only the first N rows")
     data.add_argument("--out", type=Path, required=True, help="folder for index.html")
     data.add_argument(
         "--near-duplicate-sample",
-        type=int,
+        type=number(int, ge=0),
         default=2_000,
         metavar="N",
         help="tickets compared with the whole file to find near duplicates (default 2000)",
@@ -61,7 +63,7 @@ def register(commands: Commands) -> None:
     )
     performance.add_argument(
         "--min-labels",
-        type=int,
+        type=COUNT,
         default=20,
         help="labelled tickets a target needs for its report (default 20)",
     )
@@ -81,6 +83,7 @@ def run_data(args: argparse.Namespace, settings: Settings) -> int:
         mapping=ColumnMapping.parse(args.map),
         limits=settings.field_limits,
         limit=args.limit,
+        encoding=args.encoding,
     )
     options = reports.DataReportOptions(
         max_text_chars=settings.max_text_chars,

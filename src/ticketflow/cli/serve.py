@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ticketflow.cli._types import Commands
+from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,11 @@ def register(commands: Commands) -> None:
         "--host",
         help="address to bind (default METRICS_BIND with SERVE_TOKENS_FILE, else 127.0.0.1)",
     )
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument(
-        "--max-tickets", type=int, default=256, help="tickets per classify request (256)"
+        "--port", type=number(int, ge=1, le=65_535), default=8080, help="port (default 8080)"
+    )
+    serve.add_argument(
+        "--max-tickets", type=COUNT, default=256, help="tickets per classify request (256)"
     )
     serve.set_defaults(handler=run_serve)
 

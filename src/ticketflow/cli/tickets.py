@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from ticketflow.cli._checks import UsageError, require_broker
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
+from ticketflow.cli._values import COUNT, POSITIVE, SEED
 from ticketflow.config import Settings
 
 # Handlers import what they run: building the parser stays cheap, and the worker's process
@@ -18,27 +19,30 @@ from ticketflow.config import Settings
 
 def register(commands: Commands) -> None:
     sample = commands.add_parser("sample", help="write generated, labelled sample tickets")
-    sample.add_argument("--n", type=int, default=1000, help="how many tickets (default 1000)")
+    sample.add_argument("--n", type=COUNT, default=1000, help="how many tickets (default 1000)")
     sample.add_argument("--out", type=Path, required=True, help=".jsonl, .csv or .parquet")
-    sample.add_argument("--seed", type=int, default=42)
+    sample.add_argument("--seed", type=SEED, default=42)
     sample.set_defaults(handler=run_sample)
 
     produce = commands.add_parser("produce", help="publish tickets from a file or the generator")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("path", nargs="?", type=Path, help="JSONL or CSV (Parquet too)")
-    source.add_argument("--sample", type=int, metavar="N", help="publish N generated tickets")
-    produce.add_argument("--seed", type=int, default=7, help="generator seed for --sample")
+    source.add_argument("--sample", type=COUNT, metavar="N", help="publish N generated tickets")
+    produce.add_argument("--seed", type=SEED, default=7, help="generator seed for --sample")
     produce.add_argument(
-        "--rate", type=float, help="tickets per second (default: as fast as possible)"
+        "--rate", type=POSITIVE, help="tickets per second (default: as fast as possible)"
     )
     produce.add_argument("--topic", help="default: KAFKA_TOPIC_TICKETS")
     add_map_argument(produce)
+    add_encoding_argument(produce)
     produce.set_defaults(handler=run_produce)
 
     consumer = commands.add_parser("consume", help="print records of a topic, one JSON per line")
     consumer.add_argument("--topic", help="default: KAFKA_TOPIC_LABELED")
-    consumer.add_argument("--max", type=int, help="stop after N records")
-    consumer.add_argument("--timeout", type=float, default=10.0, help="stop after S idle seconds")
+    consumer.add_argument("--max", type=COUNT, help="stop after N records")
+    consumer.add_argument(
+        "--timeout", type=POSITIVE, default=10.0, help="stop after S idle seconds"
+    )
     consumer.add_argument("--group", help="consumer group (default: a fresh one)")
     consumer.set_defaults(handler=run_consume)
 
@@ -87,7 +91,9 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     # The file is read as it is sent; rows that cannot be sent are skipped and logged as
     # warnings (path:line: reason). Rows the worker would dead-letter for size are among them.
-    events = FileEvents(args.path, mapping, max_bytes=settings.kafka_max_message_bytes)
+    events = FileEvents(
+        args.path, mapping, max_bytes=settings.kafka_max_message_bytes, encoding=args.encoding
+    )
     sent = produce_events(config, topic, events, rate=args.rate)
     events.log_total()
     skipped = f"; skipped {len(events.skipped)} (see the warnings)" if events.skipped else ""

@@ -5,33 +5,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ticketflow.cli._checks import BROKER_TIMEOUT_S, open_registry, require_broker
-from ticketflow.cli._types import Commands, add_map_argument
+from ticketflow.cli._checks import open_registry
+from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
+from ticketflow.cli._values import COUNT, POSITIVE, SEED, number, setting
+from ticketflow.cli.models import announce
 from ticketflow.config import Settings
 from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --help stays fast
-
-if TYPE_CHECKING:  # the handlers import the registry when they run (scikit-learn: seconds)
-    from ticketflow.models.registry import ModelRegistry, PromotionRecord
 
 logger = logging.getLogger(__name__)
 
 FINETUNE_EPOCHS = FinetuneConfig().epochs
-# How long a trained model's announcement waits for the broker: the model is current
-# already, so an absent broker costs a warning, not minutes of a finished training.
-ANNOUNCE_TIMEOUT_S = BROKER_TIMEOUT_S
 
 
 def register(commands: Commands) -> None:
     train = commands.add_parser("train", help="train a model on a labelled file and register it")
     _data_arguments(train)
-    train.add_argument("--test-size", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--c", type=float, help="LogisticRegression C (default: the chosen model's)")
+    train.add_argument(
+        "--test-size",
+        type=number(float, gt=0, lt=1),
+        default=0.2,
+        help="share of the rows held out for the metrics, between 0 and 1 (default 0.2)",
+    )
+    train.add_argument("--seed", type=SEED, default=42)
+    train.add_argument(
+        "--c", type=POSITIVE, help="LogisticRegression C (default: the chosen model's)"
+    )
     train.add_argument(
         "--features",
         choices=["hybrid", "embedding"],
@@ -41,7 +42,7 @@ def register(commands: Commands) -> None:
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
     train.add_argument(
         "--review-precision",
-        type=float,
+        type=setting("review_precision"),
         help="precision the per-target review thresholds aim at (default REVIEW_PRECISION)",
     )
     train.add_argument("--no-promote", action="store_true", help="do not make it current")
@@ -54,7 +55,7 @@ def register(commands: Commands) -> None:
     )
     train.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=COUNT,
         default=FINETUNE_EPOCHS,
         help=f"epochs of fine-tuning (default {FINETUNE_EPOCHS}, the CV winner on bueck-v3)",
     )
@@ -77,9 +78,10 @@ def register(commands: Commands) -> None:
         "--target", action="append", help="label column(s) of --data (repeatable; default: queue)"
     )
     add_map_argument(experiments)
+    add_encoding_argument(experiments)
     experiments.add_argument(
         "--rows",
-        type=int,
+        type=number(int, ge=0),
         default=5_000,
         help="stratified subsample of --data (0: every row; default 5000)",
     )
@@ -92,7 +94,7 @@ def register(commands: Commands) -> None:
     )
     experiments.add_argument(
         "--encoder-rows",
-        type=int,
+        type=number(int, ge=0),
         default=1_000,
         help="stratified sample of --data the encoders are compared on (default 1000)",
     )
@@ -105,10 +107,12 @@ def register(commands: Commands) -> None:
     experiments.add_argument(
         "--out", type=Path, default=Path("reports/experiments"), help="output folder"
     )
-    experiments.add_argument("--folds", type=int, default=5, help="CV folds on the training part")
+    experiments.add_argument(
+        "--folds", type=number(int, ge=2), default=5, help="CV folds on the training part"
+    )
     experiments.add_argument(
         "--endava-rows",
-        type=int,
+        type=COUNT,
         default=8_000,
         help="stratified subsample of endava-it (embedding all 38k rows takes long on a CPU)",
     )
@@ -139,7 +143,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         help="label column(s) to learn (repeatable; default: queue)",
     )
     add_map_argument(parser)
-    parser.add_argument("--limit", type=int, help="use only the first N rows")
+    add_encoding_argument(parser)
+    parser.add_argument("--limit", type=COUNT, help="use only the first N rows")
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,6 +162,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         targets=args.target or ["queue"],
         mapping=ColumnMapping.parse(args.map),
         limit=args.limit,
+        encoding=args.encoding,
     )
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
@@ -205,8 +211,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
             make_current=not args.no_promote,
         )
         if result.promotion is not None:
+            from ticketflow.batch.promotion import model_update
+
             # Under the lock, as promote announces: announcements follow the pointer's order.
-            announce_trained(settings, registry, result.promotion)
+            update = model_update(registry, result.promotion)
+            if announce(settings, update):
+                print(f"announced {update.version} (was {update.previous_version})")
     print(format_report(result.metrics))
     if result.review is not None:
         print(format_review(result.review))
@@ -217,34 +227,6 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"registered model {result.version} at {result.path}")
     return 0
-
-
-def announce_trained(settings: Settings, registry: ModelRegistry, entry: PromotionRecord) -> None:
-    """Announce a trained model that became current on KAFKA_TOPIC_MODEL_UPDATES, as
-    ``ticketflow models promote`` does, so the workers reload it at once. Best effort: the
-    pointer has moved already and workers that miss the announcement find the model by
-    polling it, so an unreachable broker costs one warning line, not the training."""
-    from ticketflow.adapters.kafka.clients import DeliveryError
-    from ticketflow.adapters.kafka.errors import KafkaClientError, KafkaSetupError
-    from ticketflow.adapters.kafka.preflight import BrokerUnreachableError
-    from ticketflow.batch import promotion
-    from ticketflow.cli.models import announcer
-
-    update = promotion.model_update(registry, entry)
-    try:
-        require_broker(settings, ANNOUNCE_TIMEOUT_S)
-        announcer(settings)(update)
-    except (BrokerUnreachableError, KafkaSetupError, DeliveryError, KafkaClientError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(
-            f"warning: {update.version} is current but not announced on "
-            f"{settings.kafka_topic_model_updates}: {reason} "
-            f"(KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}); "
-            "workers load it when they next poll the registry",
-            file=sys.stderr,
-        )
-        return
-    print(f"announced {update.version} (was {update.previous_version})")
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -265,6 +247,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         targets=args.target or metadata.targets or ["queue"],
         mapping=ColumnMapping.parse(args.map),
         limit=args.limit,
+        encoding=args.encoding,
     )
     encoder = configured.encoder(
         settings,
@@ -338,7 +321,9 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--encoder compares encoders on a labelled file: add --data PATH")
     if not args.data.is_file():  # before an encoder is loaded, which takes seconds
         raise InputError(f"cannot read {args.data}: no such file")
-    task = experiments.file_task(args.data, args.target or ["queue"], args.map)
+    task = experiments.file_task(
+        args.data, args.target or ["queue"], args.map, encoding=args.encoding
+    )
     if args.encoder:
         request = experiments.ExperimentRequest(
             folds=args.folds,

@@ -14,6 +14,7 @@ for columns, the columns it has: a wrong ``--map`` must not quietly train on hal
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from ticketflow.schemas import DEFAULT_LIMITS, FieldLimits, Ticket, fold_tag_col
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_ENCODING",
     "DEFAULT_MAPPING",
     "DROPPED_COLUMNS",
     "ColumnMapping",
@@ -41,10 +43,12 @@ __all__ = [
     "LabeledData",
     "check_columns",
     "clean_value",
+    "decode_error",
     "load_labeled",
     "map_record",
     "read_table",
     "rows_to_dicts",
+    "text_encoding",
 ]
 
 # Columns never carried into a ticket: ``answer`` is the agent's reply in the Bueck data set,
@@ -111,13 +115,49 @@ class ColumnMapping:
         return {name for name, column in pairs.items() if column is None}
 
 
-def read_table(path: Path) -> pd.DataFrame:
+DEFAULT_ENCODING = "utf-8"
+ENCODING_HINT = "pass --encoding (e.g. --encoding cp1252 for a spreadsheet export)"
+
+
+def text_encoding(encoding: str) -> str:
+    """The codec a text file is read with: UTF-8 tolerates a byte-order mark (spreadsheets
+    write one), other names are taken as given."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> InputError:
+    """One line for a file that is not ``encoding`` text: the first line that does not
+    decode, the byte, and the option to change (not the byte offset in a parser's buffer)."""
+    byte = bytes(exc.object[exc.start : exc.start + 1]).hex()
+    line = _undecodable_line(path, encoding)
+    where = f"{path}:{line}" if line is not None else str(path)
+    return InputError(f"{where}: not {encoding} text (byte 0x{byte}); {ENCODING_HINT}")
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    # An incremental decoder: a multi-byte character may span what the split calls lines.
+    decoder = codecs.getincrementaldecoder(text_encoding(encoding))()
+    try:
+        with path.open("rb") as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                try:
+                    decoder.decode(raw)
+                except UnicodeDecodeError:
+                    return line_no
+    except OSError:
+        return None
+    return None
+
+
+def read_table(path: Path, *, encoding: str = DEFAULT_ENCODING) -> pd.DataFrame:
     """Read a ticket table; every cell keeps its Python value (strings stay strings).
 
     ``.csv`` goes through the real CSV parser (quoted fields with newlines, CRLF, a BOM) with
     every column read as text and only empty cells missing; ``.jsonl``/``.ndjson`` hold one
     JSON object per line, ``.json`` a list of objects, ``.parquet`` a table. A file that is
-    missing, empty (no header, no records) or unreadable raises :class:`InputError`.
+    missing, empty (no header, no records) or unreadable raises :class:`InputError`, and so
+    does text that is not ``encoding`` (CSV and JSON; Parquet stores its own), naming the
+    line.
     """
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
@@ -129,9 +169,11 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"cannot read {path}: not a file")
     try:
-        frame = _read(path, suffix)
+        frame = _read(path, suffix, text_encoding(encoding))
     except InputError:
         raise
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, encoding, exc) from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"cannot read {path}: the file is empty (no header row)") from exc
     except (ValueError, OSError, UnicodeError) as exc:  # parser, JSON, Arrow and I/O errors
@@ -142,7 +184,7 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read(path: Path, suffix: str) -> pd.DataFrame:
+def _read(path: Path, suffix: str, encoding: str) -> pd.DataFrame:
     if suffix == ".csv":
         # dtype=str keeps ids like "000123" and stops "NA" or "None" from turning into NaN.
         return pd.read_csv(
@@ -150,18 +192,18 @@ def _read(path: Path, suffix: str) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             na_values=[""],
-            encoding="utf-8-sig",
+            encoding=encoding,
         )
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix == ".json":
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding=encoding) as fh:
             data = json.load(fh)
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
             raise InputError(f"{path}: a .json file must hold a list of objects")
         return _frame(data)
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding=encoding) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -359,6 +401,7 @@ def load_labeled(
     limits: FieldLimits = DEFAULT_LIMITS,
     limit: int | None = None,
     progress: bool = True,
+    encoding: str = DEFAULT_ENCODING,
 ) -> LabeledData:
     """Load a labelled table: tickets validated with ``limits`` and a label per target.
 
@@ -368,7 +411,7 @@ def load_labeled(
     """
     if not targets:
         raise InputError("at least one target column is needed")
-    frame = read_table(path)
+    frame = read_table(path, encoding=encoding)
     missing = [t for t in targets if t not in frame.columns]
     if missing:
         raise InputError(

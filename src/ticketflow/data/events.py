@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ticketflow.data.datasets import (
+    DEFAULT_ENCODING,
     DEFAULT_MAPPING,
     ColumnMapping,
     map_record,
     read_table,
     rows_to_dicts,
+    text_encoding,
 )
 from ticketflow.data.wire import encode_event
 
@@ -60,6 +62,7 @@ def iter_file_events(
     mapping: ColumnMapping = DEFAULT_MAPPING,
     *,
     max_bytes: int | None = None,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[FileEvent]:
     """Yield ``(line_no, event, error)`` for each record of a ticket file.
 
@@ -70,9 +73,9 @@ def iter_file_events(
     id column (or, for tables, when the file lacks it), as ``load_labeled`` does.
     """
     if path.suffix.lower() in _JSONL_SUFFIXES:
-        yield from _iter_jsonl(path, mapping, max_bytes)
+        yield from _iter_jsonl(path, mapping, max_bytes, encoding)
         return
-    frame = read_table(path)
+    frame = read_table(path, encoding=encoding)
     offset = _CSV_HEADER_LINES if path.suffix.lower() == ".csv" else 0
     for record_no, event in enumerate(
         rows_to_dicts(frame, mapping, id_prefix=path.stem, source=path), 1
@@ -81,9 +84,12 @@ def iter_file_events(
         yield record_no + offset, (None if error else event), error
 
 
-def _iter_jsonl(path: Path, mapping: ColumnMapping, max_bytes: int | None) -> Iterator[FileEvent]:
+def _iter_jsonl(
+    path: Path, mapping: ColumnMapping, max_bytes: int | None, encoding: str
+) -> Iterator[FileEvent]:
     record_no = 0
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    # errors="replace": a stray byte costs one character, not the line (the worker checks).
+    with path.open(encoding=text_encoding(encoding), errors="replace") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -121,11 +127,12 @@ class FileEvents:
     path: Path
     mapping: ColumnMapping = DEFAULT_MAPPING
     max_bytes: int | None = None
+    encoding: str = DEFAULT_ENCODING
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for line_no, event, error in iter_file_events(
-            self.path, self.mapping, max_bytes=self.max_bytes
+            self.path, self.mapping, max_bytes=self.max_bytes, encoding=self.encoding
         ):
             if event is None:
                 self.skipped.append((line_no, error or "unknown error"))

@@ -6,6 +6,7 @@ do lives here, next to the monitor it wires.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -19,10 +20,18 @@ from ticketflow.adapters.kafka.clients import tail_values
 from ticketflow.adapters.kafka.lag import GroupLagReader
 from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
-from ticketflow.data.datasets import ColumnMapping, read_table, rows_to_dicts
+from ticketflow.data.datasets import (
+    DEFAULT_ENCODING,
+    ColumnMapping,
+    decode_error,
+    read_table,
+    rows_to_dicts,
+    text_encoding,
+)
+from ticketflow.data.errors import InputError
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.serving import make_pipeline
-from ticketflow.monitoring.drift import DriftConfig, DriftResult, detect_drift
+from ticketflow.monitoring.drift import DriftConfig, DriftResult, MonitorSample, detect_drift
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
 from ticketflow.monitoring.lag import start_lag_watch
 from ticketflow.monitoring.monitor import (
@@ -127,12 +136,33 @@ def build_reference(
     version: str | None = None,
     limit: int | None = None,
     seed: int = 42,
+    encoding: str = DEFAULT_ENCODING,
 ) -> ReferenceBuilt:
     """The reference set of a model from a ticket file, labelled exactly as the worker does
     (the worker's encoders and pipeline: a cascade's reference is its static vectors)."""
-    registry = ModelRegistry(settings.model_registry_dir)
-    model = registry.load(version or settings.model_version)
-    frame = read_table(data)
+    tickets = read_tickets(settings, data, mapping=mapping, limit=limit, encoding=encoding)
+    labelled = label_tickets(settings, tickets, version=version)
+    path = write_sample_reference(
+        settings.drift_reference_dir,
+        model_version=labelled.model_version,
+        sample=labelled.sample,
+        sample_size=settings.drift_reference_size,
+        seed=seed,
+    )
+    return ReferenceBuilt(labelled.model_version, len(tickets), path)
+
+
+def read_tickets(
+    settings: Settings,
+    data: Path,
+    *,
+    mapping: ColumnMapping,
+    limit: int | None = None,
+    encoding: str = DEFAULT_ENCODING,
+) -> list[Ticket]:
+    """The valid tickets of a ticket file's first ``limit`` rows (invalid rows left out, as
+    the worker would dead-letter them); ``InputError`` when it is unreadable or holds none."""
+    frame = read_table(data, encoding=encoding)
     if limit is not None:
         frame = frame.head(limit)
     tickets = []
@@ -142,19 +172,66 @@ def build_reference(
         except ValidationError:
             continue
     if not tickets:
-        raise ValueError(f"{data}: no valid tickets")
-    pipeline = make_pipeline(
-        serving_encoders(settings, model.metadata, text_cache=False),
-        model,
-    )
-    path = write_sample_reference(
-        settings.drift_reference_dir,
-        model_version=model.metadata.version,
-        sample=pipeline_sample(pipeline, tickets, review=settings.review_policy()),
-        sample_size=settings.drift_reference_size,
-        seed=seed,
-    )
-    return ReferenceBuilt(model.metadata.version, len(tickets), path)
+        raise InputError(f"{data}: no valid tickets")
+    return tickets
+
+
+@dataclass(frozen=True)
+class Labelled:
+    model_version: str
+    sample: MonitorSample
+
+
+def label_tickets(
+    settings: Settings, tickets: Sequence[Ticket], *, version: str | None
+) -> Labelled:
+    """``tickets`` labelled by ``version`` (default MODEL_VERSION, else current) exactly as
+    the worker labels them, as the monitor's columns."""
+    model = ModelRegistry(settings.model_registry_dir).load(version or settings.model_version)
+    pipeline = make_pipeline(serving_encoders(settings, model.metadata, text_cache=False), model)
+    sample = pipeline_sample(pipeline, tickets, review=settings.review_policy())
+    return Labelled(model.metadata.version, sample)
+
+
+# The field only the worker's monitor records carry: a file with it is records, not tickets.
+_RECORD_FIELD = "vector_f16_b64"
+
+
+def holds_monitor_records(path: Path, *, encoding: str = DEFAULT_ENCODING) -> bool:
+    """Whether ``path`` is a JSONL file of monitor records (its first record carries
+    ``vector_f16_b64``) rather than a ticket file; decided by content, not by name."""
+    if path.suffix.lower() not in (".jsonl", ".ndjson") or not path.is_file():
+        return False
+    try:
+        with path.open(encoding=text_encoding(encoding)) as fh:
+            first = next((line for line in fh if line.strip()), "")
+        item = json.loads(first) if first else None
+    except (ValueError, OSError):  # not JSON, not text: the ticket reader says what is wrong
+        return False
+    return isinstance(item, dict) and _RECORD_FIELD in item
+
+
+def read_monitor_records(path: Path, *, encoding: str = DEFAULT_ENCODING) -> list[MonitorRecord]:
+    """The monitor records of a JSONL file; ``InputError`` names the first bad line."""
+    records = []
+    try:
+        with path.open(encoding=text_encoding(encoding)) as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(MonitorRecord.model_validate_json(line))
+                except ValidationError as exc:
+                    first = exc.errors(include_url=False)[0]
+                    where = ".".join(str(part) for part in first["loc"])
+                    raise InputError(
+                        f"{path}:{line_no}: not a monitor record: {where}: {first['msg']}"
+                    ) from None
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, encoding, exc) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return records
 
 
 def latest_monitor_records(settings: Settings, count: int) -> list[MonitorRecord]:
@@ -186,8 +263,16 @@ def drift_report(
         raise ValueError("no monitor records to report on")
     version = records[-1].model_version
     mine = [r for r in records if r.model_version == version]
+    return sample_report(settings, Labelled(version, records_sample(mine)), len(mine), out=out)
+
+
+def sample_report(
+    settings: Settings, labelled: Labelled, count: int, *, out: Path | None = None
+) -> DriftReport:
+    """Drift of a labelled sample (monitor records, or tickets labelled by
+    :func:`label_tickets`) against its model's reference, with an HTML report."""
+    version, current = labelled.model_version, labelled.sample
     reference = load_reference(settings.drift_reference_dir, version)
-    current = records_sample(mine)
     config = drift_config(settings)
     result = detect_drift(reference.sample, current, config)
     path = write_report(
@@ -198,4 +283,4 @@ def drift_report(
         reference_version=reference.reference_version,
         embedding_threshold=config.threshold,
     )
-    return DriftReport(version, len(mine), result, path)
+    return DriftReport(version, count, result, path)

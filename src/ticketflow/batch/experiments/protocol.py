@@ -33,7 +33,7 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
 from ticketflow.batch.train import split_indices
-from ticketflow.data.datasets import ColumnMapping, load_labeled
+from ticketflow.data.datasets import DEFAULT_ENCODING, ColumnMapping, load_labeled
 from ticketflow.data.errors import InputError
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.features import FeatureConfig, Features, TextFeatures
@@ -58,6 +58,7 @@ class Task:
     targets: tuple[str, ...]
     mapping: tuple[str, ...] = ()  # ``--map`` pairs
     rows: int | None = None  # stratified subsample of this many rows (None: all)
+    encoding: str = DEFAULT_ENCODING  # of a CSV or JSON file (``--encoding``)
 
 
 TASKS: tuple[Task, ...] = (
@@ -173,6 +174,7 @@ def load_task(
         targets=list(task.targets),
         mapping=ColumnMapping.parse(list(task.mapping)),
         progress=progress,
+        encoding=task.encoding,
     )
     n_file = len(data.tickets)
     y = data.labels[task.targets[0]]
@@ -222,11 +224,17 @@ def embedded(data: Prepared, encoder: Encoder, *, progress: bool = False) -> Pre
     )
 
 
-def file_task(path: Path, targets: Sequence[str], mapping: Sequence[str] = ()) -> Task:
+def file_task(
+    path: Path,
+    targets: Sequence[str],
+    mapping: Sequence[str] = (),
+    *,
+    encoding: str = DEFAULT_ENCODING,
+) -> Task:
     """A :class:`Task` for any labelled file (``ticketflow experiments --data``); its file
     is absolute, so the datasets folder does not matter."""
     name = path.parent.name if path.stem == "tickets" and path.parent.name else path.stem
-    return Task(name, str(path.resolve()), tuple(targets), tuple(mapping))
+    return Task(name, str(path.resolve()), tuple(targets), tuple(mapping), encoding=encoding)
 
 
 def machine_info() -> dict[str, Any]:

@@ -20,7 +20,13 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import ValidationError
 
-from ticketflow.data.datasets import DROPPED_COLUMNS, ColumnMapping, read_table, rows_to_dicts
+from ticketflow.data.datasets import (
+    DEFAULT_ENCODING,
+    DROPPED_COLUMNS,
+    ColumnMapping,
+    read_table,
+    rows_to_dicts,
+)
 from ticketflow.data.errors import InputError
 from ticketflow.models.embedding import resolve_model_source
 from ticketflow.models.onnx_encoder import MANIFEST_FILE, TOKENIZER_FILE, export_dir_name
@@ -83,10 +89,11 @@ def read_profiled(
     mapping: ColumnMapping,
     limits: FieldLimits = DEFAULT_LIMITS,
     limit: int | None = None,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Profiled:
     """Every row of ``path`` with its labels; rows the loader would skip are kept as None so
     that their missing fields show in the report. ``targets`` None: :func:`guess_targets`."""
-    frame = read_table(path)
+    frame = read_table(path, encoding=encoding)
     if limit is not None:
         frame = frame.head(limit)
     guessed = targets is None or not targets
