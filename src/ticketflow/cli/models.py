@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from ticketflow.config import Settings
 
 if TYPE_CHECKING:  # the handlers import the batch code when they run
     from ticketflow.batch.promotion import Announce
+    from ticketflow.batch.retrain import RetrainPolicy
     from ticketflow.schemas import ModelUpdate
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,6 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     from ticketflow.batch import promotion
     from ticketflow.batch.retrain import (
-        RetrainPolicy,
         RetrainRequest,
         load_eval_labels,
         read_store,
@@ -184,14 +184,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             source=f"chroma:{settings.chroma_collection}",
         ),
         registry=registry,
-        policy=RetrainPolicy(
-            use_predicted=settings.retrain_use_predicted,
-            min_probability=settings.retrain_min_probability,
-            holdout_fraction=settings.retrain_holdout_fraction,
-            min_holdout=settings.retrain_min_holdout,
-            margin=settings.retrain_margin,
-            class_tolerance=settings.retrain_class_tolerance,
-        ),
+        policy=retrain_policy(settings),
         review=settings.review_policy(),
         reference=ReferenceSpec(settings.drift_reference_dir, settings.drift_reference_size),
         report_dir=settings.retrain_report_dir,
@@ -289,3 +282,13 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
                 f"{entry.version} by {entry.by}{forced}: {entry.reason[:120]}"
             )
     return 0
+
+
+def retrain_policy(settings: Settings) -> RetrainPolicy:
+    """The RETRAIN_* settings as the retrain Job's policy: each field of
+    :class:`RetrainPolicy` is the setting of the same name with the ``retrain_`` prefix, so a
+    new field cannot be added without its setting (this raises AttributeError in the tests)."""
+    from ticketflow.batch.retrain import RetrainPolicy
+
+    values = {f.name: getattr(settings, f"retrain_{f.name}") for f in fields(RetrainPolicy)}
+    return RetrainPolicy(**values)
