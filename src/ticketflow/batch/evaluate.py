@@ -3,7 +3,10 @@ cuts let through (per target and for the review gate)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +119,7 @@ def evaluate_predictions(
         known = classifier.labels(target)
         all_labels = known + sorted(set(y_true) - set(known))
         metrics[target] = target_metrics(y_true, y_pred, all_labels)
+        metrics[target]["confusion"] = confusion_counts(y_true, y_pred, all_labels)
         metrics[target].update(
             confidence_metrics(
                 [p[target].probability for p in predictions],
@@ -127,6 +131,110 @@ def evaluate_predictions(
                 y_true, y_pred, all_labels, figure_dir / f"confusion-{target}.png", target
             )
     return metrics
+
+
+def majority_baseline(
+    train_labels: Sequence[str], test_labels: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy and macro-F1 on ``test_labels`` of always predicting the most frequent of
+    ``train_labels``: the floor a model must clear."""
+    majority = Counter(str(y) for y in train_labels).most_common(1)[0][0]
+    y_true = [str(y) for y in test_labels]
+    known = list(labels) + sorted(set(y_true) - set(labels))
+    scores = target_metrics(y_true, [majority] * len(y_true), known)
+    return {"label": majority, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+
+
+def confusion_counts(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Counts of (true, predicted) label pairs: ``matrix[i][j]`` tickets of ``labels[i]``
+    predicted as ``labels[j]``; a prediction outside ``labels`` is added as a column so that
+    the counts add up to the rows."""
+    columns = list(labels) + sorted(set(y_pred) - set(labels))
+    matrix = confusion_matrix(y_true, y_pred, labels=columns)
+    return {"labels": columns, "matrix": [[int(v) for v in row] for row in matrix]}
+
+
+def format_confusion(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """Compact text confusion matrix per target: rows true, columns predicted, labels
+    numbered so wide label names do not widen the table."""
+    lines: list[str] = []
+    for target, m in metrics.items():
+        if "confusion" not in m:
+            continue
+        labels, matrix = m["confusion"]["labels"], m["confusion"]["matrix"]
+        width = max(4, *(len(str(v)) + 1 for row in matrix for v in row))
+        lines.append(f"== {target}: confusion (rows true, columns predicted)")
+        header = "".join(f"{f'[{j}]':>{width}}" for j in range(len(labels)))
+        lines.append(f"   {'':<4} {'':<28}{header}")
+        for i, (label, row) in enumerate(zip(labels, matrix, strict=True)):
+            cells = "".join(f"{v:>{width}}" for v in row)
+            lines.append(f"   {f'[{i}]':<4} {label[:28]:<28}{cells}")
+    return "\n".join(lines)
+
+
+def at_cuts(
+    predictions: Sequence[Mapping[str, Prediction]],
+    labels: Mapping[str, Sequence[str]],
+    cuts: ReviewCuts,
+) -> dict[str, TargetRouting]:
+    """Per target: its cut and what it lets through on these rows (coverage, precision):
+    :func:`routing` of one target, as training reports it on the test part."""
+    rows = scored(predictions, labels)
+    return {
+        t: TargetRouting(
+            threshold=cuts.thresholds[t],
+            precision_goal=None,
+            test=routing(rows, cuts.thresholds, [t]),
+        )
+        for t in rows
+        if t in cuts.thresholds
+    }
+
+
+def format_cuts(routed: Mapping[str, TargetRouting]) -> str:
+    """One line per target: the model's stored cut and what it lets through."""
+    lines = ["== at the model's review cuts (coverage: share at or above the cut)"]
+    for target, r in routed.items():
+        lines.append(f"   {target:<16} cut {min(r.threshold, 1.0):.3f}  {_routing_text(r.test)}")
+    return "\n".join(lines)
+
+
+def prediction_records(
+    ticket_ids: Sequence[str],
+    predictions: Sequence[Mapping[str, Prediction]],
+    labels: Mapping[str, Sequence[str]],
+    cuts: ReviewCuts,
+) -> list[dict[str, Any]]:
+    """One flat record per ticket: its id and, per target, truth, prediction, probability
+    and needs_review (below the target's cut, as the worker flags it)."""
+    records: list[dict[str, Any]] = []
+    for i, (ticket_id, predicted) in enumerate(zip(ticket_ids, predictions, strict=True)):
+        record: dict[str, Any] = {"ticket_id": ticket_id}
+        flags = cuts.flags(predicted)
+        for target, p in predicted.items():
+            record[f"{target}_truth"] = str(labels[target][i]) if target in labels else None
+            record[f"{target}_prediction"] = p.label
+            record[f"{target}_probability"] = float(p.probability)
+            record[f"{target}_needs_review"] = flags[target]
+        records.append(record)
+    return records
+
+
+def write_predictions(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    """``records`` as JSON lines when ``path`` ends in .jsonl, else as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        if path.suffix.lower() == ".jsonl":
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+        else:
+            columns = list(records[0]) if records else ["ticket_id"]
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+    return path
 
 
 def predict_rows(
@@ -314,6 +422,12 @@ def format_report(metrics: Mapping[str, Mapping[str, Any]]) -> str:
                 for level, r in m["auto_route"].items()
             )
             lines.append(f"   ECE {m['ece']:.3f}  auto-route coverage {route}")
+        if "baseline" in m:
+            b = m["baseline"]
+            lines.append(
+                f"   baseline (always {b['label'][:24]!r}): accuracy {b['accuracy']:.3f}  "
+                f"macro-F1 {b['macro_f1']:.3f}"
+            )
         lines.append(f"   {'class':<32} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}")
         for label, row in m["per_class"].items():
             lines.append(

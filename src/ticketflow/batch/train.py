@@ -17,7 +17,13 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
-from ticketflow.batch.evaluate import evaluate_predictions, predict_rows, review_routing, scored
+from ticketflow.batch.evaluate import (
+    evaluate_predictions,
+    majority_baseline,
+    predict_rows,
+    review_routing,
+    scored,
+)
 from ticketflow.data.datasets import LabeledData
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
@@ -203,6 +209,10 @@ def train(
         static[test_rows] if static is not None else None,
     )
     metrics = evaluate_predictions(classifier, predictions, labels_test, figure_dir=directory)
+    for target in metrics:
+        metrics[target]["baseline"] = majority_baseline(
+            labels_train[target], labels_test[target], classifier.labels(target)
+        )
     # Without a policy of its own the model is served at the default threshold.
     served = review or DEFAULT_POLICY
     cuts = served.cuts(classifier)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from ticketflow.models.finetune import FinetuneConfig  # no torch at import: --h
 logger = logging.getLogger(__name__)
 
 FINETUNE_EPOCHS = FinetuneConfig().epochs
+
+# What train's report abbreviates, printed once under it (docs/model-quality.md has more).
+TRAIN_LEGEND = """\
+legend: ECE = expected calibration error, the gap between confidence and accuracy (0 is best)
+        auto-route p>=X = share of test tickets a cut reaching precision X routes without a person
+        baseline = always the training part's most frequent class
+        config: bal = balanced class weights, +T = temperature-scaled probabilities,
+        block weights = the embedding/word/char feature weights chosen by cross-validation"""
 
 
 def register(commands: Commands) -> None:
@@ -128,19 +137,33 @@ def register(commands: Commands) -> None:
     )
     experiments.set_defaults(handler=run_experiments)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a registered model on a file")
-    _data_arguments(evaluate)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a registered model on a file",
+        description="Accuracy, macro-F1, per-class report, confusion matrix and coverage and "
+        "precision at the model's review cuts, per target. ECE: the gap between confidence and "
+        "accuracy (0 is perfectly calibrated); auto-route: the share of tickets a cut reaching "
+        "that precision would route without a person.",
+    )
+    _data_arguments(evaluate, target_default="the model's targets")
     evaluate.add_argument("--version", help="model version (default: current)")
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
+    evaluate.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="FILE",
+        help="write one row per ticket: ticket_id and per target truth, prediction, "
+        "probability, needs_review (CSV; JSON lines when FILE ends in .jsonl)",
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
 
-def _data_arguments(parser: argparse.ArgumentParser) -> None:
+def _data_arguments(parser: argparse.ArgumentParser, *, target_default: str = "queue") -> None:
     parser.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet file")
     parser.add_argument(
         "--target",
         action="append",
-        help="label column(s) to learn (repeatable; default: queue)",
+        help=f"label column(s) (repeatable; default: {target_default})",
     )
     add_map_argument(parser)
     add_encoding_argument(parser)
@@ -225,14 +248,17 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
             f"{config.name}: embedding {result.seconds['embed']:.1f}s, "
             f"fit {result.seconds['fit']:.1f}s"
         )
+    print(TRAIN_LEGEND)
+    for figure in sorted(result.path.glob("confusion-*.png")):
+        print(f"confusion matrix: {figure}")
     print(f"registered model {result.version} at {result.path}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.batch import configured
-    from ticketflow.batch.evaluate import evaluate_classifier, format_report
+    from ticketflow.batch import configured, evaluate
     from ticketflow.data.datasets import ColumnMapping
+    from ticketflow.models.review import ReviewPolicy
     from ticketflow.models.text import build_texts
 
     registry = open_registry(settings)
@@ -263,10 +289,32 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     static = None
     if metadata.static_model:
         static = configured.static_encoder(settings, metadata.embedding_model).encode(texts)
-    metrics = evaluate_classifier(
-        model.classifier, vectors, data.labels, texts=texts, static_vectors=static
-    )
-    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    predictions = evaluate.predict_rows(model.classifier, vectors, texts, static)
+    metrics = evaluate.evaluate_predictions(model.classifier, predictions, data.labels)
+    # The cuts the worker would serve this model with: its own, the setting where it has none.
+    cuts = ReviewPolicy(threshold=settings.review_threshold).cuts(model.classifier)
+    routed = evaluate.at_cuts(predictions, data.labels, cuts)
+    for target, r in routed.items():
+        metrics[target]["at_cut"] = {
+            "threshold": r.threshold,
+            **(r.test.model_dump() if r.test else {}),
+        }
+    written = ""
+    if args.predictions is not None:
+        records = evaluate.prediction_records(
+            [t.ticket_id for t in data.tickets], predictions, data.labels, cuts
+        )
+        evaluate.write_predictions(args.predictions, records)
+        written = f"wrote {len(records)} predictions to {args.predictions}"
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(evaluate.format_report(metrics))
+        print(evaluate.format_confusion(metrics))
+        print(evaluate.format_cuts(routed))
+    if written:
+        # On stderr under --json, so that stdout stays one JSON document.
+        print(written, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
