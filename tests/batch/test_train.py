@@ -1,6 +1,7 @@
 """Training end to end on generated tickets with a cheap real encoder: artifact, thresholds,
 and the serving pipeline reading the same features."""
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ticketflow.devtools.sample import generate_tickets, write_tickets
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig
 from ticketflow.models.record import Stamp, labeled_ticket
-from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.registry import ModelRegistry, sha256_file
 from ticketflow.models.review import ReviewPolicy
 from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.schemas import Ticket
@@ -199,3 +200,39 @@ def test_the_gate_routes_some_sample_tickets_and_holds_others(tmp_path: Path) ->
     # The old rule (any target unsure) held nearly all of them.
     any_target = sum(any(p.needs_review for p in t.predictions.values()) for t in labeled)
     assert any_target / len(labeled) > 0.95
+
+
+def test_lineage_is_recorded_in_metadata_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_tickets(generate_tickets(120, seed=5), tmp_path / "t.jsonl")
+    relative = Path("t.jsonl")
+    data = load_labeled(relative, targets=["queue"], progress=False)
+    registry = ModelRegistry(tmp_path / "models")
+    result = train(
+        TrainRequest(
+            data,
+            max_text_chars=1000,
+            data_path=relative,
+            seed=7,
+            test_size=0.25,
+            config=EMBEDDING_LR,
+            limit=500,
+            column_mapping={"body": "body", "ticket_id": None},
+        ),
+        encoder=HashingEncoder(),
+        registry=registry,
+        progress=False,
+    )
+    stored = json.loads((result.path / "metadata.json").read_text())
+    lineage = stored["lineage"]
+    assert (lineage["seed"], lineage["test_size"], lineage["limit"]) == (7, 0.25, 500)
+    assert lineage["column_mapping"] == {"body": "body", "ticket_id": None}
+    assert lineage["data_path"] == str(tmp_path.resolve() / "t.jsonl")
+    assert stored["data_path"] == lineage["data_path"]
+    assert lineage["data_sha256"] == sha256_file(tmp_path / "t.jsonl")
+    assert "git_commit" in lineage  # a commit in a checkout, None elsewhere
+    assert {"numpy", "scikit-learn"} <= set(stored["library_versions"])
+    baseline = stored["metrics"]["queue"]["baseline"]
+    assert 0 <= baseline["accuracy"] <= 1 and baseline["label"] in stored["labels"]["queue"]

@@ -1,5 +1,6 @@
 """``ticketflow models list``: versions with the current one marked, and the history."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,28 @@ def test_rollback_without_a_previous_champion_is_a_clear_error(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
     assert main(["models", "rollback"]) == 1
     assert "no previous champion" in capsys.readouterr().err
+
+
+def test_models_list_json_marks_the_current_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    save_model(registry, "v1")
+    save_model(registry, "v2", current=False)
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    assert main(["models", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(m["version"], m["current"]) for m in listed] == [("v1", True), ("v2", False)]
+    assert listed[0]["targets"] == ["queue"] and "lineage" in listed[0]
+
+
+def test_models_list_names_the_test_macro_f1_per_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    save_model(registry, "v1")
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "test macro-F1 per target" in out and "train macro-F1" not in out
+    assert "queue –" in out  # this model's metrics have no macro-F1

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def test_versions_are_never_overwritten(tmp_path: Path) -> None:
     save_model(registry, "v1")
     with pytest.raises(RegistryError, match="already exists"):
         save_model(registry, "v1")
+
+
+def test_metadata_without_lineage_still_loads(tmp_path: Path) -> None:
+    # metadata.json of a model trained before lineage (and its baseline) were recorded
+    registry = ModelRegistry(tmp_path)
+    save_model(registry, "v1")
+    path = tmp_path / "v1" / "metadata.json"
+    stored = json.loads(path.read_text())
+    stored.pop("lineage", None)
+    path.write_text(json.dumps(stored))
+    assert registry.metadata("v1").lineage is None

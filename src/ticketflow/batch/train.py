@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from ticketflow.models.recipe import (
     out_of_fold_rows,
 )
 from ticketflow.models.registry import (
+    Lineage,
     ModelMetadata,
     ModelRegistry,
     PromotionRecord,
@@ -50,7 +52,14 @@ from ticketflow.monitoring.sample import predictions_sample
 
 logger = logging.getLogger(__name__)
 
-_VERSIONED_LIBRARIES = ("scikit-learn", "sentence-transformers", "torch", "numpy", "ticketflow")
+_VERSIONED_LIBRARIES = (
+    "scikit-learn",
+    "sentence-transformers",
+    "torch",
+    "onnxruntime",
+    "numpy",
+    "ticketflow",
+)
 
 
 @dataclass
@@ -81,6 +90,10 @@ class TrainRequest:
     seed: int = 42
     config: ModelConfig = field(default_factory=ModelConfig)
     cascade_agreement: float = 0.97
+    # How ``data`` was read (recorded in the model's lineage): the row limit and the column
+    # mapping (field -> file column; empty: the defaults).
+    limit: int | None = None
+    column_mapping: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,37 @@ def library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from; None when it is not a git
+    checkout or git is missing. Best effort: lineage never fails a training run."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else None
+
+
+def lineage(request: TrainRequest, fingerprint: str) -> Lineage:
+    """Where the model came from: split, file, column mapping and source commit."""
+    return Lineage(
+        seed=request.seed,
+        test_size=request.test_size,
+        limit=request.limit,
+        column_mapping=dict(request.column_mapping),
+        data_path=str(request.data_path.resolve()) if request.data_path else None,
+        data_sha256=fingerprint,
+        git_commit=git_commit(),
+    )
 
 
 def stratify_labels(labels: Sequence[str]) -> Sequence[str] | None:
@@ -251,11 +295,12 @@ def train(
         review_routing=routed,
         train_seconds=seconds,
         library_versions=library_versions(),
-        data_path=str(request.data_path) if request.data_path else None,
+        data_path=str(request.data_path.resolve()) if request.data_path else None,
         data_sha256=fingerprint,
         n_train=len(train_idx),
         n_test=len(test_idx),
         n_out_of_fold=out_of_fold_rows(held_out, len(train_idx)),
+        lineage=lineage(request, fingerprint),
     )
     # Atomic for the workers: the version becomes current only once every artifact is
     # written, its drift reference included; a failure before that leaves it registered but

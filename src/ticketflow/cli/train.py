@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ticketflow.cli._checks import open_registry
@@ -179,11 +179,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.models.registry import ModelRegistry
     from ticketflow.monitoring.reference import ReferenceSpec
 
+    mapping = ColumnMapping.parse(args.map)
     data = configured.load_data(
         settings,
         args.data,
         targets=args.target or ["queue"],
-        mapping=ColumnMapping.parse(args.map),
+        mapping=mapping,
         limit=args.limit,
         encoding=args.encoding,
     )
@@ -223,6 +224,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
                 seed=args.seed,
                 config=config,
                 cascade_agreement=settings.cascade_agreement,
+                limit=args.limit,
+                column_mapping=asdict(mapping),
             ),
             encoder=configured.encoder(settings, model_name),
             registry=registry,

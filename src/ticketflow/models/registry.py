@@ -83,6 +83,20 @@ class ReviewRouting(BaseModel):
     all_targets: GateRouting | None = None
 
 
+class Lineage(BaseModel):
+    """What a model was trained from and with, so that a run can be reproduced: the split,
+    the file (absolute path and sha256), how its columns were read, and the source commit.
+    The package versions are ``ModelMetadata.library_versions``."""
+
+    seed: int
+    test_size: float
+    limit: int | None = None  # only the first N rows of the file were read
+    column_mapping: dict[str, str | None] = Field(default_factory=dict)
+    data_path: str | None = None  # absolute; None: the data did not come from a file
+    data_sha256: str | None = None
+    git_commit: str | None = None  # None: not run from a git checkout (or git missing)
+
+
 class ModelMetadata(BaseModel):
     version: str
     created_at: datetime
@@ -122,6 +136,7 @@ class ModelMetadata(BaseModel):
     # Training rows with out-of-fold predictions (the temperatures and cuts come from them):
     # all of n_train, or the CV sample beyond CV_MAX_ROWS. None: not recorded (older models).
     n_out_of_fold: int | None = None
+    lineage: Lineage | None = None  # None: an older model, trained before it was recorded
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
     artifact_format: str = "joblib"  # how model.joblib was written: joblib (older) or pickle
