@@ -512,6 +512,9 @@ def retrain(
             # Coverage at the cuts is measured by ticketflow train on its test part; a
             # challenger has none of its own, so it must not inherit the champion's.
             "review_routing": None,
+            # The champion's lineage names its training file, not the stored tickets this
+            # challenger is fit on; retraining records none of its own yet.
+            "lineage": None,
             "train_seconds": {"embed": 0.0, "fit": fit_seconds},
             "library_versions": library_versions(),
             "data_path": request.source,
