@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_unreachable_broker import clean_env, closed_port, run_timed, workdir
+from tests.cli.test_unreachable_broker import LIMIT_S, clean_env, closed_port, run_timed, workdir
 from ticketflow.adapters.kafka.clients import consume
 from ticketflow.cli.main import main
 from ticketflow.models.registry import ModelRegistry
@@ -16,7 +16,6 @@ from ticketflow.schemas import ModelUpdate
 
 __all__ = ["workdir"]  # the fixture: a registry with v1, then v2 promoted over it
 
-OFFLINE_LIMIT_S = 5.0
 
 
 def _warnings(output: str) -> list[str]:
@@ -41,7 +40,10 @@ def test_promotion_works_without_a_broker(
     env = clean_env(tmp_path, KAFKA_BOOTSTRAP_SERVERS=servers)
     code, seconds, output = run_timed(command, workdir, env)
     shown = f"`ticketflow {' '.join(command)}` -> {code} in {seconds:.1f} s:\n{output}"
-    assert code == 0 and seconds < OFFLINE_LIMIT_S, shown
+    print(shown.splitlines()[0])  # the time is measured, not a target (docs/retraining.md)
+    # A bound on hanging, as for every command that needs a service (not a speed target:
+    # 3.1-3.6 s measured on 2 busy cores, 2026-12-06).
+    assert code == 0 and seconds <= LIMIT_S, shown
     assert ModelRegistry(tmp_path / "registry").current_version() == current, shown
     warnings = _warnings(output)
     assert len(warnings) == 1, shown
