@@ -17,7 +17,6 @@ from ticketflow.schemas import ModelUpdate
 __all__ = ["workdir"]  # the fixture: a registry with v1, then v2 promoted over it
 
 
-
 def _warnings(output: str) -> list[str]:
     """The announcement's warnings (a missing drift reference is warned about too)."""
     return [

@@ -24,8 +24,6 @@ pytestmark = pytest.mark.unit
 
 # The review cuts of the bueck-v3 model (precision 0.90, out-of-fold).
 CUTS = {"queue": 0.835, "type": 0.815, "priority": 0.832}
-
-
 VECTOR = np.ones(4, dtype=np.float32)
 
 

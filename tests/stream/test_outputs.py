@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
 
+from tests.models.test_record import SURE_OF_QUEUE, VECTOR, _label
 from ticketflow.adapters.store import Neighbour
-from ticketflow.models.classifier import Prediction
-from ticketflow.models.record import Stamp, labeled_ticket
-from ticketflow.models.review import ReviewCuts
-from ticketflow.schemas import LabeledTicket, MonitorRecord, Ticket
+from ticketflow.schemas import MonitorRecord, Ticket
 from ticketflow.schemas.labeled import SimilarTicketRef
 from ticketflow.stream.outputs import (
     monitor_record,
     possible_duplicate,
     similar_tickets,
 )
-from ticketflow.stream.routing import Position
 
 pytestmark = pytest.mark.unit
-
-
-# The review cuts of the bueck-v3 model (precision 0.90, out-of-fold).
-CUTS = {"queue": 0.835, "type": 0.815, "priority": 0.832}
-
-
-VECTOR = np.ones(4, dtype=np.float32)
-
-
-def _prediction(label: str, probability: float) -> Prediction:
-    return Prediction(label=label, probability=probability, top=((label, probability),))
-
-
-def _label(predictions: dict[str, Prediction], gate: list[str]) -> LabeledTicket:
-    return labeled_ticket(
-        Ticket(ticket_id="T-1", subject="Refund", body="I was charged twice"),
-        predictions,
-        _stamp(gate),
-        source=Position("tickets", 0, 7).source(),
-    )
-
-
-def _stamp(gate: list[str]) -> Stamp:
-    cuts = ReviewCuts(thresholds=CUTS, gate=tuple(gate))
-    return Stamp("v1", "enc", cuts, datetime.now(UTC))
-
-
-SURE_OF_QUEUE = {
-    "queue": _prediction("Billing and Payments", 0.95),
-    "type": _prediction("Request", 0.90),
-    "priority": _prediction("high", 0.80),
-}
 
 
 def test_monitor_records_of_older_workers_still_parse() -> None:
