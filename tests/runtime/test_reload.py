@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from ticketflow.runtime.reload import ModelReloader, PreparedModel
 pytestmark = pytest.mark.unit
 
 
-def make(tmp_path: Path) -> tuple[ModelRegistry, ModelReloader, list[str]]:
+def make(
+    tmp_path: Path, on_ready: Callable[[PreparedModel], None] | None = None
+) -> tuple[ModelRegistry, ModelReloader, list[str]]:
     registry = ModelRegistry(tmp_path / "registry")
     save_model(registry, "v1")
     save_model(registry, "v2", current=False)
@@ -25,6 +28,7 @@ def make(tmp_path: Path) -> tuple[ModelRegistry, ModelReloader, list[str]]:
         serving_version="v1",
         on_result=results.append,
         poll_s=0,
+        on_ready=on_ready,
     )
     return registry, reloader, results
 
@@ -64,17 +68,8 @@ def test_registry_poll_picks_up_a_missed_promotion_but_not_a_refused_one(tmp_pat
 
 
 def test_with_on_ready_a_verified_model_is_handed_over_at_once(tmp_path: Path) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
-    save_model(registry, "v1")
-    save_model(registry, "v2", current=False)
     handed: list[PreparedModel] = []
-    reloader = ModelReloader(
-        registry=registry,
-        encoder=HashingEncoder(),
-        serving_version="v1",
-        poll_s=0,
-        on_ready=handed.append,
-    )
+    registry, reloader, _ = make(tmp_path, on_ready=handed.append)
     registry.promote("v2", by="test", reason="serve follows the pointer")
     assert reloader.check_registry()
     assert [p.version for p in handed] == ["v2"]

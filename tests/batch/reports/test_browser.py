@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.batch.reports.test_data_report import SECTIONS
 from ticketflow.cli import main
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.schemas import store as layout
@@ -119,17 +120,7 @@ def test_data_report_opens_in_chromium_with_every_section_and_image(tmp_path: Pa
     assert main(["report", "data", "--data", str(path), "--out", str(out)]) == 0
 
     found = probe(out / "index.html", tmp_path / "profile")
-    assert found["sections"] == [
-        "overview",
-        "class-balance",
-        "text-length",
-        "languages",
-        "tags",
-        "missing",
-        "duplicates",
-        "cooccurrence",
-        "terms",
-    ]
+    assert found["sections"] == SECTIONS
     # class balance x2, characters, tokens, languages, tags x2, co-occurrence (3 pairs)
     assert found["images"] >= 10
     assert found["broken"] == []
