@@ -334,6 +334,38 @@ class ServeSettings(BaseSettings):
         ge=1,
         description="Requests to `/v1/*` handled at once; more are answered 503 at once.",
     )
+    serve_session_secret_file: Path | None = Field(
+        default=None,
+        description="A file whose bytes sign the review desk's session cookies (at least 32); "
+        "unset = a random secret per process, so a restart logs everyone out and replicas "
+        "do not share sessions.",
+    )
+    serve_session_ttl_s: int = Field(
+        default=12 * 3600, ge=60, description="How long a desk login lasts (seconds)."
+    )
+    serve_cookie_secure: bool = Field(
+        default=False,
+        description="Mark the desk's session cookie `Secure` (set it when the desk is served "
+        "over HTTPS, e.g. behind a TLS ingress).",
+    )
+    serve_feedback_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long an answer on the desk waits for the broker's acknowledgement; "
+        "past it the answer is refused (503) and never published later.",
+    )
+    review_order: Literal["margin", "oldest"] = Field(
+        default="margin",
+        description="The desk's default order: `margin` (most informative first: the smallest "
+        "gap between the gate target's top two labels) or `oldest` (first labelled first).",
+    )
+    review_queue_max_age_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How old the desk's snapshot of held tickets may get before it is read "
+        "again from the vector store (in the background; pages never wait for it).",
+    )
 
 
 GROUPS: tuple[type[BaseSettings], ...] = (

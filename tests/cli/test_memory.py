@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ticketflow.cli.main import build_parser
-from ticketflow.serve.similar import parse_where
+from ticketflow.runtime.similar import parse_where
 
 pytestmark = pytest.mark.unit
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ticketflow.schemas import store as layout
 from ticketflow.schemas.store import FloatMatrix, MetadataValue
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,25 @@ class ChromaVectorStore:
             if not page["ids"]:
                 return
             yield list(_records(page, vectors, documents))
+            offset += len(page["ids"])
+
+    def held_pages(self, page_size: int = 5_000) -> Iterator[list[StoredRecord]]:
+        """The metadata of every record held for review whose labels are still the model's
+        (not a person's, not a historical file's), a page at a time."""
+        where = {
+            "$and": [
+                {"needs_review": True},
+                {layout.LABEL_SOURCE: layout.LabelSource.MODEL.value},
+            ]
+        }
+        offset = 0
+        while True:
+            page = self.collection.get(
+                where=where, include=["metadatas"], limit=page_size, offset=offset
+            )
+            if not page["ids"]:
+                return
+            yield list(_records(page, False, False))
             offset += len(page["ids"])
 
     def query(

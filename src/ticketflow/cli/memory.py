@@ -86,8 +86,8 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_similar(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.runtime.loading import load_runtime
+    from ticketflow.runtime.similar import parse_where, similar_to_id, similar_to_tickets
     from ticketflow.schemas import Ticket
-    from ticketflow.serve.similar import parse_where, similar_to_id, similar_to_tickets
 
     where = parse_where(args.where)
     serving = load_runtime(settings)

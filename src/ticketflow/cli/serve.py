@@ -1,10 +1,12 @@
-"""``ticketflow serve``: the HTTP API (classify, similar tickets, health and metrics)."""
+"""``ticketflow serve``: the HTTP API (classify, similar tickets, health and metrics) and the
+review desk (``/review``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from ticketflow.cli._types import Commands
 from ticketflow.cli._values import COUNT, number
@@ -19,11 +21,12 @@ LOOPBACK = "127.0.0.1"
 def register(commands: Commands) -> None:
     serve = commands.add_parser(
         "serve",
-        help="HTTP API (bearer tokens): POST /v1/classify and /v1/similar, /healthz, /readyz, "
-        "/metrics, /docs",
+        help="HTTP API (bearer tokens): POST /v1/classify and /v1/similar, the review desk "
+        "(/review, /v1/review, /v1/feedback), /healthz, /readyz, /metrics, /docs",
         description="Serve the current model over HTTP (FastAPI + uvicorn); promoted models "
         "are swapped in as the worker swaps them (MODEL_RELOAD_POLL_S). Callers need a token "
-        "of SERVE_TOKENS_FILE; without one, serve binds to 127.0.0.1 only. docs/api.md.",
+        "of SERVE_TOKENS_FILE; without one, serve binds to 127.0.0.1 only. docs/api.md, "
+        "docs/review-desk.md.",
     )
     serve.add_argument(
         "--host",
@@ -53,6 +56,22 @@ def bind_address(args: argparse.Namespace, settings: Settings, *, has_tokens: bo
     return asked if is_loopback(asked) else None
 
 
+MIN_SECRET_BYTES = 32
+
+
+def session_secret(path: Path | None) -> bytes | None:
+    """The bytes of the session-secret file (None: unset); ValueError says what is wrong."""
+    if path is None:
+        return None
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.__class__.__name__})") from exc
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path}: holds {len(secret)} bytes, at least {MIN_SECRET_BYTES} needed")
+    return secret
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.serve.auth import AuthConfig, TokenFileError, TokenTable
 
@@ -65,6 +84,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
     except TokenFileError as exc:
         print(f"ticketflow serve: error: SERVE_TOKENS_FILE {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        secret = session_secret(settings.serve_session_secret_file)
+    except ValueError as exc:
+        print(f"ticketflow serve: error: SERVE_SESSION_SECRET_FILE {exc}", file=sys.stderr)
         return EXIT_USAGE
     host = bind_address(args, settings, has_tokens=bool(tokens))
     if host is None:
@@ -105,6 +129,24 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         if reload
         else None
     )
+    from ticketflow.adapters.kafka.clients import KeyedPublisher
+    from ticketflow.review.queue import Order
+    from ticketflow.serve.desk import DeskConfig
+
+    publisher = KeyedPublisher(
+        settings.kafka_client_config(),
+        settings.kafka_topic_feedback,
+        timeout_s=settings.serve_feedback_timeout_s,
+    )
+    desk = DeskConfig(
+        publisher=publisher,
+        feedback_topic=settings.kafka_topic_feedback,
+        order=Order(settings.review_order),
+        queue_max_age_s=settings.review_queue_max_age_s,
+        session_ttl_s=settings.serve_session_ttl_s,
+        cookie_secure=settings.serve_cookie_secure,
+        **({"session_secret": secret} if secret is not None else {}),
+    )
     app = create_app(
         holder,
         serving.store,
@@ -117,6 +159,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         ),
         auth=AuthConfig(tokens=tokens, metrics_public=settings.serve_metrics_public),
         reloader=reloader,
+        desk=desk,
     )
     uvicorn.run(
         app,

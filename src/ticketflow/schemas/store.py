@@ -12,6 +12,9 @@ A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values
 | ``<target>`` | worker, feedback | the current label: the model's, or a person's once corrected |
 | ``<target>_probability`` | worker | the model's probability of its label |
 | ``<target>_needs_review`` | worker | the model's label of this target is below its review cut |
+| ``<target>_top`` | worker | the model's most probable labels, JSON ``[[label, p], ...]`` |
+| ``review_margin`` | worker | the smallest top-1 minus top-2 probability of the gate targets |
+| ``tags`` | worker | the ticket's tags, a JSON list |
 | ``human_<target>`` | feedback | a person's label |
 | ``<target>_predicted`` | feedback | the model's label before the first correction |
 | ``feedback_by``, ``feedback_at`` | feedback | who corrected it, when (epoch seconds) |
@@ -27,7 +30,8 @@ them, so the layout is defined once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -49,7 +53,11 @@ IMPORT_AT = "import_at"
 PREDICTED_SUFFIX = "_predicted"
 PROBABILITY_SUFFIX = "_probability"
 REVIEW_SUFFIX = "_needs_review"
+TOP_SUFFIX = "_top"
 LABEL_SOURCE = "label_source"
+REVIEW_MARGIN = "review_margin"
+TAGS = "tags"
+MAX_STORED_TAGS_CHARS = 2_000  # tags are for display; the model text keeps them all
 
 
 class LabelSource(StrEnum):
@@ -58,9 +66,9 @@ class LabelSource(StrEnum):
     IMPORTED = "imported"  # a label from a historical file (``ticketflow backfill``)
 
 
-def labeled_metadata(labeled: LabeledTicket) -> Metadata:
-    """The record the worker writes for a labelled ticket: one label, probability and review
-    flag per target."""
+def labeled_metadata(labeled: LabeledTicket, tags: Sequence[str] = ()) -> Metadata:
+    """The record the worker writes for a labelled ticket: one label, probability, review
+    flag and top labels per target, the review margin and the ticket's ``tags``."""
     metadata: Metadata = {
         "model_version": labeled.model_version,
         "needs_review": labeled.needs_review,
@@ -73,7 +81,72 @@ def labeled_metadata(labeled: LabeledTicket) -> Metadata:
         metadata[target] = prediction.label
         metadata[f"{target}{PROBABILITY_SUFFIX}"] = prediction.probability
         metadata[f"{target}{REVIEW_SUFFIX}"] = prediction.needs_review
+        metadata[f"{target}{TOP_SUFFIX}"] = json.dumps(
+            [[score.label, round(score.probability, 6)] for score in prediction.top],
+            ensure_ascii=False,
+        )
+    metadata[REVIEW_MARGIN] = _margin(labeled)
+    if tags:
+        metadata[TAGS] = _bounded_tags(tags)
     return metadata
+
+
+def _margin(labeled: LabeledTicket) -> float:
+    """How close the gate's call was: the smallest gap between the top two labels' probabilities
+    over the gate targets (the review desk asks about the smallest first)."""
+    gaps = []
+    for target in labeled.review_gate or list(labeled.predictions)[:1]:
+        prediction = labeled.predictions.get(target)
+        if prediction is None:
+            continue
+        scores = [score.probability for score in prediction.top] or [prediction.probability]
+        gaps.append(scores[0] - (scores[1] if len(scores) > 1 else 0.0))
+    return round(min(gaps), 6) if gaps else 1.0
+
+
+def _bounded_tags(tags: Sequence[str]) -> str:
+    kept: list[str] = []
+    for tag in tags:
+        if len(json.dumps([*kept, tag], ensure_ascii=False)) > MAX_STORED_TAGS_CHARS:
+            break
+        kept.append(tag)
+    return json.dumps(kept, ensure_ascii=False)
+
+
+def top_labels(metadata: Mapping[str, Any], target: str) -> list[tuple[str, float]]:
+    """The model's most probable labels of ``target``, best first (records written before
+    ``<target>_top`` give the model's one label)."""
+    raw = metadata.get(f"{target}{TOP_SUFFIX}")
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+            return [(str(label), float(p)) for label, p in parsed]
+        except (ValueError, TypeError):
+            pass
+    model = model_label(metadata, target)
+    return [] if model is None else [model]
+
+
+def stored_tags(metadata: Mapping[str, Any]) -> list[str]:
+    raw = metadata.get(TAGS)
+    if not isinstance(raw, str):
+        return []
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return []
+    return [str(tag) for tag in parsed] if isinstance(parsed, list) else []
+
+
+def review_margin(metadata: Mapping[str, Any]) -> float:
+    value = metadata.get(REVIEW_MARGIN)
+    return float(value) if isinstance(value, int | float) else 1.0
+
+
+def awaiting_review(metadata: Mapping[str, Any]) -> bool:
+    """Held for a person and its labels still the model's (no person nor historical file has
+    given one)."""
+    return bool(metadata.get("needs_review")) and label_source(metadata) is LabelSource.MODEL
 
 
 def correction_metadata(feedback: LabelFeedback, current: Mapping[str, Any] | None) -> Metadata:

@@ -8,6 +8,8 @@
 - ``GET /healthz`` (the process answers), ``/readyz`` (a model is served and the vector store
   answers), ``/metrics`` (Prometheus: requests and latency per route, the served model).
 - ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json``: the contract, served offline.
+- The review desk (:mod:`ticketflow.serve.desk`): the pages ``/login``, ``/review`` and
+  ``/review/{ticket_id}``, and ``GET /v1/review`` and ``POST /v1/feedback`` for integrations.
 
 Every route but the health checks needs a bearer token (:mod:`ticketflow.serve.auth`); at
 most ``max_inflight`` requests to ``/v1/*`` run at once, more are answered 503 at once.
@@ -42,6 +44,12 @@ from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.review import ReviewPolicy
 from ticketflow.runtime.reload import ModelReloader
+from ticketflow.runtime.similar import (
+    MAX_K,
+    UnknownTicketError,
+    similar_to_id,
+    similar_to_tickets,
+)
 from ticketflow.schemas import (
     DEFAULT_LIMITS,
     DeadLetterReason,
@@ -57,6 +65,7 @@ from ticketflow.schemas.ticket import (
     validation_reason,
 )
 from ticketflow.serve.auth import LOCAL_CALLER, AuthConfig, is_loopback
+from ticketflow.serve.desk import DeskConfig, register_desk
 from ticketflow.serve.holder import ModelHolder, Served
 from ticketflow.serve.schemas import (
     TICKET_EXAMPLE,
@@ -69,12 +78,6 @@ from ticketflow.serve.schemas import (
     classify_schema,
     similar_schema,
     ticket_schema,
-)
-from ticketflow.serve.similar import (
-    MAX_K,
-    UnknownTicketError,
-    similar_to_id,
-    similar_to_tickets,
 )
 
 logger = logging.getLogger(__name__)
@@ -362,12 +365,14 @@ def create_app(
     auth: AuthConfig | None = None,
     reloader: ModelReloader | None = None,
     metrics: ServeMetrics | None = None,
+    desk: DeskConfig | None = None,
 ) -> FastAPI:
     """The API over the served model in ``holder`` and the vector store ``store``.
 
     ``auth``: the callers' tokens; without any, only loopback clients are served (403 for
     others). ``reloader``: started and stopped with the app (hot reload, handing models to
-    ``holder``); its results are counted.
+    ``holder``); its results are counted. ``desk``: the review desk's feedback producer and
+    sessions (without one, answers are refused with 503).
     """
     limits = limits or ServeLimits()
     auth = auth or AuthConfig()
@@ -379,9 +384,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if poller is not None:
             poller.start()
+        queue.start()
         try:
             yield
         finally:
+            queue.stop()
             if poller is not None:
                 poller.stop()
 
@@ -566,6 +573,16 @@ def create_app(
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from exc
         return JSONResponse({"results": found})
+
+    queue = register_desk(
+        app,
+        holder=holder,
+        store=store,
+        auth=auth,
+        config=desk or DeskConfig(),
+        registry=metrics.registry,
+        api_caller=caller,
+    )
 
     def openapi() -> dict[str, Any]:
         # The request bodies are described here, not by a pydantic model, so the stream's

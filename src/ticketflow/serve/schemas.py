@@ -244,3 +244,69 @@ class Ready(BaseModel):
 class NotReady(BaseModel):
     status: str = Field(examples=["unavailable"])
     reason: str
+
+
+class LabelOut(BaseModel):
+    label: str
+    probability: float
+
+
+class HeldTarget(BaseModel):
+    label: str = Field(description="The model's label.")
+    probability: float
+    top: list[LabelOut] = Field(description="The model's most probable labels, best first.")
+    unsure: bool = Field(description="Below this target's review cut: a person should check it.")
+
+
+class HeldTicketOut(BaseModel):
+    ticket_id: str
+    processed_at: str = Field(description="When the worker labelled it (ISO 8601).")
+    model_version: str
+    margin: float = Field(
+        description="Top-1 minus top-2 probability of the review gate (smallest first)."
+    )
+    predictions: dict[str, HeldTarget]
+    text: str | None = Field(
+        default=None,
+        description="The stored text (CHROMA_DOCUMENT); null when the store keeps none. Plain "
+        "text written by customers: escape it before display.",
+    )
+    tags: list[str]
+    similar: list[SimilarTicketOut] = Field(
+        description="The nearest stored tickets; `label_source` says whether a person set them."
+    )
+
+
+class ReviewAnswer(BaseModel):
+    tickets: list[HeldTicketOut] = Field(description="In the asked order.")
+    total: int = Field(description="Held tickets matching the filters.")
+    counts: dict[str, int] = Field(description="Held tickets per unsure target (whole queue).")
+    refreshed_at: str = Field(description="When the queue was read from the store (ISO 8601).")
+
+
+class FeedbackIn(BaseModel):
+    """A person's labels for a stored ticket; published as a `LabelFeedback` with
+    `corrected_by` = the caller's token name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"ticket_id": "T-1001", "labels": {"queue": "Billing"}, "comment": None}
+        },
+    )
+
+    ticket_id: str = Field(min_length=1, max_length=256)
+    labels: dict[str, str] = Field(
+        min_length=1,
+        max_length=16,
+        description="Label per target: a known class, or a new one (plain text, at most 200 "
+        "characters, not a known class spelt differently).",
+    )
+    comment: str | None = Field(default=None, max_length=2_000)
+
+
+class FeedbackAccepted(BaseModel):
+    ticket_id: str
+    labels: dict[str, str]
+    corrected_by: str
+    topic: str = Field(description="Where it was published (`ticket-feedback`).")

@@ -333,7 +333,8 @@ class BatchLabeler:
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
         self.metrics.stage_seconds.labels(stage="outputs").observe(time.perf_counter() - building)
-        await self._write_vectors(labeled, results)
+        tags = [tickets[index][0].tags for index in results.indices]
+        await self._write_vectors(labeled, results, tags)
         await self._publish(labeled, [*dead, *failed], events, monitor)
         return labeled, failed
 
@@ -355,7 +356,12 @@ class BatchLabeler:
             key=event.key,
         )
 
-    async def _write_vectors(self, labeled: Sequence[LabeledTicket], results: BatchResult) -> None:
+    async def _write_vectors(
+        self,
+        labeled: Sequence[LabeledTicket],
+        results: BatchResult,
+        tags: Sequence[Sequence[str]],
+    ) -> None:
         if not labeled:
             return
         # Chroma refuses duplicate ids in one call; the last event for an id wins, as in Kafka.
@@ -363,7 +369,7 @@ class BatchLabeler:
         rows = sorted(last.values())
         ids = [labeled[i].ticket_id for i in rows]
         vectors = results.vectors[rows]
-        metadatas = [labeled_metadata(labeled[i]) for i in rows]
+        metadatas = [labeled_metadata(labeled[i], tags[i]) for i in rows]
         documents = stored_documents([results.texts[i] for i in rows], self.limits.document)
         await self._store_call(
             "write", "vector_write", lambda: self.store.upsert(ids, vectors, metadatas, documents)

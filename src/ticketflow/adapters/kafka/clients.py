@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DeliveryError",
     "Headers",
+    "KeyedPublisher",
     "Outbound",
     "consume",
     "decode_value",
@@ -342,3 +343,42 @@ def tail_values(
     finally:
         consumer.close()
     return values
+
+
+class KeyedPublisher:
+    """One long-lived producer that publishes single records and waits for each one's answer
+    (the review desk's feedback): :meth:`publish` returns once the broker acknowledged the
+    record, or raises :class:`DeliveryError` once librdkafka has given it up.
+
+    ``message.timeout.ms`` is the wait: a record that was not acknowledged by then is failed by
+    librdkafka itself, so an answer reported as failed is never delivered later.
+    """
+
+    def __init__(self, producer_config: Mapping[str, Any], topic: str, *, timeout_s: float) -> None:
+        config = {**dict(producer_config), "message.timeout.ms": int(timeout_s * 1000)}
+        self.producer, self.trap = _producer(config)
+        self.topic = topic
+        self.timeout_s = timeout_s
+
+    def publish(self, key: bytes, value: bytes) -> None:
+        outcome: list[KafkaError | None] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            outcome.append(err)
+
+        _produce_one(self.producer, Outbound(self.topic, key, value), on_delivery)
+        # librdkafka fails the record by itself at message.timeout.ms; the margin covers the
+        # time its timer scan takes to notice.
+        deadline = time.monotonic() + self.timeout_s + 5.0
+        while not outcome and time.monotonic() < deadline:
+            self.producer.poll(0.1)
+        if not outcome:
+            self.producer.purge()
+            self.producer.poll(0)
+            raise DeliveryError(f"no answer from the broker within {self.timeout_s:.0f} s")
+        if outcome[0] is not None:
+            reason = self.trap.transient or outcome[0]
+            raise DeliveryError(f"not published to {self.topic!r}: {reason}")
+
+    def close(self) -> None:
+        self.producer.flush(1.0)

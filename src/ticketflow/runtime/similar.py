@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ticketflow.adapters.store import ChromaVectorStore, Neighbour
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
@@ -70,6 +72,26 @@ def similar_to_id(
         raise UnknownTicketError(f"ticket {ticket_id!r} is not in the vector store")
     found = store.query(record.vector[None, :], _k(k) + 1, where=where, documents=True)[0]
     return _results([n for n in found if n.ticket_id != ticket_id][: _k(k)], targets)
+
+
+def similar_to_stored(
+    store: ChromaVectorStore,
+    vectors: Mapping[str, FloatMatrix],
+    *,
+    k: int,
+    targets: Sequence[str],
+) -> dict[str, list[SimilarTicket]]:
+    """The ``k`` nearest neighbours of several stored tickets (their ``vectors`` by id, each
+    left out of its own answer), in one query."""
+    if not vectors:
+        return {}
+    ids = list(vectors)
+    matrix = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in ids])
+    found = store.query(matrix, _k(k) + 1, documents=True)
+    return {
+        ticket_id: _results([n for n in near if n.ticket_id != ticket_id][: _k(k)], targets)
+        for ticket_id, near in zip(ids, found, strict=True)
+    }
 
 
 def similar_to_tickets(
