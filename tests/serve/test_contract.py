@@ -5,16 +5,18 @@ bind a non-loopback address, before loading anything.
 
 The service is the product's: a model ``ticketflow train`` registered (real encoders), tickets
 ``ticketflow backfill`` stored in an embedded ChromaDB, ``ticketflow serve`` in a subprocess
-with a tokens file (SERVE_TOKENS_FILE).
+with a tokens file (SERVE_TOKENS_FILE) and the real broker (``POST /v1/feedback`` publishes).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import httpx
 import pytest
 
 from tests.fixtures.pipeline import REPO
+from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.devtools.kafka.local_broker import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -30,17 +33,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 TOKEN = "contract-test-token-0123456789"
 SEED = 20261206
 EXAMPLES = 100
+FEEDBACK_TOPIC = f"contract-feedback-{uuid.uuid4().hex[:8]}"
+OPERATIONS = 7  # healthz, readyz, metrics, classify, similar, review, feedback
 
 
 @dataclass
 class Served:
     url: str
     log: Path
+    stored: Path  # the tickets in the store
 
 
-def _env(root: Path, registry: Path) -> dict[str, str]:
+def _env(root: Path, registry: Path, bootstrap: str) -> dict[str, str]:
     env = {
         **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_FEEDBACK": FEEDBACK_TOPIC,
         "MODEL_REGISTRY_DIR": str(registry),
         "CHROMA_PATH": str(root / "chroma"),
         "CHROMA_DOCUMENT": "full",
@@ -53,9 +61,14 @@ def _env(root: Path, registry: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def served(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    trained_registry: Path, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("contract")
-    env = _env(root, trained_registry)
+    env = _env(root, trained_registry, kafka_bootstrap)
+    create_topics(
+        {"bootstrap.servers": kafka_bootstrap}, [FEEDBACK_TOPIC], partitions=1, replication=1
+    )
     run = [sys.executable, "-m", "ticketflow"]
     stored = root / "stored.jsonl"
     for step in (
@@ -89,7 +102,7 @@ def served(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        yield Served(url, log)
+        yield Served(url, log, stored)
     finally:
         process.terminate()
         try:
@@ -137,13 +150,13 @@ def test_schemathesis_finds_nothing(served: Served, tmp_path: Path) -> None:
     summary = [line.strip() for line in out.splitlines() if "generated" in line or "Seed" in line]
     print(f"\nschemathesis ({took:.0f}s): {' | '.join(summary)}")
     assert done.returncode == 0, out[-8000:]
-    assert "5 selected / 5 total" in out and " passed" in out, out[-3000:]
+    assert f"{OPERATIONS} selected / {OPERATIONS} total" in out and " passed" in out, out[-3000:]
 
 
 def test_every_v1_route_needs_a_token_and_health_does_not(served: Served) -> None:
     document = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
     v1 = [(m, p) for p, ops in document["paths"].items() if p.startswith("/v1/") for m in ops]
-    assert len(v1) == 2
+    assert len(v1) == 4
     with httpx.Client(base_url=served.url, timeout=30) as client:
         for method, path in v1:
             for headers in ({}, {"Authorization": "Bearer not-a-known-token-0000"}):
@@ -157,5 +170,10 @@ def test_every_v1_route_needs_a_token_and_health_does_not(served: Served) -> Non
         good = {"ticket_id": "c-1", "subject": "VPN drops", "body": "VPN disconnects hourly"}
         assert client.post("/v1/classify", json=good, headers=signed).status_code == 200
         assert "ticketflow_http_requests_total" in client.get("/metrics", headers=signed).text
+        stored = json.loads(served.stored.read_text().splitlines()[0])["ticket_id"]
+        answer = {"ticket_id": stored, "labels": {"queue": "Contract Queue"}}
+        published = client.post("/v1/feedback", json=answer, headers=signed)
+        assert published.status_code == 202, published.text
+        assert published.json()["corrected_by"] == "contract"
         docs = client.get("/docs").text
         assert "static-offline-docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()

@@ -8,13 +8,22 @@ known class only by case or spaces, which is a typo of that class, not a new one
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Mapping, Sequence
 
+from pydantic import ValidationError
+
 from ticketflow.schemas.feedback import LabelFeedback
+from ticketflow.schemas.ticket import SURROGATE
 
 MAX_LABEL_CHARS = 200
 MAX_COMMENT_CHARS = 2_000
+# Control characters, and the invisible ones that make two labels look the same (zero-width
+# spaces and joiners, direction marks and overrides, the BOM, the soft hyphen). Spelt out as a
+# class of escapes (text, not the characters) so the OpenAPI document's ECMA pattern says the
+# same (serve/schemas.py).
+HIDDEN = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff"
+_HIDDEN = re.compile(f"[{HIDDEN}]")
 
 
 class AnswerError(ValueError):
@@ -31,8 +40,10 @@ def clean_label(target: str, label: str, known: Sequence[str]) -> str:
         raise AnswerError(f"{target}: the label is empty")
     if len(text) > MAX_LABEL_CHARS:
         raise AnswerError(f"{target}: a label has at most {MAX_LABEL_CHARS} characters")
-    if any(unicodedata.category(ch).startswith("C") for ch in text):
-        raise AnswerError(f"{target}: a label is plain text, without control characters")
+    if _HIDDEN.search(text) or SURROGATE.search(text):
+        raise AnswerError(
+            f"{target}: a label is plain text, without control or invisible characters"
+        )
     if text not in known:
         twin = next((k for k in known if _folded(k) == _folded(text)), None)
         if twin is not None:
@@ -64,6 +75,11 @@ def answer(
     note = (comment or "").strip() or None
     if note is not None and len(note) > MAX_COMMENT_CHARS:
         raise AnswerError(f"comment: at most {MAX_COMMENT_CHARS} characters")
-    return LabelFeedback(
-        ticket_id=ticket_id, labels=cleaned, corrected_by=corrected_by, comment=note
-    )
+    try:
+        return LabelFeedback(
+            ticket_id=ticket_id, labels=cleaned, corrected_by=corrected_by, comment=note
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "answer"
+        raise AnswerError(f"{where}: {first['msg']}") from exc

@@ -197,8 +197,9 @@ class ReviewQueue:
         order: Order = Order.MARGIN,
         limit: int = 50,
     ) -> QueuePage:
-        """Held tickets, filtered by an unsure ``target`` (and its predicted ``label``), in
-        ``order``, at most ``limit``; ``counts`` per unsure target over the whole queue."""
+        """Held tickets, filtered by an unsure ``target`` and a predicted ``label`` (of
+        ``target``, or of any target without one), in ``order``, at most ``limit``; ``counts``
+        per unsure target over the whole queue."""
         snapshot = self._current()
         with self._lock:
             answered = set(self._answered)
@@ -208,7 +209,10 @@ class ReviewQueue:
             t
             for t in waiting
             if (target is None or target in t.unsure)
-            and (label is None or (target is not None and t.predicted.get(target) == label))
+            and (
+                label is None
+                or (t.predicted.get(target) == label if target else label in t.predicted.values())
+            )
         ]
         if order is Order.MARGIN:
             matching.sort(key=lambda t: (t.margin, t.processed_at, t.ticket_id))

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
@@ -71,11 +72,13 @@ from ticketflow.serve.schemas import (
     TICKET_EXAMPLE,
     ClassifiedTicket,
     ErrorBody,
+    FeedbackIn,
     Health,
     NotReady,
     Ready,
     SimilarAnswer,
     classify_schema,
+    describe_review,
     similar_schema,
     ticket_schema,
 )
@@ -440,6 +443,16 @@ def create_app(
     async def refused(_request: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 (a typed body or query) in the API's one error shape.
+        parts = [
+            f"{'.'.join(str(p) for p in error.get('loc', ())[1:]) or 'request'}: {error['msg']}"
+            for error in list(exc.errors())[:5]
+        ]
+        detail = {"error_type": "validation_error", "reason": "; ".join(parts)[:2000]}
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(Denied)
     async def denied(_request: Request, exc: Denied) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -594,6 +607,10 @@ def create_app(
             components["ClassifyRequest"] = classify_schema(limits.max_tickets)
             targets = holder.current.pipeline.classifier.targets
             components["SimilarRequest"] = similar_schema(limits.fields, targets, MAX_K)
+            components["FeedbackIn"] = FeedbackIn.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            describe_review(document, targets)
             # FastAPI gives a route's refusals the route's media type; /metrics answers
             # text, but its 401 and 403 are JSON like every refusal.
             for status, answer in document["paths"]["/metrics"]["get"]["responses"].items():

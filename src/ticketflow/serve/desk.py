@@ -24,6 +24,7 @@ pages' Content-Security-Policy allows only this service's own script and style, 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ticketflow.adapters.store import ChromaVectorStore
@@ -47,6 +49,7 @@ from ticketflow.review.queue import MAX_LIMIT, HeldTicket, Order, QueuePage, Rev
 from ticketflow.review.ticket import TicketView, ticket_view
 from ticketflow.runtime.similar import SimilarTicket, UnknownTicketError, similar_to_stored
 from ticketflow.schemas.feedback import LabelFeedback
+from ticketflow.schemas.ticket import lone_surrogate
 from ticketflow.serve.auth import LOCAL_CALLER, AuthConfig, is_loopback
 from ticketflow.serve.holder import ModelHolder
 from ticketflow.serve.schemas import ErrorBody, FeedbackAccepted, FeedbackIn, ReviewAnswer
@@ -58,6 +61,7 @@ SESSION_COOKIE = "ticketflow_session"
 SESSION_SALT = "ticketflow-review-desk"
 SIMILAR_SHOWN = 5
 SUBJECT_CHARS = 120
+MAX_FEEDBACK_BYTES = 65_536  # the worker's limit for a feedback event (stream/feedback.py)
 PAGE_HEADERS = {
     # Only this service's own script and style: an injected <script> or inline handler never
     # runs, even if a template forgot to escape.
@@ -317,7 +321,7 @@ def register_desk(
             return who
         order = order or config.order
         target = target or None
-        label = (label or None) if target else None
+        label = label or None
         try:
             found = await run_in_threadpool(
                 queue.page, target=target, label=label, order=order, limit=50
@@ -462,7 +466,12 @@ def register_desk(
             str | None, Query(max_length=64, description="Only tickets unsure on this target.")
         ] = None,
         label: Annotated[
-            str | None, Query(max_length=200, description="With `target`: its predicted label.")
+            str | None,
+            Query(
+                max_length=200,
+                description="Only tickets the model gave this label (of `target`, or of any "
+                "target without one).",
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         order: Annotated[
@@ -482,8 +491,6 @@ def register_desk(
                 "validation_error",
                 f"target: not a target of the served model ({', '.join(targets)})",
             )
-        if label is not None and target is None:
-            return _refusal(422, "validation_error", "label: give the target it is a label of")
         try:
             body = await run_in_threadpool(
                 _review_answer, queue, store, targets, target, label, order or config.order, limit
@@ -499,13 +506,36 @@ def register_desk(
         "/v1/feedback",
         status_code=202,
         response_model=FeedbackAccepted,
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=_errors(401, 403, 404, 413, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackIn"}}
+                },
+            }
+        },
         tags=["review"],
     )
-    async def feedback_api(body: FeedbackIn, caller: str = Security(api_caller)) -> JSONResponse:
+    async def feedback_api(request: Request, caller: str = Security(api_caller)) -> JSONResponse:
         """Publish a person's labels for a stored ticket on `ticket-feedback` (as `ticketflow
         feedback` does); answered 202 once the broker acknowledged it. The worker applies it
         and the ticket leaves the review queue."""
+        raw = await request.body()
+        if len(raw) > MAX_FEEDBACK_BYTES:
+            return _refusal(413, "message_too_large", f"at most {MAX_FEEDBACK_BYTES} bytes")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            return _refusal(422, "invalid_json", f"the body is not UTF-8 JSON: {exc}"[:300])
+        if lone_surrogate(data) is not None:
+            return _refusal(422, "not_utf8", "the body holds a lone surrogate (a \\u escape)")
+        try:
+            body = FeedbackIn.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            return _refusal(422, "validation_error", f"{where}: {first['msg']}")
         try:
             exists = await run_in_threadpool(stored, body.ticket_id)
         except Exception as exc:
@@ -558,6 +588,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No token, or an unknown one.",
         403: "No tokens are configured and the client is not on this machine.",
         404: "The ticket is not in the vector store.",
+        413: "The body is larger than a feedback event may be (64 KiB).",
         422: "A refused query or answer: `reason` says why.",
         503: "The vector store or the broker does not answer; nothing was published.",
     }
@@ -577,8 +608,8 @@ def _filters(
     filters: dict[str, str] = {}
     if target:
         filters["target"] = target
-        if label:
-            filters["label"] = label
+    if label:
+        filters["label"] = label
     if order is not None and order is not default:
         filters["order"] = order.value
     return filters

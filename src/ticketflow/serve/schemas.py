@@ -310,3 +310,24 @@ class FeedbackAccepted(BaseModel):
     labels: dict[str, str]
     corrected_by: str
     topic: str = Field(description="Where it was published (`ticket-feedback`).")
+
+
+def describe_review(document: dict[str, Any], targets: Sequence[str]) -> None:
+    """Make the review routes' schemas as strict as the handlers: a target is one of the served
+    model's, a label is plain text (``review.answers``) of at most 200 characters."""
+    from ticketflow.review.answers import HIDDEN, MAX_LABEL_CHARS
+
+    names = list(targets)
+    for parameter in document["paths"]["/v1/review"]["get"]["parameters"]:
+        if parameter["name"] == "target":
+            parameter["schema"] = {"anyOf": [{"type": "string", "enum": names}, {"type": "null"}]}
+    schema = document["components"]["schemas"]["FeedbackIn"]
+    text = f"[^{HIDDEN}]"
+    schema["properties"]["ticket_id"]["pattern"] = NOT_BLANK
+    schema["properties"]["labels"]["propertyNames"] = {"enum": names}
+    schema["properties"]["labels"]["maxProperties"] = len(names)
+    schema["properties"]["labels"]["additionalProperties"] = {
+        "type": "string",
+        "maxLength": MAX_LABEL_CHARS,
+        "pattern": f"^{text}*{_SOLID.replace('[^', '[^' + HIDDEN, 1)}{text}*$",
+    }
