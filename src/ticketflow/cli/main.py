@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         memory,
         models,
         report,
+        review,
         serve,
         tickets,
         train,
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (broker, worker, tickets, dlq, drift, train, models, memory, serve, report):
+    groups = (broker, worker, tickets, dlq, drift, train, models, memory, review, serve, report)
+    for group in groups:
         group.register(commands)
     return parser
 

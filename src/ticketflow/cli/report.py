@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, number
@@ -103,35 +102,13 @@ def run_data(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_performance(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketflow.adapters.store import ChromaVectorStore
     from ticketflow.batch import reports
+    from ticketflow.runtime.loading import open_written_store, store_location
 
     since = parse_since(args.since) if args.since else None
-    where = (
-        f"{settings.chroma_host}:{settings.chroma_port}"
-        if settings.chroma_host
-        else str(settings.chroma_path)
-    )
-    from ticketflow.runtime.loading import chroma_client
-
-    client = chroma_client(settings)
+    where = store_location(settings)
     name = settings.chroma_collection
-    # get_collection, not get_or_create: a report never declares a vector space itself.
-    try:
-        declared: dict[str, Any] = dict(client.get_collection(name).metadata or {})
-    except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
-        raise RuntimeError(
-            f"no collection {name!r} in ChromaDB at {where} (CHROMA_COLLECTION, CHROMA_PATH / "
-            f"CHROMA_HOST): run the worker or ticketflow backfill first ({exc})"
-        ) from exc
-    if "embedding_model" not in declared or "dimension" not in declared:
-        raise RuntimeError(f"collection {name!r} at {where} was not written by ticketflow")
-    store = ChromaVectorStore(
-        client,
-        name,
-        embedding_model=str(declared["embedding_model"]),
-        dimension=int(declared["dimension"]),
-    )
+    store = open_written_store(settings)
     metadatas = [record.metadata for page in store.pages() for record in page]
     targets = args.target or reports.store_targets(metadatas)
     scored = reports.scored_labels(

@@ -75,6 +75,37 @@ def open_store(settings: Settings, pipeline: LabelingPipeline) -> ChromaVectorSt
     )
 
 
+def store_location(settings: Settings) -> str:
+    """Where the configured ChromaDB is, for messages: ``host:port`` or the embedded path."""
+    if settings.chroma_host:
+        return f"{settings.chroma_host}:{settings.chroma_port}"
+    return str(settings.chroma_path)
+
+
+def open_written_store(settings: Settings) -> ChromaVectorStore:
+    """The configured collection in the vector space it was declared with, for commands that
+    read what the worker or backfill wrote and load no model; it is never created here (a
+    reader must not declare a vector space)."""
+    where = store_location(settings)
+    client = chroma_client(settings)
+    name = settings.chroma_collection
+    try:
+        declared: dict[str, Any] = dict(client.get_collection(name).metadata or {})
+    except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+        raise RuntimeError(
+            f"no collection {name!r} in ChromaDB at {where} (CHROMA_COLLECTION, CHROMA_PATH / "
+            f"CHROMA_HOST): run the worker or ticketflow backfill first ({exc})"
+        ) from exc
+    if "embedding_model" not in declared or "dimension" not in declared:
+        raise RuntimeError(f"collection {name!r} at {where} was not written by ticketflow")
+    return ChromaVectorStore(
+        client,
+        name,
+        embedding_model=str(declared["embedding_model"]),
+        dimension=int(declared["dimension"]),
+    )
+
+
 def load_runtime(settings: Settings) -> Runtime:
     """The served model (``MODEL_VERSION``, else the registry's current one), its pipeline and
     the vector store; raises with a clear message when there is no model."""
