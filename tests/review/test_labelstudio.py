@@ -536,7 +536,7 @@ def test_bad_answers_are_problems_never_crashes() -> None:
     assert feedback == []
     assert all(p.refused for p in problems)
     reasons = {p.task: p.reason for p in problems}
-    assert "control characters" in reasons[1] and "at most 200" in reasons[2]
+    assert "without control" in reasons[1] and "at most 200" in reasons[2]
     assert "not a target" in reasons[3] and "one label per target" in reasons[4]
     assert "no labels" in reasons[5] and "no labels" in reasons[6]
     assert "not a list of labels" in reasons[7] and "annotations is not a list" in reasons[8]
