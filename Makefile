@@ -44,11 +44,14 @@ lint: install lint-deploy ## ruff, mypy and the layer contract (import-linter), 
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: install lint-deploy ## install, lint the deploy files, run the whole suite (unit + integration on a real Kafka broker)
+test: prereqs install lint-deploy ## check chromium + chromedriver, install, lint the deploy files, run the whole suite (unit + integration on a real Kafka broker)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	TICKETFLOW_REQUIRE_INTEGRATION=1 $(PY) -m pytest -m "unit or integration or slow" -p no:cacheprovider --durations=25
+
+prereqs: ## chromium + chromedriver (browser tests) and prometheus (monitoring tests): installed as root with apt-get, else a one-line stop
+	@.ci/prereqs
 
 lint-deploy: ## hadolint, kustomize + kubeconform (KEDA schema), actionlint; tools cached in ~/.cache/ticketflow/tools
 	.ci/lint-deploy
@@ -97,4 +100,4 @@ schemas: install ## regenerate schemas/json from the pydantic models
 clean: ## remove local state (broker data, vector store, demo outputs)
 	rm -rf .state reports
 
-.PHONY: help install lint lint-deploy test unit demo bench bench-speed eval notebooks schemas clean
+.PHONY: help install lint lint-deploy prereqs test unit demo bench bench-speed eval notebooks schemas clean

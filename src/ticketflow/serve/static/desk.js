@@ -6,9 +6,12 @@
     const tag = target && target.tagName;
     return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && target.type !== "radio");
   }
+  // A focused link or button answers Enter itself (follow, log out): never the answer form.
+  function control(target) { return Boolean(target && target.closest && target.closest("a, button")); }
   function go(link) { if (link) { window.location.assign(link.getAttribute("href")); } }
   document.addEventListener("keydown", function (event) {
     if (event.altKey || event.ctrlKey || event.metaKey || typing(event.target)) { return; }
+    if (event.key === "Enter" && control(event.target)) { return; }
     const form = document.getElementById("answer");
     const rows = Array.from(document.querySelectorAll("#queue tbody tr"));
     if (form) {
