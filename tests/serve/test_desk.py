@@ -315,3 +315,23 @@ def test_an_answered_record_leaves_the_queue_from_the_store(desk: Desk) -> None:
     assert ticket not in {t["ticket_id"] for t in listed["tickets"]}
     page = client.get(f"/review/{ticket}").text
     assert "answered by cli" in page
+
+
+def test_a_broker_outage_is_said_on_the_page_and_nothing_is_published(desk: Desk) -> None:
+    client = logged_in(desk)
+    ticket = desk.ids[9]
+    page = client.get(f"/review/{ticket}").text
+    before = len(desk.sink.sent)
+    desk.sink.down = True
+    try:
+        answer = client.post(
+            f"/review/{ticket}", data={"csrf": csrf_of(page), "new.queue": "Kept Choice"}
+        )
+    finally:
+        desk.sink.down = False
+    assert answer.status_code == 503
+    assert "nothing was published" in answer.text
+    assert 'value="Kept Choice"' in answer.text  # the agent's choice is still filled in
+    assert len(desk.sink.sent) == before
+    listed = client.get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
+    assert ticket in {t["ticket_id"] for t in listed["tickets"]}

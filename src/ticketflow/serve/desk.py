@@ -439,6 +439,16 @@ def register_desk(
         except AnswerError as exc:
             metrics.answers.labels("desk", "invalid").inc()
             return await _ticket(who, ticket_id, filters, status=422, error=str(exc), chosen=chosen)
+        except Exception as exc:  # the store's client errors: its outage, nothing published
+            logger.warning("desk: vector store failed: %s: %s", type(exc).__name__, exc)
+            return page(
+                who,
+                "message.html",
+                503,
+                title="Vector store unavailable",
+                message=f"The vector store does not answer ({type(exc).__name__}); nothing was "
+                "published, try again.",
+            )
         try:
             await run_in_threadpool(publish, feedback, "desk")
         except Unavailable as exc:
