@@ -360,13 +360,17 @@ def test_keda_scales_on_the_workers_group_lag_from_the_broker() -> None:
     docs = rendered(REPO / "k8s" / "overlays" / "prod")
     config = configmaps(docs)["ticketflow-config"]
     (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
-    (trigger,) = scaled["spec"]["triggers"]
+    triggers = {t["type"]: t for t in scaled["spec"]["triggers"]}
+    trigger = triggers["kafka"]
     # the kafka scaler reads committed vs log-end offsets itself: never a worker's own gauge
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == config["WORKER_APP_ID"]
     assert trigger["metadata"]["topic"] == config["KAFKA_TOPIC_TICKETS"]
     assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
     assert scaled["spec"]["maxReplicaCount"] <= int(config["KAFKA_TOPIC_PARTITIONS"])
+    # the only other trigger: the workers' CPU (they request 1 CPU each), never a gauge of theirs
+    assert set(triggers) == {"kafka", "cpu"}
+    assert triggers["cpu"]["metricType"] == "Utilization"
 
 
 if __name__ == "__main__":
