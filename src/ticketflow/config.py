@@ -258,9 +258,9 @@ class VectorStoreSettings(BaseSettings):
         default=None, description="Bearer token for a ChromaDB server with token auth."
     )
     chroma_document: Literal["none", "redacted", "full"] = Field(
-        default="none",
-        description="Model text stored as the Chroma document: none, redacted (emails, "
-        "phone and card-like numbers masked) or full.",
+        default="redacted",
+        description="Model text stored as the Chroma document: redacted (emails, phone and "
+        "card-like numbers masked), full, or none (no retraining from the store).",
     )
 
 
