@@ -258,9 +258,9 @@ class VectorStoreSettings(BaseSettings):
         default=None, description="Bearer token for a ChromaDB server with token auth."
     )
     chroma_document: Literal["none", "redacted", "full"] = Field(
-        default="none",
-        description="Model text stored as the Chroma document: none, redacted (emails, "
-        "phone and card-like numbers masked) or full.",
+        default="redacted",
+        description="Model text stored as the Chroma document: redacted (emails, phone and "
+        "card-like numbers masked), full, or none (no retraining from the store).",
     )
 
 
@@ -312,6 +312,12 @@ class RetrainSettings(BaseSettings):
     )
     retrain_class_tolerance: float = Field(
         default=0.05, description="No class's F1 may drop by more than this."
+    )
+    retrain_min_new_class_examples: int = Field(
+        default=10,
+        ge=1,
+        description="A class the champion does not know is learned once people's labels name "
+        "it this often; fewer: its tickets are left out of training, and the report says so.",
     )
     retrain_report_dir: Path = Path("reports/retrain")
 

@@ -320,3 +320,49 @@ def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None
     assert result.champion == version
     assert result.report["counts"]["train (imported labels)"] > 150
     assert result.report["metrics"]  # judged on the held-out imported labels
+
+
+def test_out_of_the_box_backfill_then_answers_then_retrain(tmp_path: Path) -> None:
+    """No setting changed (issue #29): the store keeps the redacted text, so the history a
+    backfill wrote and the answers people gave to newly stored tickets train a challenger."""
+    from ticketflow.cli.models import retrain_policy
+    from ticketflow.config import Settings
+    from ticketflow.stream.feedback import apply_feedback
+
+    settings = Settings(_env_file=None)
+    assert settings.chroma_document == "redacted"
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(t) for t in generate_tickets(200, seed=2)) + "\n")
+    registry = ModelRegistry(tmp_path / "registry")
+    encoder = HashingEncoder()
+    version = train(
+        TrainRequest(load_labeled(data, targets=["queue"], progress=False), max_text_chars=1000),
+        encoder=encoder,
+        registry=registry,
+        progress=False,
+    ).version
+    pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
+    store = open_store(tmp_path, pipeline)
+    run(history_csv(tmp_path / "history.csv", n=200, bad=False), store, (pipeline, version))
+    # Tickets that arrive later: stored with the model's labels only, then answered.
+    arriving = generate_tickets(120, seed=11)
+    fresh = tmp_path / "arriving.jsonl"
+    fresh.write_text(
+        "\n".join(json.dumps({k: v for k, v in t.items() if k != "queue"}) for t in arriving)
+    )
+    run(fresh, store, (pipeline, version))
+    stored = read_store(store.collection)
+    assert len(stored.ids) == 320
+    assert all(stored.documents), "the default store keeps every ticket's model text"
+    answers = [
+        LabelFeedback(ticket_id=t["ticket_id"], labels={"queue": t["queue"]}, corrected_by="a")
+        for t in arriving
+    ]
+    outcome = apply_feedback(store.collection, answers)
+    assert len(outcome.applied) == 120 and not outcome.unknown
+    result = retrain(
+        read_store(store.collection), registry=registry, policy=retrain_policy(settings)
+    )
+    counts = result.report["counts"]
+    assert counts["train (human labels)"] > 0 and counts["train (imported labels)"] > 0
+    assert result.report["metrics"], result.reasons

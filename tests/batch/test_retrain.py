@@ -13,6 +13,7 @@ from tests.helpers import HashingEncoder
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.batch.retrain import (
     HELD_OUT,
+    KNOWN_TO_BOTH,
     RetrainError,
     RetrainPolicy,
     RetrainRequest,
@@ -431,3 +432,100 @@ def test_a_permanent_store_error_fails_at_once(world: dict[str, Any]) -> None:
     with pytest.raises(chromadb.errors.NotFoundError, match="does not exist"):
         read_store(Missing(), page_size=250, attempts=5, retry_delay_s=0)
     assert len(calls) == 1  # not retried: the same answer would come back every time
+
+
+def rename_feedback(rows: list[dict[str, Any]], *, keep: int | None = None) -> list[LabelFeedback]:
+    """Agents answer every ticket; RENAMED tickets get a queue the champion never had
+    (only the first ``keep`` of them when set: the others get no answer)."""
+    feedback, renamed = [], 0
+    for r in rows:
+        label = r["queue"]
+        if label == RENAMED:
+            renamed += 1
+            if keep is not None and renamed > keep:
+                continue
+            label = "Payments"
+        feedback.append(
+            LabelFeedback(ticket_id=r["ticket_id"], labels={"queue": label}, corrected_by="a")
+        )
+    return feedback
+
+
+def test_a_cascade_learns_a_new_class_in_both_stages_from_the_re_embedded_text(
+    cascade_world: dict[str, Any], tmp_path: Path
+) -> None:
+    apply_feedback(cascade_world["store"].collection, rename_feedback(cascade_world["rows"]))
+    stored = read_store(cascade_world["store"].collection)
+    registry = cascade_world["registry"]
+    result = retrain(
+        stored,
+        RetrainRequest(config=CONFIG),
+        registry=registry,
+        policy=RetrainPolicy(),
+        dense_encoder=HashingEncoder(256, "test/dense"),
+        report_dir=tmp_path / "reports",
+    )
+    challenger = registry.load(result.challenger)
+    first = challenger.classifier.first_stage
+    assert first is not None and "Payments" in first.labels("queue")
+    assert "Payments" in challenger.classifier.labels("queue")  # the transformer stage too
+    assert challenger.metadata.new_labels == {"queue": ["Payments"]}
+    assert challenger.metadata.train_seconds["embed"] > 0
+    # Compared on the champion's classes too, and the new class's F1 is reported.
+    metrics = result.report["metrics"]
+    assert HELD_OUT + KNOWN_TO_BOTH in metrics
+    known = metrics[HELD_OUT + KNOWN_TO_BOTH]["challenger"]["queue"]["per_class"]
+    assert "Payments" not in {k for k, v in known.items() if v["support"] > 0}
+    payments = metrics[HELD_OUT]["challenger"]["queue"]["per_class"]["Payments"]
+    assert payments["support"] > 0 and payments["f1-score"] > 0.5
+    assert metrics[HELD_OUT]["champion"]["queue"]["per_class"]["Payments"]["f1-score"] == 0
+    assert any(r.startswith("new class queue='Payments' learned") for r in result.reasons)
+    assert result.promote, result.reasons
+    assert result.markdown_path is not None
+    assert "Payments" in result.markdown_path.read_text(encoding="utf-8")
+
+
+def test_a_new_class_with_too_few_answers_is_left_out_loudly(
+    cascade_world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    feedback = rename_feedback(cascade_world["rows"], keep=4)
+    apply_feedback(cascade_world["store"].collection, feedback)
+    with caplog.at_level("WARNING"):
+        result = retrain(
+            read_store(cascade_world["store"].collection),
+            RetrainRequest(config=CONFIG),
+            registry=cascade_world["registry"],
+            policy=RetrainPolicy(use_predicted=False, min_new_class_examples=5),
+            dense_encoder=HashingEncoder(256, "test/dense"),
+        )
+    challenger = cascade_world["registry"].load(result.challenger)
+    assert "Payments" not in challenger.classifier.labels("queue")
+    assert challenger.metadata.new_labels == {}
+    assert result.report["new_classes"] == {"queue": {"answers": {"Payments": 4}, "learned": []}}
+    assert any("NOT learned: 4 labels" in r for r in result.reasons)
+    assert "RETRAIN_MIN_NEW_CLASS_EXAMPLES=5" in caplog.text
+    assert result.report["counts"]["new class below the minimum"] > 0
+
+
+def test_a_mismatched_transformer_encoder_is_refused(cascade_world: dict[str, Any]) -> None:
+    with pytest.raises(RetrainError, match="does not match the champion"):
+        retrain(
+            read_store(cascade_world["store"].collection),
+            RetrainRequest(config=CONFIG),
+            registry=cascade_world["registry"],
+            policy=RetrainPolicy(),
+            dense_encoder=HashingEncoder(128, "test/other"),
+        )
+
+
+def test_decide_needs_no_gain_on_the_classes_the_champion_knows() -> None:
+    def scores(macro: float) -> dict[str, Any]:
+        return {"queue": {"macro_f1": macro, "n": 50, "per_class": {}}}
+
+    champion = {"all": scores(0.70), "known": scores(0.80)}
+    challenger = {"all": scores(0.85), "known": scores(0.80)}
+    kwargs: dict[str, Any] = {"margin": 0.01, "tolerance": 0.05, "min_n": 20}
+    assert not decide(champion, challenger, **kwargs)[0]
+    assert decide(champion, challenger, no_regression={"known"}, **kwargs)[0]
+    worse = {"all": scores(0.85), "known": scores(0.75)}
+    assert not decide(champion, worse, no_regression={"known"}, **kwargs)[0]

@@ -62,3 +62,30 @@ def test_models_list_names_the_test_macro_f1_per_target(
     out = capsys.readouterr().out
     assert "test macro-F1 per target" in out and "train macro-F1" not in out
     assert "queue –" in out  # this model's metrics have no macro-F1
+
+
+def test_models_list_shows_the_classes_people_introduced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import HashingEncoder
+    from ticketflow.models.classifier import TicketClassifier
+    from ticketflow.models.registry import ModelMetadata
+
+    registry = ModelRegistry(tmp_path / "registry")
+    save_model(registry, "v1")
+    encoder = HashingEncoder()
+    vectors = encoder.encode(["refund", "printer", "card", "vpn", "new office", "desk move"])
+    labels = ["Billing", "IT", "Billing", "IT", "Facilities", "Facilities"]
+    classifier = TicketClassifier.fit(vectors, {"queue": labels})
+    metadata = registry.metadata("v1").model_copy(
+        update={"version": "v2", "labels": {"queue": classifier.labels("queue")}}
+    )
+    metadata = ModelMetadata.model_validate(
+        {**metadata.model_dump(), "new_labels": {"queue": ["Facilities"]}}
+    )
+    registry.save(classifier, metadata, make_current=False)
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "new queue: Facilities" in out
+    assert out.count("new queue:") == 1  # v1 learned nothing new

@@ -20,7 +20,7 @@ def service_env(name: str) -> dict[str, Any]:
 
 
 def test_workers_store_the_text_retrain_learns_from() -> None:
-    # none (the settings' default) stores no text: `ticketflow retrain` then stops
+    # none stores no text: `ticketflow retrain` then stops (the default is redacted)
     assert service_env("worker").get("CHROMA_DOCUMENT") in {"redacted", "full"}
 
 

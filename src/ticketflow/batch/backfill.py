@@ -95,7 +95,7 @@ class BackfillRequest:
     """What to backfill and how: the file, how its rows are read, and how they are stored.
 
     ``targets``: the file's label columns to import (default: the model's targets).
-    ``document``: the worker's ``CHROMA_DOCUMENT`` policy (none, redacted, full).
+    ``document``: the worker's ``CHROMA_DOCUMENT`` policy (redacted, full, none).
     ``force``: write rows already stored by this model version too.
     """
 
@@ -104,7 +104,7 @@ class BackfillRequest:
     mapping: ColumnMapping = DEFAULT_MAPPING
     limits: FieldLimits = DEFAULT_LIMITS
     batch_size: int = DEFAULT_BATCH
-    document: str = "none"
+    document: str = "redacted"  # the CHROMA_DOCUMENT default: retrain learns from it
     force: bool = False
     encoding: str = DEFAULT_ENCODING
 

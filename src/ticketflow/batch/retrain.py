@@ -1,12 +1,19 @@
-"""``ticketflow retrain``: a challenger from the vectors and labels already in ChromaDB.
+"""``ticketflow retrain``: a challenger from the vectors, texts and labels in ChromaDB.
 
-No ticket is embedded again: the vectors the workers stored, their model text (the Chroma
-document, ``CHROMA_DOCUMENT=redacted`` or ``full``) and their labels (human corrections first,
-confident model labels when allowed) are all a challenger needs. It is fitted with the same
-recipe as ``ticketflow train`` (:func:`ticketflow.batch.train.fit_model`), then challenger
-and champion are evaluated on human-labelled tickets the challenger never saw, and the challenger is
-promoted only when it is better by a margin and no class got worse by more than a tolerance.
-Every run writes a JSON and a markdown report, promoted or not.
+The vectors the workers stored, their model text (the Chroma document, ``CHROMA_DOCUMENT``
+``redacted`` by default, or ``full``) and their labels (human corrections first, confident
+model labels when allowed) are what a challenger learns from. A single-stage model reads the
+stored vectors and embeds nothing. A cascade's store holds its static first stage's vectors
+only, so its transformer stage is refitted on the stored text embedded again with the
+champion's own encoder (``dense_encoder``), in batches: both stages learn everything
+``ticketflow train`` could teach them, classes people introduced included. It is fitted with
+the same recipe as ``ticketflow train`` (:func:`ticketflow.batch.train.fit_model`), then
+challenger and champion are evaluated on human-labelled tickets the challenger never saw, and
+the challenger is promoted only when it is better by a margin and no class got worse by more
+than a tolerance. A class the champion never had (a new queue people named) is learned once
+``min_new_class_examples`` labels name it; the champion is then also compared on the tickets
+of the classes it knows, and the new class's F1 is reported. Every run writes a JSON and a
+markdown report, promoted or not.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ import numpy.typing as npt
 import tenacity
 
 from ticketflow.adapters.store import is_permanent
-from ticketflow.batch.evaluate import evaluate_classifier
+from ticketflow.batch.evaluate import evaluate_classifier, evaluate_predictions, predict_rows
 from ticketflow.batch.train import library_versions
+from ticketflow.data.progress import progress
 from ticketflow.models.classifier import TicketClassifier
-from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
+from ticketflow.models.embedding import Encoder
+from ticketflow.models.encoders import encoder_sha256
+from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model, out_of_fold_rows
 from ticketflow.models.registry import ModelRegistry, new_version
 from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.monitoring.reference import ReferenceSpec
@@ -44,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 HELD_OUT = "held-out human labels"
 EVAL_FILE = "evaluation file"
+# The same evaluation set without the tickets of classes the champion never had: what both
+# models can be compared on (:func:`decide`).
+KNOWN_TO_BOTH = ", classes the champion knows"
+EMBED_CHUNK = 256  # texts per encoder call when re-embedding: bounded memory, a live bar
 # Labels a person gave: a correction, or a historical file's (``ticketflow backfill``).
 KNOWN_SOURCES = frozenset({LabelSource.HUMAN, LabelSource.IMPORTED})
 
@@ -60,6 +74,8 @@ class RetrainPolicy:
     min_holdout: int = 20
     margin: float = 0.01
     class_tolerance: float = 0.05
+    # A label the champion does not know is trained on once people gave it this often.
+    min_new_class_examples: int = 10
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,8 @@ class RetrainRequest:
     ``eval_labels``: ticket id -> {target: label} of a fixed evaluation set whose vectors and
     texts are in the store; those tickets are never trained on. ``force``: promote even if
     the challenger loses. ``source``: recorded as the challenger's data.
+    ``progress``: a bar while re-embedding. ``cascade_agreement``: as for ``ticketflow
+    train`` (``CASCADE_AGREEMENT``), when a cascade's stages are both refitted.
     """
 
     config: ModelConfig = field(default_factory=ModelConfig)
@@ -76,6 +94,8 @@ class RetrainRequest:
     force: bool = False
     seed: int = 42
     source: str = "chroma"
+    cascade_agreement: float = 0.97
+    progress: bool = False  # a bar while the stored texts are re-embedded
 
 
 @dataclass
@@ -143,6 +163,10 @@ class Selection:
     train_labels: dict[str, list[str]]
     held_out: dict[str, list[tuple[int, str]]]  # target -> (row, human label)
     counts: dict[str, int] = field(default_factory=dict)
+    # target -> {label the champion does not know: how many labels people gave it}
+    new_labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the new labels below ``min_new_class_examples``: their tickets are not trained on
+    too_few: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
@@ -165,11 +189,15 @@ def select(
     needs_text: bool,
     exclude: Collection[str] = (),
     seed: int = 42,
+    known: Mapping[str, Collection[str]] | None = None,
 ) -> Selection:
     """Hold out a share of the human-labelled tickets; train on the rest that has labels.
 
     Labels imported from a historical file (``ticketflow backfill``) count as human labels,
-    for training and for the hold-out."""
+    for training and for the hold-out. ``known``: the champion's classes per target; a label
+    outside them is a new class, trained on only when people gave it at least
+    ``policy.min_new_class_examples`` times (its rarer tickets stay in the hold-out, so the
+    report shows what the models do with them)."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -186,6 +214,20 @@ def select(
             "features need it"
         )
     human = [r for r in usable if layout.label_source(stored.metadatas[r]) in KNOWN_SOURCES]
+    new_labels: dict[str, dict[str, int]] = {}
+    too_few: dict[str, dict[str, int]] = {}
+    for target, classes in (known or {}).items():
+        given = Counter(layout.known_label(stored.metadatas[r], target) for r in human)
+        fresh = {
+            label: given[label]
+            for label in sorted(str(x) for x in given if x is not None)
+            if label not in classes
+        }
+        if fresh:
+            new_labels[target] = fresh
+        rare = {label: n for label, n in fresh.items() if n < policy.min_new_class_examples}
+        if rare:
+            too_few[target] = rare
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
@@ -212,6 +254,9 @@ def select(
         if any(label is None for label in row_labels):
             counts["no usable label"] += 1
             continue
+        if any(label in too_few.get(t, {}) for t, label in zip(targets, row_labels, strict=True)):
+            counts["new class below the minimum"] += 1
+            continue
         train_rows.append(row)
         for target, label in zip(targets, row_labels, strict=True):
             labels[target].append(str(label))
@@ -219,24 +264,61 @@ def select(
         counts[f"train ({source.value} labels)"] += 1
     counts["held out (human)"] = len(held)
     counts["stored"] = len(stored.ids)
-    return Selection(train_rows, labels, held_out, dict(counts))
+    return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few)
+
+
+@dataclass(frozen=True)
+class DenseRows:
+    """Transformer vectors of some stored rows: ``vectors[position[row]]`` is row's."""
+
+    vectors: npt.NDArray[np.float32]
+    position: Mapping[int, int]
+
+    def of(self, rows: Sequence[int]) -> npt.NDArray[np.float32]:
+        return self.vectors[np.asarray([self.position[r] for r in rows], dtype=np.int64)]
+
+
+def embed_rows(
+    encoder: Encoder, stored: StoredTickets, rows: Sequence[int], *, show_progress: bool = True
+) -> DenseRows:
+    """The stored text of ``rows`` embedded with ``encoder``, :data:`EMBED_CHUNK` at a time
+    into one preallocated matrix (the encoder batches inside a chunk; a bar on a terminal)."""
+    unique = sorted(set(rows))
+    matrix = np.zeros((len(unique), encoder.dimension), dtype=np.float32)
+    bar = progress(len(unique), desc=f"re-embedding ({encoder.name})", disable=not show_progress)
+    for start in range(0, len(unique), EMBED_CHUNK):
+        part = unique[start : start + EMBED_CHUNK]
+        matrix[start : start + len(part)] = encoder.encode(
+            [stored.documents[r] or "" for r in part]
+        )
+        bar.update(len(part))
+    bar.close()
+    logger.info("re-embedded %d stored texts with %s", len(unique), encoder.name)
+    return DenseRows(matrix, {row: i for i, row in enumerate(unique)})
 
 
 def evaluate_rows(
     classifier: TicketClassifier,
     stored: StoredTickets,
     labelled: Mapping[str, Sequence[tuple[int, str]]],
+    dense: DenseRows | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per target on the rows that have a label for it."""
+    """Metrics per target on the rows that have a label for it. With ``dense`` a cascade is
+    scored as it serves: the stored (static) vectors for its first stage, the re-embedded
+    ones for the tickets it escalates."""
     metrics: dict[str, dict[str, Any]] = {}
     for target, pairs in labelled.items():
         if not pairs or target not in classifier.targets:
             continue
-        rows = np.asarray([r for r, _ in pairs])
+        rows = [r for r, _ in pairs]
         texts = [stored.documents[r] or "" for r, _ in pairs]
-        result = evaluate_classifier(
-            classifier, stored.vectors[rows], {target: [label for _, label in pairs]}, texts=texts
-        )
+        truth = {target: [label for _, label in pairs]}
+        static = stored.vectors[np.asarray(rows)]
+        if dense is not None and classifier.first_stage is not None:
+            predictions = predict_rows(classifier, dense.of(rows), texts, static)
+            result = evaluate_predictions(classifier, predictions, truth)
+        else:
+            result = evaluate_classifier(classifier, static, truth, texts=texts)
         metrics[target] = result[target]
     return metrics
 
@@ -295,14 +377,15 @@ def _input_dimension(classifier: TicketClassifier) -> int | None:
 def with_first_stage(champion: TicketClassifier, first: TicketClassifier) -> TicketClassifier:
     """The champion cascade with ``first`` as its first stage (same thresholds, same
     transformer stage). Refused when ``first`` learned a class the transformer stage lacks:
-    the escalated tickets could never get it."""
+    the escalated tickets could never get it; :func:`retrain` with the transformer encoder
+    refits both stages instead."""
     for target in first.targets:
         new = set(first.labels(target)) - set(champion.labels(target))
         if new:
             raise RetrainError(
                 f"{target}: feedback introduced {sorted(new)}, which the cascade's transformer "
-                "stage does not know and retraining cannot teach it without re-embedding; "
-                "run ticketflow train on data with these labels"
+                "stage does not know: retrain with the transformer encoder (dense_encoder; "
+                "ticketflow retrain loads it for a cascade) so both stages learn it"
             )
     challenger = copy.copy(champion)
     challenger.first_stage = first
@@ -316,9 +399,15 @@ def decide(
     margin: float,
     tolerance: float,
     min_n: int,
+    no_regression: Collection[str] = (),
 ) -> tuple[bool, list[str]]:
     """Promote only if, on every evaluation set, mean macro-F1 improves by ``margin`` and no
-    class's F1 drops by more than ``tolerance``. Returns (promote, readable reasons)."""
+    class's F1 drops by more than ``tolerance``. Returns (promote, readable reasons).
+
+    The sets named in ``no_regression`` (the tickets of the classes the champion knows, when
+    the challenger learned a new one) need only not lose more than ``margin``: the gain a new
+    class brings is on its own tickets, which the full sets hold, and the champion's lack of
+    a class is no reason to keep it."""
     ok = True
     reasons: list[str] = []
     if not challenger:
@@ -332,12 +421,13 @@ def decide(
         old = float(np.mean([champion[name][t]["macro_f1"] for t in targets]))
         new = float(np.mean([m["macro_f1"] for m in targets.values()]))
         gain = new - old
-        verdict = "≥" if gain >= margin else "<"
+        needed = -margin if name in no_regression else margin
+        verdict = "≥" if gain >= needed else "<"
         reasons.append(
             f"{name}: macro-F1 {new:.3f} vs champion {old:.3f} "
-            f"(gain {gain:+.3f} {verdict} margin {margin:.3f})"
+            f"(gain {gain:+.3f} {verdict} {'-' if needed < 0 else ''}margin {margin:.3f})"
         )
-        ok = ok and gain >= margin
+        ok = ok and gain >= needed
         for target, metrics in targets.items():
             before = champion[name][target]["per_class"]
             for label, row in metrics["per_class"].items():
@@ -383,6 +473,7 @@ def retrain(
     review: ReviewPolicy = DEFAULT_POLICY,
     reference: ReferenceSpec | None = None,
     report_dir: Path | None = None,
+    dense_encoder: Encoder | None = None,
 ) -> RetrainResult:
     """Fit, evaluate against the champion, register the challenger and decide.
 
@@ -391,7 +482,11 @@ def retrain(
     at where the champion set none, and the threshold the worker serves with; the
     champion's per-target precisions and gate carry over. ``reference``: where the
     challenger's drift reference goes (:func:`write_stored_reference`), so the monitor can
-    evaluate its windows once it is promoted.
+    evaluate its windows once it is promoted. ``dense_encoder``: a cascade champion's
+    transformer encoder (the one it was trained with): both stages are then refitted, the
+    transformer stage on the stored text embedded again (:func:`embed_rows`), and both
+    cascades are scored as they serve. Without it a cascade refits its first stage only
+    (:func:`with_first_stage`), which cannot learn a class the champion lacks.
     """
     started = time.perf_counter()
     request = request or RetrainRequest()
@@ -401,10 +496,13 @@ def retrain(
         raise RetrainError("no champion in the registry: run ticketflow train first")
     champion = registry.load(champion_version)
     meta = champion.metadata
-    # A cascade's store holds its first stage's (static) vectors: retraining refits that
-    # stage, which decides most tickets; the transformer stage needs vectors only a re-embed
-    # could give, so it stays the champion's (``ticketflow train`` refits both).
+    # A cascade's store holds its first stage's (static) vectors. The transformer stage needs
+    # vectors only a re-embed gives: with its encoder both stages are refitted, without it
+    # the first stage only (it decides most tickets) and the transformer stage stays.
     cascade = champion.classifier.first_stage
+    both_stages = cascade is not None and dense_encoder is not None
+    if dense_encoder is not None and both_stages:
+        _check_dense(dense_encoder, meta)
     expected_model = meta.vector_model
     expected_dimension = (
         _input_dimension(cascade) if cascade is not None else meta.embedding_dimension
@@ -431,13 +529,41 @@ def retrain(
             f"{len(missing)} tickets of the evaluation file are not in the store, "
             f"e.g. {missing[:3]}"
         )
-    selection = select(stored, targets, policy, needs_text=needs_text, exclude=exclude, seed=seed)
+    known = {t: champion.classifier.labels(t) for t in targets}
+    selection = select(
+        stored, targets, policy, needs_text=needs_text, exclude=exclude, seed=seed, known=known
+    )
+    for target, rare in selection.too_few.items():
+        for label, n in rare.items():
+            logger.warning(
+                "%s=%r: people named this new class %d times, fewer than "
+                "RETRAIN_MIN_NEW_CLASS_EXAMPLES=%d: its tickets are left out of training",
+                target,
+                label,
+                n,
+                policy.min_new_class_examples,
+            )
     if len(selection.train_rows) < 10:
         raise RetrainError(
             f"only {len(selection.train_rows)} tickets with usable labels to train on "
             f"({selection.counts}); send feedback or lower RETRAIN_MIN_PROBABILITY"
         )
     texts = [stored.documents[r] or "" for r in selection.train_rows]
+    evaluations: dict[str, dict[str, list[tuple[int, str]]]] = {HELD_OUT: selection.held_out}
+    if eval_labels:
+        evaluations[EVAL_FILE] = {
+            t: [(index[i], labels[t]) for i, labels in eval_labels.items() if t in labels]
+            for t in targets
+        }
+    dense: DenseRows | None = None
+    embed_seconds = 0.0
+    if both_stages and dense_encoder is not None:
+        embed_started = time.perf_counter()
+        needed = [r for sets in evaluations.values() for pairs in sets.values() for r, _ in pairs]
+        dense = embed_rows(
+            dense_encoder, stored, [*selection.train_rows, *needed], show_progress=request.progress
+        )
+        embed_seconds = time.perf_counter() - embed_started
     fit_started = time.perf_counter()
     # The champion's review policy carries over: the gate that holds a ticket and the
     # precision each target's cut aims at are the help desk's choice, not the data's. A
@@ -446,18 +572,36 @@ def retrain(
     carried = replace(
         review, precision_by_target=meta.review_precisions, gate=tuple(meta.review_gate)
     )
+    static = stored.vectors[np.asarray(selection.train_rows)]
+    escalated_share = meta.escalated_share
     try:
         fitted, cv_held_out = fit_model(
             texts,
-            stored.vectors[np.asarray(selection.train_rows)],
+            dense.of(selection.train_rows) if dense is not None else static,
             selection.train_labels,
             config=config,
-            review=None if cascade is not None else carried,
+            review=None if cascade is not None and dense is None else carried,
             seed=seed,
         )
+        if dense is not None:
+            # As ticketflow train builds a cascade: the first stage on the static vectors,
+            # its escalation cuts chosen out-of-fold against the new transformer stage.
+            escalated_share = add_first_stage(
+                fitted,
+                cv_held_out,
+                texts,
+                static,
+                selection.train_labels,
+                config=config,
+                agreement=request.cascade_agreement,
+                seed=seed,
+            )
     except ValueError as exc:
         raise RetrainError(f"cannot fit a challenger: {exc}") from exc
-    if cascade is not None:
+    if dense is not None:
+        challenger = challenger_scored = fitted
+        champion_scored = champion.classifier
+    elif cascade is not None:
         challenger = with_first_stage(champion.classifier, fitted)
         # What changed, and what the stored vectors can score: the first stages.
         champion_scored, challenger_scored = cascade, fitted
@@ -465,27 +609,42 @@ def retrain(
         challenger = challenger_scored = fitted
         champion_scored = champion.classifier
     fit_seconds = time.perf_counter() - fit_started
-
-    evaluations: dict[str, dict[str, list[tuple[int, str]]]] = {HELD_OUT: selection.held_out}
-    if eval_labels:
-        evaluations[EVAL_FILE] = {
-            t: [(index[i], labels[t]) for i, labels in eval_labels.items() if t in labels]
-            for t in targets
-        }
+    learned = {
+        t: sorted(set(challenger.labels(t)) - set(known[t]))
+        for t in targets
+        if set(challenger.labels(t)) - set(known[t])
+    }
+    if learned:
+        # Compared also where the champion could be right: the tickets of its classes.
+        for name in list(evaluations):
+            evaluations[name + KNOWN_TO_BOTH] = {
+                t: [(r, label) for r, label in pairs if label in known[t]]
+                for t, pairs in evaluations[name].items()
+            }
     champion_metrics: dict[str, dict[str, dict[str, Any]]] = {}
     challenger_metrics: dict[str, dict[str, dict[str, Any]]] = {}
     for name, labelled in evaluations.items():
-        new = evaluate_rows(challenger_scored, stored, labelled)
+        new = evaluate_rows(challenger_scored, stored, labelled, dense)
         if new:
             challenger_metrics[name] = new
-            champion_metrics[name] = evaluate_rows(champion_scored, stored, labelled)
+            champion_metrics[name] = evaluate_rows(champion_scored, stored, labelled, dense)
+            if name.endswith(KNOWN_TO_BOTH):
+                # Averaged over the champion's classes: the new class has no ticket here,
+                # and its F1 of 0 would count against the challenger for knowing it.
+                for metrics in (new, champion_metrics[name]):
+                    for target, scores in metrics.items():
+                        per_class = scores["per_class"]
+                        shared = [per_class[c]["f1-score"] for c in known[target] if c in per_class]
+                        scores["macro_f1"] = float(np.mean(shared)) if shared else 0.0
     promote, reasons = decide(
         champion_metrics,
         challenger_metrics,
         margin=policy.margin,
         tolerance=policy.class_tolerance,
         min_n=policy.min_holdout,
+        no_regression={name for name in evaluations if name.endswith(KNOWN_TO_BOTH)},
     )
+    reasons.extend(new_class_lines(selection, learned, challenger_metrics, policy))
     decision = "promoted" if promote else "rejected"
     force = request.force
     if force and not promote:
@@ -515,7 +674,10 @@ def retrain(
             # The champion's lineage names its training file, not the stored tickets this
             # challenger is fit on; retraining records none of its own yet.
             "lineage": None,
-            "train_seconds": {"embed": 0.0, "fit": fit_seconds},
+            "train_seconds": {"embed": embed_seconds, "fit": fit_seconds},
+            "escalation_thresholds": challenger.escalation_thresholds,
+            "escalated_share": escalated_share,
+            "new_labels": learned,
             "library_versions": library_versions(),
             "data_path": request.source,
             "data_sha256": data_sha,
@@ -549,7 +711,15 @@ def retrain(
         "policy": policy.__dict__,
         "training_config": config.name,
         "counts": selection.counts,
-        "seconds": {"fit": fit_seconds, "total": time.perf_counter() - started},
+        "new_classes": {
+            t: {"answers": n, "learned": learned.get(t, [])}
+            for t, n in selection.new_labels.items()
+        },
+        "seconds": {
+            "embed": embed_seconds,
+            "fit": fit_seconds,
+            "total": time.perf_counter() - started,
+        },
         "metrics": {
             name: {"champion": champion_metrics[name], "challenger": challenger_metrics[name]}
             for name in challenger_metrics
@@ -569,6 +739,53 @@ def retrain(
     return result
 
 
+def _check_dense(encoder: Encoder, meta: Any) -> None:
+    """The transformer stage is refitted on vectors of the encoder it serves with, or not."""
+    problems = []
+    if encoder.name != meta.embedding_model:
+        problems.append(f"encoder {encoder.name!r} != {meta.embedding_model!r}")
+    if encoder.dimension != meta.embedding_dimension:
+        problems.append(f"dimension {encoder.dimension} != {meta.embedding_dimension}")
+    sha = encoder_sha256(encoder)
+    if sha and meta.encoder_sha256 and sha != meta.encoder_sha256:
+        problems.append(f"encoder graph sha256 {sha[:12]} != {meta.encoder_sha256[:12]}")
+    if problems:
+        raise RetrainError(
+            f"the transformer encoder does not match the champion {meta.version}: "
+            + "; ".join(problems)
+        )
+
+
+def new_class_lines(
+    selection: Selection,
+    learned: Mapping[str, Sequence[str]],
+    metrics: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    policy: RetrainPolicy,
+) -> list[str]:
+    """Readable lines on the classes people introduced: learned (with their held-out F1) or
+    left out for want of examples."""
+    lines = []
+    for target, answers in selection.new_labels.items():
+        for label, n in answers.items():
+            if label in learned.get(target, []):
+                scores = [
+                    f"{name} F1 {row['f1-score']:.3f} on {int(row['support'])}"
+                    for name, targets in metrics.items()
+                    if not name.endswith(KNOWN_TO_BOTH)
+                    for row in [targets.get(target, {}).get("per_class", {}).get(label)]
+                    if row is not None and row.get("support", 0) > 0
+                ]
+                shown = "; ".join(scores) or "no held-out ticket of it"
+                lines.append(f"new class {target}={label!r} learned from {n} labels: {shown}")
+            elif n < policy.min_new_class_examples:
+                lines.append(
+                    f"new class {target}={label!r} NOT learned: {n} labels, fewer than "
+                    f"RETRAIN_MIN_NEW_CLASS_EXAMPLES={policy.min_new_class_examples}; its "
+                    "tickets are left out of training"
+                )
+    return lines
+
+
 def write_report(directory: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{report['challenger']}"
@@ -586,7 +803,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"- champion: `{report['champion']}`",
         f"- challenger: `{report['challenger']}` ({report['training_config']})",
         f"- data: {', '.join(f'{k} {v}' for k, v in sorted(report['counts'].items()))}",
-        f"- fit {report['seconds']['fit']:.1f}s, run {report['seconds']['total']:.1f}s",
+        f"- re-embed {report['seconds'].get('embed', 0.0):.1f}s, "
+        f"fit {report['seconds']['fit']:.1f}s, run {report['seconds']['total']:.1f}s",
         "",
         "## Decision",
         "",

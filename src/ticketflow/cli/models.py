@@ -23,6 +23,8 @@ from ticketflow.config import Settings
 if TYPE_CHECKING:  # the handlers import the batch code when they run
     from ticketflow.batch.promotion import Announce
     from ticketflow.batch.retrain import RetrainPolicy
+    from ticketflow.models.embedding import Encoder
+    from ticketflow.models.registry import ModelMetadata
     from ticketflow.schemas import ModelUpdate
 
 logger = logging.getLogger(__name__)
@@ -194,8 +196,13 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             force=args.force,
             seed=args.seed,
             source=f"chroma:{settings.chroma_collection}",
+            cascade_agreement=settings.cascade_agreement,
+            progress=True,
         ),
         registry=registry,
+        dense_encoder=transformer_encoder(settings, registry.metadata(current))
+        if current
+        else None,
         policy=retrain_policy(settings),
         review=settings.review_policy(),
         reference=ReferenceSpec(settings.drift_reference_dir, settings.drift_reference_size),
@@ -227,6 +234,27 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             f"{result.champion} stays current"
         )
     return 0
+
+
+def transformer_encoder(settings: Settings, champion: ModelMetadata) -> Encoder | None:
+    """A cascade champion's transformer encoder, so retraining refits its transformer stage on
+    the stored text (the store holds the static vectors only); None for a single-stage model,
+    which reads the stored vectors and needs no encoder. Cached on disk by text, as for
+    ``ticketflow train``: a nightly retrain embeds only the tickets stored since the last."""
+    if champion.static_model is None:
+        return None
+    from ticketflow.batch.embedding_cache import CachedEncoder
+    from ticketflow.models.serving import serving_encoders
+
+    encoders = serving_encoders(
+        champion,
+        registry_dir=settings.model_registry_dir,
+        cache_dir=settings.cache_dir,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+    )
+    return CachedEncoder(encoders.dense, settings.cache_dir / "embeddings")
 
 
 def warn_without_reference(settings: Settings, version: str) -> None:
@@ -292,6 +320,9 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
             f"{meta.created_at:%Y-%m-%d %H:%M:%S} {meta.n_train:>6}  "
             f"{', '.join(scores):<24}  {meta.training_config or ''}"
         )
+        for target, labels in meta.new_labels.items():
+            # A class people introduced through the review desk: shown until it is common.
+            print(f"{'':36}new {target}: {', '.join(labels)}")
     history = registry.history()
     if history:
         print("\nhistory (latest last):")

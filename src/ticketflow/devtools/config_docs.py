@@ -169,8 +169,9 @@ def render_markdown() -> str:
         "chroma_path": "Embedded store path (when `CHROMA_HOST` is unset).",
         "chroma_collection": "Collection name. One collection holds one vector space: a "
         "different encoder needs another collection.",
-        "chroma_document": "`ticketflow retrain` learns from this text, so it needs `redacted` "
-        "or `full`.",
+        "chroma_document": "`ticketflow retrain` learns from this text (both stages of a "
+        "cascade: the transformer stage re-embeds it), so the default keeps it redacted; "
+        "`none` keeps no text, and then nothing can be retrained from the store.",
         # drift
         "monitor_metrics_port": "Bound to `METRICS_BIND`.",
         "drift_reference_dir": "Reference sets, one per model version (`<dir>/<version>/`); "

@@ -137,6 +137,9 @@ class ModelMetadata(BaseModel):
     # all of n_train, or the CV sample beyond CV_MAX_ROWS. None: not recorded (older models).
     n_out_of_fold: int | None = None
     lineage: Lineage | None = None  # None: an older model, trained before it was recorded
+    # Per target, the classes this model learned that the model it was retrained from did not
+    # know (people's answers named them); empty for ``ticketflow train`` and older models.
+    new_labels: dict[str, list[str]] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
     artifact_format: str = "joblib"  # how model.joblib was written: joblib (older) or pickle

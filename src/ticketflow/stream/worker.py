@@ -82,7 +82,7 @@ class BatchLimits:
     max_message_bytes: int
     dlq_keep_bytes: int
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
-    document: str = "none"
+    document: str = "redacted"  # the CHROMA_DOCUMENT default: retrain learns from it
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
 
