@@ -250,6 +250,10 @@ class IncidentDetector:
         """The current state of every open incident."""
         return [self._event(i, IncidentStatus.UPDATED) for i in self._open.values()]
 
+    @property
+    def open_ids(self) -> list[str]:
+        return list(self._open)
+
     def incident_of(self, ticket_id: str) -> str | None:
         return self._member_of.get(ticket_id)
 
