@@ -62,6 +62,11 @@ class KafkaSettings(BaseSettings):
     kafka_topic_drift: str = Field(
         default="drift-events", description="One record per window in which drift was detected."
     )
+    kafka_topic_incidents: str = Field(
+        default="ticket-incidents",
+        description="Emerging incidents (`IncidentEvent`), keyed by incident id; compacted, "
+        "one partition.",
+    )
 
 
 class LocalBrokerSettings(BaseSettings):
@@ -154,6 +159,37 @@ class WorkerSettings(BaseSettings):
         "cosine distance is below this.",
     )
     feedback_enabled: bool = Field(default=True, description="The worker applies feedback.")
+    # Emerging incidents (docs/incidents.md says how to choose each on one's own tickets).
+    incidents_enabled: bool = Field(
+        default=True,
+        description="The worker groups bursts of close tickets into incidents "
+        "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets).",
+    )
+    incident_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Event time within which close tickets count as one burst: about how "
+        "fast a problem's tickets come in (10 min: 15 tickets about one outage).",
+    )
+    incident_min_size: int = Field(
+        default=5, ge=2, description="Close tickets in the window that open an incident."
+    )
+    incident_max_distance: float = Field(
+        default=0.3,
+        gt=0,
+        le=2,
+        description="Cosine distance under which two tickets are about the same problem, in "
+        "the stored vectors' space (bench.incidents: 0.3 for the static encoder).",
+    )
+    incident_quiet_s: float = Field(
+        default=1800.0, gt=0, description="An incident with no new member this long closes."
+    )
+    incident_baseline_ratio: float = Field(
+        default=5.0,
+        ge=0,
+        description="Times more close tickets than that kind of ticket usually has (the "
+        "history's rate) before a group is an incident.",
+    )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
     )

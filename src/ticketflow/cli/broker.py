@@ -66,6 +66,8 @@ def topic_plan(settings: Settings, partitions: int | None = None) -> list[tuple[
     return [
         (partitions or settings.kafka_topic_partitions, worker_topics),
         (1, [settings.kafka_topic_model_updates]),
+        # One partition: few records, read whole (and in order) by a restarting worker.
+        *([(1, [settings.kafka_topic_incidents])] if settings.incidents_enabled else []),
     ]
 
 
@@ -79,6 +81,13 @@ def create_all_topics(settings: Settings, partitions: int | None = None) -> dict
                 names,
                 partitions=count,
                 replication=settings.kafka_topic_replication,
+                # The incidents topic keeps the last event per incident: a restarting worker
+                # restores the open ones from it.
+                config=(
+                    {"cleanup.policy": "compact"}
+                    if names == [settings.kafka_topic_incidents]
+                    else None
+                ),
             )
         )
     return outcomes

@@ -3,6 +3,7 @@
 from ticketflow.schemas.dead_letter import DeadLetter, DeadLetterReason
 from ticketflow.schemas.drift import DriftEvent, FeatureDrift
 from ticketflow.schemas.feedback import LabelFeedback
+from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
 from ticketflow.schemas.labeled import LabeledTicket, LabelScore, SourcePosition, TargetPrediction
 from ticketflow.schemas.model_update import ModelUpdate
 from ticketflow.schemas.monitoring import MonitorRecord
@@ -15,6 +16,8 @@ __all__ = [
     "DriftEvent",
     "FeatureDrift",
     "FieldLimits",
+    "IncidentEvent",
+    "IncidentStatus",
     "LabelFeedback",
     "LabelScore",
     "LabeledTicket",

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from ticketflow.schemas.dead_letter import DeadLetter
 from ticketflow.schemas.drift import DriftEvent
 from ticketflow.schemas.feedback import LabelFeedback
+from ticketflow.schemas.incident import IncidentEvent
 from ticketflow.schemas.labeled import LabeledTicket
 from ticketflow.schemas.model_update import ModelUpdate
 from ticketflow.schemas.monitoring import MonitorRecord
@@ -24,6 +25,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "drift-event": DriftEvent,
     "label-feedback": LabelFeedback,
     "model-update": ModelUpdate,
+    "incident-event": IncidentEvent,
 }
 
 

@@ -82,3 +82,8 @@ class LabeledTicket(BaseModel):
         description="The nearest of `similar` when its distance is below "
         "`DUPLICATE_MAX_DISTANCE`; null otherwise.",
     )
+    incident_id: str | None = Field(
+        default=None,
+        description="The emerging incident (`ticket-incidents`) this ticket belongs to, when "
+        "the worker's detector put it in one; null otherwise (and from workers before it).",
+    )

@@ -16,9 +16,11 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ticketflow.config import Settings
+from ticketflow.monitoring.incidents import IncidentDetector
 from ticketflow.runtime.loading import Runtime, load_runtime
 from ticketflow.runtime.reload import ModelReloader
 from ticketflow.stream.feedback import FeedbackApplier
+from ticketflow.stream.incidents import incident_config, restore, store_baseline
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.reload import start_reloader, swap_if_ready
 from ticketflow.stream.routing import Position
@@ -77,6 +79,9 @@ def create_app(
     dlq_topic = raw_topic(settings.kafka_topic_dlq)
     monitor_topic = raw_topic(settings.kafka_topic_monitor) if settings.monitor_enabled else None
     feedback_topic = raw_topic(settings.kafka_topic_feedback) if settings.feedback_enabled else None
+    incidents_topic = (
+        raw_topic(settings.kafka_topic_incidents) if settings.incidents_enabled else None
+    )
 
     async def send_to(topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         delivery = await topic.send(key=key, value=value)
@@ -91,6 +96,11 @@ def create_app(
             dead=lambda k, v: send_to(dlq_topic, k, v),
             monitor=(
                 (lambda k, v: send_to(monitor_topic, k, v)) if monitor_topic is not None else None
+            ),
+            incidents=(
+                (lambda k, v: send_to(incidents_topic, k, v))
+                if incidents_topic is not None
+                else None
             ),
         ),
         with_feedback=feedback_topic is not None,
@@ -266,6 +276,11 @@ class LabelingService:
                 metrics=metrics,
                 dlq_keep_bytes=settings.dlq_keep_bytes,
             )
+        detector = (
+            await loop.run_in_executor(self.store_executor, self._detector, runtime)
+            if settings.incidents_enabled
+            else None
+        )
         metrics.ready.set(1)
         return BatchLabeler(
             pipeline=runtime.pipeline,
@@ -293,7 +308,21 @@ class LabelingService:
                 if settings.similar_k > 0
                 else None
             ),
+            incidents=detector,
         )
+
+    def _detector(self, runtime: Runtime) -> IncidentDetector:
+        """The incident detector, its baseline from the store, its open incidents restored."""
+        config = incident_config(self.settings)
+        detector = IncidentDetector(config, store_baseline(runtime.store, config.baseline_sample))
+        restore(
+            detector,
+            self.settings.kafka_client_config(),
+            self.settings.kafka_topic_incidents,
+            runtime.store,
+        )
+        self.metrics.incidents_open.set(len(detector.open_ids))
+        return detector
 
 
 async def ack(

@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from ticketflow.schemas import LabeledTicket
+from ticketflow.schemas import IncidentEvent, IncidentStatus, LabeledTicket
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+INCIDENT_SIZE_BUCKETS = (5, 10, 20, 50, 100, 200, 500, 1000)
 STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "produce")
 # ticketflow_corrections_total's label values come from agents' feedback, which any client can
 # send: past this many distinct class names per target, further new names count as OTHER_LABEL,
@@ -136,6 +137,27 @@ class WorkerMetrics:
             "Last hot swap: from receiving the announcement to serving the new model.",
             registry=r,
         )
+        # emerging incidents (ticketflow.monitoring.incidents)
+        self.incidents_open = Gauge(
+            "ticketflow_incidents_open",
+            "Emerging incidents open on this worker (bursts of close tickets).",
+            registry=r,
+        )
+        self.incidents_opened = Counter(
+            "ticketflow_incidents_opened", "Emerging incidents opened.", registry=r
+        )
+        self.incident_size = Histogram(
+            "ticketflow_incident_size",
+            "Members of each incident when it closed.",
+            buckets=INCIDENT_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.incident_largest = Gauge(
+            "ticketflow_incident_largest_open_size",
+            "Members of the largest open incident (0 when none is open).",
+            registry=r,
+        )
+        self._incident_sizes: dict[str, int] = {}
         for result in ("ok", "refused"):
             self.model_reloads.labels(result=result)
         for stage in STAGES:
@@ -192,3 +214,16 @@ class WorkerMetrics:
                     self.corrections.labels(
                         target=target, predicted=predicted, corrected=corrected, changed=changed
                     )
+
+    def count_incidents(self, events: Sequence[IncidentEvent], open_now: int) -> None:
+        """Record a batch's incident events; ``open_now``: incidents open after it."""
+        for event in events:
+            if event.status is IncidentStatus.OPEN:
+                self.incidents_opened.inc()
+            if event.status is IncidentStatus.CLOSED:
+                self.incident_size.observe(event.size)
+                self._incident_sizes.pop(event.incident_id, None)
+            else:
+                self._incident_sizes[event.incident_id] = event.size
+        self.incidents_open.set(open_now)
+        self.incident_largest.set(max(self._incident_sizes.values(), default=0))

@@ -26,10 +26,12 @@ from ticketflow.models.pipeline import BatchResult, LabelingPipeline
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.redaction import stored_documents
 from ticketflow.models.review import ReviewPolicy
+from ticketflow.monitoring.incidents import IncidentDetector, Observation
 from ticketflow.schemas import (
     DeadLetter,
     DeadLetterReason,
     FieldLimits,
+    IncidentEvent,
     LabeledTicket,
     MonitorRecord,
     Ticket,
@@ -95,6 +97,7 @@ class Sinks:
     labeled: Send
     dead: Send
     monitor: Send | None = None
+    incidents: Send | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class BatchOutcome:
     dead: list[DeadLetter]
 
 
-def _json_bytes(model: LabeledTicket | DeadLetter | MonitorRecord) -> bytes:
+def _json_bytes(model: LabeledTicket | DeadLetter | MonitorRecord | IncidentEvent) -> bytes:
     return model.model_dump_json().encode("utf-8")
 
 
@@ -152,7 +155,8 @@ class BatchLabeler:
     vector store) or on the dead-letter topic, so the caller may commit their offsets.
     """
 
-    def __init__(
+    # Keyword-only, one per collaborator: grouping them would only hide which is which.
+    def __init__(  # noqa: PLR0913
         self,
         *,
         pipeline: LabelingPipeline,
@@ -163,13 +167,18 @@ class BatchLabeler:
         metrics: WorkerMetrics,
         limits: BatchLimits,
         similar: SimilarSearch | None = None,
+        incidents: IncidentDetector | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Emerging incidents: fed each batch in order, after labelling and before publishing,
+        # so a member's labelled ticket carries its incident id.
+        self.incidents = incidents
         self.store = store
         self.model_version = model_version
         self.send_labeled = sinks.labeled
         self.send_dead = sinks.dead
         self.send_monitor = sinks.monitor
+        self.send_incidents = sinks.incidents
         self.executor = threads.model
         self.metrics = metrics
         self.limits = limits
@@ -332,11 +341,48 @@ class BatchLabeler:
                 monitor_record(t, tickets[i][0], results.vectors[row], results.texts[row])
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
+        labeled, incidents = self._incidents(labeled, tickets, results)
         self.metrics.stage_seconds.labels(stage="outputs").observe(time.perf_counter() - building)
         tags = [tickets[index][0].tags for index in results.indices]
         await self._write_vectors(labeled, results, tags)
-        await self._publish(labeled, [*dead, *failed], events, monitor)
+        await self._publish(labeled, [*dead, *failed], events, monitor, incidents)
         return labeled, failed
+
+    def _incidents(
+        self,
+        labeled: list[LabeledTicket],
+        tickets: Sequence[tuple[Ticket, RawEvent]],
+        results: BatchResult,
+    ) -> tuple[list[LabeledTicket], list[IncidentEvent]]:
+        """The batch through the incident detector: members get ``incident_id``."""
+        if self.incidents is None or not labeled:
+            return labeled, []
+        observations = []
+        for row, (ticket, index) in enumerate(zip(labeled, results.indices, strict=True)):
+            arrival = tickets[index][1].timestamp
+            # Event time: created_at, else the Kafka timestamp, so a replay of history
+            # behaves like the live stream.
+            moment = ticket.event_time or (
+                datetime.fromtimestamp(arrival, tz=UTC) if arrival else ticket.processed_time
+            )
+            observations.append(
+                Observation(
+                    ticket_id=ticket.ticket_id,
+                    event_time=moment,
+                    vector=results.vectors[row],
+                    labels={t: p.label for t, p in ticket.predictions.items()},
+                    text=results.texts[row],
+                )
+            )
+        found = self.incidents.observe(observations)
+        self.metrics.count_incidents(found.events, len(self.incidents.open_ids))
+        labeled = [
+            t.model_copy(update={"incident_id": found.assigned[t.ticket_id]})
+            if t.ticket_id in found.assigned
+            else t
+            for t in labeled
+        ]
+        return labeled, found.events
 
     def _dead(self, event: RawEvent, rejected: Rejected) -> DeadLetter:
         self.metrics.dead_lettered.labels(reason=rejected.error_type.value).inc()
@@ -470,6 +516,7 @@ class BatchLabeler:
         dead: Sequence[DeadLetter],
         events: Sequence[RawEvent],
         monitor: Sequence[MonitorRecord] = (),
+        incidents: Sequence[IncidentEvent] = (),
     ) -> None:
         started = time.perf_counter()
         sends = [self.send_labeled(t.ticket_id.encode("utf-8"), _json_bytes(t)) for t in labeled]
@@ -480,6 +527,11 @@ class BatchLabeler:
         if self.send_monitor is not None:
             sends += [
                 self.send_monitor(m.ticket_id.encode("utf-8"), _json_bytes(m)) for m in monitor
+            ]
+        if self.send_incidents is not None:
+            sends += [
+                self.send_incidents(e.incident_id.encode("utf-8"), _json_bytes(e))
+                for e in incidents
             ]
         await asyncio.gather(*sends)
         finished = time.perf_counter()

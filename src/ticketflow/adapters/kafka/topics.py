@@ -42,8 +42,10 @@ def create_topics(
     partitions: int,
     replication: int,
     timeout: float = 30.0,
+    config: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Create ``names``; return ``name -> "created" | "exists"``.
+    """Create ``names``; return ``name -> "created" | "exists"``. ``config``: topic
+    configuration of new topics (e.g. ``cleanup.policy``).
 
     A topic that already exists is not an error (its partition count is left as it is);
     any other failure raises :class:`TopicAdminError` naming every failed topic. Returns once
@@ -58,7 +60,12 @@ def create_topics(
     admin, trap = _trapped_admin(client_config)
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=partitions, replication_factor=replication)
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication,
+                config=dict(config or {}),
+            )
             for name in unique
         ],
         operation_timeout=timeout,

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from ticketflow.monitoring.incidents import (
+    Baseline,
+    IncidentConfig,
+    IncidentDetector,
+    Observation,
+    Vector,
+    incident_id_for,
+    text_terms,
+)
+from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
+
+pytestmark = pytest.mark.unit
+
+START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+DIM = 32
+
+
+def unit(v: npt.NDArray[np.float64]) -> Vector:
+    out: Vector = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
+
+
+def background(
+    rng: np.random.Generator, n: int, every_s: float, start: int = 0
+) -> list[Observation]:
+    return [
+        Observation(
+            ticket_id=f"bg-{start + i}",
+            event_time=START + timedelta(seconds=(start + i) * every_s),
+            vector=unit(rng.normal(size=DIM)),
+            labels={"queue": "General"},
+            text=f"printer toner order {i} office supplies",
+        )
+        for i in range(n)
+    ]
+
+
+def burst(rng: np.random.Generator, n: int, at_s: float, prefix: str = "vpn") -> list[Observation]:
+    centre = unit(rng.normal(size=DIM))
+    return [
+        Observation(
+            ticket_id=f"{prefix}-{i}",
+            event_time=START + timedelta(seconds=at_s + 30 * i),
+            vector=unit(centre + 0.05 * rng.normal(size=DIM)),
+            labels={"queue": "Network"},
+            text="vpn gateway unreachable cannot connect remote",
+        )
+        for i in range(n)
+    ]
+
+
+def detector(**overrides: float) -> IncidentDetector:
+    config = IncidentConfig(**{"min_size": 5, "max_distance": 0.3, **overrides})  # type: ignore[arg-type]
+    return IncidentDetector(config)
+
+
+def merged(
+    det: IncidentDetector, tickets: list[Observation], batch: int = 4
+) -> tuple[dict[str, str], list[IncidentEvent]]:
+    assigned: dict[str, str] = {}
+    events: list[IncidentEvent] = []
+    for start in range(0, len(tickets), batch):
+        found = det.observe(tickets[start : start + batch])
+        assigned.update(found.assigned)
+        events += found.events
+    return assigned, events
+
+
+def test_a_burst_opens_one_incident_that_grows_under_the_same_id() -> None:
+    rng = np.random.default_rng(0)
+    tickets = sorted(background(rng, 60, 20.0) + burst(rng, 10, 300.0), key=lambda o: o.event_time)
+    assigned, events = merged(detector(), tickets)
+    ids = {e.incident_id for e in events}
+    assert len(ids) == 1
+    assert events[0].status is IncidentStatus.OPEN
+    assert all(e.status is IncidentStatus.UPDATED for e in events[1:])
+    last = events[-1]
+    assert set(last.member_ticket_ids) == {f"vpn-{i}" for i in range(10)}
+    assert last.size == 10
+    assert last.label_counts == {"queue": {"Network": 10}}
+    assert last.detected_by_ticket_id == "vpn-4"  # the fifth: min_size
+    assert last.incident_id == incident_id_for("vpn-4")
+    assert {"vpn", "gateway"} <= set(last.top_terms)
+    # Tickets from the opener on carry the id in their own batch.
+    assert all(assigned.get(f"vpn-{i}") == last.incident_id for i in range(4, 10))
+    assert not any(k.startswith("bg-") for k in assigned)
+
+
+def test_a_steady_background_opens_nothing() -> None:
+    rng = np.random.default_rng(1)
+    assigned, events = merged(detector(), background(rng, 500, 20.0))
+    assert events == [] and assigned == {}
+
+
+def test_a_kind_of_ticket_that_is_usually_frequent_is_not_an_incident() -> None:
+    rng = np.random.default_rng(2)
+    usual = burst(rng, 1, 0.0)[0].vector
+    baseline = Baseline(200)
+    # History: a third of all tickets look like this, at one every 20 s.
+    history = [
+        unit(usual + 0.05 * rng.normal(size=DIM)) if i % 3 == 0 else unit(rng.normal(size=DIM))
+        for i in range(200)
+    ]
+    baseline.seed(history, span_s=200 * 20.0)
+    det = IncidentDetector(IncidentConfig(min_size=5, max_distance=0.3), baseline)
+    tickets = [
+        Observation(
+            f"t-{i}", START + timedelta(seconds=20 * i), unit(usual + 0.05 * rng.normal(size=DIM))
+        )
+        for i in range(30)
+    ]
+    _, events = merged(det, tickets)
+    assert events == []
+
+
+def test_quiet_closes_and_a_redelivery_is_not_counted_twice() -> None:
+    rng = np.random.default_rng(3)
+    tickets = burst(rng, 8, 0.0)
+    det = detector(quiet_s=600.0)
+    _, events = merged(det, tickets)
+    size = events[-1].size
+    again = det.observe(tickets[-3:])  # redelivered after a crash
+    assert set(again.assigned) == {t.ticket_id for t in tickets[-3:]}
+    assert [e.size for e in again.events] in ([], [size])
+    later = background(rng, 3, 1.0, start=2_000)  # event time ~33 min on: past the quiet
+    closed = det.observe(later).events
+    assert [(e.status, e.size) for e in closed] == [(IncidentStatus.CLOSED, size)]
+    assert det.open_incidents == []
+
+
+def test_restore_continues_an_open_incident_under_its_id() -> None:
+    rng = np.random.default_rng(4)
+    tickets = burst(rng, 12, 0.0)
+    first = detector()
+    _, events = merged(first, tickets[:8])
+    state = events[-1]
+    vectors = {t.ticket_id: t.vector for t in tickets[:8]}
+    second = detector()
+    assert second.restore(events, vectors) == 1
+    assert second.incident_of("vpn-0") == state.incident_id
+    _, more = merged(second, tickets[8:])
+    assert {e.incident_id for e in more} == {state.incident_id}
+    assert more[-1].size == 12
+    assert more[-1].status is IncidentStatus.UPDATED
+
+
+def test_text_terms_prefer_words_of_the_members_over_the_background() -> None:
+    members = ["VPN gateway down", "the vpn gateway times out", "Gateway für VPN offline"]
+    background = ["printer toner empty", "password reset please", "gateway invoice"]
+    terms = text_terms(members, background, 3)
+    assert terms[:2] == ["vpn", "gateway"]
+    assert "offline" not in terms  # in one member only
