@@ -42,6 +42,7 @@ from ticketflow.models.registry import (
     ModelRegistry,
     PromotionRecord,
     ReviewRouting,
+    TrainingRows,
     new_version,
     sha256_file,
 )
@@ -306,6 +307,11 @@ def train(
     # written, its drift reference included; a failure before that leaves it registered but
     # never served (and the pointer where it was).
     path = registry.save(classifier, metadata, metrics=metrics, make_current=False)
+    # Which rows the model saw, so live accuracy can leave them out (report performance).
+    registry.save_training_rows(
+        version,
+        TrainingRows.of([data.tickets[i].ticket_id for i in train_idx], train_texts),
+    )
     if reference is not None:
         write_held_out_reference(
             reference,
