@@ -7,7 +7,7 @@ import logging
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -30,11 +30,14 @@ from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
 from ticketflow.models.recipe import (
+    MIN_CV_CLASS_ROWS,
     ModelConfig,
+    OutOfFold,
     add_first_stage,
     fit_model,
     out_of_fold_confidence,
     out_of_fold_rows,
+    too_small_to_calibrate,
 )
 from ticketflow.models.registry import (
     Lineage,
@@ -73,6 +76,9 @@ class TrainResult:
     # The registry's record of the version becoming current (None with make_current=False):
     # what an announcement of it is built from.
     promotion: PromotionRecord | None = None
+    # What the user must know about this model (rare classes, a target left uncalibrated):
+    # printed by ``ticketflow train`` and kept in the metadata (``notes``).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,35 @@ def lineage(request: TrainRequest, fingerprint: str) -> Lineage:
     )
 
 
+def calibration_notes(
+    labels: Mapping[str, Sequence[str]],
+    held_out: Mapping[str, OutOfFold],
+    *,
+    wanted: bool,
+) -> list[str]:
+    """One line per target whose calibration is not what it should be: a class too rare to
+    hold out (the temperature and review cut then come from the other classes), or no
+    out-of-fold predictions at all (``wanted``: calibration or a review cut was asked for)."""
+    notes = []
+    small = too_small_to_calibrate(labels)
+    for target in labels:
+        if wanted and target not in held_out:
+            notes.append(
+                f"{target}: NOT calibrated and no review cut of its own: fewer than two of its "
+                f"classes have {MIN_CV_CLASS_ROWS} training rows; it is served at "
+                "REVIEW_THRESHOLD. Add labelled rows."
+            )
+        elif target in small:
+            classes = small[target]
+            notes.append(
+                f"{target}: {len(classes)} class(es) with fewer than {MIN_CV_CLASS_ROWS} "
+                f"training rows, too few to calibrate on: {', '.join(map(repr, classes))}. "
+                f"{target}'s temperature and review cut come from its other classes; these are "
+                "rarely predicted. Add labelled rows."
+            )
+    return notes
+
+
 def stratify_labels(labels: Sequence[str]) -> Sequence[str] | None:
     """Stratify when every class can appear on both sides of the split."""
     counts = Counter(labels)
@@ -221,6 +256,9 @@ def train(
         seed=seed,
     )
     fitted = time.perf_counter()
+    notes = calibration_notes(labels_train, held_out, wanted=config.calibrate or review is not None)
+    for note in notes:
+        logger.info("%s", note)  # printed by ticketflow train, once
     seconds = {"embed": embedded - started, "fit": fitted - embedded}
     static: npt.NDArray[np.float32] | None = None
     escalated_share: float | None = None
@@ -302,6 +340,7 @@ def train(
         n_test=len(test_idx),
         n_out_of_fold=out_of_fold_rows(held_out, len(train_idx)),
         lineage=lineage(request, fingerprint),
+        notes=notes,
     )
     # Atomic for the workers: the version becomes current only once every artifact is
     # written, its drift reference included; a failure before that leaves it registered but
@@ -334,6 +373,7 @@ def train(
         seconds=seconds,
         review=routed,
         promotion=promotion,
+        notes=notes,
     )
 
 

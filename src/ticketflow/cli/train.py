@@ -254,6 +254,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     print(TRAIN_LEGEND)
     for figure in sorted(result.path.glob("confusion-*.png")):
         print(f"confusion matrix: {figure}")
+    for note in result.notes:
+        print(f"WARNING {note}")
     print(f"registered model {result.version} at {result.path}")
     return 0
 

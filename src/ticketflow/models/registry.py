@@ -141,6 +141,8 @@ class ModelMetadata(BaseModel):
     # all of n_train, or the CV sample beyond CV_MAX_ROWS. None: not recorded (older models).
     n_out_of_fold: int | None = None
     lineage: Lineage | None = None  # None: an older model, trained before it was recorded
+    # What training warned about (a class too rare to calibrate on...), as it printed it.
+    notes: list[str] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
     artifact_format: str = "joblib"  # how model.joblib was written: joblib (older) or pickle
