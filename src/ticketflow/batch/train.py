@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -25,10 +25,11 @@ from ticketflow.batch.evaluate import (
     review_routing,
     scored,
 )
-from ticketflow.data.datasets import LabeledData
+from ticketflow.data.datasets import MISSING_LABEL, LabeledData
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
+from ticketflow.models.features import TextFeatures
 from ticketflow.models.recipe import (
     MIN_CV_CLASS_ROWS,
     ModelConfig,
@@ -154,6 +155,73 @@ def lineage(request: TrainRequest, fingerprint: str) -> Lineage:
     )
 
 
+def fit_partial(
+    texts: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    labels: dict[str, list[str]],
+    rows: Sequence[Sequence[int]],
+    *,
+    config: ModelConfig,
+    review: ReviewPolicy | None,
+    seed: int,
+) -> tuple[TicketClassifier, dict[str, OutOfFold], dict[str, OutOfFold]]:
+    """:func:`fit_model` where target ``labels[t]`` is known on ``rows[t]`` only (in the
+    order of ``labels``): the targets known on every row are fitted together, each other
+    one on its own rows, all on one set of TF-IDF blocks fitted on every text, and merged.
+
+    Returns the classifier, the out-of-fold predictions aligned on every row (the fully
+    labelled targets': what the review gate's routing is scored on) and those of every target
+    (for :func:`calibration_notes`)."""
+    targets = list(labels)
+    n = len(texts)
+    known = dict(zip(targets, rows, strict=True))
+    whole = [t for t in targets if len(known[t]) == n]
+    if len(whole) == len(targets):
+        classifier, held_out = fit_model(
+            texts, vectors, labels, config=config, review=review, seed=seed
+        )
+        return classifier, held_out, held_out
+    shared = TextFeatures(config.features).fit(texts, vectors)
+    groups = ([whole] if whole else []) + [[t] for t in targets if t not in whole]
+    heads: dict[str, Any] = {}
+    temperatures: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    aligned: dict[str, OutOfFold] = {}
+    every: dict[str, OutOfFold] = {}
+    features = None
+    for group in groups:
+        at = known[group[0]]
+        policy = (
+            replace(review, gate=tuple(t for t in review.gate if t in group))
+            if review is not None
+            else None
+        )
+        part, held_out = fit_model(
+            [texts[i] for i in at],
+            vectors[np.asarray(at)],
+            {t: [labels[t][i] for i in at] for t in group},
+            config=config,
+            review=policy,
+            seed=seed,
+            text_blocks=shared,
+        )
+        features = features or part.features
+        heads |= part.heads
+        temperatures |= part.temperatures
+        thresholds |= part.review_thresholds
+        every |= held_out
+        if group is whole:
+            aligned |= held_out
+    classifier = TicketClassifier(
+        {t: heads[t] for t in targets},  # the file's order: the first target is the default gate
+        features=features,
+        temperatures=temperatures,
+        review_thresholds=thresholds,
+        review_gate=list(review.gate) if review is not None else [],
+    )
+    return classifier, aligned, every
+
+
 def calibration_notes(
     labels: Mapping[str, Sequence[str]],
     held_out: Mapping[str, OutOfFold],
@@ -247,16 +315,33 @@ def train(
     labels_train = {t: [data.labels[t][i] for i in train_idx] for t in targets}
     labels_test = {t: [data.labels[t][i] for i in test_idx] for t in targets}
     train_texts = [texts[i] for i in train_idx]
-    classifier, held_out = fit_model(
+    unlabeled = {t: set(data.unlabeled.get(t, ())) for t in targets}
+    partial = [t for t in targets if unlabeled[t]]
+    if partial and static_encoder is not None:
+        raise ValueError(
+            f"a cascade needs every target's label on every row, and "
+            f"{', '.join(f'{len(unlabeled[t])} rows lack {t}' for t in partial)}: train "
+            "without the cascade (CASCADE=false) or drop those rows"
+        )
+    classifier, held_out, all_held_out = fit_partial(
         train_texts,
         vectors[np.asarray(train_idx)],
         labels_train,
+        [[k for k, i in enumerate(train_idx) if i not in unlabeled[t]] for t in targets],
         config=config,
         review=review,
         seed=seed,
     )
     fitted = time.perf_counter()
-    notes = calibration_notes(labels_train, held_out, wanted=config.calibrate or review is not None)
+    notes = [
+        f"{t}: {len(unlabeled[t])} rows have no {t} label; they train the other targets only"
+        for t in partial
+    ]
+    notes += calibration_notes(
+        {t: [y for y in labels_train[t] if y != MISSING_LABEL] for t in targets},
+        all_held_out,
+        wanted=config.calibrate or review is not None,
+    )
     for note in notes:
         logger.info("%s", note)  # printed by ticketflow train, once
     seconds = {"embed": embedded - started, "fit": fitted - embedded}
@@ -291,11 +376,21 @@ def train(
         test_texts,
         static[test_rows] if static is not None else None,
     )
-    metrics = evaluate_predictions(classifier, predictions, labels_test, figure_dir=directory)
-    for target in metrics:
-        metrics[target]["baseline"] = majority_baseline(
-            labels_train[target], labels_test[target], classifier.labels(target)
+    metrics: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        # Each target on the test rows that have its label.
+        rows = [k for k, i in enumerate(test_idx) if i not in unlabeled[target]]
+        truth = [labels_test[target][k] for k in rows]
+        metrics |= evaluate_predictions(
+            classifier, [predictions[k] for k in rows], {target: truth}, figure_dir=directory
         )
+        metrics[target]["baseline"] = majority_baseline(
+            [y for y in labels_train[target] if y != MISSING_LABEL],
+            truth,
+            classifier.labels(target),
+        )
+    # The gate's routing needs every target's label: the test rows that have them all.
+    complete = [k for k, i in enumerate(test_idx) if not any(i in unlabeled[t] for t in targets)]
     # Without a policy of its own the model is served at the default threshold.
     served = review or DEFAULT_POLICY
     cuts = served.cuts(classifier)
@@ -308,7 +403,10 @@ def train(
         cuts=cuts,
         precision_goals=precisions,
         out_of_fold=out_of_fold_confidence(classifier, held_out, labels_train),
-        test=scored(predictions, labels_test),
+        test=scored(
+            [predictions[k] for k in complete],
+            {t: [labels_test[t][k] for k in complete] for t in targets},
+        ),
     )
     metadata = ModelMetadata(
         version=version,

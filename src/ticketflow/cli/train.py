@@ -187,6 +187,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         mapping=mapping,
         limit=args.limit,
         encoding=args.encoding,
+        # A row missing one target's label still trains the others; fine-tuning the encoder
+        # learns from every target of a row at once, so it keeps the fully labelled rows.
+        partial=not args.finetune,
     )
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
