@@ -33,7 +33,7 @@ from ticketflow.batch.evaluate import evaluate_classifier
 from ticketflow.batch.train import library_versions
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.recipe import ModelConfig, fit_model, out_of_fold_rows
-from ticketflow.models.registry import ModelRegistry, new_version
+from ticketflow.models.registry import ModelRegistry, TrainingRows, new_version
 from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.monitoring.sample import predictions_sample
@@ -528,6 +528,14 @@ def retrain(
     )
     registry.save(
         challenger, metadata, metrics=challenger_metrics.get(HELD_OUT, {}), make_current=False
+    )
+    # As ticketflow train does: live accuracy leaves the challenger's training rows out.
+    registry.save_training_rows(
+        version,
+        TrainingRows.of(
+            [stored.ids[r] for r in selection.train_rows],
+            [d for r in selection.train_rows if (d := stored.documents[r])],
+        ),
     )
     if reference is not None:
         write_stored_reference(
