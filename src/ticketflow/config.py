@@ -360,6 +360,25 @@ class RetrainSettings(BaseSettings):
     retrain_report_dir: Path = Path("reports/retrain")
 
 
+class TrackingSettings(BaseSettings):
+    """MLflow, as an option: train, retrain and experiments logged as runs (docs/mlflow.md).
+    ticketflow's own registry stays the source of truth for the workers."""
+
+    model_config = _CONFIG
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server (http://host:5000); unset = no MLflow logging.",
+    )
+    mlflow_experiment: str = Field(
+        default="ticketflow", description="MLflow experiment the runs are logged in."
+    )
+    mlflow_model_name: str = Field(
+        default="ticketflow",
+        description="MLflow registered model; aliases champion/challenger follow promotions.",
+    )
+
+
 class ServeSettings(BaseSettings):
     """``ticketflow serve``: who may call the HTTP API and how much it takes at once."""
 
@@ -421,6 +440,7 @@ GROUPS: tuple[type[BaseSettings], ...] = (
     VectorStoreSettings,
     DriftSettings,
     RetrainSettings,
+    TrackingSettings,
     ServeSettings,
 )
 
@@ -434,6 +454,7 @@ class Settings(
     VectorStoreSettings,
     DriftSettings,
     RetrainSettings,
+    TrackingSettings,
     ServeSettings,
 ):
     """All settings. Entry points build one; library code takes what it needs from it."""

@@ -320,6 +320,11 @@ def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None
     assert result.champion == version
     assert result.report["counts"]["train (imported labels)"] > 150
     assert result.report["metrics"]  # judged on the held-out imported labels
+    # Its training rows are recorded, so live accuracy can leave them out.
+    rows = registry.training_rows(result.challenger)
+    trained = registry.metadata(result.challenger).n_train
+    assert rows is not None and len(rows) == trained
+    assert sum(rows.contains(f"history-{i}") for i in range(1, 301)) == trained
 
 
 def test_out_of_the_box_backfill_then_answers_then_retrain(tmp_path: Path) -> None:

@@ -88,3 +88,19 @@ def test_scored_compares_each_prediction_with_its_label() -> None:
     assert set(rows) == {"queue"}
     assert rows["queue"][0].tolist() == [0.9, 0.6]
     assert rows["queue"][1].tolist() == [True, False]
+
+
+@pytest.mark.unit
+def test_macro_f1_scores_only_the_classes_in_the_test_part() -> None:
+    """Issue #30 item 4: a class with no test row is listed, not scored 0 into macro-F1."""
+    from ticketflow.batch.evaluate import format_report, target_metrics
+
+    truth = ["a", "a", "b", "b"]
+    predicted = ["a", "a", "b", "a"]
+    metrics = target_metrics(truth, predicted, ["a", "b", "rare"])
+    # F1(a) = 0.8, F1(b) = 2/3; "rare" has no row and no prediction: not in the mean.
+    assert metrics["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert metrics["absent"] == ["rare"]
+    text = format_report({"queue": metrics})
+    assert "not in the test part, left out of macro-F1: rare" in text
+    assert "\n   rare " not in text

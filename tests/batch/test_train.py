@@ -236,3 +236,42 @@ def test_lineage_is_recorded_in_metadata_json(
     assert {"numpy", "scikit-learn"} <= set(stored["library_versions"])
     baseline = stored["metrics"]["queue"]["baseline"]
     assert 0 <= baseline["accuracy"] <= 1 and baseline["label"] in stored["labels"]["queue"]
+
+
+def test_a_row_missing_one_target_still_trains_the_others(tmp_path: Path) -> None:
+    """Issue #30 item 4: a row without a priority trains queue; one without any label is
+    skipped; each target is scored on the test rows that have its label."""
+    rows = generate_tickets(240, seed=6)
+    for row in rows[:60]:
+        row["priority"] = None
+    rows[60]["priority"] = rows[60]["queue"] = None
+    path = tmp_path / "partial.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    strict = load_labeled(path, targets=["queue", "priority"], progress=False)
+    assert len(strict.tickets) == 179 and not strict.unlabeled
+    data = load_labeled(path, targets=["queue", "priority"], progress=False, partial=True)
+    assert len(data.tickets) == 239 and [n for n, _ in data.skipped] == [61]
+    assert data.unlabeled == {"priority": list(range(60))}
+    assert data.labels["priority"][0] == "" and data.labelled_rows("priority")[0] == 60
+
+    registry = ModelRegistry(tmp_path / "registry")
+    result = train(
+        TrainRequest(data, max_text_chars=1000),
+        encoder=HashingEncoder(),
+        registry=registry,
+        progress=False,
+    )
+    metadata = registry.metadata(result.version)
+    assert metadata.n_train + metadata.n_test == 239
+    assert result.metrics["queue"]["n"] == metadata.n_test
+    assert result.metrics["priority"]["n"] < metadata.n_test  # its labelled test rows only
+    assert "" not in metadata.labels["priority"]
+    assert (
+        result.notes[0].startswith("priority: ")
+        and "train the other targets only" in (result.notes[0])
+    )
+    assert set(metadata.review_thresholds) == {"queue", "priority"}
+    loaded = registry.load()
+    assert loaded.classifier.targets == ["queue", "priority"]
+    assert result.review is not None and result.review.gate.test is not None

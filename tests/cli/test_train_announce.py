@@ -89,3 +89,33 @@ def test_train_announces_the_new_model_on_model_updates(
     ]
     assert [u.version for u in updates] == [version]
     assert updates[0].action == "promote" and updates[0].previous_version is None
+
+
+@pytest.mark.unit
+def test_a_class_too_small_to_calibrate_is_printed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #30 item 4: on stdout, once, and in the model's metadata."""
+    port = closed_port()
+    data = _train_env(tmp_path, monkeypatch, f"127.0.0.1:{port}")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    from ticketflow.batch.train import split_indices
+
+    # A 1-row class makes the split unstratified, so which rows train does not depend on the
+    # labels: put the lonely class on one of them.
+    train_rows, _ = split_indices(
+        len(rows), ["one", *["many"] * (len(rows) - 1)], test_size=0.2, seed=42
+    )
+    rows[train_rows[0]]["queue"] = "Lonely queue"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr("ticketflow.cli.models.ANNOUNCE_TIMEOUT_S", 0.5)
+    assert main(["train", "--data", str(data), "--target", "queue", "--no-promote"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "'Lonely queue'" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING queue: 1 class(es)"), out
+    assert "too few to calibrate on" in lines[0]
+    registry = ModelRegistry(tmp_path / "models")
+    (version,) = registry.versions()
+    metadata = registry.metadata(version)
+    assert metadata.notes == [lines[0].removeprefix("WARNING ")]
+    assert "queue" in metadata.review_thresholds  # calibrated from the other classes

@@ -147,3 +147,27 @@ def test_a_head_started_from_a_fold_head_reaches_the_same_optimum_sooner() -> No
     # a head of other columns is no starting point: ignored, not an error
     other = fit_head(matrix, y, config=config, seed=1, init=(fold.coef_[:, :5], fold.intercept_))
     assert other.n_iter_[0] == cold.n_iter_[0]
+
+
+def test_a_class_of_one_row_leaves_the_target_calibrated_by_the_others() -> None:
+    """Issue #30 item 4: one 1-row class used to switch calibration and the review cut off
+    for its whole target; now the CV holds out the other classes and the rare one is named."""
+    from ticketflow.models.recipe import cv_folds, too_small_to_calibrate
+
+    tickets = generate_tickets(200, seed=5)
+    texts = [f"{t['subject']} {t['body']}" for t in tickets]
+    y = [t["queue"] for t in tickets]
+    y[7] = "Lonely queue"
+    vectors = HashingEncoder(64).encode(texts)
+    assert cv_folds(y, 5) == 5
+    assert cv_folds(["a", "b", "b"], 5) == 1  # only one class could be held out
+    assert too_small_to_calibrate({"queue": y, "type": ["x", "y"] * 100}) == {
+        "queue": ["Lonely queue"]
+    }
+    classifier, held_out = fit_model(
+        texts, vectors, {"queue": y}, config=replace(ModelConfig(), cv_folds=3), seed=1
+    )
+    assert "queue" in held_out
+    assert np.isfinite(classifier.temperatures["queue"]) and classifier.temperatures["queue"] > 0
+    assert "queue" in classifier.review_thresholds
+    assert "Lonely queue" in classifier.labels("queue")  # still a class the model knows

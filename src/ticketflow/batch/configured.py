@@ -38,8 +38,10 @@ def load_data(
     mapping: ColumnMapping,
     limit: int | None = None,
     encoding: str = DEFAULT_ENCODING,
+    partial: bool = False,
 ) -> LabeledData:
-    """A labelled file, validated with the configured field limits; skipped rows logged."""
+    """A labelled file, validated with the configured field limits; skipped rows logged.
+    ``partial``: keep rows that lack some targets' labels (:func:`load_labeled`)."""
     data = load_labeled(
         path,
         targets=targets,
@@ -47,6 +49,7 @@ def load_data(
         limits=settings.field_limits,
         limit=limit,
         encoding=encoding,
+        partial=partial,
     )
     for row, reason in data.skipped[:20]:
         logger.warning("skipped row %d: %s", row, reason)

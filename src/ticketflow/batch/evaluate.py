@@ -74,13 +74,19 @@ def target_metrics(
         for label in labels
         if label in report
     }
+    # Macro-F1 over the classes the rows have: a class with no row here has no recall to
+    # measure, and scoring it 0 would drag the mean down for nothing the model did.
+    present = [label for label in labels if label in set(y_true)]
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(
-            f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)
-        ),
+            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        )
+        if present
+        else 0.0,
         "n": len(y_true),
         "per_class": per_class,
+        "absent": [label for label in labels if label not in set(y_true)],
     }
 
 
@@ -428,8 +434,13 @@ def format_report(metrics: Mapping[str, Mapping[str, Any]]) -> str:
                 f"   baseline (always {b['label'][:24]!r}): accuracy {b['accuracy']:.3f}  "
                 f"macro-F1 {b['macro_f1']:.3f}"
             )
+        if m.get("absent"):
+            lines.append(f"   not in the test part, left out of macro-F1: {', '.join(m['absent'])}")
         lines.append(f"   {'class':<32} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}")
+        absent = set(m.get("absent", ()))
         for label, row in m["per_class"].items():
+            if label in absent:
+                continue
             lines.append(
                 f"   {label[:32]:<32} {row['precision']:6.3f} {row['recall']:6.3f} "
                 f"{row['f1-score']:6.3f} {int(row['support']):8d}"

@@ -43,7 +43,7 @@ from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_sha256
 from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model, out_of_fold_rows
-from ticketflow.models.registry import ModelRegistry, new_version
+from ticketflow.models.registry import ModelRegistry, TrainingRows, new_version
 from ticketflow.models.review import DEFAULT_POLICY, ReviewPolicy
 from ticketflow.monitoring.reference import ReferenceSpec
 from ticketflow.monitoring.sample import predictions_sample
@@ -690,6 +690,14 @@ def retrain(
     )
     registry.save(
         challenger, metadata, metrics=challenger_metrics.get(HELD_OUT, {}), make_current=False
+    )
+    # As ticketflow train does: live accuracy leaves the challenger's training rows out.
+    registry.save_training_rows(
+        version,
+        TrainingRows.of(
+            [stored.ids[r] for r in selection.train_rows],
+            [d for r in selection.train_rows if (d := stored.documents[r])],
+        ),
     )
     if reference is not None:
         write_stored_reference(

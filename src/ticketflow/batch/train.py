@@ -7,8 +7,8 @@ import logging
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -25,16 +25,20 @@ from ticketflow.batch.evaluate import (
     review_routing,
     scored,
 )
-from ticketflow.data.datasets import LabeledData
+from ticketflow.data.datasets import MISSING_LABEL, LabeledData
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
+from ticketflow.models.features import TextFeatures
 from ticketflow.models.recipe import (
+    MIN_CV_CLASS_ROWS,
     ModelConfig,
+    OutOfFold,
     add_first_stage,
     fit_model,
     out_of_fold_confidence,
     out_of_fold_rows,
+    too_small_to_calibrate,
 )
 from ticketflow.models.registry import (
     Lineage,
@@ -42,6 +46,7 @@ from ticketflow.models.registry import (
     ModelRegistry,
     PromotionRecord,
     ReviewRouting,
+    TrainingRows,
     new_version,
     sha256_file,
 )
@@ -72,6 +77,9 @@ class TrainResult:
     # The registry's record of the version becoming current (None with make_current=False):
     # what an announcement of it is built from.
     promotion: PromotionRecord | None = None
+    # What the user must know about this model (rare classes, a target left uncalibrated):
+    # printed by ``ticketflow train`` and kept in the metadata (``notes``).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,102 @@ def lineage(request: TrainRequest, fingerprint: str) -> Lineage:
     )
 
 
+def fit_partial(
+    texts: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    labels: dict[str, list[str]],
+    rows: Sequence[Sequence[int]],
+    *,
+    config: ModelConfig,
+    review: ReviewPolicy | None,
+    seed: int,
+) -> tuple[TicketClassifier, dict[str, OutOfFold], dict[str, OutOfFold]]:
+    """:func:`fit_model` where target ``labels[t]`` is known on ``rows[t]`` only (in the
+    order of ``labels``): the targets known on every row are fitted together, each other
+    one on its own rows, all on one set of TF-IDF blocks fitted on every text, and merged.
+
+    Returns the classifier, the out-of-fold predictions aligned on every row (the fully
+    labelled targets': what the review gate's routing is scored on) and those of every target
+    (for :func:`calibration_notes`)."""
+    targets = list(labels)
+    n = len(texts)
+    known = dict(zip(targets, rows, strict=True))
+    whole = [t for t in targets if len(known[t]) == n]
+    if len(whole) == len(targets):
+        classifier, held_out = fit_model(
+            texts, vectors, labels, config=config, review=review, seed=seed
+        )
+        return classifier, held_out, held_out
+    shared = TextFeatures(config.features).fit(texts, vectors)
+    groups = ([whole] if whole else []) + [[t] for t in targets if t not in whole]
+    heads: dict[str, Any] = {}
+    temperatures: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    aligned: dict[str, OutOfFold] = {}
+    every: dict[str, OutOfFold] = {}
+    features = None
+    for group in groups:
+        at = known[group[0]]
+        policy = (
+            replace(review, gate=tuple(t for t in review.gate if t in group))
+            if review is not None
+            else None
+        )
+        part, held_out = fit_model(
+            [texts[i] for i in at],
+            vectors[np.asarray(at)],
+            {t: [labels[t][i] for i in at] for t in group},
+            config=config,
+            review=policy,
+            seed=seed,
+            text_blocks=shared,
+        )
+        features = features or part.features
+        heads |= part.heads
+        temperatures |= part.temperatures
+        thresholds |= part.review_thresholds
+        every |= held_out
+        if group is whole:
+            aligned |= held_out
+    classifier = TicketClassifier(
+        {t: heads[t] for t in targets},  # the file's order: the first target is the default gate
+        features=features,
+        temperatures=temperatures,
+        review_thresholds=thresholds,
+        review_gate=list(review.gate) if review is not None else [],
+    )
+    return classifier, aligned, every
+
+
+def calibration_notes(
+    labels: Mapping[str, Sequence[str]],
+    held_out: Mapping[str, OutOfFold],
+    *,
+    wanted: bool,
+) -> list[str]:
+    """One line per target whose calibration is not what it should be: a class too rare to
+    hold out (the temperature and review cut then come from the other classes), or no
+    out-of-fold predictions at all (``wanted``: calibration or a review cut was asked for)."""
+    notes = []
+    small = too_small_to_calibrate(labels)
+    for target in labels:
+        if wanted and target not in held_out:
+            notes.append(
+                f"{target}: NOT calibrated and no review cut of its own: fewer than two of its "
+                f"classes have {MIN_CV_CLASS_ROWS} training rows; it is served at "
+                "REVIEW_THRESHOLD. Add labelled rows."
+            )
+        elif target in small:
+            classes = small[target]
+            notes.append(
+                f"{target}: {len(classes)} class(es) with fewer than {MIN_CV_CLASS_ROWS} "
+                f"training rows, too few to calibrate on: {', '.join(map(repr, classes))}. "
+                f"{target}'s temperature and review cut come from its other classes; these are "
+                "rarely predicted. Add labelled rows."
+            )
+    return notes
+
+
 def stratify_labels(labels: Sequence[str]) -> Sequence[str] | None:
     """Stratify when every class can appear on both sides of the split."""
     counts = Counter(labels)
@@ -211,15 +315,35 @@ def train(
     labels_train = {t: [data.labels[t][i] for i in train_idx] for t in targets}
     labels_test = {t: [data.labels[t][i] for i in test_idx] for t in targets}
     train_texts = [texts[i] for i in train_idx]
-    classifier, held_out = fit_model(
+    unlabeled = {t: set(data.unlabeled.get(t, ())) for t in targets}
+    partial = [t for t in targets if unlabeled[t]]
+    if partial and static_encoder is not None:
+        raise ValueError(
+            f"a cascade needs every target's label on every row, and "
+            f"{', '.join(f'{len(unlabeled[t])} rows lack {t}' for t in partial)}: train "
+            "without the cascade (CASCADE=false) or drop those rows"
+        )
+    classifier, held_out, all_held_out = fit_partial(
         train_texts,
         vectors[np.asarray(train_idx)],
         labels_train,
+        [[k for k, i in enumerate(train_idx) if i not in unlabeled[t]] for t in targets],
         config=config,
         review=review,
         seed=seed,
     )
     fitted = time.perf_counter()
+    notes = [
+        f"{t}: {len(unlabeled[t])} rows have no {t} label; they train the other targets only"
+        for t in partial
+    ]
+    notes += calibration_notes(
+        {t: [y for y in labels_train[t] if y != MISSING_LABEL] for t in targets},
+        all_held_out,
+        wanted=config.calibrate or review is not None,
+    )
+    for note in notes:
+        logger.info("%s", note)  # printed by ticketflow train, once
     seconds = {"embed": embedded - started, "fit": fitted - embedded}
     static: npt.NDArray[np.float32] | None = None
     escalated_share: float | None = None
@@ -252,11 +376,21 @@ def train(
         test_texts,
         static[test_rows] if static is not None else None,
     )
-    metrics = evaluate_predictions(classifier, predictions, labels_test, figure_dir=directory)
-    for target in metrics:
-        metrics[target]["baseline"] = majority_baseline(
-            labels_train[target], labels_test[target], classifier.labels(target)
+    metrics: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        # Each target on the test rows that have its label.
+        rows = [k for k, i in enumerate(test_idx) if i not in unlabeled[target]]
+        truth = [labels_test[target][k] for k in rows]
+        metrics |= evaluate_predictions(
+            classifier, [predictions[k] for k in rows], {target: truth}, figure_dir=directory
         )
+        metrics[target]["baseline"] = majority_baseline(
+            [y for y in labels_train[target] if y != MISSING_LABEL],
+            truth,
+            classifier.labels(target),
+        )
+    # The gate's routing needs every target's label: the test rows that have them all.
+    complete = [k for k, i in enumerate(test_idx) if not any(i in unlabeled[t] for t in targets)]
     # Without a policy of its own the model is served at the default threshold.
     served = review or DEFAULT_POLICY
     cuts = served.cuts(classifier)
@@ -269,7 +403,10 @@ def train(
         cuts=cuts,
         precision_goals=precisions,
         out_of_fold=out_of_fold_confidence(classifier, held_out, labels_train),
-        test=scored(predictions, labels_test),
+        test=scored(
+            [predictions[k] for k in complete],
+            {t: [labels_test[t][k] for k in complete] for t in targets},
+        ),
     )
     metadata = ModelMetadata(
         version=version,
@@ -301,11 +438,17 @@ def train(
         n_test=len(test_idx),
         n_out_of_fold=out_of_fold_rows(held_out, len(train_idx)),
         lineage=lineage(request, fingerprint),
+        notes=notes,
     )
     # Atomic for the workers: the version becomes current only once every artifact is
     # written, its drift reference included; a failure before that leaves it registered but
     # never served (and the pointer where it was).
     path = registry.save(classifier, metadata, metrics=metrics, make_current=False)
+    # Which rows the model saw, so live accuracy can leave them out (report performance).
+    registry.save_training_rows(
+        version,
+        TrainingRows.of([data.tickets[i].ticket_id for i in train_idx], train_texts),
+    )
     if reference is not None:
         write_held_out_reference(
             reference,
@@ -328,6 +471,7 @@ def train(
         seconds=seconds,
         review=routed,
         promotion=promotion,
+        notes=notes,
     )
 
 

@@ -22,9 +22,9 @@ from ticketflow.config import Settings
 
 if TYPE_CHECKING:  # the handlers import the batch code when they run
     from ticketflow.batch.promotion import Announce
-    from ticketflow.batch.retrain import RetrainPolicy
+    from ticketflow.batch.retrain import RetrainPolicy, RetrainResult
     from ticketflow.models.embedding import Encoder
-    from ticketflow.models.registry import ModelMetadata
+    from ticketflow.models.registry import ModelMetadata, ModelRegistry
     from ticketflow.schemas import ModelUpdate
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,9 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     for reason in result.reasons:
         print(f"  {reason}")
     print(f"report: {result.markdown_path}")
-    if result.promote and not args.no_promote:
+    promoted = result.promote and not args.no_promote
+    track_retrain(settings, registry, result, promoted=promoted)
+    if promoted:
         update = promotion.promote(
             registry,
             result.challenger,
@@ -257,6 +259,46 @@ def transformer_encoder(settings: Settings, champion: ModelMetadata) -> Encoder 
     return CachedEncoder(encoders.dense, settings.cache_dir / "embeddings")
 
 
+def track_retrain(
+    settings: Settings, registry: ModelRegistry, result: RetrainResult, *, promoted: bool
+) -> None:
+    """With MLFLOW_TRACKING_URI: the challenger as an MLflow run (its held-out metrics, the
+    champion's beside them, the decision and the report) and a registered version, aliased
+    champion when it is promoted."""
+    if not settings.mlflow_tracking_uri:
+        return
+    from ticketflow.batch import tracking
+    from ticketflow.batch.retrain import HELD_OUT
+
+    champion: dict[str, float] = {}
+    for name, pair in result.report.get("metrics", {}).items():
+        champion |= tracking.flat_metrics(pair.get("champion", {}), (name, "champion"))
+        if name != HELD_OUT:  # the challenger's held-out numbers are its model metrics
+            champion |= tracking.flat_metrics(pair.get("challenger", {}), (name, "challenger"))
+    tracking.log_version(
+        tracking.Tracking.from_settings(settings),
+        registry,
+        result.challenger,
+        command="retrain",
+        current=promoted,
+        extras=tracking.Extras(
+            params={"champion": result.champion, "decision": result.decision},
+            metrics=champion,
+            artifacts=[p for p in (result.json_path, result.markdown_path) if p is not None],
+            tags={"decision": result.decision, "reasons": "; ".join(result.reasons)[:5000]},
+        ),
+    )
+
+
+def track_champion(settings: Settings, version: str) -> None:
+    """With MLFLOW_TRACKING_URI: MLflow's champion alias follows the pointer."""
+    if not settings.mlflow_tracking_uri:
+        return
+    from ticketflow.batch import tracking
+
+    tracking.set_champion(tracking.Tracking.from_settings(settings), version)
+
+
 def warn_without_reference(settings: Settings, version: str) -> None:
     """The monitor skips the windows of a version without a reference set: say so now."""
     if not (settings.drift_reference_dir / version).is_dir():
@@ -286,6 +328,7 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
             )
             done = announce(settings, update)  # under the lock: in the pointer's order
         print(f"promoted {update.version} (was {update.previous_version}), {_announced(done)}")
+        track_champion(settings, update.version)
         warn_without_reference(settings, update.version)
         return 0
     if args.models_command == "rollback":
@@ -298,6 +341,7 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
             )
             done = announce(settings, update)
         print(f"rolled back {update.previous_version} -> {update.version}, {_announced(done)}")
+        track_champion(settings, update.version)
         warn_without_reference(settings, update.version)
         return 0
     current = registry.current_version()

@@ -103,16 +103,25 @@ def run_data(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_performance(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.batch import reports
+    from ticketflow.models.registry import ModelRegistry
     from ticketflow.runtime.loading import open_written_store, store_location
 
     since = parse_since(args.since) if args.since else None
     where = store_location(settings)
     name = settings.chroma_collection
     store = open_written_store(settings)
-    metadatas = [record.metadata for page in store.pages() for record in page]
+    # Documents too: under CHROMA_DOCUMENT=full they are the model text, matched against the
+    # training rows' text hashes where the ids differ (a file re-exported with new ids).
+    records = [record for page in store.pages(documents=True) for record in page]
+    metadatas = [record.metadata for record in records]
     targets = args.target or reports.store_targets(metadatas)
     scored = reports.scored_labels(
-        metadatas, targets, since=since.timestamp() if since is not None else None
+        metadatas,
+        targets,
+        since=since.timestamp() if since is not None else None,
+        ids=[record.ticket_id for record in records],
+        documents=[record.document for record in records],
+        training=ModelRegistry(settings.model_registry_dir).training_rows,
     )
     page = reports.build_performance_report(
         scored,
@@ -125,9 +134,17 @@ def run_performance(args: argparse.Namespace, settings: Settings) -> int:
     index = reports.write_page(page, args.out)
     for target, numbers in page.summary["targets"].items():
         total = numbers["all"]
+        seen = numbers["training_rows"]
         print(
-            f"{target}: {total['n']} labelled tickets, accuracy {total['accuracy']:.3f}, "
-            f"macro-F1 {total['macro_f1']:.3f}"
+            f"{target}: {total['n']} labelled tickets the model was not trained on, accuracy "
+            f"{total['accuracy']:.3f}, macro-F1 {total['macro_f1']:.3f}; "
+            f"{seen['n']} training rows left out"
+            + (f" (accuracy {seen['accuracy']:.3f})" if seen["n"] else "")
+            + (
+                f"; {numbers['unchecked']} unchecked (model without recorded training rows)"
+                if numbers["unchecked"]
+                else ""
+            )
         )
     if not scored:
         print(
@@ -138,7 +155,8 @@ def run_performance(args: argparse.Namespace, settings: Settings) -> int:
     for target in page.summary["too_few"]:
         print(
             f"ticketflow report performance: too few labelled tickets for {target}: "
-            f"{len(scored[target])} (--min-labels {args.min_labels})",
+            f"{page.summary['targets'][target]['all']['n']} the model was not trained on "
+            f"(--min-labels {args.min_labels})",
             file=sys.stderr,
         )
     print(f"wrote {index}")

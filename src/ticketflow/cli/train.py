@@ -187,6 +187,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         mapping=mapping,
         limit=args.limit,
         encoding=args.encoding,
+        # A row missing one target's label still trains the others; fine-tuning the encoder
+        # learns from every target of a row at once, so it keeps the fully labelled rows.
+        partial=not args.finetune,
     )
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
@@ -254,7 +257,21 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     print(TRAIN_LEGEND)
     for figure in sorted(result.path.glob("confusion-*.png")):
         print(f"confusion matrix: {figure}")
+    for note in result.notes:
+        print(f"WARNING {note}")
     print(f"registered model {result.version} at {result.path}")
+    if settings.mlflow_tracking_uri:  # imported only then: the module reaches for mlflow
+        from ticketflow.batch import tracking
+
+        run_id = tracking.log_version(
+            tracking.Tracking.from_settings(settings),
+            registry,
+            result.version,
+            command="train",
+            current=result.promotion is not None,
+        )
+        if run_id is not None:
+            print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")
     return 0
 
 
@@ -359,6 +376,7 @@ def run_experiments(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+    track_experiments(settings, args, args.out / "results.json")
     return 0
 
 
@@ -387,6 +405,7 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(experiments.encoders_markdown(report))
         print(f"wrote {args.out / 'encoders.md'} and {args.out / 'encoders.json'}")
+        track_experiments(settings, args, args.out / "encoders.json")
         return 0
     # The reference backend, cached by model name, as for the shared data sets.
     bare = configured.encoder(settings, backend="torch", max_tokens=None)
@@ -404,4 +423,27 @@ def _run_file_experiments(args: argparse.Namespace, settings: Settings) -> int:
     report = experiments.run_experiments(Path(), encoder, request, out_dir=args.out, tasks=[task])
     print(experiments.markdown(report))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'} and the plots")
+    track_experiments(settings, args, args.out / "results.json")
     return 0
+
+
+def track_experiments(settings: Settings, args: argparse.Namespace, results: Path) -> None:
+    """With MLFLOW_TRACKING_URI: the run's numbers (every finite one of ``results``), its
+    options and every file it wrote, as an MLflow run."""
+    if not settings.mlflow_tracking_uri:
+        return
+    import json
+
+    from ticketflow.batch import tracking
+
+    numbers = tracking.flat_metrics(json.loads(results.read_text(encoding="utf-8")))
+    options = {k: str(v) for k, v in vars(args).items() if v is not None and not callable(v)}
+    run_id = tracking.log_experiment(
+        tracking.Tracking.from_settings(settings),
+        name=f"experiments {results.parent.name}",
+        params=options,
+        metrics=numbers,
+        artifacts=sorted(p for p in results.parent.iterdir() if p.is_file()),
+    )
+    if run_id is not None:
+        print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")

@@ -372,6 +372,14 @@ class LabeledData:
     tickets: list[Ticket]
     labels: dict[str, list[str]]  # target -> label per ticket (same order as tickets)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
+    # load_labeled(partial=True): per target, the tickets (indices) without its label; their
+    # entry in ``labels`` is MISSING_LABEL. Empty: every ticket has every label.
+    unlabeled: dict[str, list[int]] = field(default_factory=dict)
+
+    def labelled_rows(self, target: str) -> list[int]:
+        """The tickets (indices) that have a label of ``target``."""
+        missing = set(self.unlabeled.get(target, ()))
+        return [i for i in range(len(self.tickets)) if i not in missing]
 
 
 def invalid_row_reason(exc: ValidationError, *, most: int | None = None) -> str:
@@ -382,6 +390,10 @@ def invalid_row_reason(exc: ValidationError, *, most: int | None = None) -> str:
         location = ".".join(str(part) for part in error["loc"])
         parts.append(f"{location}: {error['msg']}" if location else error["msg"])
     return "invalid ticket: " + "; ".join(parts)
+
+
+# The label of a ticket that has none for the target (LabeledData.unlabeled says which).
+MISSING_LABEL = ""
 
 
 def clean_label(value: Any) -> str | None:
@@ -402,12 +414,15 @@ def load_labeled(
     limit: int | None = None,
     progress: bool = True,
     encoding: str = DEFAULT_ENCODING,
+    partial: bool = False,
 ) -> LabeledData:
     """Load a labelled table: tickets validated with ``limits`` and a label per target.
 
     ``targets`` are column names in the file (``queue``, ``Topic_group`` …). Rows with an
     empty target value or that fail validation are skipped and reported with their row
-    number. ``limit`` reads only the first ``limit`` rows of the file.
+    number. ``limit`` reads only the first ``limit`` rows of the file. ``partial``: keep a
+    row with some of its targets' labels (only a row with none is skipped); the missing ones
+    are in ``unlabeled`` (training learns each target from the rows that have it).
     """
     if not targets:
         raise InputError("at least one target column is needed")
@@ -432,7 +447,7 @@ def load_labeled(
         raw_labels = {t: clean_label(target_values[t][index]) for t in targets}
         labels = {t: label for t, label in raw_labels.items() if label is not None}
         empty = [t for t in targets if t not in labels]
-        if empty:
+        if empty and (not partial or not labels):
             data.skipped.append((row_number, f"empty {', '.join(empty)}"))
             continue
         try:
@@ -440,9 +455,11 @@ def load_labeled(
         except ValidationError as exc:
             data.skipped.append((row_number, invalid_row_reason(exc)))
             continue
+        for target in empty:
+            data.unlabeled.setdefault(target, []).append(len(data.tickets))
         data.tickets.append(ticket)
-        for target, label in labels.items():
-            data.labels[target].append(label)
+        for target in targets:
+            data.labels[target].append(labels.get(target, MISSING_LABEL))
     if not data.tickets:
         first = f" (first: row {data.skipped[0][0]}, {data.skipped[0][1]})" if data.skipped else ""
         raise InputError(f"{path}: no usable rows: {len(rows)} read, all skipped{first}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -193,10 +194,32 @@ def fit_head(
     return head
 
 
+# A class needs this many training rows to take part in the CV the temperature and review
+# cut come from; rarer ones are held out of every fold's fit they are not in, so they never
+# decide the number of folds (one 1-row class used to switch calibration off for the target).
+MIN_CV_CLASS_ROWS = 2
+
+
 def cv_folds(y: Sequence[str], folds: int) -> int:
-    """The number of folds stratified CV can use: every class must appear in every fold."""
-    smallest = min(Counter(y).values())
-    return min(folds, smallest)
+    """The number of folds stratified CV can use: every class with at least
+    ``MIN_CV_CLASS_ROWS`` rows must appear in every fold; 1 (no CV) when fewer than two
+    classes have that many."""
+    counts = [c for c in Counter(y).values() if c >= MIN_CV_CLASS_ROWS]
+    if len(counts) < 2:
+        return 1
+    return min(folds, min(counts))
+
+
+def too_small_to_calibrate(labels: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Per target, the classes with fewer than ``MIN_CV_CLASS_ROWS`` training rows: the
+    model can predict them, but their rows cannot be held out for calibration, so the
+    target's temperature and review cut come from the other classes (:func:`fit_model`)."""
+    found: dict[str, list[str]] = {}
+    for target, y in labels.items():
+        small = sorted(c for c, n in Counter(y).items() if n < MIN_CV_CLASS_ROWS)
+        if small:
+            found[target] = small
+    return found
 
 
 def out_of_fold(
@@ -227,7 +250,11 @@ def out_of_fold_many(
     labels = np.asarray(y)
     classes = sorted(set(y))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(labels)), labels))
+    with warnings.catch_warnings():
+        # "The least populated class ... has only 1 members": expected for a class below
+        # MIN_CV_CLASS_ROWS, which training reports once itself (too_small_to_calibrate).
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
     tasks = [
         (m, fit_rows, held_rows, fold == 0)
         for m in matrices
@@ -441,7 +468,10 @@ def fit_model(
             held_out[target] = oof
             y_index = np.asarray([oof.classes.index(v) for v in oof.labels_of(y)])
             if config.calibrate:
-                temperatures[target] = fit_temperature(oof.logits, y_index)
+                # Rows of a class no fold's head saw (too rare to hold out) have no finite
+                # log-probability of their label: the temperature comes from the others.
+                usable = np.isfinite(oof.logits[np.arange(len(y_index)), y_index])
+                temperatures[target] = fit_temperature(oof.logits[usable], y_index[usable])
             proba = apply_temperature(oof.logits, temperatures.get(target, 1.0))
             if precision is not None:
                 threshold, coverage = threshold_for_precision(

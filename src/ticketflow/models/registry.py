@@ -6,6 +6,7 @@ Layout::
     <root>/<version>/metadata.json     ModelMetadata (targets, labels, encoder, sha256, metrics...)
     <root>/<version>/metrics.json      evaluation on the held-out split
     <root>/<version>/confusion-<target>.png
+    <root>/<version>/training-rows.npz  64-bit hashes of the ids and texts the model was fit on
     <root>/current                     text file naming the served version
     <root>/history.jsonl               append-only: every promotion / rollback (who, when, why)
 """
@@ -18,13 +19,15 @@ import logging
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from ticketflow.models.classifier import TicketClassifier
@@ -37,6 +40,7 @@ METRICS_FILE = "metrics.json"
 CURRENT_FILE = "current"
 LOCK_FILE = ".lock"
 HISTORY_FILE = "history.jsonl"
+TRAINING_ROWS_FILE = "training-rows.npz"
 
 
 class RegistryError(RuntimeError):
@@ -140,6 +144,8 @@ class ModelMetadata(BaseModel):
     # Per target, the classes this model learned that the model it was retrained from did not
     # know (people's answers named them); empty for ``ticketflow train`` and older models.
     new_labels: dict[str, list[str]] = Field(default_factory=dict)
+    # What training warned about (a class too rare to calibrate on...), as it printed it.
+    notes: list[str] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
     model_sha256: str = ""
     artifact_format: str = "joblib"  # how model.joblib was written: joblib (older) or pickle
@@ -188,6 +194,45 @@ def _atomic_write(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     Path(tmp).replace(path)
+
+
+def row_hash(value: str) -> int:
+    """A stable 64-bit hash of a ticket id or model text (blake2b): what the training rows
+    are recorded as, so that a registry folder holds no ticket text."""
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _sorted_hashes(values: Sequence[str]) -> npt.NDArray[np.uint64]:
+    return np.unique(np.fromiter((row_hash(v) for v in values), dtype=np.uint64))
+
+
+class TrainingRows:
+    """The rows a model was fit on (its test part excluded), as sorted 64-bit hashes of their
+    ticket ids and model texts: live accuracy leaves them out, because a model scores its
+    own training rows as if it had memorised them (``ticketflow report performance``)."""
+
+    def __init__(self, ids: npt.NDArray[np.uint64], texts: npt.NDArray[np.uint64]) -> None:
+        self.ids = ids
+        self.texts = texts
+
+    @classmethod
+    def of(cls, ids: Sequence[str], texts: Sequence[str]) -> TrainingRows:
+        return cls(_sorted_hashes(ids), _sorted_hashes(texts))
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    @staticmethod
+    def _has(hashes: npt.NDArray[np.uint64], value: str) -> bool:
+        key = np.uint64(row_hash(value))
+        at = int(np.searchsorted(hashes, key))
+        return at < hashes.size and bool(hashes[at] == key)
+
+    def contains(self, ticket_id: str | None = None, text: str | None = None) -> bool:
+        """Whether the ticket id or the model text is one of the training rows'."""
+        if ticket_id is not None and self._has(self.ids, ticket_id):
+            return True
+        return text is not None and self._has(self.texts, text)
 
 
 class RegistryLockedError(RuntimeError):
@@ -270,6 +315,24 @@ class ModelRegistry:
         if make_current:
             self.make_trained_current(metadata.version)
         return directory
+
+    def save_training_rows(self, version: str, rows: TrainingRows) -> Path:
+        """Write ``rows`` beside model ``version`` (a few bytes per row, compressed)."""
+        path = self.path(version) / TRAINING_ROWS_FILE
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, ids=rows.ids, texts=rows.texts)
+        Path(tmp).replace(path)
+        return path
+
+    def training_rows(self, version: str) -> TrainingRows | None:
+        """The rows ``version`` was fit on; None for a model trained before they were
+        recorded (or an unknown version)."""
+        path = self.path(version) / TRAINING_ROWS_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return TrainingRows(stored["ids"].astype(np.uint64), stored["texts"].astype(np.uint64))
 
     def make_trained_current(self, version: str) -> PromotionRecord:
         """Point ``current`` at a freshly trained ``version`` and record it in the history;

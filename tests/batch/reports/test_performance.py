@@ -111,3 +111,111 @@ def test_cli_report_performance_says_when_there_is_no_store(
     assert "no collection 'tickets'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(["report", "performance", "--since", "soon", "--out", str(tmp_path)]) == 2
+
+
+def test_training_rows_are_left_out_of_live_accuracy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #30: train on a file, backfill the same file, report: the imported labels of the
+    training rows must not count as unseen. Live accuracy is then the test part's."""
+    import json
+
+    from tests.helpers import HashingEncoder
+    from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+    from ticketflow.batch.backfill import BackfillRequest, backfill
+    from ticketflow.batch.train import TrainRequest, train
+    from ticketflow.cli import main
+    from ticketflow.data.datasets import load_labeled
+    from ticketflow.devtools.sample import generate_tickets
+    from ticketflow.models.pipeline import LabelingPipeline
+    from ticketflow.models.registry import ModelRegistry
+
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("\n".join(json.dumps(t) for t in generate_tickets(500, seed=3)) + "\n")
+    registry = ModelRegistry(tmp_path / "registry")
+    encoder = HashingEncoder()
+    result = train(
+        TrainRequest(
+            load_labeled(path, targets=["queue"], progress=False),
+            max_text_chars=1000,
+            test_size=0.3,
+        ),
+        encoder=encoder,
+        registry=registry,
+        progress=False,
+    )
+    rows = registry.training_rows(result.version)
+    assert rows is not None and len(rows) == 350
+    assert (result.path / "training-rows.npz").stat().st_size < 350 * 8 * 2 + 1_000
+    loaded = registry.load()
+    pipeline = LabelingPipeline(encoder, loaded.classifier, max_text_chars=1000)
+    store = ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=pipeline.vector_model,
+        dimension=pipeline.dimension,
+    )
+    backfill(
+        BackfillRequest(path, document="full"),
+        pipeline=pipeline,
+        store=store,
+        model_version=result.version,
+        progress=False,
+    )
+    records = [record for page in store.pages(documents=True) for record in page]
+    metadatas = [record.metadata for record in records]
+    unseen = result.metrics["queue"]["accuracy"]  # the test part, scored at training time
+
+    naive = performance.performance_summary(
+        performance.scored_labels(metadatas, ["queue"])["queue"]
+    )
+    assert naive["all"]["n"] == 500
+    assert naive["all"]["accuracy"] > unseen + 0.05  # the flattering number of the issue
+
+    by_id = performance.scored_labels(
+        metadatas,
+        ["queue"],
+        ids=[record.ticket_id for record in records],
+        training=registry.training_rows,
+    )["queue"]
+    # The ids alone, and the model text alone (a file re-exported with other ids), both find them.
+    by_text = performance.scored_labels(
+        metadatas,
+        ["queue"],
+        documents=[record.document for record in records],
+        training=registry.training_rows,
+    )["queue"]
+    for scored in (by_id, by_text):
+        summary = performance.performance_summary(scored)
+        assert summary["all"]["n"] == 150 and summary["training_rows"]["n"] == 350
+        assert summary["unchecked"] == 0
+        assert abs(summary["all"]["accuracy"] - unseen) <= 0.03
+        assert summary["training_rows"]["accuracy"] > summary["all"]["accuracy"]
+
+    page = performance.build_performance_report(
+        {"queue": by_id},
+        tmp_path / "page",
+        source="test",
+        since=None,
+        min_labels=500,
+        records=500,
+    )
+    text = render_html(page)
+    assert "training rows (left out)" in text
+    assert "queue: 350 labelled tickets left out as training rows" in text
+    assert "unbiased" not in text
+    assert page.summary["too_few"] == ["queue"]  # 150 live labels, not 500
+
+    monkeypatch.setenv("CHROMA_PATH", str(tmp_path / "chroma"))
+    monkeypatch.delenv("CHROMA_HOST", raising=False)
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(registry.root))
+    assert main(["report", "performance", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "queue: 150 labelled tickets the model was not trained on" in out
+    assert "350 training rows left out" in out
+    live = performance.performance_summary(by_id)
+    print(
+        f"unseen {unseen:.3f}, live {live['all']['accuracy']:.3f}, "
+        f"training rows {live['training_rows']['accuracy']:.3f}, "
+        f"naive {naive['all']['accuracy']:.3f}"
+    )

@@ -1,6 +1,10 @@
 """``ticketflow report performance``: the model's stored labels scored against the labels
 people gave (corrections) or files gave (imports) in the vector store: Evidently's
 classification preset per target plus a plain summary page.
+
+Rows the labelling model was fit on (its ``training-rows.npz``: ticket ids and model texts,
+:class:`ticketflow.models.registry.TrainingRows`) are left out of the live numbers and shown
+apart: backfilling the training file would otherwise score memorised rows as unseen.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ticketflow.batch.reports.page import Link, Page, Section, Table
+from ticketflow.models.registry import TrainingRows
 from ticketflow.schemas import store as layout
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,9 @@ class Scored:
     probability: list[float] = field(default_factory=list)
     source: list[str] = field(default_factory=list)  # human | imported
     model_version: list[str] = field(default_factory=list)
+    # Whether the labelling model was fit on the ticket; None: unknown (the model version
+    # recorded no training rows, or no registry was given).
+    trained: list[bool | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.truth)
@@ -47,21 +55,44 @@ def store_targets(metadatas: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(found)
 
 
+# A model version's training rows; None when it recorded none (older models, unknown versions).
+TrainingLookup = Callable[[str], TrainingRows | None]
+
+
 def scored_labels(
     metadatas: Iterable[Mapping[str, Any]],
     targets: Sequence[str],
     *,
     since: float | None = None,
+    ids: Sequence[str] | None = None,
+    documents: Sequence[str | None] | None = None,
+    training: TrainingLookup | None = None,
 ) -> dict[str, Scored]:
     """Per target, the records with both a known label (a person's correction, else an
     imported one: :func:`ticketflow.schemas.store.known_label`) and the model's label
     (:func:`~ticketflow.schemas.store.model_label`). ``since``: only tickets the model
-    labelled at or after this epoch second (``processed_at``)."""
+    labelled at or after this epoch second (``processed_at``).
+
+    ``training``: each model version's training rows; a record whose id (``ids``, aligned
+    with ``metadatas``) or stored document (``documents``: the model text under
+    ``CHROMA_DOCUMENT=full``) is one of its labelling model's is marked ``trained``."""
     result = {t: Scored() for t in targets}
-    for metadata in metadatas:
+    cache: dict[str, TrainingRows | None] = {}
+    for index, metadata in enumerate(metadatas):
         processed = metadata.get("processed_at")
         if since is not None and (processed is None or float(processed) < since):
             continue
+        version = str(metadata.get("model_version", "?"))
+        trained: bool | None = None
+        if training is not None:
+            if version not in cache:
+                cache[version] = training(version)
+            rows = cache[version]
+            if rows is not None:
+                trained = rows.contains(
+                    ids[index] if ids is not None else None,
+                    documents[index] if documents is not None else None,
+                )
         for target in targets:
             truth = layout.known_label(metadata, target)
             model = layout.model_label(metadata, target)
@@ -74,12 +105,15 @@ def scored_labels(
             human = layout.human_label(metadata, target) is not None
             source = layout.LabelSource.HUMAN if human else layout.LabelSource.IMPORTED
             scored.source.append(source.value)
-            scored.model_version.append(str(metadata.get("model_version", "?")))
+            scored.model_version.append(version)
+            scored.trained.append(trained)
     return result
 
 
 def performance_summary(scored: Scored) -> dict[str, Any]:
-    """Accuracy and macro-F1, overall, per label source and per model version."""
+    """Accuracy and macro-F1 of the tickets the labelling model was not fit on, overall, per
+    label source and per model version; the training rows apart (``training_rows``) and the
+    count of tickets whose model recorded no training rows (``unchecked``)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     def numbers(rows: Sequence[int]) -> dict[str, Any]:
@@ -93,7 +127,9 @@ def performance_summary(scored: Scored) -> dict[str, Any]:
             else math.nan,
         }
 
-    everything = list(range(len(scored)))
+    trained = scored.trained or [None] * len(scored)
+    everything = [i for i in range(len(scored)) if trained[i] is not True]
+    training_rows = [i for i in range(len(scored)) if trained[i] is True]
     by_source = {
         str(s): numbers([i for i in everything if scored.source[i] == s])
         for s in sorted(set(scored.source))
@@ -102,7 +138,13 @@ def performance_summary(scored: Scored) -> dict[str, Any]:
         v: numbers([i for i in everything if scored.model_version[i] == v])
         for v in sorted(set(scored.model_version))
     }
-    return {"all": numbers(everything), "by_source": by_source, "by_version": by_version}
+    return {
+        "all": numbers(everything),
+        "by_source": by_source,
+        "by_version": by_version,
+        "training_rows": numbers(training_rows),
+        "unchecked": sum(1 for i in everything if trained[i] is None),
+    }
 
 
 def evidently_report(scored: Scored, target: str, path: Path) -> Path:
@@ -113,7 +155,14 @@ def evidently_report(scored: Scored, target: str, path: Path) -> Path:
 
     # Named after the target, so Evidently's titles say which one ("Target: 'queue'").
     predicted = f"{target} (model)"
-    frame = pd.DataFrame({target: scored.truth, predicted: scored.predicted})
+    # The live rows only, as in the summary: the model's training rows would flatter it.
+    keep = [i for i, seen in enumerate(scored.trained or [None] * len(scored)) if seen is not True]
+    frame = pd.DataFrame(
+        {
+            target: [scored.truth[i] for i in keep],
+            predicted: [scored.predicted[i] for i in keep],
+        }
+    )
     definition = DataDefinition(
         categorical_columns=[target, predicted],
         classification=[MulticlassClassification(target=target, prediction_labels=predicted)],
@@ -155,22 +204,38 @@ def build_performance_report(
     overview.blocks.append(
         "!Corrected tickets are the ones people chose to fix, mostly where the model was "
         "wrong or held for review: accuracy on human labels understates the model. Imported "
-        "labels are a sample of the history, unbiased in that respect: compare the rows per "
-        "label source."
+        "labels were not chosen by where the model failed, but they overstate it on tickets "
+        "it was trained on: those (by ticket id, or by text where the store keeps it) are "
+        "left out of every number below except the row 'training rows (left out)'. Compare "
+        "the rows per label source."
     )
     table_rows: list[tuple[object, ...]] = []
     sections: list[Section] = [overview]
     too_few: list[str] = []
+    excluded: list[tuple[str, int, int]] = []  # target, training rows left out, unchecked
     for target, rows in scored.items():
         numbers = performance_summary(rows)
         summary["targets"][target] = numbers
         for name, part in [("all", numbers["all"]), *sorted(numbers["by_source"].items())]:
             table_rows.append((target, name, part["n"], part["accuracy"], part["macro_f1"]))
+        seen = numbers["training_rows"]
+        if seen["n"]:
+            table_rows.append(
+                (
+                    target,
+                    "training rows (left out)",
+                    seen["n"],
+                    seen["accuracy"],
+                    seen["macro_f1"],
+                )
+            )
+        excluded.append((target, seen["n"], numbers["unchecked"]))
         section = Section(f"target-{_slug(target)}", f"{target}")
-        if len(rows) < min_labels:
+        live = numbers["all"]["n"]
+        if live < min_labels:
             too_few.append(target)
             section.blocks.append(
-                f"!Too few labelled tickets for {target}: {len(rows)} (at least {min_labels} "
+                f"!Too few labelled tickets for {target}: {live} (at least {min_labels} "
                 "needed, --min-labels). Correct labels with ticketflow feedback or import a "
                 "labelled file with ticketflow backfill."
             )
@@ -189,7 +254,8 @@ def build_performance_report(
         section.blocks.append(
             Link(
                 name,
-                f"Evidently classification report of {target} ({len(rows):,} tickets)",
+                f"Evidently classification report of {target} ({live:,} tickets the model "
+                "was not trained on)",
                 frame=True,
             )
         )
@@ -201,6 +267,17 @@ def build_performance_report(
             caption="Model labels against known labels",
         )
     )
+    for target, left_out, unchecked in excluded:
+        line = (
+            f"{target}: {left_out:,} labelled tickets left out as training rows of the model "
+            "that labelled them"
+        )
+        if unchecked:
+            line = (
+                f"!{line}; {unchecked:,} could not be checked (their model version recorded "
+                "no training rows: trained before ticketflow kept them) and are counted"
+            )
+        overview.blocks.append(line + ".")
     if not scored:
         overview.blocks.append(
             "!No labelled tickets: no record carries a person's correction or an imported "
@@ -227,6 +304,7 @@ def _slug(text: str) -> str:
 
 __all__ = [
     "Scored",
+    "TrainingLookup",
     "build_performance_report",
     "evidently_report",
     "performance_summary",
