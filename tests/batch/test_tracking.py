@@ -45,16 +45,30 @@ def _free_port() -> int:
     return port
 
 
+def _uv_module() -> list[str]:
+    """uv as `make install` may leave it: pip-installed for the system Python, off PATH."""
+    for python in ("python3", "python"):
+        interpreter = shutil.which(python)
+        if interpreter is None:
+            continue
+        probe = subprocess.run(
+            [interpreter, "-m", "uv", "--version"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return [interpreter, "-m", "uv"]
+    return []
+
+
 def _server_command() -> list[str]:
     configured = os.environ.get("MLFLOW_SERVER_COMMAND")
     if configured:
         return shlex.split(configured)
-    uv = shutil.which("uv")
-    assert uv is not None, (
+    uv = [found] if (found := shutil.which("uv")) else _uv_module()
+    assert uv, (
         "the MLflow server runs from its own environment: set MLFLOW_SERVER_COMMAND to an "
         "`mlflow` executable of the full mlflow package, or install uv"
     )
-    return [uv, "tool", "run", "--from", f"mlflow=={metadata.version('mlflow-skinny')}", "mlflow"]
+    return [*uv, "tool", "run", "--from", f"mlflow=={metadata.version('mlflow-skinny')}", "mlflow"]
 
 
 @pytest.fixture(scope="module")
