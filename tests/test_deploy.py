@@ -298,8 +298,30 @@ def alert_selector_values(label: str) -> set[str]:
     return {v for e in exprs for v in re.findall(rf'\b{label}="([^"]+)"', e)}
 
 
-def test_prod_is_monitored_by_the_prometheus_operator() -> None:
-    docs = rendered(REPO / "k8s" / "overlays" / "prod")
+def with_serve(overlay: Path, tmp_path: Path) -> Path:
+    """A kustomization of ``overlay`` plus the optional serve component (the HTTP API)."""
+    root = tmp_path / f"{overlay.name}-with-serve"
+    root.mkdir()
+    serve = REPO / "k8s" / "components" / "serve"
+    namespace = overlay_settings(overlay)["namespace"]
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                # kustomize takes only relative paths to other kustomizations
+                "resources": [os.path.relpath(overlay, root)],
+                "components": [os.path.relpath(serve, root)],
+            }
+        )
+    )
+    return root
+
+
+def test_prod_is_monitored_by_the_prometheus_operator(tmp_path: Path) -> None:
+    """Workers, the drift monitor and, where an overlay adds it, the HTTP API (serve)."""
+    docs = rendered(with_serve(REPO / "k8s" / "overlays" / "prod", tmp_path))
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
@@ -333,10 +355,11 @@ def test_prod_is_monitored_by_the_prometheus_operator() -> None:
     assert {e["port"] for e in service_monitor["spec"]["endpoints"]} <= {
         p["name"] for p in services[0]["spec"]["ports"]
     }
-    (podmonitor,) = by_kind["PodMonitor"]
+    podmonitors = by_kind["PodMonitor"]
+    assert len(podmonitors) == 2
     for monitor, selector in (
         (service_monitor, services[0]["spec"]["selector"]),
-        (podmonitor, podmonitor["spec"]["selector"]["matchLabels"]),
+        *((p, p["spec"]["selector"]["matchLabels"]) for p in podmonitors),
     ):
         # the label the alerts select workers and the monitor by comes from the pods
         assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/name"]
@@ -346,14 +369,20 @@ def test_prod_is_monitored_by_the_prometheus_operator() -> None:
         if monitor["kind"] == "PodMonitor":
             ports = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
             assert ports <= pod_ports[pods[0]]
-    assert (
-        alert_selector_values("app_kubernetes_io_name")
-        == names_seen
-        == {
-            "ticketflow-worker",
-            "ticketflow-monitor",
-        }
-    )
+    assert names_seen == {"ticketflow-worker", "ticketflow-monitor", "ticketflow-serve"}
+    assert alert_selector_values("app_kubernetes_io_name") == {
+        "ticketflow-worker",
+        "ticketflow-monitor",
+    }
+    # The serve PodMonitor sends no token: serve's /metrics must be open (behind its
+    # NetworkPolicy), else every scrape is a 401.
+    (serve_monitor,) = [p for p in podmonitors if p["metadata"]["name"] == "ticketflow-serve"]
+    assert "authorization" not in serve_monitor["spec"]["podMetricsEndpoints"][0]
+    (serve,) = [d for d in by_kind["Deployment"] if d["metadata"]["name"] == "ticketflow-serve"]
+    env = {
+        e["name"]: e.get("value") for e in serve["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SERVE_METRICS_PUBLIC"] == "true"
 
 
 def test_keda_scales_on_the_workers_group_lag_from_the_broker() -> None:

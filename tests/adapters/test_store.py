@@ -56,6 +56,15 @@ def test_pages_cover_every_record_once(store: ChromaVectorStore) -> None:
     assert sorted(r.ticket_id for p in pages for r in p) == [f"t{i}" for i in range(5)]
 
 
+def test_held_ids_are_the_held_records_whose_labels_are_the_models(
+    store: ChromaVectorStore,
+) -> None:
+    held = [{"needs_review": True, "label_source": s} for s in ("model", "human", "imported")]
+    store.collection.update(ids=["t0", "t1", "t4"], metadatas=held)
+    store.collection.update(ids=["t2"], metadatas=[{"needs_review": False}])
+    assert store.held_ids() == ["t0"]
+
+
 def test_query_nearest_first_with_filters(store: ChromaVectorStore) -> None:
     query = np.array([[1, 0.05, 0, 0], [0, 0, 1, 0.05]], dtype=np.float32)
     first, second = store.query(query, 2, documents=True)

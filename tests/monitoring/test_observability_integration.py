@@ -1,4 +1,8 @@
-"""A real Prometheus scrapes a real worker and a real monitor while tickets flow.
+"""A real Prometheus scrapes a real worker, a real monitor and a real ``ticketflow serve``
+(the review desk's gauges and answers; with a tokens file, Prometheus reading its bearer token
+from a file as monitoring/prometheus/prometheus.yml says) while tickets flow. Worker and serve
+share a ChromaDB server, as in production; agents answer some tickets on ``ticket-feedback``
+directly and some through serve's ``POST /v1/feedback``.
 
 Then every PromQL expression of every dashboard panel (its template variables substituted
 the way Grafana does) and alert rule is sent to Prometheus' HTTP API and must return data;
@@ -18,11 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import chromadb
+import httpx
 import pytest
 
+from tests.fixtures.chroma import ChromaServer
 from tests.fixtures.monitoring import (
     REPO,
     PrometheusServer,
+    ServeScrape,
     ServiceProcess,
     alert_rules,
     dashboard_queries,
@@ -33,6 +41,7 @@ from tests.fixtures.monitoring import (
 from tests.fixtures.pipeline import WorkerProcess
 from ticketflow.adapters.kafka.clients import consume, produce_events, produce_raw
 from ticketflow.adapters.kafka.topics import create_topics
+from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.schemas import DriftEvent, LabelFeedback
@@ -44,6 +53,10 @@ IN_DISTRIBUTION = 300  # 3 windows
 SHIFTED = 200  # 2 windows
 SHIFTED_QUEUES = {"Billing and Payments", "Returns and Exchanges"}
 REVIEWED = 60  # in-distribution tickets agents label (the correction panels and alert)
+DESK_ANSWERS = 10  # more of them, answered through serve's API (the review desk panels)
+DESK_TOKEN = "desk-integration-token-0123456789"
+PROMETHEUS_TOKEN = "prometheus-scrape-token-0123456789"
+CLI = [sys.executable, "-m", "ticketflow"]
 
 # Alert -> an expression over the same inputs that must return data in a healthy system.
 FIRES_ONLY_ON_FAILURE = {
@@ -71,6 +84,8 @@ FIRES_ONLY_ON_FAILURE = {
     "TicketflowCorrectionRateHigh": (
         "sum by (namespace, target) (increase(ticketflow_corrections_total[1d]))"
     ),
+    # needs more than 100 held tickets, growing for 12 h; about 20 of 500 are held here
+    "TicketflowReviewQueueGrowing": "max by (namespace) (ticketflow_review_queue_held)",
 }
 
 # Panel queries (dashboard_queries' "where") that cannot return data outside Kubernetes, and
@@ -103,16 +118,43 @@ def metric(prometheus: PrometheusServer, expr: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
-def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
+def start_serve(env: dict[str, str], tmp_path: Path) -> tuple[ServiceProcess, str, ServeScrape]:
+    """``ticketflow serve`` with a tokens file: the desk's caller and Prometheus' own line."""
+    tokens = tmp_path / "serve-tokens"
+    tokens.write_text(f"desk:{DESK_TOKEN}\nprometheus:{PROMETHEUS_TOKEN}\n")
+    credentials = tmp_path / "prometheus-serve.token"
+    credentials.write_text(PROMETHEUS_TOKEN + "\n")  # Prometheus trims the newline
+    credentials.chmod(0o400)
+    port = free_port()
+    serve = ServiceProcess(
+        argv=[*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**env, "SERVE_TOKENS_FILE": str(tokens)},
+        log=tmp_path / "serve.log",
+    )
+    serve.start()
+    return serve, f"http://127.0.0.1:{port}", ServeScrape(port, credentials)
+
+
+def serve_ready(serve: ServiceProcess, url: str) -> bool:
+    assert serve.alive(), serve.tail()
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_prometheus_scrapes_worker_monitor_and_serve_and_every_query_has_data(
     worker_env: dict[str, str],
     kafka_config: dict[str, str],
     tmp_path: Path,
+    chroma_server: ChromaServer,
     prometheus_factory: Any,  # noqa: F811
     monitor_factory: Any,  # noqa: F811
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     env = {
         **worker_env,
+        **chroma_server.env(),  # worker and serve share the store
         "KAFKA_TOPIC_MONITOR": f"t-monitoring-{suffix}",
         "KAFKA_TOPIC_DRIFT": f"t-drift-events-{suffix}",
         "KAFKA_TOPIC_FEEDBACK": f"t-feedback-{suffix}",
@@ -141,26 +183,31 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
         cwd=REPO,
     )
 
-    # 2. Worker, monitor and Prometheus.
+    # 2. Worker, monitor, serve and Prometheus.
     create_topics(kafka_config, [env["KAFKA_TOPIC_FEEDBACK"]], partitions=1, replication=1)
     worker = WorkerProcess(env=env, log=tmp_path / "worker.log", port=int(env["METRICS_PORT"]))
     worker.start()
     monitor: ServiceProcess = monitor_factory(env)
+    serve, serve_url, serve_scrape = start_serve(env, tmp_path)
     prometheus: PrometheusServer = prometheus_factory(
-        int(env["METRICS_PORT"]), int(env["MONITOR_METRICS_PORT"])
+        int(env["METRICS_PORT"]), int(env["MONITOR_METRICS_PORT"]), serve_scrape
     )
 
     def diagnose() -> str:
         return (
             f"--- worker\n{worker.tail(30)}\n--- monitor\n{monitor.tail(30)}\n"
-            f"--- prometheus\n{prometheus.tail(10)}"
+            f"--- serve\n{serve.tail(20)}\n--- prometheus\n{prometheus.tail(10)}"
         )
 
     try:
         worker.wait_ready()
+        wait_for("serve ready", lambda: serve_ready(serve, serve_url), 240, diagnose)
         wait_for(
-            "both targets up",
-            lambda: set(prometheus.targets_up().values()) == {"up"},
+            "the three targets up",
+            lambda: (
+                prometheus.targets_up()
+                == {"ticketflow-worker": "up", "ticketflow-monitor": "up", "ticketflow-serve": "up"}
+            ),
             60,
             diagnose,
         )
@@ -191,12 +238,52 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
             env["KAFKA_TOPIC_FEEDBACK"],
             [(f.ticket_id.encode(), f.model_dump_json().encode()) for f in reviewed],
         )
+        # More of them through serve's API (published on the same topic), and one answer
+        # it refuses (a target the model does not have).
+        desk = {"Authorization": f"Bearer {DESK_TOKEN}"}
+        with httpx.Client(base_url=serve_url, headers=desk, timeout=60) as client:
+            for row in stream[REVIEWED : REVIEWED + DESK_ANSWERS]:
+                body = {"ticket_id": row["ticket_id"], "labels": {"queue": row["queue"]}}
+                answered = client.post("/v1/feedback", json=body)
+                assert answered.status_code == 202, answered.text
+            refused = {"ticket_id": stream[0]["ticket_id"], "labels": {"colour": "blue"}}
+            assert client.post("/v1/feedback", json=refused).status_code == 422
+        given = REVIEWED + DESK_ANSWERS
         wait_for(
-            "the labels agents gave, in Prometheus",
-            lambda: metric(prometheus, "sum(ticketflow_corrections_total)") >= REVIEWED,
+            "the labels agents gave and the desk's answers, in Prometheus",
+            lambda: (
+                metric(prometheus, "sum(ticketflow_corrections_total)") >= given
+                and metric(prometheus, "sum(ticketflow_review_answer_seconds_count)") >= given
+                and metric(prometheus, 'sum(ticketflow_review_answers_total{result="published"})')
+                >= DESK_ANSWERS
+            ),
             120,
             diagnose,
         )
+        # Every answer was its ticket's first, on a ticket the model labelled seconds ago.
+        assert metric(prometheus, "sum(ticketflow_review_answer_seconds_count)") == given
+        assert metric(prometheus, 'sum(ticketflow_review_answer_seconds_bucket{le="60.0"})') == (
+            given
+        )
+        assert metric(prometheus, 'sum(ticketflow_review_answers_total{result="invalid"})') == 1
+        # serve's gauge, scraped, is the store's count of held tickets nobody answered.
+        chroma = chromadb.HttpClient(host=chroma_server.host, port=chroma_server.port)
+        declared = chroma.get_collection("tickets").metadata
+        store = ChromaVectorStore(
+            chroma,
+            "tickets",
+            embedding_model=declared["embedding_model"],
+            dimension=declared["dimension"],
+        )
+        with httpx.Client(base_url=serve_url, headers=desk, timeout=60) as client:
+
+            def gauge_is_the_stores() -> bool:
+                client.get("/v1/review", params={"limit": 1})  # at the desk: read every 2 s
+                held = metric(prometheus, "sum(ticketflow_review_queue_held)")
+                return held == len(store.held_ids())
+
+            wait_for("serve's queue gauge to match the store", gauge_is_the_stores, 60, diagnose)
+        print(f"held for review and unanswered: {len(store.held_ids())}")
 
         # 4. A shifted stream: only billing and returns tickets.
         pool = generate_tickets(SHIFTED * 6, seed=3003)
@@ -300,4 +387,5 @@ def test_prometheus_scrapes_worker_and_monitor_and_every_query_has_data(
             diagnose,
         )
     finally:
+        serve.stop()
         worker.stop()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from tests.fixtures.monitoring import (
     DASHBOARD_DIR,
@@ -25,6 +26,7 @@ from tests.fixtures.monitoring import (
     require_binary,
 )
 from ticketflow.monitoring.drift_metrics import MonitorMetrics
+from ticketflow.serve.desk import DeskMetrics
 from ticketflow.stream.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
@@ -33,11 +35,18 @@ PROVISIONING = REPO / "monitoring" / "grafana" / "provisioning"
 PROMETHEUS_RULE = REPO / "k8s" / "components" / "prometheus-operator" / "prometheusrule.yaml"
 
 
+# serve's review-desk metrics: serve pods, not the workers the dashboards' $pod lists.
+SERVE_METRICS = ("ticketflow_review_queue_", "ticketflow_review_answers_")
+
+
 def exported_names() -> set[str]:
-    """Every sample name the worker and the monitor can export, plus Prometheus' own ``up``."""
+    """Every sample name the worker, the monitor and serve's review desk can export, plus
+    Prometheus' own ``up``."""
     names = {"up"}
-    for metrics in (WorkerMetrics(), MonitorMetrics()):
-        for family in metrics.registry.collect():
+    desk = CollectorRegistry()
+    DeskMetrics(desk)
+    for registry in (WorkerMetrics().registry, MonitorMetrics().registry, desk):
+        for family in registry.collect():
             names.add(family.name)
             suffixes = {
                 "counter": ["_total"],
@@ -160,7 +169,10 @@ def test_dashboards_filter_by_namespace_and_pod_with_grafana_rate_windows() -> N
                 assert not bare, (where, bare)
                 for matchers in re.findall(r"\b[a-z_]+\{([^}]*)\}", expr):
                     assert 'namespace=~"$namespace"' in matchers, where
-                    if "consumergroup_lag" not in expr:  # the monitor's figure: any pod
+                    # the monitor's figure and serve's: $pod lists worker pods
+                    if "consumergroup_lag" not in expr and not any(
+                        m in expr for m in SERVE_METRICS
+                    ):
                         assert 'pod=~"$pod"' in matchers, where
                 # Grafana's window: at least 4 scrape intervals at any zoom
                 for window in re.findall(r"\b(?:rate|irate)\([^\[]*\[([^\]]+)\]", expr):

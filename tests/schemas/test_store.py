@@ -14,6 +14,7 @@ from ticketflow.schemas.store import (
     label_source,
     labeled_metadata,
     model_label,
+    model_labelled_at,
 )
 
 pytestmark = pytest.mark.unit
@@ -72,3 +73,14 @@ def test_model_record_then_correction_keeps_both_labels() -> None:
     record.update(correction_metadata(again, record))
     assert human_label(record, "queue") == "Tech"
     assert model_label(record, "queue") == ("Billing", 0.91)
+
+
+def test_model_labelled_at_only_while_the_labels_are_the_models() -> None:
+    record = labeled_metadata(_labeled())
+    assert model_labelled_at(record) == datetime(2026, 11, 27, tzinfo=UTC).timestamp()
+    feedback = LabelFeedback(ticket_id="T-1", labels={"queue": "IT"}, corrected_by="a")
+    answered = {**record, **correction_metadata(feedback, record)}
+    assert model_labelled_at(answered) is None  # a person answered it
+    assert model_labelled_at({**record, "label_source": "imported"}) is None
+    assert model_labelled_at({"label_source": "model"}) is None  # no processed_at
+    assert model_labelled_at({"processed_at": True}) is None

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import HashingEncoder
 from tests.serve.test_app import AUTH, SIGNED, TOKEN, _train
@@ -27,11 +28,12 @@ from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.review import ReviewCuts
 from ticketflow.models.serving import ServingEncoders, make_pipeline
+from ticketflow.runtime.similar import similar_to_stored
 from ticketflow.schemas import SourcePosition, Ticket
 from ticketflow.schemas.feedback import LabelFeedback
 from ticketflow.schemas.store import correction_metadata, labeled_metadata
 from ticketflow.serve.app import create_app
-from ticketflow.serve.desk import SESSION_COOKIE, DeskConfig
+from ticketflow.serve.desk import SESSION_COOKIE, DeskConfig, NeighbourCache
 from ticketflow.serve.holder import ModelHolder, Served
 
 pytestmark = pytest.mark.unit
@@ -69,6 +71,7 @@ class Desk:
     store: ChromaVectorStore
     pipeline: LabelingPipeline
     ids: list[str]
+    served: Served
 
 
 def write_like_the_worker(
@@ -115,13 +118,14 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     ]
     write_like_the_worker(store, pipeline, tickets, version)
     sink = Sink()
+    served = Served(model, pipeline)
     app = create_app(
-        ModelHolder(Served(model, pipeline)),
+        ModelHolder(served),
         store,
         auth=AUTH,
         desk=DeskConfig(publisher=sink, queue_max_age_s=0.5),
     )
-    yield Desk(app, sink, store, pipeline, [t.ticket_id for t in tickets])
+    yield Desk(app, sink, store, pipeline, [t.ticket_id for t in tickets], served)
 
 
 def logged_in(desk: Desk) -> TestClient:
@@ -335,3 +339,76 @@ def test_a_broker_outage_is_said_on_the_page_and_nothing_is_published(desk: Desk
     assert len(desk.sink.sent) == before
     listed = client.get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
     assert ticket in {t["ticket_id"] for t in listed["tickets"]}
+
+
+def test_scrapes_get_the_queue_gauges_and_every_answer_series(desk: Desk) -> None:
+    """Nobody at the desk: the refresher reads the queue at start and the gauges show it (a
+    scrape keeps them fresh: tests/review/test_queue.py), and the answers counter has every
+    (via, result) series at 0 from the start."""
+    app = create_app(
+        ModelHolder(desk.served), desk.store, auth=AUTH, desk=DeskConfig(publisher=Sink())
+    )
+
+    def scraped(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = client.get("/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("ticketflow_review_")
+        }
+
+    with TestClient(app, headers=SIGNED) as client:  # with: the lifespan starts the refresher
+        found = scraped(client)
+        answers = {
+            labels: value
+            for (name, labels), value in found.items()
+            if name == "ticketflow_review_answers_total"
+        }
+        assert answers == {
+            (("result", result), ("via", via)): 0.0
+            for via in ("desk", "api")
+            for result in ("published", "invalid", "unavailable")
+        }
+        deadline = time.monotonic() + 60
+        depth = ("ticketflow_review_queue_depth", (("target", "queue"),))  # set by a read
+        while depth not in found and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = scraped(client)
+    held = list(desk.store.records(desk.store.held_ids()).values())
+    assert found[("ticketflow_review_queue_held", ())] == len(held) > 0
+    for target in ("queue", "priority"):
+        unsure = sum(1 for r in held if r.metadata.get(f"{target}_needs_review"))
+        assert found[("ticketflow_review_queue_depth", (("target", target),))] == unsure
+    assert found[("ticketflow_review_queue_refresh_seconds", ())] > 0
+
+
+def test_neighbours_are_kept_a_while_then_looked_up_again(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /v1/review's similar tickets: one query for the held tickets not kept, none for
+    the kept ones; looked up again after the TTL; the oldest dropped past the bound."""
+    now = [0.0]
+    cache = NeighbourCache(ttl_s=60.0, kept=3, clock=lambda: now[0])
+    searched: list[int] = []
+    query = desk.store.query
+
+    def counted(vectors: Any, k: int, **options: Any) -> Any:
+        searched.append(len(vectors))
+        return query(vectors, k, **options)
+
+    monkeypatch.setattr(desk.store, "query", counted)
+    records = desk.store.records(desk.ids[:4], vectors=True)
+    first, second, third, fourth = (dict([item]) for item in records.items())
+    targets = ["queue", "priority"]
+    near = cache.near(desk.store, {**first, **second}, k=5, targets=targets)
+    vectors = {i: r.vector for i, r in {**first, **second}.items() if r.vector is not None}
+    assert near == similar_to_stored(desk.store, vectors, k=5, targets=targets)
+    searched.clear()
+    cache.near(desk.store, {**first, **second, **third}, k=5, targets=targets)
+    assert searched == [1]  # only the third
+    now[0] = 61.0
+    cache.near(desk.store, {**first, **fourth}, k=5, targets=targets)
+    assert searched == [1, 2]  # the first expired
+    cache.near(desk.store, {**second, **fourth}, k=5, targets=targets)
+    assert searched == [1, 2, 1]  # kept 3 at most: the second (the oldest) was dropped

@@ -178,24 +178,18 @@ class ChromaVectorStore:
             yield list(_records(page, vectors, documents))
             offset += len(page["ids"])
 
-    def held_pages(self, page_size: int = 5_000) -> Iterator[list[StoredRecord]]:
-        """The metadata of every record held for review whose labels are still the model's
-        (not a person's, not a historical file's), a page at a time."""
+    def held_ids(self) -> list[str]:
+        """The ids of every record held for review whose labels are still the model's (not a
+        person's, not a historical file's). Ids only: reading 30,000 of them from 100,000
+        records takes a few hundred milliseconds; their metadata, by id (:meth:`records`,
+        in chunks), ten times that."""
         where = {
             "$and": [
                 {"needs_review": True},
                 {layout.LABEL_SOURCE: layout.LabelSource.MODEL.value},
             ]
         }
-        offset = 0
-        while True:
-            page = self.collection.get(
-                where=where, include=["metadatas"], limit=page_size, offset=offset
-            )
-            if not page["ids"]:
-                return
-            yield list(_records(page, False, False))
-            offset += len(page["ids"])
+        return [str(i) for i in self.collection.get(where=where, include=[])["ids"]]
 
     def query(
         self,

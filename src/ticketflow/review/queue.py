@@ -7,10 +7,23 @@ ticket leaves the queue.
 
 Reading the held records of a large store takes longer than a page may wait, so
 :class:`ReviewQueue` keeps a snapshot that a background thread (:meth:`ReviewQueue.start`, run
-by the app's lifespan) reads again every ``max_age_s`` while the desk is in use; requests read
-the last snapshot and never wait for a refresh (except the very first). Without the thread, a
-request that finds the snapshot stale refreshes it. Answers given through this process leave
-its queue at once, before the worker has applied them.
+by the app's lifespan) reads once at start and again every ``max_age_s`` while the desk is in
+use; requests read the last snapshot and never wait for a refresh (a request before the first
+read is done waits for it). Without the thread, a request that finds the snapshot stale
+refreshes it. Answers given through this process leave its queue at once, before the worker
+has applied them.
+
+A read costs what the store charges for metadata: at 100,000 records, 30,000 of them held
+(docs/api.md), the held ids take about 0.3 s and the metadata of all of them, read by id, about
+3 s. So a read takes the held ids and only the metadata of the tickets the last snapshot did
+not have; every ``FULL_READ_S`` (or when the served model's targets change) it reads every
+held record again. And the refresher rests ``REST_FACTOR`` times as long as its last read
+took, so it never takes more than a fifth of a core from the requests.
+
+The queue's gauges (``ticketflow_review_queue_*`` on serve's ``/metrics``) are set by each
+refresh. So that they do not freeze while nobody is at the desk (exactly when a queue grows),
+a scrape (:meth:`ReviewQueue.watched`) keeps the background thread refreshing, at most every
+``WATCHED_MAX_AGE_S``, for ``WATCHED_FOR_S`` after it.
 """
 
 from __future__ import annotations
@@ -19,8 +32,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -31,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE_S = 2.0
 IDLE_AFTER_S = 60.0  # no request for this long: the background refresher rests
+WATCHED_MAX_AGE_S = 60.0  # the snapshot's age at most while only Prometheus looks
+WATCHED_FOR_S = 300.0  # a scrape keeps the gauges fresh this long (scrape intervals < 5 min)
+FULL_READ_S = 600.0  # every held record's metadata is read again this often
+READ_CHUNK = 1_000  # held records whose metadata is read per store call (by id)
+REST_FACTOR = 4.0  # the refresher waits at least 4 times its last read's duration
 MAX_LIMIT = 500
 
 
@@ -40,7 +58,9 @@ class Order(StrEnum):
 
 
 class HeldSource(Protocol):
-    def held_pages(self, page_size: int = ...) -> Iterable[list[StoredRecord]]: ...
+    def held_ids(self) -> list[str]: ...
+
+    def records(self, ids: Sequence[str]) -> Mapping[str, StoredRecord]: ...
 
 
 @dataclass(frozen=True)
@@ -83,18 +103,65 @@ class QueuePage:
     total: int  # held tickets matching the filters
     counts: dict[str, int]  # held tickets per unsure target (over the whole queue)
     refreshed_at: float  # epoch seconds of the snapshot
+    refresh_s: float = 0.0  # how long reading that snapshot took
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Held tickets sorted in each order and counted once (by the refresher), so that a page
+    costs its length, not the queue's."""
+
+    tickets: list[HeldTicket]
+    by_id: dict[str, HeldTicket]
+    ordered: dict[Order, list[HeldTicket]]
+    per_target: dict[str, int]  # unsure target -> tickets
+    per_label: dict[tuple[str, str], int]  # (unsure target, its predicted label) -> tickets
+
+    @classmethod
+    def of(cls, tickets: list[HeldTicket]) -> _Index:
+        per_target, per_label = _counts(tickets)
+        ordered = {
+            Order.MARGIN: sorted(tickets, key=lambda t: (t.margin, t.processed_at, t.ticket_id)),
+            Order.OLDEST: sorted(tickets, key=lambda t: (t.processed_at, t.ticket_id)),
+        }
+        return cls(tickets, {t.ticket_id: t for t in tickets}, ordered, per_target, per_label)
 
 
 @dataclass
 class _Snapshot:
-    tickets: list[HeldTicket] = field(default_factory=list)
+    index: _Index
     refreshed_at: float = 0.0
-    monotonic: float = float("-inf")
+    monotonic: float = float("-inf")  # when its read began
+    took_s: float = 0.0
+    targets: tuple[str, ...] = ()
+    full_at: float = float("-inf")  # when the last read of every held record began
+
+
+def _counts(tickets: Iterable[HeldTicket]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    per_target: Counter[str] = Counter()
+    per_label: Counter[tuple[str, str]] = Counter()
+    for ticket in tickets:
+        for target in ticket.unsure:
+            per_target[target] += 1
+            label = ticket.predicted.get(target)
+            if label is not None:
+                per_label[(target, label)] += 1
+    return dict(per_target), dict(per_label)
+
+
+def _matches(ticket: HeldTicket, target: str | None, label: str | None) -> bool:
+    if target is None:
+        return label is None or label in ticket.predicted.values()
+    if target not in ticket.unsure:
+        return False
+    return label is None or ticket.predicted.get(target) == label
 
 
 class ReviewQueue:
     """The held tickets of ``store`` for a model predicting ``targets`` (a callable: the served
-    model may be swapped), refreshed in the background once older than ``max_age_s``."""
+    model may be swapped), refreshed in the background once older than ``max_age_s``;
+    ``on_refresh`` gets the whole queue's counts after each read; ``clock``: monotonic seconds
+    (tests give a fake one)."""
 
     def __init__(
         self,
@@ -103,11 +170,13 @@ class ReviewQueue:
         *,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         on_refresh: Callable[[QueuePage], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.targets = targets
         self.max_age_s = max_age_s
         self.on_refresh = on_refresh
+        self._clock = clock
         self._snapshot: _Snapshot | None = None
         self._answered: dict[str, float] = {}  # ticket id -> when answered here (monotonic)
         self._lock = threading.Lock()
@@ -115,24 +184,43 @@ class ReviewQueue:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._asked = float("-inf")  # when a page was last asked for (monotonic)
+        self._scraped = float("-inf")  # when the gauges were last scraped (monotonic)
 
     def answered(self, ticket_id: str) -> None:
         """``ticket_id`` was answered here: leave it out until the store says so too."""
         with self._lock:
-            self._answered[ticket_id] = time.monotonic()
+            self._answered[ticket_id] = self._clock()
 
     def refresh(self) -> None:
-        """Read the held tickets now (blocking)."""
+        """Read the held tickets now (blocking): their ids, then the metadata of those the
+        last snapshot did not have (of all of them every ``FULL_READ_S``, or when the served
+        model's targets changed)."""
         with self._refreshing:
-            started = time.monotonic()
-            targets = list(self.targets())
-            tickets = [
-                HeldTicket.of(record, targets)
-                for page in self.store.held_pages()
-                for record in page
-            ]
-            snapshot = _Snapshot(tickets, time.time(), started)
-            held = {t.ticket_id for t in tickets}
+            started = self._clock()
+            targets = tuple(self.targets())
+            previous = self._snapshot
+            full = (
+                previous is None
+                or previous.targets != targets
+                or started - previous.full_at >= FULL_READ_S
+            )
+            known = {} if full or previous is None else dict(previous.index.by_id)
+            ids = self.store.held_ids()
+            missing = [i for i in ids if i not in known]
+            for first in range(0, len(missing), READ_CHUNK):
+                for record in self.store.records(missing[first : first + READ_CHUNK]).values():
+                    # Answered between the two reads: no longer held.
+                    if layout.awaiting_review(record.metadata):
+                        known[record.ticket_id] = HeldTicket.of(record, targets)
+            tickets = [known[i] for i in ids if i in known]
+            if previous is not None and not full and previous.index.tickets == tickets:
+                index, full_at = previous.index, previous.full_at  # nothing changed
+            else:
+                index = _Index.of(tickets)
+                full_at = started if full or previous is None else previous.full_at
+            took = self._clock() - started
+            snapshot = _Snapshot(index, time.time(), started, took, targets, full_at)
+            held = index.by_id
             with self._lock:
                 self._snapshot = snapshot
                 # Answers the store has applied (read after they were given) are forgotten.
@@ -140,21 +228,29 @@ class ReviewQueue:
                     i: at for i, at in self._answered.items() if i in held or at >= started
                 }
             logger.debug(
-                "review queue: %d held, read in %.3f s", len(tickets), time.monotonic() - started
+                "review queue: %d held (%d read%s) in %.3f s",
+                len(tickets),
+                len(missing),
+                ", all" if full else "",
+                took,
             )
         if self.on_refresh is not None:
-            self.on_refresh(self.page(limit=0))
+            # Not through page(): a refresh is not someone at the desk (it would never rest).
+            self.on_refresh(self._page(snapshot, limit=0))
 
     def _current(self) -> _Snapshot:
-        self._asked = time.monotonic()
+        self._asked = self._clock()
         snapshot = self._snapshot
         if snapshot is None:
-            self.refresh()
+            with self._refreshing:
+                pass  # the refresher's first read is under way: it is this request's too
+            if self._snapshot is None:
+                self.refresh()
             snapshot = self._snapshot
             assert snapshot is not None
         elif (
             self._thread is None
-            and time.monotonic() - snapshot.monotonic > self.max_age_s
+            and self._clock() - snapshot.monotonic > self.max_age_s
             and not self._refreshing.locked()
         ):
             self._refresh_quietly()  # no background refresher (not started): this request
@@ -168,8 +264,9 @@ class ReviewQueue:
             logger.warning("review queue refresh failed: %s: %s", type(exc).__name__, exc)
 
     def start(self) -> None:
-        """Refresh in a background thread from now on, while the desk is in use (a request
-        in the last minute), so that requests never wait for a refresh."""
+        """Read the queue in a background thread now, then again while the desk is in use (a
+        request in the last minute) or its gauges are scraped, so that requests never wait
+        for a read."""
         if self._thread is not None:
             return
         self._stop.clear()
@@ -184,9 +281,31 @@ class ReviewQueue:
             self._stop.set()
             thread.join()
 
+    def watched(self) -> None:
+        """The queue's gauges were scraped: keep them fresh (every ``WATCHED_MAX_AGE_S``) for
+        ``WATCHED_FOR_S``, also while nobody uses the desk (needs :meth:`start`)."""
+        self._scraped = self._clock()
+
+    def due(self) -> bool:
+        """Whether the background refresher reads the store now: the desk was used in the
+        last ``IDLE_AFTER_S`` and the snapshot is ``max_age_s`` old, or the gauges were
+        scraped in the last ``WATCHED_FOR_S`` and it is ``WATCHED_MAX_AGE_S`` old; in both
+        cases at least (1 + ``REST_FACTOR``) times its read's duration."""
+        now = self._clock()
+        snapshot = self._snapshot
+        if snapshot is None:
+            age, rest = float("inf"), 0.0
+        else:
+            age, rest = now - snapshot.monotonic, (1 + REST_FACTOR) * snapshot.took_s
+        if now - self._asked < IDLE_AFTER_S:
+            return age >= max(self.max_age_s, rest)
+        return now - self._scraped < WATCHED_FOR_S and age >= max(WATCHED_MAX_AGE_S, rest)
+
     def _run(self) -> None:
+        if self._snapshot is None:
+            self._refresh_quietly()  # at start: the first page and the gauges need not wait
         while not self._stop.wait(max(self.max_age_s, 0.05)):
-            if time.monotonic() - self._asked < IDLE_AFTER_S:
+            if self.due():
                 self._refresh_quietly()
 
     def page(
@@ -200,29 +319,50 @@ class ReviewQueue:
         """Held tickets, filtered by an unsure ``target`` and a predicted ``label`` (of
         ``target``, or of any target without one), in ``order``, at most ``limit``; ``counts``
         per unsure target over the whole queue."""
-        snapshot = self._current()
+        return self._page(self._current(), target=target, label=label, order=order, limit=limit)
+
+    def _page(
+        self,
+        snapshot: _Snapshot,
+        *,
+        target: str | None = None,
+        label: str | None = None,
+        order: Order = Order.MARGIN,
+        limit: int = 50,
+    ) -> QueuePage:
         with self._lock:
             answered = set(self._answered)
-        waiting = [t for t in snapshot.tickets if t.ticket_id not in answered]
-        counts = Counter(target for t in waiting for target in t.unsure)
-        matching = [
-            t
-            for t in waiting
-            if (target is None or target in t.unsure)
-            and (
-                label is None
-                or (t.predicted.get(target) == label if target else label in t.predicted.values())
+        # The snapshot's counts, less the tickets answered here since it was read.
+        index = snapshot.index
+        gone = [index.by_id[i] for i in answered if i in index.by_id]
+        less_target, less_label = _counts(gone)
+        if target is None and label is None:
+            total = len(index.tickets) - len(gone)
+        elif target is None:
+            # A label of any target: rare enough a filter to count by a scan.
+            total = sum(
+                1
+                for t in index.tickets
+                if t.ticket_id not in answered and label in t.predicted.values()
             )
-        ]
-        if order is Order.MARGIN:
-            matching.sort(key=lambda t: (t.margin, t.processed_at, t.ticket_id))
+        elif label is None:
+            total = index.per_target.get(target, 0) - less_target.get(target, 0)
         else:
-            matching.sort(key=lambda t: (t.processed_at, t.ticket_id))
+            key = (target, label)
+            total = index.per_label.get(key, 0) - less_label.get(key, 0)
+        items: list[HeldTicket] = []
+        if limit > 0 and total > 0:
+            for ticket in index.ordered[order]:
+                if ticket.ticket_id not in answered and _matches(ticket, target, label):
+                    items.append(ticket)
+                    if len(items) >= limit:
+                        break
         return QueuePage(
-            items=matching[:limit],
-            total=len(matching),
-            counts={t: counts.get(t, 0) for t in self.targets()},
+            items=items,
+            total=total,
+            counts={t: index.per_target.get(t, 0) - less_target.get(t, 0) for t in self.targets()},
             refreshed_at=snapshot.refreshed_at,
+            refresh_s=snapshot.took_s,
         )
 
     def neighbours(self, ticket_id: str, **filters: Any) -> tuple[str | None, str | None]:

@@ -167,6 +167,18 @@ def correction_metadata(feedback: LabelFeedback, current: Mapping[str, Any] | No
     return update
 
 
+def model_labelled_at(metadata: Mapping[str, Any]) -> float | None:
+    """When the model labelled the ticket (``processed_at``, epoch seconds), while its labels
+    are still the model's: no person (nor historical file) has given one since. None for a
+    ticket already answered, an imported one, or a record without ``processed_at``."""
+    processed = metadata.get("processed_at")
+    if label_source(metadata) is not LabelSource.MODEL:
+        return None
+    if isinstance(processed, bool) or not isinstance(processed, int | float):
+        return None
+    return float(processed)
+
+
 def human_label(metadata: Mapping[str, Any], target: str) -> str | None:
     """A person's label of ``target``, if any."""
     label = metadata.get(f"{HUMAN_PREFIX}{target}")

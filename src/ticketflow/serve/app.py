@@ -518,6 +518,7 @@ def create_app(
     async def prometheus() -> Response:
         """Requests and latency per route, the served model (token unless
         SERVE_METRICS_PUBLIC)."""
+        queue.watched()  # the review queue's gauges stay fresh while they are scraped
         return Response(render_metrics(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(

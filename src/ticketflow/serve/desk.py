@@ -27,6 +27,8 @@ import hmac
 import json
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ticketflow.adapters.store import ChromaVectorStore
+from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
 from ticketflow.review.answers import AnswerError, answer
 from ticketflow.review.queue import MAX_LIMIT, HeldTicket, Order, QueuePage, ReviewQueue
 from ticketflow.review.ticket import TicketView, ticket_view
@@ -62,6 +64,11 @@ SESSION_SALT = "ticketflow-review-desk"
 SIMILAR_SHOWN = 5
 SUBJECT_CHARS = 120
 MAX_FEEDBACK_BYTES = 65_536  # the worker's limit for a feedback event (stream/feedback.py)
+# A held ticket's nearest stored tickets (GET /v1/review) are looked up again after this long.
+SIMILAR_TTL_S = 60.0
+SIMILAR_KEPT = 4 * MAX_LIMIT  # held tickets whose neighbours are kept
+ANSWER_CHANNELS = ("desk", "api")  # ticketflow_review_answers_total{via}
+ANSWER_RESULTS = ("published", "invalid", "unavailable")  # ... {result}
 PAGE_HEADERS = {
     # Only this service's own script and style: an injected <script> or inline handler never
     # runs, even if a template forgot to escape.
@@ -116,11 +123,72 @@ class DeskMetrics:
             ["via", "result"],
             registry=registry,
         )
+        self.refresh_seconds = Gauge(
+            "ticketflow_review_queue_refresh_seconds",
+            "How long the last read of the held tickets from the vector store took",
+            registry=registry,
+        )
+        # Every series at 0 from the start: increase() cannot see the first count of a series
+        # born with it, and answers are few.
+        for via in ANSWER_CHANNELS:
+            for result in ANSWER_RESULTS:
+                self.answers.labels(via, result)
 
     def observe(self, page: QueuePage) -> None:
         self.held.set(page.total)
+        self.refresh_seconds.set(page.refresh_s)
         for target, count in page.counts.items():
             self.depth.labels(target=target).set(count)
+
+
+class NeighbourCache:
+    """The nearest stored tickets of held tickets, kept ``ttl_s``. A page of 50 held tickets
+    needs 50 nearest-neighbour searches (about 0.1 s in one query at 100,000 stored tickets,
+    docs/api.md), the same page is asked for again and again (a help desk polling, reviewers
+    reloading), and a held ticket's neighbours change only when tickets are stored near it
+    or answered: so a neighbour's label may be up to ``ttl_s`` old, and a ticket stored
+    nearer since may be missing for as long."""
+
+    def __init__(
+        self,
+        ttl_s: float = SIMILAR_TTL_S,
+        kept: int = SIMILAR_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.kept = kept
+        self._clock = clock
+        self._near: dict[tuple[str, tuple[str, ...]], tuple[float, list[SimilarTicket]]] = {}
+        self._lock = threading.Lock()
+
+    def near(
+        self,
+        store: ChromaVectorStore,
+        records: Mapping[str, StoredRecord],
+        *,
+        k: int,
+        targets: Sequence[str],
+    ) -> dict[str, list[SimilarTicket]]:
+        """The ``k`` nearest stored tickets of each of ``records`` (with their vectors): the
+        kept ones, the others in one query."""
+        now, shape = self._clock(), tuple(targets)
+        found: dict[str, list[SimilarTicket]] = {}
+        with self._lock:
+            for ticket_id in records:
+                kept = self._near.get((ticket_id, shape))
+                if kept is not None and kept[0] > now:
+                    found[ticket_id] = kept[1]
+        vectors = {
+            i: r.vector for i, r in records.items() if i not in found and r.vector is not None
+        }
+        fresh = similar_to_stored(store, vectors, k=k, targets=targets) if vectors else {}
+        with self._lock:
+            for ticket_id, near in fresh.items():
+                self._near.pop((ticket_id, shape), None)  # to the end: the newest
+                self._near[(ticket_id, shape)] = (now + self.ttl_s, near)
+            while len(self._near) > self.kept:
+                del self._near[next(iter(self._near))]  # the oldest
+        return {**found, **fresh}
 
 
 class Unavailable(RuntimeError):  # noqa: N818 (the broker's outage, answered 503)
@@ -151,6 +219,7 @@ def register_desk(
         max_age_s=config.queue_max_age_s,
         on_refresh=metrics.observe,
     )
+    neighbours = NeighbourCache()
     signer = URLSafeTimedSerializer(config.session_secret, salt=SESSION_SALT)
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -503,7 +572,15 @@ def register_desk(
             )
         try:
             body = await run_in_threadpool(
-                _review_answer, queue, store, targets, target, label, order or config.order, limit
+                _review_answer,
+                queue,
+                store,
+                neighbours,
+                targets,
+                target,
+                label,
+                order or config.order,
+                limit,
             )
         except Exception as exc:
             logger.warning("review: vector store failed: %s: %s", type(exc).__name__, exc)
@@ -671,6 +748,7 @@ def _texts(store: ChromaVectorStore, ids: Sequence[str]) -> dict[str, str]:
 def _review_answer(
     queue: ReviewQueue,
     store: ChromaVectorStore,
+    neighbours: NeighbourCache,
     targets: Sequence[str],
     target: str | None,
     label: str | None,
@@ -680,8 +758,7 @@ def _review_answer(
     found = queue.page(target=target, label=label, order=order, limit=limit)
     ids = [t.ticket_id for t in found.items]
     records = store.records(ids, vectors=True, documents=True)
-    vectors = {i: r.vector for i, r in records.items() if r.vector is not None}
-    near = similar_to_stored(store, vectors, k=SIMILAR_SHOWN, targets=targets) if vectors else {}
+    near = neighbours.near(store, records, k=SIMILAR_SHOWN, targets=targets)
     return {
         "tickets": [
             _held_out(t, records.get(t.ticket_id), near.get(t.ticket_id, [])) for t in found.items

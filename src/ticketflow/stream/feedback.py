@@ -9,6 +9,13 @@ that is not a valid :class:`~schemas.LabelFeedback`, goes to the dead-letter top
 Every label a person gives a target the model labelled is counted in
 ``ticketflow_corrections_total{target,predicted,corrected,changed}``, confirmations (the
 person's label is the model's) included: the correction rate is the changed share.
+
+How long tickets wait for a person: the first answer a ticket gets while its labels are the
+model's observes ``corrected_at - processed_at`` (seconds from the model's labelling to the
+answer) in ``ticketflow_review_answer_seconds``. Later answers of the same ticket (a person
+changing their mind) and tickets whose labels came from a historical file are not observed:
+nobody was waiting for them. A ticket the worker labels again (the same id re-sent) is
+the model's again, so its next answer counts from the new labelling.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ticketflow.schemas import DeadLetter, DeadLetterReason, LabelFeedback
-from ticketflow.schemas.store import correction_metadata, model_label
+from ticketflow.schemas.store import correction_metadata, model_label, model_labelled_at
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.routing import Rejected, dead_letter
 from ticketflow.stream.worker import RawEvent
@@ -79,6 +86,10 @@ class FeedbackOutcome:
     # One per applied (ticket, target) the model had labelled; targets the model does not
     # predict have no model label to compare with and are not listed.
     reviewed: list[ReviewedLabel] = field(default_factory=list)
+    # Seconds from the model's labelling to a person's first answer, one per applied
+    # feedback that was its ticket's first answer (the model's labels were still stored).
+    # Never negative: a feedback clock behind the worker's counts as answered at once.
+    answer_delays: list[float] = field(default_factory=list)
 
 
 def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> FeedbackOutcome:
@@ -96,11 +107,15 @@ def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> Feedba
     applied: list[str] = []
     unknown: list[str] = []
     reviewed: list[ReviewedLabel] = []
+    delays: list[float] = []
     for item in feedback:
         record = current.get(item.ticket_id)
         if record is None:
             unknown.append(item.ticket_id)
             continue
+        labelled_at = model_labelled_at(record)  # None once answered (earlier in this batch too)
+        if labelled_at is not None:
+            delays.append(max(0.0, item.corrected_at.timestamp() - labelled_at))
         for target, label in item.labels.items():
             # The model's label as stored before any correction (a second correction of the
             # same ticket is compared with the model too, not with the first one).
@@ -112,7 +127,9 @@ def apply_feedback(collection: Any, feedback: Sequence[LabelFeedback]) -> Feedba
     if applied:
         ready = list(dict.fromkeys(applied))
         collection.update(ids=ready, metadatas=[current[i] for i in ready])
-    return FeedbackOutcome(applied=applied, unknown=unknown, reviewed=reviewed)
+    return FeedbackOutcome(
+        applied=applied, unknown=unknown, reviewed=reviewed, answer_delays=delays
+    )
 
 
 class FeedbackApplier:
@@ -168,6 +185,8 @@ class FeedbackApplier:
         self.metrics.feedback_applied.inc(len(outcome.applied))
         for label in outcome.reviewed:
             self.metrics.count_correction(label.target, label.predicted, label.corrected)
+        for delay in outcome.answer_delays:
+            self.metrics.review_answer_seconds.observe(delay)
         if outcome.applied:
             logger.info("applied %d label corrections", len(outcome.applied))
         return outcome

@@ -11,6 +11,18 @@ from ticketflow.schemas import IncidentEvent, IncidentStatus, LabeledTicket
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 INCIDENT_SIZE_BUCKETS = (5, 10, 20, 50, 100, 200, 500, 1000)
+# From the model's labelling to a person's first answer: a minute to a week (the desk's pace).
+ANSWER_BUCKETS = (
+    60.0,
+    300.0,
+    900.0,
+    3_600.0,
+    4 * 3_600.0,
+    12 * 3_600.0,
+    86_400.0,
+    3 * 86_400.0,
+    7 * 86_400.0,
+)
 STAGES = ("wait", "decode", "embed", "classify", "outputs", "vector_write", "produce")
 # ticketflow_corrections_total's label values come from agents' feedback, which any client can
 # send: past this many distinct class names per target, further new names count as OTHER_LABEL,
@@ -122,6 +134,13 @@ class WorkerMetrics:
             "Labels people gave tickets the model labelled, per target: the model's label "
             "(predicted), the person's (corrected) and whether they differ (changed).",
             ["target", "predicted", "corrected", "changed"],
+            registry=r,
+        )
+        self.review_answer_seconds = Histogram(
+            "ticketflow_review_answer_seconds",
+            "From the model labelling a ticket (processed_at) to the first answer a person "
+            "gave it (the feedback's corrected_at), for tickets whose labels were the model's.",
+            buckets=ANSWER_BUCKETS,
             registry=r,
         )
         self._class_names: dict[str, set[str]] = {}  # seen per target, for the cap
