@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.models.embedding import FloatMatrix
+from ticketflow.models.pipeline import LabelingPipeline
 
 
 class HashingEncoder:
@@ -35,3 +38,13 @@ class HashingEncoder:
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> FloatMatrix:
         matrix = self._vectorizer.transform(list(texts)).toarray()
         return np.asarray(matrix, dtype=np.float32)
+
+
+def open_store(tmp_path: Path, pipeline: LabelingPipeline) -> ChromaVectorStore:
+    """An embedded ChromaDB under ``tmp_path`` for ``pipeline``'s vectors."""
+    return ChromaVectorStore(
+        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
+        "tickets",
+        embedding_model=pipeline.vector_model,
+        dimension=pipeline.dimension,
+    )

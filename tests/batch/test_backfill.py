@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import HashingEncoder
-from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from tests.helpers import HashingEncoder, open_store
+from ticketflow.adapters.store import ChromaVectorStore
 from ticketflow.batch.backfill import (
     BackfillError,
     BackfillReport,
@@ -70,15 +70,6 @@ def history_csv(path: Path, n: int = 120, *, bad: bool = True) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def open_store(tmp_path: Path, pipeline: LabelingPipeline) -> ChromaVectorStore:
-    return ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
-        "tickets",
-        embedding_model=pipeline.vector_model,
-        dimension=pipeline.dimension,
-    )
 
 
 def run(

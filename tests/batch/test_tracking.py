@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HashingEncoder
-from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+from tests.helpers import HashingEncoder, open_store
 from ticketflow.batch import tracking
 from ticketflow.batch.backfill import BackfillRequest, backfill
 from ticketflow.cli.main import main
@@ -143,12 +142,7 @@ def _fill_store(tmp_path: Path, data: Path) -> None:
     loaded = registry.load()
     encoder = HashingEncoder()
     pipeline = LabelingPipeline(encoder, loaded.classifier, max_text_chars=1000)
-    store = ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
-        "tickets",
-        embedding_model=pipeline.vector_model,
-        dimension=pipeline.dimension,
-    )
+    store = open_store(tmp_path, pipeline)
     backfill(
         BackfillRequest(data, document="full"),
         pipeline=pipeline,

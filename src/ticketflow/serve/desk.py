@@ -314,6 +314,15 @@ def register_desk(
             set_session(response, Session(who.caller, who.csrf))
         return response
 
+    def store_down(who: Visitor, exc: Exception, note: str = "") -> Response:
+        return page(
+            who,
+            "message.html",
+            503,
+            title="Vector store unavailable",
+            message=f"The vector store does not answer ({type(exc).__name__}); {note}try again.",
+        )
+
     def csrf_ok(who: Visitor, sent: str | None) -> bool:
         if who.csrf is None:
             return True  # the bearer header: a browser never adds it by itself
@@ -397,13 +406,7 @@ def register_desk(
             )
             texts = await run_in_threadpool(_texts, store, [t.ticket_id for t in found.items])
         except Exception as exc:
-            return page(
-                who,
-                "message.html",
-                503,
-                title="Vector store unavailable",
-                message=f"The vector store does not answer ({type(exc).__name__}); try again.",
-            )
+            return store_down(who, exc)
         return page(
             who,
             "queue.html",
@@ -450,13 +453,7 @@ def register_desk(
                 message=f"Ticket {ticket_id} is not in the vector store.",
             )
         except Exception as exc:
-            return page(
-                who,
-                "message.html",
-                503,
-                title="Vector store unavailable",
-                message=f"The vector store does not answer ({type(exc).__name__}); try again.",
-            )
+            return store_down(who, exc)
         queue_filters = {
             "target": filters.get("target"),
             "label": filters.get("label"),
@@ -510,14 +507,7 @@ def register_desk(
             return await _ticket(who, ticket_id, filters, status=422, error=str(exc), chosen=chosen)
         except Exception as exc:  # the store's client errors: its outage, nothing published
             logger.warning("desk: vector store failed: %s: %s", type(exc).__name__, exc)
-            return page(
-                who,
-                "message.html",
-                503,
-                title="Vector store unavailable",
-                message=f"The vector store does not answer ({type(exc).__name__}); nothing was "
-                "published, try again.",
-            )
+            return store_down(who, exc, "nothing was published, ")
         try:
             await run_in_threadpool(publish, feedback, "desk")
         except Unavailable as exc:

@@ -120,8 +120,7 @@ def test_training_rows_are_left_out_of_live_accuracy(
     training rows must not count as unseen. Live accuracy is then the test part's."""
     import json
 
-    from tests.helpers import HashingEncoder
-    from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
+    from tests.helpers import HashingEncoder, open_store
     from ticketflow.batch.backfill import BackfillRequest, backfill
     from ticketflow.batch.train import TrainRequest, train
     from ticketflow.cli import main
@@ -149,12 +148,7 @@ def test_training_rows_are_left_out_of_live_accuracy(
     assert (result.path / "training-rows.npz").stat().st_size < 350 * 8 * 2 + 1_000
     loaded = registry.load()
     pipeline = LabelingPipeline(encoder, loaded.classifier, max_text_chars=1000)
-    store = ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=tmp_path / "chroma"),
-        "tickets",
-        embedding_model=pipeline.vector_model,
-        dimension=pipeline.dimension,
-    )
+    store = open_store(tmp_path, pipeline)
     backfill(
         BackfillRequest(path, document="full"),
         pipeline=pipeline,
