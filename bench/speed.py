@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         predicted = model.predict(vectors[test_idx], [texts[i] for i in test_idx])
         f1 = macro_f1(y_test, [p[TARGET].label for p in predicted])
         path = f"encoder {backend}, {tokens} tokens"
-        rows.append({"path": path, "tickets_per_s": rate, "macro_f1": f1})
+        rows.append(
+            {"path": path, "tickets_per_s": rate, "macro_f1": f1, "_key": (backend, max_tokens)}
+        )
         print(f"{path:>32}: {rate:6.1f} tickets/s, hybrid macro-F1 {f1:.4f}", flush=True)
 
     # The cascade exactly as `ticketflow train` builds it, on the default backend's vectors.
@@ -267,15 +269,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "macro_f1": plain_f1,
         }
     )
-    reference = rows[0]["tickets_per_s"]
+    # The headline's reference is torch fp32 at the cut the product serves
+    # (EMBEDDING_MAX_TOKENS): the model was trained on 128-token inputs and is more accurate
+    # there, so a ratio to its 256-token run (the first row, kept as context) would flatter.
+    shipped = rows[0]["tickets_per_s"]
+    at_cut = next(r for r in rows if r.get("_key") == ("torch", settings.embedding_max_tokens))
+    reference = at_cut["tickets_per_s"]
     for row in rows:
-        row["ratio_to_torch_fp32"] = round(row["tickets_per_s"] / reference, 2)
+        row.pop("_key", None)
+        row["ratio_to_torch_at_cut"] = round(row["tickets_per_s"] / reference, 2)
+        row["ratio_to_torch_fp32"] = round(row["tickets_per_s"] / shipped, 2)
         row["tickets_per_s"] = round(row["tickets_per_s"], 1)
         if "macro_f1" in row:
             row["macro_f1"] = round(row["macro_f1"], 4)
     cascade_stream = stream["pipeline_tickets_per_s"]
     plain_rate = plain_stream["pipeline_tickets_per_s"]
+    headline = {
+        "max_tokens": settings.embedding_max_tokens,
+        "pipeline_tickets_per_s": round(cascade_stream, 1),
+        "torch_at_cut_tickets_per_s": round(reference, 1),
+        "ratio": round(cascade_stream / reference, 2),
+        "f1_pipeline": round(cascade_f1, 4),
+        "f1_torch_at_cut": round(at_cut["macro_f1"], 4),
+        "escalated_share": stream.get("escalated_share"),
+        "p99_s": stream.get("latency_p99_s"),
+        "rss_mb": stream.get("worker_peak_rss_mb"),
+        "cold_start_s": stream.get("cold_start_first_label_s"),
+    }
     return {
+        "headline": headline,
         "dataset": "bueck-v3 (queue), test split of ticketflow experiments",
         "threads": args.threads,
         "probe_texts": len(probe),
@@ -384,11 +406,17 @@ def main() -> None:
         raise SystemExit(f"bench.speed needs {args.datasets}/bueck-v3/tickets.csv")
     result = run(args)
     print()
-    print(f"| path | tickets/s | × torch fp32 | macro-F1 ({TARGET}) |")
-    print("|---|---|---|---|")
+    print(
+        f"| path | tickets/s | × torch fp32 at the cut | × torch fp32, 256 | macro-F1 ({TARGET}) |"
+    )
+    print("|---|---|---|---|---|")
     for row in result["rows"]:
         f1 = f"{row['macro_f1']:.4f}" if "macro_f1" in row else "-"
-        print(f"| {row['path']} | {row['tickets_per_s']} | {row['ratio_to_torch_fp32']} | {f1} |")
+        print(
+            f"| {row['path']} | {row['tickets_per_s']} | {row['ratio_to_torch_at_cut']} "
+            f"| {row['ratio_to_torch_fp32']} | {f1} |"
+        )
+    print("headline:", json.dumps(result["headline"]))
     print(json.dumps(result["stream"], indent=2))
     print(json.dumps(result["stream_without_cascade"], indent=2))
     print("in-process:", json.dumps(result["bare_in_process_tickets_per_s"]))
