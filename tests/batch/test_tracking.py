@@ -34,6 +34,9 @@ from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.registry import ModelRegistry
 
+# The server's version: the client's (pyproject pins mlflow-skinny below 3.18, whose server
+# cannot be installed from PyPI), whatever the client resolved to within that range.
+SERVER_VERSION = metadata.version("mlflow-skinny")
 SERVER_START_S = 300  # the first `uv tool run` installs the server's environment
 
 
@@ -67,7 +70,7 @@ def _server_command() -> list[str]:
         "the MLflow server runs from its own environment: set MLFLOW_SERVER_COMMAND to an "
         "`mlflow` executable of the full mlflow package, or install uv"
     )
-    return [*uv, "tool", "run", "--from", f"mlflow=={metadata.version('mlflow-skinny')}", "mlflow"]
+    return [*uv, "tool", "run", "--from", f"mlflow=={SERVER_VERSION}", "mlflow"]
 
 
 @pytest.fixture(scope="module")
