@@ -281,8 +281,10 @@ def test_imported_metadata_precedence() -> None:
     assert layout.known_label(again, "queue") == "Refunds"
 
 
-def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None:
-    """No feedback at all: the imported labels alone train and judge a challenger."""
+def trained_with_store(
+    tmp_path: Path,
+) -> tuple[ModelRegistry, str, LabelingPipeline, ChromaVectorStore]:
+    """A queue model trained on 200 generated tickets, and an empty store for its vectors."""
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(t) for t in generate_tickets(200, seed=2)) + "\n")
     registry = ModelRegistry(tmp_path / "registry")
@@ -294,7 +296,12 @@ def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None
         progress=False,
     ).version
     pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
-    store = open_store(tmp_path, pipeline)
+    return registry, version, pipeline, open_store(tmp_path, pipeline)
+
+
+def test_retrain_fits_a_challenger_on_a_backfilled_store(tmp_path: Path) -> None:
+    """No feedback at all: the imported labels alone train and judge a challenger."""
+    registry, version, pipeline, store = trained_with_store(tmp_path)
     path = history_csv(tmp_path / "history.csv", n=300, bad=False)
     backfill(
         BackfillRequest(path, document="redacted"),
@@ -327,18 +334,7 @@ def test_out_of_the_box_backfill_then_answers_then_retrain(tmp_path: Path) -> No
 
     settings = Settings(_env_file=None)
     assert settings.chroma_document == "redacted"
-    data = tmp_path / "train.jsonl"
-    data.write_text("\n".join(json.dumps(t) for t in generate_tickets(200, seed=2)) + "\n")
-    registry = ModelRegistry(tmp_path / "registry")
-    encoder = HashingEncoder()
-    version = train(
-        TrainRequest(load_labeled(data, targets=["queue"], progress=False), max_text_chars=1000),
-        encoder=encoder,
-        registry=registry,
-        progress=False,
-    ).version
-    pipeline = LabelingPipeline(encoder, registry.load().classifier, max_text_chars=1000)
-    store = open_store(tmp_path, pipeline)
+    registry, version, pipeline, store = trained_with_store(tmp_path)
     run(history_csv(tmp_path / "history.csv", n=200, bad=False), store, (pipeline, version))
     # Tickets that arrive later: stored with the model's labels only, then answered.
     arriving = generate_tickets(120, seed=11)
