@@ -40,6 +40,8 @@ BROKER_COMMANDS = [
     ["dlq", "list"],
     ["dlq", "show"],
     ["dlq", "replay"],
+    ["incidents", "list"],
+    ["incidents", "show", "INC-1"],
 ]
 
 

@@ -86,6 +86,8 @@ FIRES_ONLY_ON_FAILURE = {
     ),
     # needs more than 100 held tickets, growing for 12 h; about 20 of 500 are held here
     "TicketflowReviewQueueGrowing": "max by (namespace) (ticketflow_review_queue_held)",
+    # needs a burst of close tickets and INCIDENTS_ENABLED (off here): the gauge is 0
+    "TicketflowIncidentOpen": "sum by (namespace) (ticketflow_incidents_open)",
 }
 
 # Panel queries (dashboard_queries' "where") that cannot return data outside Kubernetes, and

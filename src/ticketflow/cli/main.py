@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         broker,
         dlq,
         drift,
+        incidents,
         memory,
         models,
         report,
@@ -67,7 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"ticketflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups = (broker, worker, tickets, dlq, drift, train, models, memory, review, serve, report)
+    groups = (
+        broker,
+        worker,
+        tickets,
+        dlq,
+        incidents,
+        drift,
+        train,
+        models,
+        memory,
+        review,
+        serve,
+        report,
+    )
     for group in groups:
         group.register(commands)
     return parser
