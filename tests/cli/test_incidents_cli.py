@@ -4,6 +4,7 @@ the command run as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -64,10 +65,8 @@ def incident_topic(kafka_config: dict[str, str]) -> Iterator[str]:
         config={"cleanup.policy": "compact"},
     )
     yield topic
-    try:
+    with contextlib.suppress(Exception):  # cleanup only
         delete_topics(kafka_config, [topic], timeout=10.0)
-    except Exception:  # cleanup only
-        pass
 
 
 def test_list_and_show_read_the_last_event_per_incident(

@@ -138,8 +138,16 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.kafka_topic_feedback,
         timeout_s=settings.serve_feedback_timeout_s,
     )
+    incidents = None
+    if settings.incidents_enabled:  # the desk shows a held ticket's incident (docs/incidents.md)
+        from ticketflow.serve.incidents import IncidentFeed, topic_reader
+
+        incidents = IncidentFeed(
+            topic_reader(settings.kafka_client_config(), settings.kafka_topic_incidents)
+        )
     desk = DeskConfig(
         publisher=publisher,
+        incidents=incidents,
         feedback_topic=settings.kafka_topic_feedback,
         order=Order(settings.review_order),
         queue_max_age_s=settings.review_queue_max_age_s,

@@ -75,6 +75,7 @@ class HeldTicket:
     probability: dict[str, float]
     unsure: tuple[str, ...]  # targets whose label is below their review cut
     top: dict[str, list[tuple[str, float]]]  # the model's most probable labels per target
+    incident_id: str | None = None  # the emerging incident the worker put it in
 
     @classmethod
     def of(cls, record: StoredRecord, targets: Sequence[str]) -> HeldTicket:
@@ -94,6 +95,7 @@ class HeldTicket:
             probability=probability,
             unsure=tuple(t for t in targets if metadata.get(f"{t}{layout.REVIEW_SUFFIX}")),
             top={t: layout.top_labels(metadata, t) for t in predicted},
+            incident_id=layout.incident_id(metadata),
         )
 
 

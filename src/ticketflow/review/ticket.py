@@ -36,6 +36,7 @@ class TicketView:
     processed_at: float
     feedback_by: str | None
     similar: list[SimilarTicket]
+    incident_id: str | None = None  # the emerging incident the worker put it in
 
 
 def ticket_view(
@@ -76,4 +77,5 @@ def ticket_view(
         processed_at=float(metadata.get("processed_at", 0.0)),
         feedback_by=None if feedback_by is None else str(feedback_by),
         similar=similar,
+        incident_id=layout.incident_id(metadata),
     )

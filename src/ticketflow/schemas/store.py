@@ -15,6 +15,7 @@ A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values
 | ``<target>_top`` | worker | the model's most probable labels, JSON ``[[label, p], ...]`` |
 | ``review_margin`` | worker | the smallest top-1 minus top-2 probability of the gate targets |
 | ``tags`` | worker | the ticket's tags, a JSON list |
+| ``incident_id`` | worker | its emerging incident (``ticket-incidents``), when it has one |
 | ``human_<target>`` | feedback | a person's label |
 | ``<target>_predicted`` | feedback | the model's label before the first correction |
 | ``feedback_by``, ``feedback_at`` | feedback | who corrected it, when (epoch seconds) |
@@ -57,6 +58,7 @@ TOP_SUFFIX = "_top"
 LABEL_SOURCE = "label_source"
 REVIEW_MARGIN = "review_margin"
 TAGS = "tags"
+INCIDENT_ID = "incident_id"
 MAX_STORED_TAGS_CHARS = 2_000  # tags are for display; the model text keeps them all
 
 
@@ -88,6 +90,8 @@ def labeled_metadata(labeled: LabeledTicket, tags: Sequence[str] = ()) -> Metada
     metadata[REVIEW_MARGIN] = _margin(labeled)
     if tags:
         metadata[TAGS] = _bounded_tags(tags)
+    if labeled.incident_id is not None:
+        metadata[INCIDENT_ID] = labeled.incident_id
     return metadata
 
 
@@ -136,6 +140,13 @@ def stored_tags(metadata: Mapping[str, Any]) -> list[str]:
     except ValueError:
         return []
     return [str(tag) for tag in parsed] if isinstance(parsed, list) else []
+
+
+def incident_id(metadata: Mapping[str, Any]) -> str | None:
+    """The emerging incident the worker put the ticket in, if any (members labelled before
+    their incident opened carry none: the incident's member list names them)."""
+    value = metadata.get(INCIDENT_ID)
+    return value if isinstance(value, str) and value else None
 
 
 def review_margin(metadata: Mapping[str, Any]) -> float:

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ticketflow.adapters.store import ChromaVectorStore, StoredRecord
+from ticketflow.monitoring.incidents_view import desk_view
 from ticketflow.review.answers import AnswerError, answer
 from ticketflow.review.queue import MAX_LIMIT, HeldTicket, Order, QueuePage, ReviewQueue
 from ticketflow.review.ticket import TicketView, ticket_view
@@ -54,6 +55,7 @@ from ticketflow.schemas.feedback import LabelFeedback
 from ticketflow.schemas.ticket import lone_surrogate
 from ticketflow.serve.auth import LOCAL_CALLER, AuthConfig, is_loopback
 from ticketflow.serve.holder import ModelHolder
+from ticketflow.serve.incidents import IncidentFeed
 from ticketflow.serve.schemas import ErrorBody, FeedbackAccepted, FeedbackIn, ReviewAnswer
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,22 @@ class DeskConfig:
     session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     session_ttl_s: int = 12 * 3600
     cookie_secure: bool = False
+    # The ``ticket-incidents`` topic (INCIDENTS_ENABLED): a held ticket's incident with its
+    # size and top terms. Without it the desk shows only the id the worker stored.
+    incidents: IncidentFeed | None = None
+
+
+def incident_of(
+    feed: IncidentFeed | None, ticket_id: str, incident_id: str | None
+) -> dict[str, Any] | None:
+    """What the desk shows of ``ticket_id``'s incident: from the feed (found by the stored id
+    or by the incident's member list), else the stored id alone."""
+    event = feed.book().of_ticket(ticket_id, incident_id) if feed is not None else None
+    if event is not None:
+        return dict(desk_view(event))
+    if incident_id is None:
+        return None
+    return {"incident_id": incident_id, "status": None, "size": None, "top_terms": []}
 
 
 class DeskMetrics:
@@ -460,6 +478,9 @@ def register_desk(
             "order": Order(filters.get("order", config.order.value)),
         }
         before, after = await run_in_threadpool(queue.neighbours, ticket_id, **queue_filters)
+        incident = await run_in_threadpool(
+            incident_of, config.incidents, view.ticket_id, view.incident_id
+        )
         return page(
             who,
             "ticket.html",
@@ -472,6 +493,7 @@ def register_desk(
             error=error,
             chosen=dict(chosen or {}),
             keys=_keys(view),
+            incident=incident,
         )
 
     @app.post("/review/{ticket_id}", include_in_schema=False)
@@ -571,6 +593,7 @@ def register_desk(
                 label,
                 order or config.order,
                 limit,
+                config.incidents,
             )
         except Exception as exc:
             logger.warning("review: vector store failed: %s: %s", type(exc).__name__, exc)
@@ -735,7 +758,7 @@ def _texts(store: ChromaVectorStore, ids: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _review_answer(
+def _review_answer(  # noqa: PLR0913 (the API's query, passed to a worker thread)
     queue: ReviewQueue,
     store: ChromaVectorStore,
     neighbours: NeighbourCache,
@@ -744,6 +767,7 @@ def _review_answer(
     label: str | None,
     order: Order,
     limit: int,
+    incidents: IncidentFeed | None = None,
 ) -> dict[str, Any]:
     found = queue.page(target=target, label=label, order=order, limit=limit)
     ids = [t.ticket_id for t in found.items]
@@ -751,7 +775,11 @@ def _review_answer(
     near = neighbours.near(store, records, k=SIMILAR_SHOWN, targets=targets)
     return {
         "tickets": [
-            _held_out(t, records.get(t.ticket_id), near.get(t.ticket_id, [])) for t in found.items
+            {
+                **_held_out(t, records.get(t.ticket_id), near.get(t.ticket_id, [])),
+                "incident": incident_of(incidents, t.ticket_id, t.incident_id),
+            }
+            for t in found.items
         ],
         "total": found.total,
         "counts": found.counts,

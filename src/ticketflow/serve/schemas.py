@@ -258,6 +258,16 @@ class HeldTarget(BaseModel):
     unsure: bool = Field(description="Below this target's review cut: a person should check it.")
 
 
+class IncidentOut(BaseModel):
+    incident_id: str = Field(description="Its key on `ticket-incidents`.")
+    status: str | None = Field(
+        description="open, updated or closed; null when the desk has not read the incident "
+        "(INCIDENTS_ENABLED off on serve, or the topic not read yet)."
+    )
+    size: int | None = Field(description="Members (null as for `status`).")
+    top_terms: list[str] = Field(description="The terms that tell it apart, best first (5).")
+
+
 class HeldTicketOut(BaseModel):
     ticket_id: str
     processed_at: str = Field(description="When the worker labelled it (ISO 8601).")
@@ -274,6 +284,10 @@ class HeldTicketOut(BaseModel):
     tags: list[str]
     similar: list[SimilarTicketOut] = Field(
         description="The nearest stored tickets; `label_source` says whether a person set them."
+    )
+    incident: IncidentOut | None = Field(
+        default=None,
+        description="The emerging incident (docs/incidents.md) the ticket belongs to, if any.",
     )
 
 

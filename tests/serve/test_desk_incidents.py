@@ -1,0 +1,173 @@
+"""The review desk shows a held ticket's emerging incident: on its page and in
+``GET /v1/review``, from the id the worker stored and the ``ticket-incidents`` events (here
+folded from records as the topic holds them; the topic itself: tests/cli/test_incidents_cli.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
+
+from tests.serve.test_app import AUTH, SIGNED, TOKEN
+from tests.serve.test_desk import CUTS, HOSTILE, Desk, Sink, desk  # noqa: F401 (fixture)
+from ticketflow.models.record import Stamp, labeled_ticket
+from ticketflow.schemas import SourcePosition, Ticket
+from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
+from ticketflow.schemas.store import incident_id, labeled_metadata
+from ticketflow.serve.app import create_app
+from ticketflow.serve.desk import DeskConfig
+from ticketflow.serve.holder import ModelHolder
+from ticketflow.serve.incidents import IncidentFeed, Records
+
+pytestmark = pytest.mark.unit
+
+START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+STORED_ID = "inc-vpn-0001"  # what the worker put on the members labelled after it opened
+EARLY = "early-0"  # labelled before the incident opened: no stored id, listed as a member
+LATE = ["late-0", "late-1"]
+EVIL_TERM = HOSTILE[0]
+
+
+def incident_event(status: IncidentStatus = IncidentStatus.UPDATED) -> IncidentEvent:
+    members = [EARLY, *LATE, "gone-1"]
+    return IncidentEvent(
+        incident_id=STORED_ID,
+        status=status,
+        member_ticket_ids=members,
+        size=len(members),
+        first_seen=START,
+        last_seen=START + timedelta(minutes=4),
+        representative_ticket_id=LATE[0],
+        top_terms=["vpn", "gateway", EVIL_TERM, "tunnel", "remote", "sixth"],
+        label_counts={"queue": {"IT Support": 4}},
+        detected_by_ticket_id=LATE[0],
+        neighbours_at_detection=4,
+        expected_at_detection=0.2,
+    )
+
+
+def records(*events: IncidentEvent) -> Records:
+    return [(e.incident_id.encode(), e.model_dump_json().encode()) for e in events]
+
+
+def write_members(desk: Desk) -> None:  # noqa: F811
+    """Three held tickets as the worker writes them: two carry the incident's id."""
+    tickets = [
+        Ticket(ticket_id=t, subject="VPN gateway down", body=f"cannot connect to the vpn ({t})")
+        for t in [EARLY, *LATE]
+    ]
+    result = desk.pipeline.run(tickets)
+    stamp = Stamp("v-test", desk.pipeline.encoder.name, CUTS, datetime.now(UTC))
+    labeled = [
+        labeled_ticket(
+            tickets[i], p, stamp, source=SourcePosition(topic="t", partition=0, offset=i)
+        )
+        for i, p in zip(result.indices, result.predictions, strict=True)
+    ]
+    labeled = [
+        t.model_copy(update={"incident_id": STORED_ID}) if t.ticket_id in LATE else t
+        for t in labeled
+    ]
+    metadatas = [labeled_metadata(t) for t in labeled]
+    assert [incident_id(m) for m in metadatas] == [None, STORED_ID, STORED_ID]
+    desk.store.upsert([t.ticket_id for t in labeled], result.vectors, metadatas, result.texts)
+
+
+def client_of(desk: Desk, feed: IncidentFeed | None) -> TestClient:  # noqa: F811
+    app = create_app(
+        ModelHolder(desk.served),
+        desk.store,
+        auth=AUTH,
+        desk=DeskConfig(publisher=Sink(), queue_max_age_s=0.0, incidents=feed),
+    )
+    client = TestClient(app, follow_redirects=False)
+    assert client.post("/login", data={"token": TOKEN, "next": "/review"}).status_code == 303
+    return client
+
+
+@pytest.fixture(scope="module")
+def members(desk: Desk) -> Desk:  # noqa: F811
+    write_members(desk)
+    return desk
+
+
+def test_the_page_of_a_member_shows_its_incident_escaped(members: Desk) -> None:
+    client = client_of(members, IncidentFeed(lambda: records(incident_event())))
+    for ticket_id in (LATE[0], EARLY):  # by the stored id, and by the member list
+        page = client.get(f"/review/{ticket_id}").text
+        assert 'id="incident"' in page, ticket_id
+        assert f"<code>{STORED_ID}</code> (updated, 4 tickets)" in page
+        assert '<span class="tag">vpn</span>' in page and "sixth" not in page
+        assert str(escape(EVIL_TERM)) in page and EVIL_TERM not in page
+    other = next(t for t in members.ids if not t.startswith("evil"))
+    assert 'id="incident"' not in client.get(f"/review/{other}").text
+
+
+def test_without_the_topic_the_stored_id_alone_is_shown(members: Desk) -> None:
+    client = client_of(members, None)
+    page = client.get(f"/review/{LATE[1]}").text
+    assert f"Part of incident <code>{STORED_ID}</code></p>" in page
+    assert 'id="incident"' not in client.get(f"/review/{EARLY}").text
+
+
+def test_the_api_gives_each_held_ticket_its_incident_or_null(members: Desk) -> None:
+    client = client_of(members, IncidentFeed(lambda: records(incident_event())))
+    body = client.get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
+    found = {t["ticket_id"]: t["incident"] for t in body["tickets"]}
+    expected = {
+        "incident_id": STORED_ID,
+        "status": "updated",
+        "size": 4,
+        "top_terms": ["vpn", "gateway", EVIL_TERM, "tunnel", "remote"],
+    }
+    assert found[EARLY] == found[LATE[0]] == found[LATE[1]] == expected
+    assert {k: v for k, v in found.items() if v is not None}.keys() == {EARLY, *LATE}
+    bare = client_of(members, None).get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
+    by_id = {t["ticket_id"]: t["incident"] for t in bare["tickets"]}
+    assert by_id[LATE[0]] == {
+        "incident_id": STORED_ID,
+        "status": None,
+        "size": None,
+        "top_terms": [],
+    }
+    assert by_id[EARLY] is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_feed_reads_again_after_max_age_and_keeps_its_book_through_an_outage() -> None:
+    clock = Clock()
+    reads: list[str] = []
+    state = {"events": records(incident_event(IncidentStatus.OPEN)), "down": False}
+
+    def read() -> Records:
+        reads.append("read")
+        if state["down"]:
+            raise RuntimeError("broker unreachable")
+        return state["events"]  # type: ignore[return-value]
+
+    feed = IncidentFeed(read, max_age_s=30.0, clock=clock)
+    first = feed.book().get(STORED_ID)
+    assert first is not None and first.status is IncidentStatus.OPEN
+    state["events"] = records(incident_event(IncidentStatus.CLOSED))
+    clock.now = 29.0
+    assert feed.book().get(STORED_ID) == first and len(reads) == 1
+    state["down"] = True
+    clock.now = 31.0
+    assert feed.book().get(STORED_ID) == first and len(reads) == 2  # the outage: last book
+    clock.now = 40.0
+    feed.book()
+    assert len(reads) == 2  # not tried again before max_age_s
+    state["down"] = False
+    clock.now = 62.0
+    closed = feed.book().get(STORED_ID)
+    assert closed is not None and closed.status is IncidentStatus.CLOSED and len(reads) == 3
