@@ -11,8 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from tests.cli.test_incidents_cli import incident_topic  # noqa: F401 (fixture)
 from tests.serve.test_app import AUTH, SIGNED, TOKEN
 from tests.serve.test_desk import CUTS, HOSTILE, Desk, Sink, desk  # noqa: F401 (fixture)
+from ticketflow.adapters.kafka.clients import produce_raw
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.schemas import SourcePosition, Ticket
 from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
@@ -20,9 +22,7 @@ from ticketflow.schemas.store import incident_id, labeled_metadata
 from ticketflow.serve.app import create_app
 from ticketflow.serve.desk import DeskConfig
 from ticketflow.serve.holder import ModelHolder
-from ticketflow.serve.incidents import IncidentFeed, Records
-
-pytestmark = pytest.mark.unit
+from ticketflow.serve.incidents import IncidentFeed, Records, topic_reader
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 STORED_ID = "inc-vpn-0001"  # what the worker put on the members labelled after it opened
@@ -94,6 +94,7 @@ def members(desk: Desk) -> Desk:  # noqa: F811
     return desk
 
 
+@pytest.mark.unit
 def test_the_page_of_a_member_shows_its_incident_escaped(members: Desk) -> None:
     client = client_of(members, IncidentFeed(lambda: records(incident_event())))
     for ticket_id in (LATE[0], EARLY):  # by the stored id, and by the member list
@@ -106,6 +107,7 @@ def test_the_page_of_a_member_shows_its_incident_escaped(members: Desk) -> None:
     assert 'id="incident"' not in client.get(f"/review/{other}").text
 
 
+@pytest.mark.unit
 def test_without_the_topic_the_stored_id_alone_is_shown(members: Desk) -> None:
     client = client_of(members, None)
     page = client.get(f"/review/{LATE[1]}").text
@@ -113,6 +115,7 @@ def test_without_the_topic_the_stored_id_alone_is_shown(members: Desk) -> None:
     assert 'id="incident"' not in client.get(f"/review/{EARLY}").text
 
 
+@pytest.mark.unit
 def test_the_api_gives_each_held_ticket_its_incident_or_null(members: Desk) -> None:
     client = client_of(members, IncidentFeed(lambda: records(incident_event())))
     body = client.get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
@@ -144,6 +147,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.unit
 def test_the_feed_reads_again_after_max_age_and_keeps_its_book_through_an_outage() -> None:
     clock = Clock()
     reads: list[str] = []
@@ -171,3 +175,27 @@ def test_the_feed_reads_again_after_max_age_and_keeps_its_book_through_an_outage
     clock.now = 62.0
     closed = feed.book().get(STORED_ID)
     assert closed is not None and closed.status is IncidentStatus.CLOSED and len(reads) == 3
+
+
+@pytest.mark.integration
+def test_the_feed_reads_the_topic_on_the_real_broker(
+    kafka_config: dict[str, str],
+    incident_topic: str,  # noqa: F811 (fixture)
+) -> None:
+    published = [incident_event(IncidentStatus.OPEN), incident_event(IncidentStatus.UPDATED)]
+    assert (
+        produce_raw(
+            kafka_config,
+            incident_topic,
+            [(e.incident_id.encode(), e.model_dump_json().encode()) for e in published],
+        )
+        == 2
+    )
+    book = IncidentFeed(topic_reader(kafka_config, incident_topic)).book()
+    assert list(book.incidents) == [STORED_ID]
+    assert book.incidents[STORED_ID] == published[-1]
+    found = book.of_ticket(EARLY)
+    assert found is not None and found.incident_id == STORED_ID
+    # the detector never ran: no topic, no incident (and no error)
+    absent = IncidentFeed(topic_reader(kafka_config, f"{incident_topic}-absent")).book()
+    assert absent.incidents == {}
