@@ -27,11 +27,13 @@ import math
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
 
@@ -262,6 +264,23 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
+_blas: ThreadpoolController | None = None
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """The detector's products on its own thread only. OpenBLAS would spread each over every
+    core, where the worker's encoder threads already are: measured on a loaded 2-core
+    machine (2026-12-07), a batch-by-window product took 52 ms in the mean with 2 BLAS
+    threads and 6 ms with 1, at a quarter of the CPU time. The limit is the process's for
+    its duration (OpenBLAS has no per-thread setting): a BLAS call on another thread
+    meanwhile runs on one thread too, as the worker's small per-batch ones can."""
+    global _blas  # one controller: creating one scans the loaded libraries
+    if _blas is None:
+        _blas = ThreadpoolController()
+    limit: AbstractContextManager[object] = _blas.limit(limits=1, user_api="blas")
+    return limit
+
+
 # Ring slots beyond ``max_window``: a batch is appended before the end-of-batch eviction, so
 # the ring holds the full window plus one batch; a larger batch evicts its oldest early.
 HEADROOM = 1_024
@@ -325,7 +344,8 @@ class IncidentDetector:
         touched: dict[str, _Incident] = {}
         assigned: dict[str, str] = {}
         if batch:
-            self._process(batch, touched, assigned)
+            with _one_blas_thread():
+                self._process(batch, touched, assigned)
         events = [
             self._event(i, IncidentStatus.UPDATED if i.opened else IncidentStatus.OPEN)
             for i in touched.values()
@@ -397,7 +417,7 @@ class IncidentDetector:
         self._valid = self._live[columns]
         self._batch_head, self._batch_used = self._head, self._used
         self._batch_alive = np.zeros(len(entries), dtype=bool)
-        expected: Vector | None = None
+        expected = self._candidates_expected(matrix, times, window_close, window_times, batch_close)
         try:
             for row, entry in enumerate(entries):
                 known = self._member_of.get(entry.ticket_id)
@@ -421,18 +441,18 @@ class IncidentDetector:
                 )
                 count = int(np.count_nonzero(near)) + int(np.count_nonzero(earlier))
                 self._append(entry, row)
-                # The baseline only for a batch with a ticket that could open or join an
-                # incident: the others (nearly all) never pay for the history sample.
-                could = count + 1 >= config.min_size or bool(self._open)
-                if could and expected is None:
-                    expected = self.baseline.expected(matrix, config.max_distance, config.window_s)
-                usual = float(expected[row]) if could and expected is not None else math.inf
-                dense = count >= config.baseline_ratio * usual
+                nearest = self._joined(entry)
+                if nearest is None and count + 1 < config.min_size:
+                    continue  # can neither join nor open one: no baseline needed
                 # A joiner must be in a burst too (more close tickets than its kind usually
                 # has): otherwise every usual ticket near the centre joins, and an incident in
                 # a dense region of the space (one language, one product) grows into the
                 # background.
-                incident = self._joined(entry) if dense else None
+                usual = expected.get(row)
+                if usual is None:  # a candidate only since an incident opened in the batch
+                    usual = float(self._expected(matrix[row : row + 1])[0])
+                dense = count >= config.baseline_ratio * usual
+                incident = nearest if dense else None
                 if incident is not None:
                     # Only the ticket itself: taking its neighbours too would let the group
                     # walk away, ticket by ticket, from the problem it was opened for.
@@ -456,6 +476,39 @@ class IncidentDetector:
             member_of = self._member_of.get(observation.ticket_id)
             if member_of is not None:
                 assigned[observation.ticket_id] = member_of
+
+    def _candidates_expected(
+        self,
+        matrix: Vector,
+        times: npt.NDArray[np.float64],
+        window_close: npt.NDArray[np.bool_],
+        window_times: npt.NDArray[np.float64],
+        batch_close: npt.NDArray[np.bool_],
+    ) -> dict[int, float]:
+        """The baseline's expected count for the rows that may open or join an incident, in
+        one product with the history sample: rows with enough close tickets (counted as if
+        every earlier one stayed) or near an open incident's centre. The others (nearly all
+        on a usual day) never pay for the comparison with the history."""
+        config = self.config
+        in_time = np.abs(window_times[None, :] - times[:, None]) <= config.window_s
+        count = np.count_nonzero(window_close & self._valid & in_time, axis=1)
+        earlier = np.tril(batch_close, -1) & (
+            np.abs(times[None, :] - times[:, None]) <= config.window_s
+        )
+        count += np.count_nonzero(earlier, axis=1)
+        candidate = count + 1 >= config.min_size
+        centres = self._centre_matrix()
+        if centres is not None:
+            candidate |= (matrix @ centres[1].T).max(axis=1) >= 1.0 - config.max_distance
+        rows = np.flatnonzero(candidate)
+        if not len(rows):
+            return {}
+        found = self._expected(matrix[rows])
+        return {int(r): float(e) for r, e in zip(rows, found, strict=True)}
+
+    def _expected(self, vectors: Vector) -> Vector:
+        config = self.config
+        return self.baseline.expected(vectors, config.max_distance, config.window_s)
 
     def _runs(self) -> list[tuple[int, int]]:
         """The ring's used slots as at most two ``(start, stop)`` runs, oldest first."""
@@ -584,17 +637,23 @@ class IncidentDetector:
         within the distance of any one ticket, joining by nearest member chains the group
         into the background within hours.
         """
-        if not self._open:
+        stacked = self._centre_matrix()
+        if stacked is None:
             return None
+        incidents, centres = stacked
+        distance = 1.0 - centres @ entry.vector
+        best = int(np.argmin(distance))
+        return incidents[best] if distance[best] <= self.config.max_distance else None
+
+    def _centre_matrix(self) -> tuple[list[_Incident], Vector] | None:
+        """The open incidents with member vectors and their centres, stacked (cached until
+        one changes)."""
         if self._centres is None:
             kept = [i for i in self._open.values() if i.vectors]
             if not kept:
                 return None
             self._centres = (kept, np.vstack([i.centre() for i in kept]))
-        incidents, centres = self._centres
-        distance = 1.0 - centres @ entry.vector
-        best = int(np.argmin(distance))
-        return incidents[best] if distance[best] <= self.config.max_distance else None
+        return self._centres
 
     def _bursting(self, neighbours: int, expected: float) -> bool:
         return (
