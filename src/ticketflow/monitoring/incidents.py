@@ -44,6 +44,8 @@ Vector = npt.NDArray[np.float32]
 # Vectors kept per open incident to match joiners against: a long incident drifts (new
 # wording), its latest members are the best match, and memory stays bounded.
 MEMBER_VECTORS = 200
+# Top terms and the representative are chosen again when an incident has grown this much.
+SUMMARY_GROWTH = 1.25
 # Ids listed in an event: a record stays far below the broker's size limit.
 MAX_MEMBER_IDS = 500
 _TOKEN = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
@@ -172,22 +174,23 @@ class _Entry:
     time: float  # event time, epoch seconds
     vector: Vector
     labels: Mapping[str, str]
-    terms: Counter[str]  # its text's words, counted once here for every top-terms call
+    # Its text's words, as a list: Counter.update counts a list in C, a mapping in Python.
+    words: list[str]
     incident: str | None = None
     slot: int = -1  # its slot in the window's ring, -1 once it left
     row: int = -1  # its row in the batch being observed, -1 outside it
     counted: bool = False  # its words are in its incident's window words
 
 
-def _subtract(counts: Counter[str], terms: Counter[str]) -> None:
-    """``counts - terms`` in place, dropping the words that reach zero: the window's
-    vocabulary must not grow with every word ever seen."""
-    for term, n in terms.items():
-        left = counts[term] - n
+def _subtract(counts: Counter[str], words: list[str]) -> None:
+    """``words`` out of ``counts`` in place, dropping the words that reach zero: the
+    window's vocabulary must not grow with every word ever seen."""
+    for word in words:
+        left = counts[word] - 1
         if left > 0:
-            counts[term] = left
+            counts[word] = left
         else:
-            del counts[term]
+            counts.pop(word, None)
 
 
 @dataclass(eq=False)
@@ -209,6 +212,8 @@ class _Incident:
     member_set: set[str] = field(default_factory=set)
     size: int = 0
     opened: bool = False  # its "open" event was emitted
+    summarised_at: int = 0  # its size when its top terms and representative were chosen
+    representative: str | None = None
     _sum: npt.NDArray[np.float64] | None = None  # of the kept vectors, for the centre
     _centre: Vector | None = None
 
@@ -240,10 +245,10 @@ class _Incident:
         self.first_seen = min(self.first_seen, entry.time)
         self.last_seen = max(self.last_seen, entry.time)
         self.keep(entry.ticket_id, entry.vector)
-        self.term_counts.update(entry.terms)
-        self.term_members.update(entry.terms.keys())
+        self.term_counts.update(entry.words)
+        self.term_members.update(set(entry.words))
         if entry.slot >= 0:
-            self.window_terms.update(entry.terms)
+            self.window_terms.update(entry.words)
             entry.counted = True
         for target, label in entry.labels.items():
             self.labels.setdefault(target, Counter())[label] += 1
@@ -314,6 +319,7 @@ class IncidentDetector:
         self._batch_alive = np.zeros(0, dtype=bool)
         self._open: dict[str, _Incident] = {}
         self._centres: tuple[list[_Incident], Vector] | None = None  # stacked, cached
+        self._moved: set[str] = set()  # incidents whose row in ``_centres`` is out of date
         self._member_of: dict[str, str] = {}  # ticket id -> open incident id
         self._clock = -math.inf  # latest event time seen
         self._last_evicted: float | None = None
@@ -550,7 +556,7 @@ class IncidentDetector:
             time=_epoch(observation.event_time),
             vector=np.asarray(observation.vector, dtype=np.float32),
             labels=dict(observation.labels),
-            terms=Counter(tokens(observation.text)),
+            words=tokens(observation.text),
         )
 
     def _append(self, entry: _Entry, row: int) -> None:
@@ -571,8 +577,8 @@ class IncidentDetector:
         entry.slot, entry.row = slot, row
         if 0 <= row < len(self._batch_alive):
             self._batch_alive[row] = True
-        self._window_terms.update(entry.terms)
-        self._window_words += entry.terms.total()
+        self._window_terms.update(entry.words)
+        self._window_words += len(entry.words)
 
     def _forget(self, ticket_id: str) -> None:
         slot = self._slot_of.get(ticket_id)
@@ -590,11 +596,11 @@ class IncidentDetector:
         self._size -= 1
         if self._slot_of.get(entry.ticket_id) == slot:
             del self._slot_of[entry.ticket_id]
-        _subtract(self._window_terms, entry.terms)
-        self._window_words -= entry.terms.total()
+        _subtract(self._window_terms, entry.words)
+        self._window_words -= len(entry.words)
         incident = self._open.get(entry.incident) if entry.incident else None
         if entry.counted and incident is not None:
-            _subtract(incident.window_terms, entry.terms)
+            _subtract(incident.window_terms, entry.words)
         entry.slot = -1
         if entry.row >= 0:
             if entry.row < len(self._batch_alive):
@@ -608,11 +614,15 @@ class IncidentDetector:
     def _add(self, incident: _Incident, entries: Iterable[_Entry]) -> None:
         for entry in entries:
             if entry.incident is None and entry.ticket_id not in self._member_of:
+                had_vectors = bool(incident.vectors)
                 incident.add(entry)
                 self._member_of[entry.ticket_id] = incident.incident_id
                 if entry.slot >= 0:
                     self._free[entry.slot] = False
-                self._centres = None
+                if had_vectors:  # its row in the stacked centres moves
+                    self._moved.add(incident.incident_id)
+                else:  # a new row
+                    self._centres = None
 
     def _around(self, incident: _Incident, moment: float) -> list[_Entry]:
         """Unassigned window tickets within ``max_distance`` of the incident's centre, oldest
@@ -653,6 +663,13 @@ class IncidentDetector:
             if not kept:
                 return None
             self._centres = (kept, np.vstack([i.centre() for i in kept]))
+            self._moved.clear()
+        elif self._moved:
+            incidents, centres = self._centres
+            for row, incident in enumerate(incidents):
+                if incident.incident_id in self._moved:
+                    centres[row] = incident.centre()
+            self._moved.clear()
         return self._centres
 
     def _bursting(self, neighbours: int, expected: float) -> bool:
@@ -695,7 +712,17 @@ class IncidentDetector:
             self.baseline.add(entry.vector, elapsed)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
-        if status is not IncidentStatus.CLOSED and incident.term_counts:
+        # Top terms and representative again only once the incident grew by a quarter
+        # since they were last chosen: a long incident touched by every batch would
+        # otherwise pay for its whole vocabulary each time, and a quarter more members
+        # is about what it takes to change them.
+        if (
+            status is not IncidentStatus.CLOSED
+            and incident.term_counts
+            and incident.size >= SUMMARY_GROWTH * incident.summarised_at
+        ):
+            incident.summarised_at = incident.size
+            incident.representative = _representative(incident)
             # The window's other tickets, for the members' words only: O(their vocabulary).
             background = {
                 term: self._window_terms[term] - incident.window_terms[term]
@@ -716,7 +743,7 @@ class IncidentDetector:
             size=incident.size,
             first_seen=_moment(incident.first_seen),
             last_seen=_moment(incident.last_seen),
-            representative_ticket_id=_representative(incident),
+            representative_ticket_id=incident.representative or _representative(incident),
             top_terms=incident.top_terms,
             label_counts={t: dict(c.most_common()) for t, c in incident.labels.items()},
             detected_by_ticket_id=incident.detected_by,
