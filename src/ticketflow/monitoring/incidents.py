@@ -317,6 +317,8 @@ class IncidentDetector:
         self._valid = np.zeros(0, dtype=bool)
         self._batch_head = self._batch_used = 0
         self._batch_alive = np.zeros(0, dtype=bool)
+        self._dropped_columns: list[int] = []  # columns and rows that left mid-batch
+        self._dropped_rows: list[int] = []
         self._open: dict[str, _Incident] = {}
         self._centres: tuple[list[_Incident], Vector] | None = None  # stacked, cached
         self._moved: set[str] = set()  # incidents whose row in ``_centres`` is out of date
@@ -423,7 +425,22 @@ class IncidentDetector:
         self._valid = self._live[columns]
         self._batch_head, self._batch_used = self._head, self._used
         self._batch_alive = np.zeros(len(entries), dtype=bool)
-        expected = self._candidates_expected(matrix, times, window_close, window_times, batch_close)
+        # Every row's close tickets as the batch starts, in whole-batch operations: the loop
+        # below runs no operation over the window per ticket (each would also give up the
+        # GIL and wait to get it back behind the worker's other threads).
+        near_all = (
+            window_close
+            & self._valid
+            & (np.abs(window_times[None, :] - times[:, None]) <= config.window_s)
+        )
+        earlier_all = np.tril(batch_close, -1) & (
+            np.abs(times[None, :] - times[:, None]) <= config.window_s
+        )
+        counts = (
+            np.count_nonzero(near_all, axis=1) + np.count_nonzero(earlier_all, axis=1)
+        ).tolist()
+        self._dropped_columns, self._dropped_rows = [], []
+        expected = self._candidates_expected(matrix, counts)
         try:
             for row, entry in enumerate(entries):
                 known = self._member_of.get(entry.ticket_id)
@@ -435,17 +452,11 @@ class IncidentDetector:
                 # A copy already in the window: the newest counts, once, and not as its own
                 # neighbour.
                 self._forget(entry.ticket_id)
-                near = (
-                    window_close[row]
-                    & self._valid
-                    & (np.abs(window_times - entry.time) <= config.window_s)
-                )
-                earlier = (
-                    batch_close[row, :row]
-                    & self._batch_alive[:row]
-                    & (np.abs(times[:row] - entry.time) <= config.window_s)
-                )
-                count = int(np.count_nonzero(near)) + int(np.count_nonzero(earlier))
+                # Less the tickets that left the window since the batch started (rare: a
+                # copy of the same id, or a batch larger than the ring's headroom).
+                count = counts[row]
+                count -= sum(int(near_all[row, c]) for c in self._dropped_columns)
+                count -= sum(int(earlier_all[row, j]) for j in self._dropped_rows)
                 self._append(entry, row)
                 nearest = self._joined(entry)
                 if nearest is None and count + 1 < config.min_size:
@@ -465,8 +476,10 @@ class IncidentDetector:
                     self._add(incident, [entry])
                 elif self._bursting(count, usual):
                     incident = self._opened(entry, count, usual)
+                    near = near_all[row] & self._valid
+                    earlier = earlier_all[row] & self._batch_alive
                     neighbours = [self._entries[s] for s in columns[np.flatnonzero(near)]]
-                    neighbours += [entries[j] for j in np.flatnonzero(earlier)]
+                    neighbours += [entries[j] for j in np.flatnonzero(earlier) if j != row]
                     self._add(incident, [entry, *(n for n in neighbours if n is not None)])
                     # The burst's first tickets need not be close to the one that tipped it
                     # but are close to the group's centre: they are in it from the start.
@@ -478,31 +491,19 @@ class IncidentDetector:
                 entry.row = -1
             self._valid = np.zeros(0, dtype=bool)
             self._batch_alive = np.zeros(0, dtype=bool)
+            self._dropped_columns, self._dropped_rows = [], []
         for observation in batch:
             member_of = self._member_of.get(observation.ticket_id)
             if member_of is not None:
                 assigned[observation.ticket_id] = member_of
 
-    def _candidates_expected(
-        self,
-        matrix: Vector,
-        times: npt.NDArray[np.float64],
-        window_close: npt.NDArray[np.bool_],
-        window_times: npt.NDArray[np.float64],
-        batch_close: npt.NDArray[np.bool_],
-    ) -> dict[int, float]:
+    def _candidates_expected(self, matrix: Vector, counts: list[int]) -> dict[int, float]:
         """The baseline's expected count for the rows that may open or join an incident, in
-        one product with the history sample: rows with enough close tickets (counted as if
-        every earlier one stayed) or near an open incident's centre. The others (nearly all
-        on a usual day) never pay for the comparison with the history."""
+        one product with the history sample: rows with enough close tickets (``counts``, as
+        the batch started) or near an open incident's centre. The others (nearly all on a
+        usual day) never pay for the comparison with the history."""
         config = self.config
-        in_time = np.abs(window_times[None, :] - times[:, None]) <= config.window_s
-        count = np.count_nonzero(window_close & self._valid & in_time, axis=1)
-        earlier = np.tril(batch_close, -1) & (
-            np.abs(times[None, :] - times[:, None]) <= config.window_s
-        )
-        count += np.count_nonzero(earlier, axis=1)
-        candidate = count + 1 >= config.min_size
+        candidate = np.asarray(counts) + 1 >= config.min_size
         centres = self._centre_matrix()
         if centres is not None:
             candidate |= (matrix @ centres[1].T).max(axis=1) >= 1.0 - config.max_distance
@@ -605,10 +606,12 @@ class IncidentDetector:
         if entry.row >= 0:
             if entry.row < len(self._batch_alive):
                 self._batch_alive[entry.row] = False
+                self._dropped_rows.append(entry.row)
         else:
             column = (slot - self._batch_head) % self._capacity
-            if column < min(self._batch_used, len(self._valid)):
+            if column < min(self._batch_used, len(self._valid)) and self._valid[column]:
                 self._valid[column] = False
+                self._dropped_columns.append(column)
         return entry
 
     def _add(self, incident: _Incident, entries: Iterable[_Entry]) -> None:
