@@ -10,13 +10,15 @@ chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/inciden
   sample of older tickets (the history) within ``max_distance`` of it times the usual number
   of tickets per window;
 - a ticket with at least ``min_size - 1`` neighbours, and at least ``baseline_ratio`` times
-  the expected number, opens an incident with them; a later ticket within ``max_distance``
-  of a member joins it (and brings its own unassigned neighbours); an incident with no new
-  member for ``quiet_s`` of event time is closed.
+  the expected number, opens an incident with them (and the window's unassigned tickets
+  near their centre); a later ticket in a burst itself and within ``max_distance`` of an
+  incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
+  event time is closed.
 
-State is bounded: the window (``window_s``, at most ``max_window`` tickets), the baseline
-sample (``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS``
-member vectors.
+State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
+preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
+(``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS`` member
+vectors. Cost: see :class:`IncidentDetector`.
 """
 
 from __future__ import annotations
