@@ -2,6 +2,12 @@
 
     python -m bench.incidents [--datasets ../shared/datasets] [--background 5000]
         [--interval 20] [--method both|burst|hdbscan] [--max-distance 0.25] [--seed 0]
+    python -m bench.incidents --cost 12000 [--dimension 256] [--batch 64]
+
+``--cost N``: only the detector's time per ticket with a full window (``max_window``
+tickets within ``window_s``, as on a busy desk), on N generated tickets in batches of
+``--batch``: a share of them paraphrase-like (near one of 50 centres, so incidents open and
+grow) among random vectors; needs no data set or encoder.
 
 Background: ``--background`` real tickets (bueck-v3 and endava-it, half each, shuffled),
 replayed at one every ``--interval`` seconds of event time; the baseline is seeded with
@@ -309,6 +315,40 @@ def report(method: str, outcome: Outcome, items: Sequence[Item]) -> None:
     print(f"detector time per ticket: {outcome.seconds_per_ticket * 1e6:.0f} µs")
 
 
+def cost(count: int, dimension: int, batch: int, config: IncidentConfig) -> None:
+    """The detector's time per ticket once its window is full (see the module docstring)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, dimension))
+    rows = rng.normal(size=(count, dimension))
+    near = rng.random(count) < 0.3
+    rows[near] = centres[rng.integers(0, 50, near.sum())] + 0.3 * rows[near] / np.sqrt(dimension)
+    vectors = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    history = rng.normal(size=(config.baseline_sample, dimension))
+    history /= np.linalg.norm(history, axis=1, keepdims=True)
+    # max_window tickets within window_s: the window is full from then on.
+    every = config.window_s / config.max_window
+    baseline = Baseline(config.baseline_sample)
+    baseline.seed(list(history.astype(np.float32)), span_s=len(history) * every)
+    detector = IncidentDetector(config, baseline)
+    epoch = datetime(2025, 1, 1, tzinfo=UTC)
+    text = "The VPN gateway is unreachable since this morning and nobody can connect. " * 4
+    observations = [
+        Observation(f"t-{i}", epoch + timedelta(seconds=i * every), vectors[i], {"q": "a"}, text)
+        for i in range(count)
+    ]
+    fill = config.max_window
+    for start in range(0, fill, batch):
+        detector.observe(observations[start : min(start + batch, fill)])
+    started = time.perf_counter()
+    for start in range(fill, count, batch):
+        detector.observe(observations[start : start + batch])
+    seconds = (time.perf_counter() - started) / max(1, count - fill)
+    print(
+        f"full window ({detector.window_size} tickets, {dimension}-d), batches of {batch}: "
+        f"{seconds * 1e6:.0f} µs per ticket, {len(detector.open_ids)} incidents open"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=default_datasets_dir())
@@ -319,7 +359,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=IncidentConfig.min_size)
     parser.add_argument("--ratio", type=float, default=IncidentConfig.baseline_ratio)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cost", type=int, default=0, help="only the full-window cost, N tickets")
+    parser.add_argument("--dimension", type=int, default=256, help="with --cost")
+    parser.add_argument("--batch", type=int, default=64, help="with --cost")
     args = parser.parse_args(argv)
+    if args.cost:
+        config = IncidentConfig(
+            max_distance=args.max_distance, min_size=args.min_size, baseline_ratio=args.ratio
+        )
+        cost(args.cost, args.dimension, args.batch, config)
+        return
     settings = Settings()
     encoder = configured.static_encoder(settings)
     replay, history_texts = background_texts(args.datasets, args.background, args.seed)

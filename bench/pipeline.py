@@ -2,6 +2,7 @@
 
     python -m bench.pipeline [--n 600] [--threads 2] [--latency-n 200] [--commit batch]
         [--encoder-n 0] [--embedding-batch-size 0] [--batch-max 0] [--similar-k 0 --pairs 2]
+        [--incidents --pairs 2]
 
 Same texts and the same torch thread count for both. Prints tickets/s for each and their
 ratio, p50/p99 end-to-end latency at half the measured capacity, and the worker's peak RSS.
@@ -9,6 +10,9 @@ ratio, p50/p99 end-to-end latency at half the measured capacity, and the worker'
 policy before per-batch commits), to measure what committing every batch costs.
 ``--similar-k K`` runs the worker ``--pairs`` times each with SIMILAR_K=0 and K, alternated,
 each run on its own empty vector store, and prints the throughput ratio (K / 0) per pair.
+``--incidents`` does the same with INCIDENTS_ENABLED=false and true (the emerging-incident
+detector), on tickets without created_at (event time = arrival, as live), and prints the
+ratio (on / off) per pair and the incidents it opened.
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private jar-based broker.
 """
 
@@ -176,6 +180,7 @@ def measure_stream(
         create_topics(
             config, [*topics.values(), f"bench-dlq-{suffix}"], partitions=3, replication=1
         )
+        create_topics(config, [f"bench-incidents-{suffix}"], partitions=1, replication=1)
         produce_raw(
             config, topics["tickets"], [(t["ticket_id"].encode(), encode_event(t)) for t in bulk]
         )
@@ -186,6 +191,7 @@ def measure_stream(
             "KAFKA_TOPIC_TICKETS": topics["tickets"],
             "KAFKA_TOPIC_LABELED": topics["labeled"],
             "KAFKA_TOPIC_DLQ": f"bench-dlq-{suffix}",
+            "KAFKA_TOPIC_INCIDENTS": f"bench-incidents-{suffix}",
             "WORKER_APP_ID": f"bench-{suffix}",
             "CHROMA_PATH": str(workdir / "chroma"),
             "STATE_DIR": str(workdir / "state"),
@@ -266,7 +272,16 @@ def measure_stream(
         "worker_cores_busy_during_bulk": round(cores_busy, 2),
         "worker_stage_seconds": stage_seconds(metrics_text),
         "worker_pipeline_rows": pipeline_rows(metrics_text),
+        "worker_incidents_opened": sample_value(metrics_text, "ticketflow_incidents_opened_total"),
     }
+
+
+def sample_value(metrics_text: str, name: str) -> float:
+    """The value of an unlabelled sample, 0 when the worker does not export it."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def pipeline_rows(metrics_text: str) -> dict[str, float]:
@@ -283,6 +298,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     workdir = Path(tempfile.mkdtemp(prefix="ticketflow-bench-"))
     tickets = generate_tickets(args.n + args.latency_n, seed=99)
+    if args.incidents:
+        # A live stream: event time is arrival (the Kafka timestamp), so the detector's
+        # window holds the run's tickets (up to INCIDENT_* max_window), not the generated
+        # created_at dates days apart, where it would have nothing to compare.
+        tickets = [{k: v for k, v in t.items() if k != "created_at"} for t in tickets]
     bulk, paced = tickets[: args.n], tickets[args.n :]
     texts = build_texts([Ticket.model_validate(t) for t in bulk], max_chars=settings.max_text_chars)
     texts = texts[: args.encoder_n or None]
@@ -311,6 +331,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "WORKER_BATCH_MAX": str(args.batch_max or batch_size),
         "WORKER_COMMIT_EVERY_BATCH": str(args.commit == "batch").lower(),
     }
+    if args.incidents:
+        return {
+            "n": len(bulk),
+            "torch_threads": args.threads,
+            "encoder_batch_size": batch_size,
+            "encoder_tickets_per_s": round(encoder_rate, 2),
+            **incidents_cost(settings, workdir, env, bulk, paced, extra_env, args),
+        }
     if args.similar_k:
         return {
             "n": len(bulk),
@@ -374,6 +402,46 @@ def similar_cost(
     }
 
 
+def incidents_cost(
+    settings: Settings,
+    workdir: Path,
+    env: dict[str, str],
+    bulk: list[dict[str, Any]],
+    paced: list[dict[str, Any]],
+    extra_env: dict[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Throughput with the incident detector off and on, alternated ``args.pairs`` times on
+    the same machine; each run starts from an empty vector store and its own topics."""
+    runs: list[dict[str, Any]] = []
+    for pair in range(args.pairs):
+        for enabled in (False, True):
+            print(f"pair {pair + 1}, INCIDENTS_ENABLED={str(enabled).lower()}:", flush=True)
+            stream = measure_stream(
+                settings,
+                workdir,
+                env,
+                bulk,
+                paced,
+                extra_env={
+                    **extra_env,
+                    "INCIDENTS_ENABLED": str(enabled).lower(),
+                    "CHROMA_PATH": str(workdir / f"chroma-inc-{pair}-{enabled}"),
+                },
+            )
+            runs.append({"pair": pair + 1, "incidents": enabled, **stream})
+    ratios = [
+        on["pipeline_tickets_per_s"] / off["pipeline_tickets_per_s"]
+        for off, on in zip(runs[::2], runs[1::2], strict=True)
+    ]
+    return {
+        "incidents": True,
+        "ratios_on_over_off": [round(r, 3) for r in ratios],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=600, help="tickets pre-published for throughput")
@@ -401,13 +469,34 @@ def main() -> None:
     parser.add_argument(
         "--similar-k", type=int, default=0, help="compare SIMILAR_K=0 with this k (0 = skip)"
     )
-    parser.add_argument("--pairs", type=int, default=2, help="with --similar-k: runs of each")
+    parser.add_argument(
+        "--incidents",
+        action="store_true",
+        help="compare INCIDENTS_ENABLED=false with true (the emerging-incident detector)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=2, help="with --similar-k or --incidents: runs of each"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.incidents:
+        for r in result["runs"]:
+            print(
+                f"pair {r['pair']} INCIDENTS_ENABLED={str(r['incidents']).lower()}: "
+                f"{r['pipeline_tickets_per_s']}/s (middle 80%: "
+                f"{r['pipeline_tickets_per_s_middle_80pct']}/s), p50 {r['latency_p50_s']}s "
+                f"p99 {r['latency_p99_s']}s, incidents opened {r['worker_incidents_opened']:.0f}, "
+                f"stages {r['worker_stage_seconds']}"
+            )
+        print(
+            f"RESULT incidents on / off throughput: {result['ratios_on_over_off']} "
+            f"(median {result['ratio_median']}; target >= 0.90)"
+        )
+        return
     if args.similar_k:
         for r in result["runs"]:
             print(

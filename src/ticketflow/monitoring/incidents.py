@@ -10,13 +10,15 @@ chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/inciden
   sample of older tickets (the history) within ``max_distance`` of it times the usual number
   of tickets per window;
 - a ticket with at least ``min_size - 1`` neighbours, and at least ``baseline_ratio`` times
-  the expected number, opens an incident with them; a later ticket within ``max_distance``
-  of a member joins it (and brings its own unassigned neighbours); an incident with no new
-  member for ``quiet_s`` of event time is closed.
+  the expected number, opens an incident with them (and the window's unassigned tickets
+  near their centre); a later ticket in a burst itself and within ``max_distance`` of an
+  incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
+  event time is closed.
 
-State is bounded: the window (``window_s``, at most ``max_window`` tickets), the baseline
-sample (``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS``
-member vectors.
+State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
+preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
+(``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS`` member
+vectors. Cost: see :class:`IncidentDetector`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import math
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
 
@@ -42,6 +46,8 @@ Vector = npt.NDArray[np.float32]
 # Vectors kept per open incident to match joiners against: a long incident drifts (new
 # wording), its latest members are the best match, and memory stays bounded.
 MEMBER_VECTORS = 200
+# Top terms and the representative are chosen again when an incident has grown this much.
+SUMMARY_GROWTH = 1.25
 # Ids listed in an event: a record stays far below the broker's size limit.
 MAX_MEMBER_IDS = 500
 _TOKEN = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
@@ -95,10 +101,12 @@ class Observation:
 @dataclass
 class Detection:
     """What one call of :meth:`IncidentDetector.observe` found: the incident of each member
-    ticket of the batch, and the events to publish (one per incident touched)."""
+    ticket of the batch, the events to publish (one per incident touched), and the incidents
+    open after it (read here, not from the detector, which another batch may be changing)."""
 
     assigned: dict[str, str]
     events: list[IncidentEvent]
+    open_ids: list[str] = field(default_factory=list)  # the incidents open after the batch
 
 
 class Baseline:
@@ -162,17 +170,32 @@ class Baseline:
             self._vectors[slot] = vector
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     ticket_id: str
     time: float  # event time, epoch seconds
     vector: Vector
     labels: Mapping[str, str]
-    terms: Counter[str]  # its text's words, counted once here for every top-terms call
+    # Its text's words, as a list: Counter.update counts a list in C, a mapping in Python.
+    words: list[str]
     incident: str | None = None
+    slot: int = -1  # its slot in the window's ring, -1 once it left
+    row: int = -1  # its row in the batch being observed, -1 outside it
+    counted: bool = False  # its words are in its incident's window words
 
 
-@dataclass
+def _subtract(counts: Counter[str], words: list[str]) -> None:
+    """``words`` out of ``counts`` in place, dropping the words that reach zero: the
+    window's vocabulary must not grow with every word ever seen."""
+    for word in words:
+        left = counts[word] - 1
+        if left > 0:
+            counts[word] = left
+        else:
+            counts.pop(word, None)
+
+
+@dataclass(eq=False)
 class _Incident:
     incident_id: str
     members: list[str]
@@ -185,19 +208,35 @@ class _Incident:
     vector_ids: deque[str] = field(default_factory=lambda: deque(maxlen=MEMBER_VECTORS))
     term_counts: Counter[str] = field(default_factory=Counter)  # over the members
     term_members: Counter[str] = field(default_factory=Counter)  # members holding each term
+    window_terms: Counter[str] = field(default_factory=Counter)  # members still in the window
     labels: dict[str, Counter[str]] = field(default_factory=dict)
     top_terms: list[str] = field(default_factory=list)
     member_set: set[str] = field(default_factory=set)
     size: int = 0
     opened: bool = False  # its "open" event was emitted
+    summarised_at: int = 0  # its size when its top terms and representative were chosen
+    representative: str | None = None
+    _sum: npt.NDArray[np.float64] | None = None  # of the kept vectors, for the centre
     _centre: Vector | None = None
 
     def centre(self) -> Vector:
-        """The normalised mean of the kept member vectors."""
+        """The normalised mean of the kept member vectors (a running sum: O(dimension))."""
         if self._centre is None:
-            mean = np.vstack(self.vectors).mean(axis=0)
-            self._centre = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+            total = self._sum if self._sum is not None else np.zeros(1)
+            norm = max(float(np.linalg.norm(total)), 1e-12)
+            self._centre = (total / norm).astype(np.float32)
         return self._centre
+
+    def keep(self, ticket_id: str, vector: Vector) -> None:
+        """One more member vector to match joiners against; the oldest goes past the limit."""
+        if self._sum is None:
+            self._sum = np.zeros(len(vector), dtype=np.float64)
+        if len(self.vectors) == MEMBER_VECTORS:
+            self._sum -= self.vectors[0]
+        self.vectors.append(vector)
+        self.vector_ids.append(ticket_id)
+        self._sum += vector
+        self._centre = None
 
     def add(self, entry: _Entry) -> None:
         if entry.ticket_id in self.member_set:
@@ -207,11 +246,12 @@ class _Incident:
         self.size += 1
         self.first_seen = min(self.first_seen, entry.time)
         self.last_seen = max(self.last_seen, entry.time)
-        self.vectors.append(entry.vector)
-        self.vector_ids.append(entry.ticket_id)
-        self._centre = None
-        self.term_counts.update(entry.terms)
-        self.term_members.update(entry.terms.keys())
+        self.keep(entry.ticket_id, entry.vector)
+        self.term_counts.update(entry.words)
+        self.term_members.update(set(entry.words))
+        if entry.slot >= 0:
+            self.window_terms.update(entry.words)
+            entry.counted = True
         for target, label in entry.labels.items():
             self.labels.setdefault(target, Counter())[label] += 1
         entry.incident = self.incident_id
@@ -231,19 +271,64 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
+_blas: ThreadpoolController | None = None
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """The detector's products on its own thread only. OpenBLAS would spread each over every
+    core, where the worker's encoder threads already are: measured on a loaded 2-core
+    machine (2026-12-07), a batch-by-window product took 52 ms in the mean with 2 BLAS
+    threads and 6 ms with 1, at a quarter of the CPU time. The limit is the process's for
+    its duration (OpenBLAS has no per-thread setting): a BLAS call on another thread
+    meanwhile runs on one thread too, as the worker's small per-batch ones can."""
+    global _blas  # one controller: creating one scans the loaded libraries
+    if _blas is None:
+        _blas = ThreadpoolController()
+    limit: AbstractContextManager[object] = _blas.limit(limits=1, user_api="blas")
+    return limit
+
+
+# Ring slots beyond ``max_window``: a batch is appended before the end-of-batch eviction, so
+# the ring holds the full window plus one batch; a larger batch evicts its oldest early.
+HEADROOM = 1_024
+
+
 class IncidentDetector:
-    """Online burst detection over labelled tickets (see the module docstring)."""
+    """Online burst detection over labelled tickets (see the module docstring).
+
+    Cost: the window is a preallocated ring of vectors (``max_window`` plus one batch), and a
+    batch is compared with it in one matrix product (batch x window) plus one within the
+    batch; what is left per ticket are a few vector operations over the window's length, and
+    Python work only for the tickets that open or join an incident.
+    """
 
     def __init__(self, config: IncidentConfig, baseline: Baseline | None = None) -> None:
         self.config = config
         self.baseline = baseline or Baseline(config.baseline_sample)
-        self._window: deque[_Entry] = deque()
-        self._by_id: dict[str, _Entry] = {}
+        self._capacity = config.max_window + HEADROOM
+        self._vectors: Vector | None = None  # (capacity, dimension) once the first came
+        self._times = np.full(self._capacity, -np.inf, dtype=np.float64)
+        self._live = np.zeros(self._capacity, dtype=bool)
+        self._free = np.zeros(self._capacity, dtype=bool)  # live and in no incident
+        self._entries: list[_Entry | None] = [None] * self._capacity
+        self._head = 0  # the oldest slot
+        self._used = 0  # slots from the head on, live or left mid-ring
+        self._size = 0  # live slots
+        self._slot_of: dict[str, int] = {}
+        # While a batch is observed: which pre-batch slots still count, which rows are live.
+        self._valid = np.zeros(0, dtype=bool)
+        self._batch_head = self._batch_used = 0
+        self._batch_alive = np.zeros(0, dtype=bool)
+        self._dropped_columns: list[int] = []  # columns and rows that left mid-batch
+        self._dropped_rows: list[int] = []
         self._open: dict[str, _Incident] = {}
+        self._centres: tuple[list[_Incident], Vector] | None = None  # stacked, cached
+        self._moved: set[str] = set()  # incidents whose row in ``_centres`` is out of date
         self._member_of: dict[str, str] = {}  # ticket id -> open incident id
         self._clock = -math.inf  # latest event time seen
         self._last_evicted: float | None = None
         self._window_terms: Counter[str] = Counter()  # the window's words, for top terms
+        self._window_words = 0
 
     @property
     def open_incidents(self) -> list[IncidentEvent]:
@@ -253,6 +338,11 @@ class IncidentDetector:
     @property
     def open_ids(self) -> list[str]:
         return list(self._open)
+
+    @property
+    def window_size(self) -> int:
+        """Tickets in the window now."""
+        return self._size
 
     def incident_of(self, ticket_id: str) -> str | None:
         return self._member_of.get(ticket_id)
@@ -264,7 +354,8 @@ class IncidentDetector:
         touched: dict[str, _Incident] = {}
         assigned: dict[str, str] = {}
         if batch:
-            self._process(batch, touched, assigned)
+            with _one_blas_thread():
+                self._process(batch, touched, assigned)
         events = [
             self._event(i, IncidentStatus.UPDATED if i.opened else IncidentStatus.OPEN)
             for i in touched.values()
@@ -274,7 +365,7 @@ class IncidentDetector:
             incident.opened = True
         events += self._close_quiet()
         self._evict()
-        return Detection(assigned=assigned, events=events)
+        return Detection(assigned=assigned, events=events, open_ids=list(self._open))
 
     def restore(self, events: Iterable[IncidentEvent], vectors: Mapping[str, Vector]) -> int:
         """Reopen the incidents whose last event (the compacted topic's) is not ``closed``;
@@ -303,11 +394,11 @@ class IncidentDetector:
             for ticket_id in event.member_ticket_ids:
                 self._member_of[ticket_id] = event.incident_id
                 if ticket_id in vectors:
-                    incident.vectors.append(vectors[ticket_id])
-                    incident.vector_ids.append(ticket_id)
+                    incident.keep(ticket_id, np.asarray(vectors[ticket_id], dtype=np.float32))
             self._open[event.incident_id] = incident
             self._clock = max(self._clock, incident.last_seen)
             restored += 1
+        self._centres = None
         return restored
 
     def _process(
@@ -318,58 +409,127 @@ class IncidentDetector:
     ) -> None:
         config = self.config
         entries = [self._entry(o) for o in batch]
-        # One product per batch against the window and the batch itself; row i may use the
-        # window and the batch's rows before it (the tickets seen before it).
-        pool = [*self._window, *entries]
-        before = len(self._window)
-        matrix = np.vstack([e.vector for e in pool])
-        times = np.fromiter((e.time for e in pool), dtype=np.float64, count=len(pool))
-        vectors = matrix[before:]
-        close = (1.0 - vectors @ matrix.T) <= config.max_distance
-        for row, entry in enumerate(entries):
-            known = self._member_of.get(entry.ticket_id)
-            if known is not None:  # a redelivery: it stays where it was
-                self._append(entry)
-                entry.incident = known
-                continue
-            self._clock = max(self._clock, entry.time)
-            seen = before + row
-            found = np.flatnonzero(
-                close[row, :seen] & (np.abs(times[:seen] - entry.time) <= config.window_s)
-            )
-            neighbours = list(
-                {
-                    pool[i].ticket_id: pool[i]
-                    for i in found
-                    if pool[i].ticket_id != entry.ticket_id
-                }.values()
-            )
-            self._append(entry)
-            # The baseline only for a ticket that could open or join an incident: the
-            # others (nearly all) never pay for the comparison with the history sample.
-            could = len(neighbours) + 1 >= config.min_size or bool(self._open)
-            expected = self._expected(vectors[row]) if could else math.inf
-            dense = len(neighbours) >= config.baseline_ratio * expected
-            # A joiner must be in a burst too (more close tickets than its kind usually has):
-            # otherwise every usual ticket near the centre joins, and an incident in a dense
-            # region of the space (one language, one product) grows into the background.
-            incident = self._joined(entry) if dense else None
-            if incident is not None:
-                # Only the ticket itself: taking its neighbours too would let the group walk
-                # away, ticket by ticket, from the problem it was opened for.
-                self._add(incident, [entry])
-            elif self._bursting(len(neighbours), expected):
-                incident = self._opened(entry, len(neighbours), expected)
-                self._add(incident, [entry, *neighbours])
-                # The burst's first tickets need not be close to the one that tipped it but
-                # are close to the group's centre: they are in it from the start.
-                self._add(incident, self._around(incident, entry.time))
-            if incident is not None:
-                touched[incident.incident_id] = incident
+        matrix = np.vstack([e.vector for e in entries])
+        ring = self._ring(matrix.shape[1])
+        times = np.fromiter((e.time for e in entries), dtype=np.float64, count=len(entries))
+        # Two products per batch: with the window as it was before the batch (the ring's
+        # used slots, oldest first, in at most two runs), and within the batch; row i may use
+        # the window and the batch's rows before it (the tickets seen before it).
+        cut = 1.0 - config.max_distance
+        runs = self._runs()
+        columns = np.concatenate([np.arange(a, b) for a, b in runs] or [np.zeros(0, np.int64)])
+        window_close = np.hstack(
+            [matrix @ ring[a:b].T >= cut for a, b in runs] or [np.zeros((len(entries), 0), bool)]
+        )
+        window_times = self._times[columns]
+        batch_close = (matrix @ matrix.T) >= cut
+        # Per column: the slot still holds the ticket it held at the start of the batch.
+        self._valid = self._live[columns]
+        self._batch_head, self._batch_used = self._head, self._used
+        self._batch_alive = np.zeros(len(entries), dtype=bool)
+        # Every row's close tickets as the batch starts, in whole-batch operations: the loop
+        # below runs no operation over the window per ticket (each would also give up the
+        # GIL and wait to get it back behind the worker's other threads).
+        near_all = (
+            window_close
+            & self._valid
+            & (np.abs(window_times[None, :] - times[:, None]) <= config.window_s)
+        )
+        earlier_all = np.tril(batch_close, -1) & (
+            np.abs(times[None, :] - times[:, None]) <= config.window_s
+        )
+        counts = (
+            np.count_nonzero(near_all, axis=1) + np.count_nonzero(earlier_all, axis=1)
+        ).tolist()
+        self._dropped_columns, self._dropped_rows = [], []
+        expected = self._candidates_expected(matrix, counts)
+        try:
+            for row, entry in enumerate(entries):
+                known = self._member_of.get(entry.ticket_id)
+                if known is not None:  # a redelivery: it stays where it was
+                    entry.incident = known
+                    self._append(entry, row)
+                    continue
+                self._clock = max(self._clock, entry.time)
+                # A copy already in the window: the newest counts, once, and not as its own
+                # neighbour.
+                self._forget(entry.ticket_id)
+                # Less the tickets that left the window since the batch started (rare: a
+                # copy of the same id, or a batch larger than the ring's headroom).
+                count = counts[row]
+                count -= sum(int(near_all[row, c]) for c in self._dropped_columns)
+                count -= sum(int(earlier_all[row, j]) for j in self._dropped_rows)
+                self._append(entry, row)
+                nearest = self._joined(entry)
+                if nearest is None and count + 1 < config.min_size:
+                    continue  # can neither join nor open one: no baseline needed
+                # A joiner must be in a burst too (more close tickets than its kind usually
+                # has): otherwise every usual ticket near the centre joins, and an incident in
+                # a dense region of the space (one language, one product) grows into the
+                # background.
+                usual = expected.get(row)
+                if usual is None:  # a candidate only since an incident opened in the batch
+                    usual = float(self._expected(matrix[row : row + 1])[0])
+                dense = count >= config.baseline_ratio * usual
+                incident = nearest if dense else None
+                if incident is not None:
+                    # Only the ticket itself: taking its neighbours too would let the group
+                    # walk away, ticket by ticket, from the problem it was opened for.
+                    self._add(incident, [entry])
+                elif self._bursting(count, usual):
+                    incident = self._opened(entry, count, usual)
+                    near = near_all[row] & self._valid
+                    earlier = earlier_all[row] & self._batch_alive
+                    neighbours = [self._entries[s] for s in columns[np.flatnonzero(near)]]
+                    neighbours += [entries[j] for j in np.flatnonzero(earlier) if j != row]
+                    self._add(incident, [entry, *(n for n in neighbours if n is not None)])
+                    # The burst's first tickets need not be close to the one that tipped it
+                    # but are close to the group's centre: they are in it from the start.
+                    self._add(incident, self._around(incident, entry.time))
+                if incident is not None:
+                    touched[incident.incident_id] = incident
+        finally:
+            for entry in entries:
+                entry.row = -1
+            self._valid = np.zeros(0, dtype=bool)
+            self._batch_alive = np.zeros(0, dtype=bool)
+            self._dropped_columns, self._dropped_rows = [], []
         for observation in batch:
             member_of = self._member_of.get(observation.ticket_id)
             if member_of is not None:
                 assigned[observation.ticket_id] = member_of
+
+    def _candidates_expected(self, matrix: Vector, counts: list[int]) -> dict[int, float]:
+        """The baseline's expected count for the rows that may open or join an incident, in
+        one product with the history sample: rows with enough close tickets (``counts``, as
+        the batch started) or near an open incident's centre. The others (nearly all on a
+        usual day) never pay for the comparison with the history."""
+        config = self.config
+        candidate = np.asarray(counts) + 1 >= config.min_size
+        centres = self._centre_matrix()
+        if centres is not None:
+            candidate |= (matrix @ centres[1].T).max(axis=1) >= 1.0 - config.max_distance
+        rows = np.flatnonzero(candidate)
+        if not len(rows):
+            return {}
+        found = self._expected(matrix[rows])
+        return {int(r): float(e) for r, e in zip(rows, found, strict=True)}
+
+    def _expected(self, vectors: Vector) -> Vector:
+        config = self.config
+        return self.baseline.expected(vectors, config.max_distance, config.window_s)
+
+    def _runs(self) -> list[tuple[int, int]]:
+        """The ring's used slots as at most two ``(start, stop)`` runs, oldest first."""
+        end = self._head + self._used
+        if end <= self._capacity:
+            return [(self._head, end)] if self._used else []
+        return [(self._head, self._capacity), (0, end - self._capacity)]
+
+    def _ring(self, dimension: int) -> Vector:
+        if self._vectors is None:
+            self._vectors = np.zeros((self._capacity, dimension), dtype=np.float32)
+        return self._vectors
 
     def _opened(self, entry: _Entry, neighbours: int, expected: float) -> _Incident:
         incident = _Incident(
@@ -382,6 +542,7 @@ class IncidentDetector:
             expected=expected,
         )
         self._open[incident.incident_id] = incident
+        self._centres = None
         logger.info(
             "incident %s opened by %s: %d close tickets in %.0fs, %.2f expected",
             incident.incident_id,
@@ -398,40 +559,91 @@ class IncidentDetector:
             time=_epoch(observation.event_time),
             vector=np.asarray(observation.vector, dtype=np.float32),
             labels=dict(observation.labels),
-            terms=Counter(tokens(observation.text)),
+            words=tokens(observation.text),
         )
 
-    def _append(self, entry: _Entry) -> None:
-        previous = self._by_id.pop(entry.ticket_id, None)
-        if previous is not None:  # the same id again: the newest copy counts, once
-            self._window.remove(previous)
-            self._window_terms.subtract(previous.terms)
-        self._window.append(entry)
-        self._window_terms.update(entry.terms)
-        self._by_id[entry.ticket_id] = entry
+    def _append(self, entry: _Entry, row: int) -> None:
+        """Into the ring's next slot (a copy of the same id leaves first)."""
+        self._forget(entry.ticket_id)
+        if self._used == self._capacity:  # a batch larger than the headroom
+            self._evict_head()
+        ring = self._ring(len(entry.vector))
+        slot = (self._head + self._used) % self._capacity
+        self._used += 1
+        ring[slot] = entry.vector
+        self._times[slot] = entry.time
+        self._live[slot] = True
+        self._free[slot] = entry.incident is None
+        self._entries[slot] = entry
+        self._slot_of[entry.ticket_id] = slot
+        self._size += 1
+        entry.slot, entry.row = slot, row
+        if 0 <= row < len(self._batch_alive):
+            self._batch_alive[row] = True
+        self._window_terms.update(entry.words)
+        self._window_words += len(entry.words)
 
-    def _expected(self, vector: Vector) -> float:
-        config = self.config
-        return float(
-            self.baseline.expected(vector[None, :], config.max_distance, config.window_s)[0]
-        )
+    def _forget(self, ticket_id: str) -> None:
+        slot = self._slot_of.get(ticket_id)
+        if slot is not None:
+            self._leave(slot)
 
-    def _add(self, incident: _Incident, entries: Sequence[_Entry]) -> None:
+    def _leave(self, slot: int) -> _Entry | None:
+        """Slot ``slot`` leaves the window (its ring position stays until the head passes)."""
+        entry = self._entries[slot]
+        if entry is None:
+            return None
+        self._entries[slot] = None
+        self._live[slot] = False
+        self._free[slot] = False
+        self._size -= 1
+        if self._slot_of.get(entry.ticket_id) == slot:
+            del self._slot_of[entry.ticket_id]
+        _subtract(self._window_terms, entry.words)
+        self._window_words -= len(entry.words)
+        incident = self._open.get(entry.incident) if entry.incident else None
+        if entry.counted and incident is not None:
+            _subtract(incident.window_terms, entry.words)
+        entry.slot = -1
+        if entry.row >= 0:
+            if entry.row < len(self._batch_alive):
+                self._batch_alive[entry.row] = False
+                self._dropped_rows.append(entry.row)
+        else:
+            column = (slot - self._batch_head) % self._capacity
+            if column < min(self._batch_used, len(self._valid)) and self._valid[column]:
+                self._valid[column] = False
+                self._dropped_columns.append(column)
+        return entry
+
+    def _add(self, incident: _Incident, entries: Iterable[_Entry]) -> None:
         for entry in entries:
             if entry.incident is None and entry.ticket_id not in self._member_of:
+                had_vectors = bool(incident.vectors)
                 incident.add(entry)
                 self._member_of[entry.ticket_id] = incident.incident_id
+                if entry.slot >= 0:
+                    self._free[entry.slot] = False
+                if had_vectors:  # its row in the stacked centres moves
+                    self._moved.add(incident.incident_id)
+                else:  # a new row
+                    self._centres = None
 
     def _around(self, incident: _Incident, moment: float) -> list[_Entry]:
-        """Unassigned window tickets within ``max_distance`` of the incident's centre."""
-        centre = incident.centre()
-        return [
-            e
-            for e in self._window
-            if e.incident is None
-            and abs(e.time - moment) <= self.config.window_s
-            and 1.0 - float(e.vector @ centre) <= self.config.max_distance
-        ]
+        """Unassigned window tickets within ``max_distance`` of the incident's centre, oldest
+        first: one product with the ring."""
+        if self._vectors is None:
+            return []
+        centre, config = incident.centre(), self.config
+        found: list[_Entry] = []
+        for a, b in self._runs():
+            slots = a + np.flatnonzero(
+                self._free[a:b]
+                & (np.abs(self._times[a:b] - moment) <= config.window_s)
+                & (self._vectors[a:b] @ centre >= 1.0 - config.max_distance)
+            )
+            found += [e for s in slots if (e := self._entries[s]) is not None]
+        return found
 
     def _joined(self, entry: _Entry) -> _Incident | None:
         """The open incident whose centre is within ``max_distance`` (the closest one).
@@ -440,14 +652,30 @@ class IncidentDetector:
         within the distance of any one ticket, joining by nearest member chains the group
         into the background within hours.
         """
-        best: tuple[float, _Incident] | None = None
-        for incident in self._open.values():
-            if not incident.vectors:
-                continue
-            distance = 1.0 - float(entry.vector @ incident.centre())
-            if distance <= self.config.max_distance and (best is None or distance < best[0]):
-                best = (distance, incident)
-        return best[1] if best is not None else None
+        stacked = self._centre_matrix()
+        if stacked is None:
+            return None
+        incidents, centres = stacked
+        distance = 1.0 - centres @ entry.vector
+        best = int(np.argmin(distance))
+        return incidents[best] if distance[best] <= self.config.max_distance else None
+
+    def _centre_matrix(self) -> tuple[list[_Incident], Vector] | None:
+        """The open incidents with member vectors and their centres, stacked (cached until
+        one changes)."""
+        if self._centres is None:
+            kept = [i for i in self._open.values() if i.vectors]
+            if not kept:
+                return None
+            self._centres = (kept, np.vstack([i.centre() for i in kept]))
+            self._moved.clear()
+        elif self._moved:
+            incidents, centres = self._centres
+            for row, incident in enumerate(incidents):
+                if incident.incident_id in self._moved:
+                    centres[row] = incident.centre()
+            self._moved.clear()
+        return self._centres
 
     def _bursting(self, neighbours: int, expected: float) -> bool:
         return (
@@ -462,6 +690,7 @@ class IncidentDetector:
                 continue
             events.append(self._event(incident, IncidentStatus.CLOSED))
             del self._open[incident_id]
+            self._centres = None
             for ticket_id in incident.members:
                 if self._member_of.get(ticket_id) == incident_id:
                     del self._member_of[ticket_id]
@@ -471,27 +700,46 @@ class IncidentDetector:
     def _evict(self) -> None:
         """Tickets older than the window (or past ``max_window``) leave it for the baseline."""
         horizon = self._clock - self.config.window_s
-        while self._window and (
-            self._window[0].time < horizon or len(self._window) > self.config.max_window
+        while self._used and (
+            not self._live[self._head]
+            or self._times[self._head] < horizon
+            or self._size > self.config.max_window
         ):
-            entry = self._window.popleft()
-            self._by_id.pop(entry.ticket_id, None)
-            self._window_terms.subtract(entry.terms)
+            self._evict_head()
+
+    def _evict_head(self) -> None:
+        entry = self._leave(self._head) if self._live[self._head] else None
+        self._head = (self._head + 1) % self._capacity
+        self._used -= 1
+        if entry is not None:
             elapsed = entry.time - self._last_evicted if self._last_evicted is not None else 0.0
             self._last_evicted = entry.time
             self.baseline.add(entry.vector, elapsed)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
-        if status is not IncidentStatus.CLOSED and incident.term_counts:
-            background = self._window_terms - sum(
-                (e.terms for e in self._window if e.incident == incident.incident_id), Counter()
-            )
+        # Top terms and representative again only once the incident grew by a quarter
+        # since they were last chosen: a long incident touched by every batch would
+        # otherwise pay for its whole vocabulary each time, and a quarter more members
+        # is about what it takes to change them.
+        if (
+            status is not IncidentStatus.CLOSED
+            and incident.term_counts
+            and incident.size >= SUMMARY_GROWTH * incident.summarised_at
+        ):
+            incident.summarised_at = incident.size
+            incident.representative = _representative(incident)
+            # The window's other tickets, for the members' words only: O(their vocabulary).
+            background = {
+                term: self._window_terms[term] - incident.window_terms[term]
+                for term in incident.term_counts
+            }
             incident.top_terms = top_terms(
                 incident.term_counts,
                 incident.term_members,
                 background,
                 self.config.top_terms,
                 members=incident.size,
+                background_total=self._window_words - incident.window_terms.total(),
             )
         return IncidentEvent(
             incident_id=incident.incident_id,
@@ -500,7 +748,7 @@ class IncidentDetector:
             size=incident.size,
             first_seen=_moment(incident.first_seen),
             last_seen=_moment(incident.last_seen),
-            representative_ticket_id=_representative(incident),
+            representative_ticket_id=incident.representative or _representative(incident),
             top_terms=incident.top_terms,
             label_counts={t: dict(c.most_common()) for t, c in incident.labels.items()},
             detected_by_ticket_id=incident.detected_by,
@@ -516,30 +764,34 @@ def _representative(incident: _Incident) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return [t for t in (m.lower() for m in _TOKEN.findall(text)) if t not in _STOP]
+    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
 
 
 def top_terms(
     term_counts: Counter[str],
     term_members: Counter[str],
-    background: Counter[str],
+    background: Mapping[str, int],
     count: int,
     *,
     members: int,
+    background_total: int | None = None,
 ) -> list[str]:
     """Class-based TF-IDF (as in BERTopic) of the members' words as one class against the
     background's as the other: a term's share of its class's words times
     ``log(1 + average words per class / its count over both classes)``; the members' best
     ``count`` terms, ties by name. ``term_members``: how many members hold each term; with
     more than one member a term must be in two at least, so one ticket's signature or name
-    is never the incident's headline."""
+    is never the incident's headline. ``background_total``: the background's word count, when
+    ``background`` holds only the members' words."""
     member_total = sum(term_counts.values())
     if member_total == 0:
         return []
-    average = (member_total + sum(max(0, n) for n in background.values())) / 2
+    if background_total is None:
+        background_total = sum(max(0, n) for n in background.values())
+    average = (member_total + max(0, background_total)) / 2
     floor = 2 if members > 1 else 1
     scores = {
-        term: (n / member_total) * math.log(1 + average / (n + max(0, background[term])))
+        term: (n / member_total) * math.log(1 + average / (n + max(0, background.get(term, 0))))
         for term, n in term_counts.items()
         if term_members[term] >= floor
     }

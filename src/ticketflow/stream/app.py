@@ -233,6 +233,10 @@ class LabelingService:
         self.store_executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="ticketflow-store"
         )
+        # The incident detector, one batch at a time in order, beside the store's calls.
+        self.incidents_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ticketflow-incidents"
+        )
         self.labeler: BatchLabeler | None = None
         self.reloader: ModelReloader | None = None
         self.feedback: FeedbackApplier | None = None
@@ -291,6 +295,7 @@ class LabelingService:
                 model=self.model_executor,
                 store=self.store_executor,
                 prepare=self.prepare_executor,
+                incidents=self.incidents_executor,
             ),
             metrics=metrics,
             limits=BatchLimits(

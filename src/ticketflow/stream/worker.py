@@ -26,7 +26,7 @@ from ticketflow.models.pipeline import BatchResult, LabelingPipeline
 from ticketflow.models.record import Stamp, labeled_ticket
 from ticketflow.models.redaction import stored_documents
 from ticketflow.models.review import ReviewPolicy
-from ticketflow.monitoring.incidents import IncidentDetector, Observation
+from ticketflow.monitoring.incidents import Detection, IncidentDetector, Observation
 from ticketflow.schemas import (
     DeadLetter,
     DeadLetterReason,
@@ -103,12 +103,14 @@ class Sinks:
 @dataclass(frozen=True)
 class Threads:
     """``model``: the transformer half of the pipeline; ``store``: vector-store calls, so
-    writes overlap the next batch's labelling; ``prepare``: the first half of the next batch.
-    Unset ones share ``model``."""
+    writes overlap the next batch's labelling; ``prepare``: the first half of the next batch;
+    ``incidents``: the incident detector, so it runs beside the batch's similarity query and
+    vector write instead of on the event loop. Unset ones share ``model``."""
 
     model: Executor
     store: Executor | None = None
     prepare: Executor | None = None
+    incidents: Executor | None = None
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,11 @@ class BatchLabeler:
         incidents: IncidentDetector | None = None,
     ) -> None:
         self.pipeline = pipeline
-        # Emerging incidents: fed each batch in order, after labelling and before publishing,
-        # so a member's labelled ticket carries its incident id.
+        # Emerging incidents: fed each batch in order (once the batch ahead is published) on
+        # their own thread, and awaited before publishing, so a member's labelled ticket
+        # carries its incident id.
         self.incidents = incidents
+        self.incidents_executor = threads.incidents or threads.model
         self.store = store
         self.model_version = model_version
         self.send_labeled = sinks.labeled
@@ -300,6 +304,10 @@ class BatchLabeler:
         searching: asyncio.Task[_Search] | None = None,
     ) -> tuple[list[LabeledTicket], list[DeadLetter]]:
         """Store the labelled tickets' vectors, then publish their labels (and ``dead``)."""
+        # The batches ahead have been through the incident detector (they are published):
+        # this one's turn, on its thread, while the similarity query and the vector write
+        # below are awaited.
+        observing = self._observe(tickets, results)
         for stage, seconds in results.timings.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         for kind, count in results.counts.items():
@@ -341,41 +349,72 @@ class BatchLabeler:
                 monitor_record(t, tickets[i][0], results.vectors[row], results.texts[row])
                 for row, (t, i) in enumerate(zip(labeled, results.indices, strict=True))
             ]
-        labeled, incidents = self._incidents(labeled, tickets, results)
         self.metrics.stage_seconds.labels(stage="outputs").observe(time.perf_counter() - building)
         tags = [tickets[index][0].tags for index in results.indices]
+        # The vector store keeps no incident id: the write need not wait for the detector.
         await self._write_vectors(labeled, results, tags)
+        labeled, incidents = await self._incidents(labeled, observing)
         await self._publish(labeled, [*dead, *failed], events, monitor, incidents)
         return labeled, failed
 
-    def _incidents(
-        self,
-        labeled: list[LabeledTicket],
-        tickets: Sequence[tuple[Ticket, RawEvent]],
-        results: BatchResult,
-    ) -> tuple[list[LabeledTicket], list[IncidentEvent]]:
-        """The batch through the incident detector: members get ``incident_id``."""
-        if self.incidents is None or not labeled:
-            return labeled, []
+    def _observe(
+        self, tickets: Sequence[tuple[Ticket, RawEvent]], results: BatchResult
+    ) -> asyncio.Future[Detection] | None:
+        """Start the batch through the incident detector on its thread.
+
+        Called once the batch ahead is published, so batches reach the detector in order.
+        """
+        detector = self.incidents
+        if detector is None or not results.indices:
+            return None
+        now = datetime.now(UTC)
         observations = []
-        for row, (ticket, index) in enumerate(zip(labeled, results.indices, strict=True)):
-            arrival = tickets[index][1].timestamp
+        for row, (index, prediction) in enumerate(
+            zip(results.indices, results.predictions, strict=True)
+        ):
+            ticket, event = tickets[index]
             # Event time: created_at, else the Kafka timestamp, so a replay of history
             # behaves like the live stream.
-            moment = ticket.event_time or (
-                datetime.fromtimestamp(arrival, tz=UTC) if arrival else ticket.processed_time
+            moment = ticket.created_at or (
+                datetime.fromtimestamp(event.timestamp, tz=UTC) if event.timestamp else now
             )
             observations.append(
                 Observation(
                     ticket_id=ticket.ticket_id,
                     event_time=moment,
                     vector=results.vectors[row],
-                    labels={t: p.label for t, p in ticket.predictions.items()},
+                    labels={t: p.label for t, p in prediction.items()},
                     text=results.texts[row],
                 )
             )
-        found = self.incidents.observe(observations)
-        self.metrics.count_incidents(found.events, len(self.incidents.open_ids))
+
+        def observe() -> Detection:
+            started = time.perf_counter()
+            found = detector.observe(observations)
+            # The detector's own time (its thread), apart from what the batch waited for it.
+            self.metrics.stage_seconds.labels(stage="incidents").observe(
+                time.perf_counter() - started
+            )
+            return found
+
+        loop = asyncio.get_running_loop()
+        observing = loop.run_in_executor(self.incidents_executor, observe)
+        # Retrieved here when the batch fails before awaiting it (logged with the batch).
+        observing.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return observing
+
+    async def _incidents(
+        self, labeled: list[LabeledTicket], observing: asyncio.Future[Detection] | None
+    ) -> tuple[list[LabeledTicket], list[IncidentEvent]]:
+        """The detector's answer for the batch: members get ``incident_id``."""
+        if observing is None or self.incidents is None:
+            return labeled, []
+        started = time.perf_counter()
+        found = await observing
+        self.metrics.stage_seconds.labels(stage="incidents_wait").observe(
+            time.perf_counter() - started
+        )
+        self.metrics.count_incidents(found.events, len(found.open_ids))
         labeled = [
             t.model_copy(update={"incident_id": found.assigned[t.ticket_id]})
             if t.ticket_id in found.assigned
