@@ -418,10 +418,12 @@ class ServeSettings(BaseSettings):
         description="How long an answer on the desk waits for the broker's acknowledgement; "
         "past it the answer is refused (503) and never published later.",
     )
-    review_order: Literal["margin", "oldest"] = Field(
+    review_order: Literal["margin", "margin-diverse", "oldest"] = Field(
         default="margin",
         description="The desk's default order: `margin` (most informative first: the smallest "
-        "gap between the gate target's top two labels) or `oldest` (first labelled first).",
+        "gap between the gate target's top two labels), `margin-diverse` (margin first, taking "
+        "turns between the label pairs the model hesitates on) or `oldest` (first labelled "
+        "first).",
     )
     review_queue_max_age_s: float = Field(
         default=2.0,

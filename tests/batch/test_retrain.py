@@ -529,3 +529,23 @@ def test_decide_needs_no_gain_on_the_classes_the_champion_knows() -> None:
     assert decide(champion, challenger, no_regression={"known"}, **kwargs)[0]
     worse = {"all": scores(0.85), "known": scores(0.75)}
     assert not decide(champion, worse, no_regression={"known"}, **kwargs)[0]
+
+
+def test_the_rows_the_champion_was_fit_on_are_trained_on_but_never_held_out() -> None:
+    # A backfilled history ticketflow train learned from: judged on it, the champion would
+    # win on tickets it memorised.
+    from ticketflow.batch.retrain import StoredTickets, select
+
+    ids = [f"t{i}" for i in range(40)]
+    metadatas: list[dict[str, Any]] = [
+        {"label_source": "imported", "imported_queue": "A" if i % 2 else "B", "queue": "A"}
+        for i in range(40)
+    ]
+    stored = StoredTickets(ids, np.zeros((40, 2), np.float32), metadatas, ["text"] * 40)
+    seen = list(range(30))
+    selection = select(stored, ["queue"], RetrainPolicy(), needs_text=True, seen=seen)
+    held = {row for row, _ in selection.held_out["queue"]}
+    assert held and held.isdisjoint(seen)
+    assert set(seen) <= set(selection.train_rows)
+    every = select(stored, ["queue"], RetrainPolicy(), needs_text=True)
+    assert {row for row, _ in every.held_out["queue"]} & set(seen)

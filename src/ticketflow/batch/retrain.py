@@ -190,6 +190,7 @@ def select(
     exclude: Collection[str] = (),
     seed: int = 42,
     known: Mapping[str, Collection[str]] | None = None,
+    seen: Collection[int] = (),
 ) -> Selection:
     """Hold out a share of the human-labelled tickets; train on the rest that has labels.
 
@@ -197,7 +198,9 @@ def select(
     for training and for the hold-out. ``known``: the champion's classes per target; a label
     outside them is a new class, trained on only when people gave it at least
     ``policy.min_new_class_examples`` times (its rarer tickets stay in the hold-out, so the
-    report shows what the models do with them)."""
+    report shows what the models do with them). ``seen``: rows the champion was fit on
+    (a backfilled history ``ticketflow train`` learned from): trained on, never held out, or
+    the champion would be judged on tickets it memorised and no challenger could win."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -231,8 +234,10 @@ def select(
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
+    seen = set(seen)
     for row in human:
-        by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
+        if row not in seen:
+            by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
     held: set[int] = set()
     for rows in by_class.values():
         rng.shuffle(rows)
@@ -263,6 +268,8 @@ def select(
         source = layout.label_source(stored.metadatas[row])
         counts[f"train ({source.value} labels)"] += 1
     counts["held out (human)"] = len(held)
+    if seen:
+        counts["not held out (the champion trained on them)"] = len(seen & set(human))
     counts["stored"] = len(stored.ids)
     return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few)
 
@@ -530,8 +537,25 @@ def retrain(
             f"e.g. {missing[:3]}"
         )
     known = {t: champion.classifier.labels(t) for t in targets}
+    trained = registry.training_rows(champion_version)
+    seen = (
+        []
+        if trained is None
+        else [
+            row
+            for row, ticket_id in enumerate(stored.ids)
+            if trained.contains(ticket_id=ticket_id, text=stored.documents[row])
+        ]
+    )
     selection = select(
-        stored, targets, policy, needs_text=needs_text, exclude=exclude, seed=seed, known=known
+        stored,
+        targets,
+        policy,
+        needs_text=needs_text,
+        exclude=exclude,
+        seed=seed,
+        known=known,
+        seen=seen,
     )
     for target, rare in selection.too_few.items():
         for label, n in rare.items():
