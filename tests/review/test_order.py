@@ -4,6 +4,7 @@ which spreads the first answers over the class boundaries the model hesitates on
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -91,7 +92,7 @@ class Held:
     def held_ids(self) -> list[str]:
         return list(self.held)
 
-    def records(self, ids: list[str]) -> dict[str, StoredRecord]:
+    def records(self, ids: Sequence[str]) -> dict[str, StoredRecord]:
         return {i: self.held[i] for i in ids}
 
 
