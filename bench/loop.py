@@ -72,6 +72,7 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NEW = "Administrative rights"
 TARGET = "queue"
 RESULTS = Path(__file__).resolve().parent / "results" / "loop.json"
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "learning-loop.png"
 # The default recipe with a cheaper cross-validation (train and retrain alike): no choice of
 # block weights, out-of-fold predictions from at most 3,000 rows in 3 folds. A fit then takes
 # about a minute on the 2-core machine instead of several.
@@ -219,6 +220,7 @@ def run_variant(
     *,
     budget: int,
     seed: int,
+    policy: RetrainPolicy,
 ) -> dict[str, Any]:
     """One closed loop: A backfilled as history, then every window of B labelled, answered,
     retrained on."""
@@ -296,7 +298,7 @@ def run_variant(
             read_store(store.collection),
             RetrainRequest(config=CONFIG),
             registry=models.registry,
-            policy=RetrainPolicy(),
+            policy=policy,
             dense_encoder=models.dense,
         )
         challenger_c = models.score(result.challenger, "C", sc.c, sc.new)
@@ -335,6 +337,41 @@ def run_variant(
     return {"variant": variant.name, "windows": windows, "seconds": time.perf_counter() - started}
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Learning curves: per scenario, the serving model's macro-F1 on each window it labelled
+    (and the new class's F1 on part C) against the answers given before it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, "macro_f1") for name in results] + [
+        (name, "new_f1") for name, report in results.items() if report.get("new_class")
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for axis, (name, metric) in zip(axes[0], panels, strict=True):
+        for variant in results[name]["variants"]:
+            rows = variant["windows"]
+            if metric == "macro_f1":
+                x = [r["answers_before"] for r in rows]
+                y = [r["macro_f1"] for r in rows]
+                axis.set_ylabel("macro-F1 of the serving model on the window it labels")
+            else:
+                x = [0] + [r["answers"] for r in rows]
+                y = [rows[0]["champion_on_c"]["new_f1"]] + [
+                    r["challenger_on_c"]["new_f1"] for r in rows
+                ]
+                axis.set_ylabel(f"F1 of {results[name]['new_class']!r} on C (challenger)")
+                axis.axhline(0.6, color="grey", linestyle=":", linewidth=1)
+            axis.plot(x, y, marker="o", label=variant["variant"])
+        axis.set_xlabel("answers to held tickets (reassignments not counted)")
+        axis.set_title(name)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", choices=["new-queue", "steady", "shift"], default="new-queue")
@@ -347,7 +384,16 @@ def main() -> None:
     parser.add_argument("--reassign", default="0", help="shares, comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--min-class-support", type=int, default=0, help="RETRAIN_MIN_CLASS_SUPPORT"
+    )
+    parser.add_argument("--key", help="the run's name in --out (default: the scenario)")
+    parser.add_argument("--plot", type=Path, default=PLOT, help="learning curves (PNG)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw from --out")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.plot)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("ticketflow.batch.backfill", "ticketflow.batch.train", "httpx", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -365,6 +411,7 @@ def main() -> None:
         "scenario": sc.name,
         "sizes": {"a": len(sc.a), "window": args.window, "windows": args.windows, "c": len(sc.c)},
         "budget_per_window": args.budget,
+        "min_class_support": args.min_class_support,
         "new_class": sc.new,
         "new_class_share_b": (
             sum(r[TARGET] == sc.new for w in sc.windows for r in w) / sum(map(len, sc.windows))
@@ -387,14 +434,22 @@ def main() -> None:
             folder = root / f"{order.value}-{share:g}"
             report["variants"].append(
                 run_variant(
-                    sc, variant, models, champion, folder, budget=args.budget, seed=args.seed
+                    sc,
+                    variant,
+                    models,
+                    champion,
+                    folder,
+                    budget=args.budget,
+                    seed=args.seed,
+                    policy=RetrainPolicy(min_class_support=args.min_class_support),
                 )
             )
             shutil.rmtree(folder / "chroma", ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
-    out[sc.name] = report
+    out[args.key or sc.name] = report
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    plot(out, args.plot)
     print(json.dumps(report, indent=2))
 
 

@@ -351,6 +351,12 @@ class RetrainSettings(BaseSettings):
     retrain_class_tolerance: float = Field(
         default=0.05, description="No class's F1 may drop by more than this."
     )
+    retrain_min_class_support: int = Field(
+        default=0,
+        ge=0,
+        description="A class's F1 drop blocks a promotion only when the evaluation set has at "
+        "least this many of its tickets (0: every class is judged).",
+    )
     retrain_min_new_class_examples: int = Field(
         default=10,
         ge=1,

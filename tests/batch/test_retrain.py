@@ -226,6 +226,16 @@ def test_decide_margin_and_tolerance() -> None:
     assert not ok and "gain +0.005 < margin 0.010" in reasons[0]
     ok, reasons = decide(old, metrics(0.9, {"a": 0.9}), margin=0.01, tolerance=0.05, min_n=60)
     assert not ok and "only 50 labelled tickets" in reasons[0]
+    # Ten tickets of 'b': a drop there is one ticket's noise once 20 are needed to judge it.
+    ok, reasons = decide(
+        old,
+        metrics(0.85, {"a": 1.0, "b": 0.7}),
+        margin=0.01,
+        tolerance=0.05,
+        min_n=20,
+        min_support=20,
+    )
+    assert ok and any("fewer than 20 tickets not judged alone: 'a', 'b'" in r for r in reasons)
 
 
 def test_evaluation_file_is_scored_and_never_trained_on(

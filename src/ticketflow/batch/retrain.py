@@ -76,6 +76,9 @@ class RetrainPolicy:
     class_tolerance: float = 0.05
     # A label the champion does not know is trained on once people gave it this often.
     min_new_class_examples: int = 10
+    # A class's F1 drop vetoes a promotion only with this many evaluation tickets: on a
+    # handful, one ticket moves F1 by more than the tolerance (docs/learning.md).
+    min_class_support: int = 0
 
 
 @dataclass(frozen=True)
@@ -407,6 +410,7 @@ def decide(
     tolerance: float,
     min_n: int,
     no_regression: Collection[str] = (),
+    min_support: int = 0,
 ) -> tuple[bool, list[str]]:
     """Promote only if, on every evaluation set, mean macro-F1 improves by ``margin`` and no
     class's F1 drops by more than ``tolerance``. Returns (promote, readable reasons).
@@ -414,7 +418,8 @@ def decide(
     The sets named in ``no_regression`` (the tickets of the classes the champion knows, when
     the challenger learned a new one) need only not lose more than ``margin``: the gain a new
     class brings is on its own tickets, which the full sets hold, and the champion's lack of
-    a class is no reason to keep it."""
+    a class is no reason to keep it. A class with fewer than ``min_support`` tickets in a set
+    is not judged on its own there (it still counts in the macro-F1)."""
     ok = True
     reasons: list[str] = []
     if not challenger:
@@ -437,8 +442,12 @@ def decide(
         ok = ok and gain >= needed
         for target, metrics in targets.items():
             before = champion[name][target]["per_class"]
+            unjudged: list[str] = []
             for label, row in metrics["per_class"].items():
                 if row.get("support", 0) <= 0 or label not in before:
+                    continue
+                if row["support"] < min_support:
+                    unjudged.append(label)
                     continue
                 drop = before[label]["f1-score"] - row["f1-score"]
                 if drop > tolerance:
@@ -447,6 +456,11 @@ def decide(
                         f"{name}: {target}={label!r} F1 drops {before[label]['f1-score']:.3f} "
                         f"-> {row['f1-score']:.3f} (more than the tolerance {tolerance:.3f})"
                     )
+            if unjudged:
+                reasons.append(
+                    f"{name}: {target} classes with fewer than {min_support} tickets not "
+                    f"judged alone: {', '.join(repr(c) for c in sorted(unjudged))}"
+                )
     return ok, reasons
 
 
@@ -667,6 +681,7 @@ def retrain(
         tolerance=policy.class_tolerance,
         min_n=policy.min_holdout,
         no_regression={name for name in evaluations if name.endswith(KNOWN_TO_BOTH)},
+        min_support=policy.min_class_support,
     )
     reasons.extend(new_class_lines(selection, learned, challenger_metrics, policy))
     decision = "promoted" if promote else "rejected"
