@@ -131,6 +131,8 @@ def scenario(args: argparse.Namespace) -> Scenario:
     a = english[: args.a]
     chosen = {r["ticket_id"] for r in a}
     rest = [r for r in rows if r["ticket_id"] not in chosen]
+    # Again: the English tickets A left are the last of the shuffled ones.
+    random.Random(8).shuffle(rest)
     _, windows, c = split([*a, *rest], len(a), args.window, args.windows, args.c)
     return Scenario("shift", a, windows, c)
 
