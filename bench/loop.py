@@ -340,38 +340,52 @@ def run_variant(
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Learning curves: per scenario, the serving model's macro-F1 on each window it labelled
-    (and the new class's F1 on part C) against the answers given before it."""
+    """Learning curves, a panel per scenario and what it is judged on: the serving model's
+    macro-F1 on each window it labels (solid) and every challenger's score on part C
+    (dashed), against the answers given before; for the new queue, its class's F1 on C."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(name, "macro_f1") for name in results] + [
-        (name, "new_f1") for name, report in results.items() if report.get("new_class")
+    panels = [
+        ("new-queue", "new_f1", "F1 of the new class on C (challenger)"),
+        ("new-queue", "macro_f1", "macro-F1"),
+        ("shift", "macro_f1", "macro-F1"),
+        ("steady", "macro_f1", "macro-F1"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for axis, (name, metric) in zip(axes[0], panels, strict=True):
-        for variant in results[name]["variants"]:
-            rows = variant["windows"]
-            if metric == "macro_f1":
-                x = [r["answers_before"] for r in rows]
-                y = [r["macro_f1"] for r in rows]
-                axis.set_ylabel("macro-F1 of the serving model on the window it labels")
-            else:
-                x = [0] + [r["answers"] for r in rows]
-                y = [rows[0]["champion_on_c"]["new_f1"]] + [
-                    r["challenger_on_c"]["new_f1"] for r in rows
-                ]
-                axis.set_ylabel(f"F1 of {results[name]['new_class']!r} on C (challenger)")
-                axis.axhline(0.6, color="grey", linestyle=":", linewidth=1)
-            axis.plot(x, y, marker="o", label=variant["variant"])
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    for axis, (scenario, metric, ylabel) in zip(axes.flat, panels, strict=True):
+        for key, report in results.items():
+            if report.get("scenario") != scenario:
+                continue
+            for variant in report["variants"]:
+                rows = variant["windows"]
+                if not rows:
+                    continue
+                label = variant["variant"] if key == scenario else f"{key}: {variant['variant']}"
+                after = [r["answers"] for r in rows]
+                on_c = [r["challenger_on_c"][metric] for r in rows]
+                if metric == "new_f1":
+                    axis.plot([0, *after], [0.0, *on_c], marker="o", label=label)
+                    continue
+                line = axis.plot(
+                    [r["answers_before"] for r in rows],
+                    [r["macro_f1"] for r in rows],
+                    marker="o",
+                    label=f"{label} (serving, window)",
+                )
+                axis.plot(after, on_c, linestyle="--", marker="x", color=line[0].get_color())
+        if metric == "new_f1":
+            axis.axhline(0.6, color="grey", linestyle=":", linewidth=1)
+        axis.set_title(f"{scenario}: {ylabel}")
         axis.set_xlabel("answers to held tickets (reassignments not counted)")
-        axis.set_title(name)
-        axis.legend(fontsize=7)
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=6)
+    figure.suptitle("solid: serving model on the window it labels; dashed: challenger on C")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:
