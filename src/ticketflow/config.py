@@ -351,6 +351,12 @@ class RetrainSettings(BaseSettings):
     retrain_class_tolerance: float = Field(
         default=0.05, description="No class's F1 may drop by more than this."
     )
+    retrain_min_class_support: int = Field(
+        default=0,
+        ge=0,
+        description="A class's F1 drop blocks a promotion only when the evaluation set has at "
+        "least this many of its tickets (0: every class is judged).",
+    )
     retrain_min_new_class_examples: int = Field(
         default=10,
         ge=1,
@@ -418,10 +424,12 @@ class ServeSettings(BaseSettings):
         description="How long an answer on the desk waits for the broker's acknowledgement; "
         "past it the answer is refused (503) and never published later.",
     )
-    review_order: Literal["margin", "oldest"] = Field(
+    review_order: Literal["margin", "margin-diverse", "oldest"] = Field(
         default="margin",
         description="The desk's default order: `margin` (most informative first: the smallest "
-        "gap between the gate target's top two labels) or `oldest` (first labelled first).",
+        "gap between the gate target's top two labels), `margin-diverse` (margin first, taking "
+        "turns between the label pairs the model hesitates on) or `oldest` (first labelled "
+        "first).",
     )
     review_queue_max_age_s: float = Field(
         default=2.0,

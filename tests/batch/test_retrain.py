@@ -226,6 +226,16 @@ def test_decide_margin_and_tolerance() -> None:
     assert not ok and "gain +0.005 < margin 0.010" in reasons[0]
     ok, reasons = decide(old, metrics(0.9, {"a": 0.9}), margin=0.01, tolerance=0.05, min_n=60)
     assert not ok and "only 50 labelled tickets" in reasons[0]
+    # Ten tickets of 'b': a drop there is one ticket's noise once 20 are needed to judge it.
+    ok, reasons = decide(
+        old,
+        metrics(0.85, {"a": 1.0, "b": 0.7}),
+        margin=0.01,
+        tolerance=0.05,
+        min_n=20,
+        min_support=20,
+    )
+    assert ok and any("fewer than 20 tickets not judged alone: 'a', 'b'" in r for r in reasons)
 
 
 def test_evaluation_file_is_scored_and_never_trained_on(
@@ -529,3 +539,23 @@ def test_decide_needs_no_gain_on_the_classes_the_champion_knows() -> None:
     assert decide(champion, challenger, no_regression={"known"}, **kwargs)[0]
     worse = {"all": scores(0.85), "known": scores(0.75)}
     assert not decide(champion, worse, no_regression={"known"}, **kwargs)[0]
+
+
+def test_the_rows_the_champion_was_fit_on_are_trained_on_but_never_held_out() -> None:
+    # A backfilled history ticketflow train learned from: judged on it, the champion would
+    # win on tickets it memorised.
+    from ticketflow.batch.retrain import StoredTickets, select
+
+    ids = [f"t{i}" for i in range(40)]
+    metadatas: list[dict[str, Any]] = [
+        {"label_source": "imported", "imported_queue": "A" if i % 2 else "B", "queue": "A"}
+        for i in range(40)
+    ]
+    stored = StoredTickets(ids, np.zeros((40, 2), np.float32), metadatas, ["text"] * 40)
+    seen = list(range(30))
+    selection = select(stored, ["queue"], RetrainPolicy(), needs_text=True, seen=seen)
+    held = {row for row, _ in selection.held_out["queue"]}
+    assert held and held.isdisjoint(seen)
+    assert set(seen) <= set(selection.train_rows)
+    every = select(stored, ["queue"], RetrainPolicy(), needs_text=True)
+    assert {row for row, _ in every.held_out["queue"]} & set(seen)

@@ -76,6 +76,9 @@ class RetrainPolicy:
     class_tolerance: float = 0.05
     # A label the champion does not know is trained on once people gave it this often.
     min_new_class_examples: int = 10
+    # A class's F1 drop vetoes a promotion only with this many evaluation tickets: on a
+    # handful, one ticket moves F1 by more than the tolerance (docs/learning.md).
+    min_class_support: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ def select(
     exclude: Collection[str] = (),
     seed: int = 42,
     known: Mapping[str, Collection[str]] | None = None,
+    seen: Collection[int] = (),
 ) -> Selection:
     """Hold out a share of the human-labelled tickets; train on the rest that has labels.
 
@@ -197,7 +201,9 @@ def select(
     for training and for the hold-out. ``known``: the champion's classes per target; a label
     outside them is a new class, trained on only when people gave it at least
     ``policy.min_new_class_examples`` times (its rarer tickets stay in the hold-out, so the
-    report shows what the models do with them)."""
+    report shows what the models do with them). ``seen``: rows the champion was fit on
+    (a backfilled history ``ticketflow train`` learned from): trained on, never held out, or
+    the champion would be judged on tickets it memorised and no challenger could win."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -231,8 +237,10 @@ def select(
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
+    seen = set(seen)
     for row in human:
-        by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
+        if row not in seen:
+            by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
     held: set[int] = set()
     for rows in by_class.values():
         rng.shuffle(rows)
@@ -263,6 +271,8 @@ def select(
         source = layout.label_source(stored.metadatas[row])
         counts[f"train ({source.value} labels)"] += 1
     counts["held out (human)"] = len(held)
+    if seen:
+        counts["not held out (the champion trained on them)"] = len(seen & set(human))
     counts["stored"] = len(stored.ids)
     return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few)
 
@@ -400,6 +410,7 @@ def decide(
     tolerance: float,
     min_n: int,
     no_regression: Collection[str] = (),
+    min_support: int = 0,
 ) -> tuple[bool, list[str]]:
     """Promote only if, on every evaluation set, mean macro-F1 improves by ``margin`` and no
     class's F1 drops by more than ``tolerance``. Returns (promote, readable reasons).
@@ -407,7 +418,8 @@ def decide(
     The sets named in ``no_regression`` (the tickets of the classes the champion knows, when
     the challenger learned a new one) need only not lose more than ``margin``: the gain a new
     class brings is on its own tickets, which the full sets hold, and the champion's lack of
-    a class is no reason to keep it."""
+    a class is no reason to keep it. A class with fewer than ``min_support`` tickets in a set
+    is not judged on its own there (it still counts in the macro-F1)."""
     ok = True
     reasons: list[str] = []
     if not challenger:
@@ -430,8 +442,12 @@ def decide(
         ok = ok and gain >= needed
         for target, metrics in targets.items():
             before = champion[name][target]["per_class"]
+            unjudged: list[str] = []
             for label, row in metrics["per_class"].items():
                 if row.get("support", 0) <= 0 or label not in before:
+                    continue
+                if row["support"] < min_support:
+                    unjudged.append(label)
                     continue
                 drop = before[label]["f1-score"] - row["f1-score"]
                 if drop > tolerance:
@@ -440,6 +456,11 @@ def decide(
                         f"{name}: {target}={label!r} F1 drops {before[label]['f1-score']:.3f} "
                         f"-> {row['f1-score']:.3f} (more than the tolerance {tolerance:.3f})"
                     )
+            if unjudged:
+                reasons.append(
+                    f"{name}: {target} classes with fewer than {min_support} tickets not "
+                    f"judged alone: {', '.join(repr(c) for c in sorted(unjudged))}"
+                )
     return ok, reasons
 
 
@@ -530,8 +551,25 @@ def retrain(
             f"e.g. {missing[:3]}"
         )
     known = {t: champion.classifier.labels(t) for t in targets}
+    trained = registry.training_rows(champion_version)
+    seen = (
+        []
+        if trained is None
+        else [
+            row
+            for row, ticket_id in enumerate(stored.ids)
+            if trained.contains(ticket_id=ticket_id, text=stored.documents[row])
+        ]
+    )
     selection = select(
-        stored, targets, policy, needs_text=needs_text, exclude=exclude, seed=seed, known=known
+        stored,
+        targets,
+        policy,
+        needs_text=needs_text,
+        exclude=exclude,
+        seed=seed,
+        known=known,
+        seen=seen,
     )
     for target, rare in selection.too_few.items():
         for label, n in rare.items():
@@ -643,6 +681,7 @@ def retrain(
         tolerance=policy.class_tolerance,
         min_n=policy.min_holdout,
         no_regression={name for name in evaluations if name.endswith(KNOWN_TO_BOTH)},
+        min_support=policy.min_class_support,
     )
     reasons.extend(new_class_lines(selection, learned, challenger_metrics, policy))
     decision = "promoted" if promote else "rejected"

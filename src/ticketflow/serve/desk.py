@@ -568,7 +568,8 @@ def register_desk(
         order: Annotated[
             Order | None,
             Query(
-                description="`margin` (most informative first) or `oldest`; default REVIEW_ORDER."
+                description="`margin` (most informative first), `margin-diverse` or `oldest`; "
+                "default REVIEW_ORDER."
             ),
         ] = None,
     ) -> JSONResponse:
