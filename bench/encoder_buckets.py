@@ -1,0 +1,136 @@
+"""Benchmark: the int8 encoder with and without length buckets (issue #32, lever a).
+
+    python -m bench.encoder_buckets [--datasets ../shared/datasets] [--widths 0,16,32]
+                                    [--call 20] [--rounds 5] [--threads 2]
+
+On bueck-v3's test part (the split of ``ticketflow experiments``), the default backend at
+``EMBEDDING_MAX_TOKENS``: each ``--widths`` value is an :class:`OnnxEncoder` whose runs group
+texts by bands of that many tokens (0: runs of 32 in length order, padded to the longest).
+Texts go in calls of ``--call`` rows, about what the worker escalates from a batch of 64.
+The variants are timed in turn, the order rotated every round, and the ratios are to width
+0 within a round (the machine is shared: only neighbouring timings compare). Each variant's
+test vectors, encoded in the same calls, are then scored by one hybrid model fitted on the
+cached training vectors: macro-F1 of the target and the share of labels equal to width 0's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from ticketflow.batch.embedding_cache import CachedEncoder
+from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
+from ticketflow.batch.train import split_indices
+from ticketflow.config import Settings
+from ticketflow.data.datasets import ColumnMapping, load_labeled
+from ticketflow.models.classifier import TicketClassifier
+from ticketflow.models.encoders import encoders_root
+from ticketflow.models.onnx_encoder import OnnxEncoder, ensure_export
+from ticketflow.models.recipe import ModelConfig
+from ticketflow.models.text import build_texts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def in_calls(encoder: OnnxEncoder, texts: list[str], call: int) -> np.ndarray:
+    return np.vstack([encoder.encode(texts[i : i + call]) for i in range(0, len(texts), call)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=Path, default=default_datasets_dir())
+    parser.add_argument("--target", default="queue")
+    parser.add_argument("--widths", default="0,16,32")
+    parser.add_argument("--call", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--probe", type=int, default=400, help="test texts timed per round")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    settings = Settings()
+    data = load_labeled(
+        args.datasets / "bueck-v3" / "tickets.csv",
+        targets=[args.target],
+        mapping=ColumnMapping.parse([]),
+        progress=False,
+    )
+    texts = build_texts(data.tickets, max_chars=settings.max_text_chars)
+    y = data.labels[args.target]
+    train_idx, test_idx = split_indices(len(texts), y, test_size=TEST_SIZE, seed=SEED)
+    directory = ensure_export(
+        settings.embedding_model,
+        "onnx-int8",
+        encoders_root(settings.model_registry_dir),
+        cache_root=settings.cache_dir / "encoders",
+    )
+    widths = [int(w) for w in args.widths.split(",")]
+    encoders = {
+        w: OnnxEncoder(
+            directory,
+            threads=args.threads,
+            name=settings.embedding_model,
+            max_tokens=settings.embedding_max_tokens,
+            bucket_tokens=w,
+        )
+        for w in widths
+    }
+    test_texts = [texts[i] for i in test_idx]
+    probe = test_texts[: args.probe]
+    rates: dict[int, list[float]] = {w: [] for w in widths}
+    for r in range(args.rounds):
+        turn = widths[r % len(widths) :] + widths[: r % len(widths)]
+        for w in turn:
+            encoders[w].encode(probe[:8])
+            started = time.perf_counter()
+            in_calls(encoders[w], probe, args.call)
+            rates[w].append(len(probe) / (time.perf_counter() - started))
+        base = rates[widths[0]][-1]
+        print(
+            f"round {r + 1} (order {turn}): "
+            + ", ".join(
+                f"width {w}: {rates[w][-1]:.1f}/s ({rates[w][-1] / base:.3f})" for w in widths
+            ),
+            flush=True,
+        )
+    base_rates = rates[widths[0]]
+    for w in widths:
+        ratios = [a / b for a, b in zip(rates[w], base_rates, strict=True)]
+        print(
+            f"width {w:>3}: median {statistics.median(rates[w]):.1f} tickets/s, "
+            f"ratio to width {widths[0]} per round {[round(x, 3) for x in ratios]}, "
+            f"median {statistics.median(ratios):.3f}"
+        )
+    config = ModelConfig()
+    train_vectors = CachedEncoder(encoders[widths[0]], settings.cache_dir / "embeddings").encode(
+        [texts[i] for i in train_idx], show_progress=True
+    )
+    model = TicketClassifier.fit(
+        train_vectors,
+        {args.target: [y[i] for i in train_idx]},
+        texts=[texts[i] for i in train_idx],
+        features=config.features,
+        c=config.c,
+        class_weight=config.class_weight,
+    )
+    y_test = [y[i] for i in test_idx]
+    labels: dict[int, list[str]] = {}
+    vectors: dict[int, np.ndarray] = {}
+    for w in widths:
+        vectors[w] = in_calls(encoders[w], test_texts, args.call)
+        labels[w] = [p[args.target].label for p in model.predict(vectors[w], test_texts)]
+    for w in widths:
+        same = np.mean([a == b for a, b in zip(labels[w], labels[widths[0]], strict=True)])
+        cosine = np.sum(vectors[w] * vectors[widths[0]], axis=1)
+        print(
+            f"width {w:>3}: test macro-F1 {f1_score(y_test, labels[w], average='macro'):.4f}, "
+            f"labels equal to width {widths[0]}: {100 * same:.1f}%, cosine to width "
+            f"{widths[0]}: mean {cosine.mean():.4f}, min {cosine.min():.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
