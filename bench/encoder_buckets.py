@@ -1,11 +1,13 @@
 """Benchmark: the int8 encoder with and without length buckets (issue #32, lever a).
 
     python -m bench.encoder_buckets [--datasets ../shared/datasets] [--widths 0,16,32]
+                                    [--batch-size 16]
                                     [--call 20] [--rounds 5] [--threads 2]
 
 On bueck-v3's test part (the split of ``ticketflow experiments``), the default backend at
 ``EMBEDDING_MAX_TOKENS``: each ``--widths`` value is an :class:`OnnxEncoder` whose runs group
-texts by bands of that many tokens (0: runs of 32 in length order, padded to the longest).
+texts by bands of that many tokens (0: runs of ``--batch-size`` in length order, padded to
+the longest; the worker's runs are ``EMBEDDING_BATCH_SIZE``, 16).
 Texts go in calls of ``--call`` rows, about what the worker escalates from a batch of 64.
 The variants are timed in turn, the order rotated every round, and the ratios are to width
 0 within a round (the machine is shared: only neighbouring timings compare). Each variant's
@@ -50,8 +52,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--probe", type=int, default=400, help="test texts timed per round")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, help="default: EMBEDDING_BATCH_SIZE")
     args = parser.parse_args()
     settings = Settings()
+    batch_size = args.batch_size or settings.embedding_batch_size
     data = load_labeled(
         args.datasets / "bueck-v3" / "tickets.csv",
         targets=[args.target],
@@ -71,6 +75,7 @@ def main() -> None:
     encoders = {
         w: OnnxEncoder(
             directory,
+            batch_size=batch_size,
             threads=args.threads,
             name=settings.embedding_model,
             max_tokens=settings.embedding_max_tokens,

@@ -10,13 +10,15 @@ escalation policies: every target's unsure answer escalates (the default), only 
 target's (the review gate's) does, and no cascade. For each: the share of tickets escalated
 and the macro-F1 per target, out-of-fold on the training part (what a choice may be made
 on) and on the test part (reported only). The thresholds are those :func:`add_first_stage`
-picks for ``--agreement`` (several values: one row each).
+picks for ``--agreement`` (several values: one row each). ``--no-block-grid`` fits the
+block weights as built instead of choosing them by CV (half the fits; both stages alike).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,8 +67,15 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=default_datasets_dir())
     parser.add_argument("--target", action="append", default=None)
     parser.add_argument("--agreement", type=float, action="append", default=None)
+    parser.add_argument(
+        "--block-grid",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="choose block weights by CV as training does (--no-block-grid: half the fits)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/escalation.json")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     targets = args.target or ["queue", "type", "priority"]
     settings = Settings()
     agreements = args.agreement or [settings.cascade_agreement]
@@ -99,7 +108,7 @@ def main() -> None:
     train_texts = [texts[i] for i in train_idx]
     test_texts = [texts[i] for i in test_idx]
     labels = {t: [data.labels[t][i] for i in train_idx] for t in targets}
-    config = ModelConfig()
+    config = ModelConfig() if args.block_grid else ModelConfig(block_grid=())
     second, second_oof = fit_model(
         train_texts, dense[train_idx], labels, config=config, review=None, seed=SEED
     )

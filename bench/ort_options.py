@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--call", type=int, default=20)
     parser.add_argument("--probe", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated words: time the variants naming one")
     args = parser.parse_args()
     settings = Settings()
     data = load_labeled(
@@ -139,28 +140,44 @@ def main() -> None:
     }
     reference = encoder(fp32_dir).encode(probe)
     names = list(variants)
+    if args.only:
+        words = args.only.split(",")
+        names = [names[0], *(n for n in names[1:] if any(w in n for w in words))]
     for name in names:
         cosine = np.sum(variants[name].encode(probe) * reference, axis=1)
         print(f"{name:32s} cosine to fp32: mean {cosine.mean():.4f}, min {cosine.min():.4f}")
 
-    def timed(encode: Callable[[list[str]], object]) -> float:
+    def timed(encode: Callable[[list[str]], object]) -> tuple[float, float]:
+        """tickets/s, and CPU ms per ticket of this process (all its threads): on a machine
+        other jobs load, the CPU time moves far less than the wall clock."""
         encode(probe[:8])
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(probe), args.call):
             encode(probe[i : i + args.call])
-        return len(probe) / (time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        return len(probe) / wall, 1000 * (time.process_time() - cpu) / len(probe)
 
     rates: dict[str, list[float]] = {n: [] for n in names}
+    cpu_ms: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
         turn = names[r % len(names) :] + names[: r % len(names)]
         for name in turn:
-            rates[name].append(timed(variants[name].encode))
-        print(f"round {r + 1}: " + ", ".join(f"{rates[n][-1]:.1f}" for n in names), flush=True)
+            rate, ms = timed(variants[name].encode)
+            rates[name].append(rate)
+            cpu_ms[name].append(ms)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{rates[n][-1]:.1f}/s {cpu_ms[n][-1]:.1f} ms" for n in names),
+            flush=True,
+        )
     for name in names:
         ratios = [a / b for a, b in zip(rates[name], rates[names[0]], strict=True)]
+        cpu = [b / a for a, b in zip(cpu_ms[name], cpu_ms[names[0]], strict=True)]
         print(
             f"{name:32s} median {statistics.median(rates[name]):6.1f} tickets/s, ratio per "
-            f"round {[round(x, 3) for x in ratios]}, median {statistics.median(ratios):.3f}"
+            f"round {[round(x, 3) for x in ratios]}, median {statistics.median(ratios):.3f}; "
+            f"CPU ms/ticket {statistics.median(cpu_ms[name]):.1f}, served's / this per round "
+            f"{[round(x, 3) for x in cpu]}, median {statistics.median(cpu):.3f}"
         )
 
 
