@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,10 @@ FloatArray = npt.NDArray[np.float64]
 # A threshold no probability reaches: every ticket goes to the transformer (finite, so the
 # model metadata stays valid JSON).
 ALWAYS_ESCALATE = 2.0
+# A threshold no probability is below: the target's answer never escalates a ticket.
+NEVER_ESCALATE = 0.0
+# Whose unsure first-stage answer escalates: every target's, or the review gate's only.
+CascadeEscalate = Literal["all", "gate"]
 
 
 @dataclass(frozen=True)
