@@ -211,7 +211,7 @@ def test_only_the_gate_target_escalates_when_asked(gate: list[str]) -> None:
             config=config,
             agreement=0.99,
             seed=42,
-            escalate=escalate,  # type: ignore[arg-type]
+            escalate=escalate,
         )
         fitted[escalate] = (second.escalation_thresholds, share)
     every, gated = fitted["all"], fitted["gate"]

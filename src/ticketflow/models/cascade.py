@@ -5,6 +5,9 @@ on to the transformer stage when any target's first-stage confidence falls below
 target's escalation threshold. The thresholds are chosen on out-of-fold predictions of the
 training rows (:func:`escalation_threshold`): the lowest cut above which the first stage
 gives the transformer stage's answer on at least ``agreement`` of the tickets it keeps.
+With ``CASCADE_ESCALATE=gate`` (the default) only the review gate's targets get such a cut;
+the others get :data:`NEVER_ESCALATE` and keep the first stage's answer unless the ticket
+escalates anyway.
 
 Why agreement and not "macro-F1 within a tolerance": two stages can have the same
 out-of-fold macro-F1 and still disagree on many tickets, so a cut chosen on the F1
