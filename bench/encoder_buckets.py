@@ -13,12 +13,15 @@ The variants are timed in turn, the order rotated every round, and the ratios ar
 0 within a round (the machine is shared: only neighbouring timings compare). Each variant's
 test vectors, encoded in the same calls, are then scored by one hybrid model fitted on the
 cached training vectors: macro-F1 of the target and the share of labels equal to width 0's.
+``--core``: instead, the cascade trained as ``bench.speed`` trains it, its in-process core
+(static model, first stage, the transformer on the escalated) timed with each width.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,20 +30,90 @@ from sklearn.metrics import f1_score
 
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
-from ticketflow.batch.train import split_indices
+from ticketflow.batch.train import TrainRequest, split_indices, train
 from ticketflow.config import Settings
-from ticketflow.data.datasets import ColumnMapping, load_labeled
+from ticketflow.data.datasets import ColumnMapping, LabeledData, load_labeled
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.encoders import encoders_root
 from ticketflow.models.onnx_encoder import OnnxEncoder, ensure_export
+from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import ModelConfig
+from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.static_encoder import StaticEncoder, ensure_static
 from ticketflow.models.text import build_texts
+from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def in_calls(encoder: OnnxEncoder, texts: list[str], call: int) -> np.ndarray:
     return np.vstack([encoder.encode(texts[i : i + call]) for i in range(0, len(texts), call)])
+
+
+def time_core(
+    args: argparse.Namespace,
+    settings: Settings,
+    data: LabeledData,
+    encoders: dict[int, OnnxEncoder],
+    tickets: list[Ticket],
+) -> None:
+    """The cascade core (``LabelingPipeline.run`` on batches of ``WORKER_BATCH_MAX``) with
+    each width's encoder, on the test tickets: tickets/s and CPU ms per ticket per round."""
+    widths = list(encoders)
+    root = encoders_root(settings.model_registry_dir)
+    static = StaticEncoder(
+        ensure_static(settings.embedding_model, root, cache_root=settings.cache_dir / "encoders"),
+        source_model=settings.embedding_model,
+    )
+    registry = ModelRegistry(Path(tempfile.mkdtemp(prefix="ticketflow-buckets-")))
+    trained = train(
+        TrainRequest(
+            data,
+            max_text_chars=settings.max_text_chars,
+            test_size=TEST_SIZE,
+            seed=SEED,
+            cascade_agreement=settings.cascade_agreement,
+            cascade_escalate=settings.cascade_escalate,
+        ),
+        encoder=CachedEncoder(encoders[widths[0]], settings.cache_dir / "embeddings"),
+        registry=registry,
+        review=settings.review_policy(),
+        static_encoder=static,
+        progress=False,
+    )
+    classifier = registry.load(trained.version).classifier
+    batch = settings.worker_batch_max
+    pipelines = {
+        w: LabelingPipeline(
+            encoders[w], classifier, max_text_chars=settings.max_text_chars, static_encoder=static
+        )
+        for w in widths
+    }
+    rates: dict[int, list[float]] = {w: [] for w in widths}
+    cpu_ms: dict[int, list[float]] = {w: [] for w in widths}
+    for r in range(args.rounds):
+        turn = widths[r % len(widths) :] + widths[: r % len(widths)]
+        for w in turn:
+            pipelines[w].run(tickets[:8])
+            started, cpu, escalated = time.perf_counter(), time.process_time(), 0
+            for i in range(0, len(tickets), batch):
+                escalated += pipelines[w].run(tickets[i : i + batch]).counts.get("escalated", 0)
+            rates[w].append(len(tickets) / (time.perf_counter() - started))
+            cpu_ms[w].append(1000 * (time.process_time() - cpu) / len(tickets))
+        print(
+            f"round {r + 1} (order {turn}, {escalated}/{len(tickets)} escalated): "
+            + ", ".join(f"width {w}: {rates[w][-1]:.1f}/s {cpu_ms[w][-1]:.1f} ms" for w in widths),
+            flush=True,
+        )
+    for w in widths:
+        ratios = [a / b for a, b in zip(rates[w], rates[widths[0]], strict=True)]
+        cpu_ratios = [b / a for a, b in zip(cpu_ms[w], cpu_ms[widths[0]], strict=True)]
+        print(
+            f"core, width {w:>3}: median {statistics.median(rates[w]):.1f} tickets/s, ratio "
+            f"{[round(x, 3) for x in ratios]} median {statistics.median(ratios):.3f}; CPU "
+            f"ms/ticket {statistics.median(cpu_ms[w]):.1f}, width {widths[0]}'s / this "
+            f"{[round(x, 3) for x in cpu_ratios]} median {statistics.median(cpu_ratios):.3f}"
+        )
 
 
 def main() -> None:
@@ -53,6 +126,11 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=400, help="test texts timed per round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, help="default: EMBEDDING_BATCH_SIZE")
+    parser.add_argument(
+        "--core",
+        action="store_true",
+        help="instead: train the cascade as bench.speed does and time its in-process core",
+    )
     args = parser.parse_args()
     settings = Settings()
     batch_size = args.batch_size or settings.embedding_batch_size
@@ -84,6 +162,9 @@ def main() -> None:
         for w in widths
     }
     test_texts = [texts[i] for i in test_idx]
+    if args.core:
+        time_core(args, settings, data, encoders, [data.tickets[i] for i in test_idx])
+        return
     probe = test_texts[: args.probe]
     rates: dict[int, list[float]] = {w: [] for w in widths}
     for r in range(args.rounds):
