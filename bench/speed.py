@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed=SEED,
             config=config,
             cascade_agreement=settings.cascade_agreement,
+            cascade_escalate=settings.cascade_escalate,
         ),
         encoder=CachedEncoder(default_encoder, cache),
         registry=registry,

@@ -265,6 +265,10 @@ class ModelSettings(BaseSettings):
         default=0.97,
         description="Out-of-fold share of kept tickets where the first stage must match stage 2.",
     )
+    cascade_escalate: Literal["gate", "all"] = Field(
+        default="gate",
+        description="Whose unsure first-stage answer escalates: the review gate's or all targets'.",
+    )
     text_cache_size: int = Field(
         default=10_000, description="Embeddings kept by model text (LRU); 0 = off."
     )

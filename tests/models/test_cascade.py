@@ -6,11 +6,17 @@ import pytest
 
 from tests.helpers import HashingEncoder
 from ticketflow.devtools.sample import generate_tickets
-from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold, predict_cascade
+from ticketflow.models.cascade import (
+    ALWAYS_ESCALATE,
+    escalation_mask,
+    escalation_threshold,
+    predict_cascade,
+)
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.features import HYBRID, FeatureConfig, TextFeatures
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import ModelConfig, add_first_stage, fit_model
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.models.text import build_texts
 from ticketflow.schemas import Ticket
 
@@ -178,3 +184,47 @@ def test_text_blocks_of_another_feature_set_must_match_its_blocks() -> None:
     word_only = TextFeatures(FeatureConfig(char=False)).fit(texts, vectors)
     with pytest.raises(ValueError, match="cannot share"):
         TextFeatures(HYBRID).fit(texts, vectors, text_blocks=word_only)
+
+
+@pytest.mark.parametrize("gate", [[], ["priority"]])
+def test_only_the_gate_target_escalates_when_asked(gate: list[str]) -> None:
+    rows = generate_tickets(300, seed=3)
+    texts = build_texts([Ticket.model_validate(r) for r in rows], max_chars=1000)
+    dense, static = HashingEncoder(256, "test/dense"), HashingEncoder(64, "test/static")
+    labels = {t: [str(r[t]) for r in rows] for t in ("queue", "priority")}
+    config = ModelConfig(features=HYBRID, cv_folds=3, block_grid=())
+    fitted = {}
+    for escalate in ("all", "gate"):
+        second, held_out = fit_model(
+            texts,
+            dense.encode(texts),
+            labels,
+            config=config,
+            review=ReviewPolicy(gate=tuple(gate)),
+        )
+        share = add_first_stage(
+            second,
+            held_out,
+            texts,
+            static.encode(texts),
+            labels,
+            config=config,
+            agreement=0.99,
+            seed=42,
+            escalate=escalate,
+        )
+        fitted[escalate] = (second.escalation_thresholds, share)
+    every, gated = fitted["all"], fitted["gate"]
+    gate_target = gate[0] if gate else "queue"
+    other = next(t for t in labels if t != gate_target)
+    # The gate keeps the cut it gets when every target escalates; the other never escalates.
+    assert gated[0][gate_target] == every[0][gate_target]
+    assert gated[0][other] == 0.0 < every[0][other]
+    assert gated[1] <= every[1]
+    static_vectors = static.encode(texts)
+    first = second.first_stage
+    assert first is not None
+    predictions = first.predict(static_vectors, texts)
+    assert escalation_mask(predictions, gated[0]).tolist() == [
+        p[gate_target].probability < gated[0][gate_target] for p in predictions
+    ]

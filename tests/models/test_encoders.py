@@ -71,3 +71,19 @@ def test_a_tampered_export_is_refused(tmp_path: Path) -> None:
         handle.write(b"\x00" * 16)
     with pytest.raises(EncoderLoadError, match="does not match its manifest"):
         OnnxEncoder(copy)
+
+
+def test_length_buckets_give_the_vectors_of_one_padded_run(
+    sample: tuple[list[str], list[str]], tmp_path: Path
+) -> None:
+    # fp32: its vectors do not depend on the run a text is in (int8's dynamic activation
+    # scales do), so bucketing must change nothing but the padding, and keep the row order.
+    texts = sample[0][:64]
+    bucketed = load_encoder(MODEL, "onnx", export_root=tmp_path, cache_root=CACHE, threads=2)
+    assert isinstance(bucketed, OnnxEncoder) and bucketed.bucket_tokens > 0
+    directory = next(p for p in tmp_path.iterdir() if p.name.endswith("--f1"))
+    single = OnnxEncoder(directory, batch_size=64, bucket_tokens=0, threads=2)
+    a, b = bucketed.encode(texts), single.encode(texts)
+    lengths = {len(e.ids) for e in bucketed._tokenizer.encode_batch(texts)}
+    assert len(lengths) > 2, "the sample needs texts of several lengths"
+    assert (a * b).sum(axis=1).min() >= 0.99999

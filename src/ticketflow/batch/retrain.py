@@ -39,6 +39,7 @@ from ticketflow.adapters.store import is_permanent
 from ticketflow.batch.evaluate import evaluate_classifier, evaluate_predictions, predict_rows
 from ticketflow.batch.train import library_versions
 from ticketflow.data.progress import progress
+from ticketflow.models.cascade import CascadeEscalate
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_sha256
@@ -88,8 +89,9 @@ class RetrainRequest:
     ``eval_labels``: ticket id -> {target: label} of a fixed evaluation set whose vectors and
     texts are in the store; those tickets are never trained on. ``force``: promote even if
     the challenger loses. ``source``: recorded as the challenger's data.
-    ``progress``: a bar while re-embedding. ``cascade_agreement``: as for ``ticketflow
-    train`` (``CASCADE_AGREEMENT``), when a cascade's stages are both refitted.
+    ``progress``: a bar while re-embedding. ``cascade_agreement`` and ``cascade_escalate``:
+    as for ``ticketflow train`` (``CASCADE_AGREEMENT``, ``CASCADE_ESCALATE``), when a
+    cascade's stages are both refitted.
     """
 
     config: ModelConfig = field(default_factory=ModelConfig)
@@ -98,6 +100,7 @@ class RetrainRequest:
     seed: int = 42
     source: str = "chroma"
     cascade_agreement: float = 0.97
+    cascade_escalate: CascadeEscalate = "gate"
     progress: bool = False  # a bar while the stored texts are re-embedded
 
 
@@ -633,6 +636,7 @@ def retrain(
                 config=config,
                 agreement=request.cascade_agreement,
                 seed=seed,
+                escalate=request.cascade_escalate,
             )
     except ValueError as exc:
         raise RetrainError(f"cannot fit a challenger: {exc}") from exc

@@ -26,6 +26,7 @@ from ticketflow.batch.evaluate import (
     scored,
 )
 from ticketflow.data.datasets import MISSING_LABEL, LabeledData
+from ticketflow.models.cascade import CascadeEscalate
 from ticketflow.models.classifier import TicketClassifier
 from ticketflow.models.embedding import Encoder
 from ticketflow.models.encoders import encoder_backend, encoder_max_tokens, encoder_sha256
@@ -88,7 +89,8 @@ class TrainRequest:
 
     ``data_path``: the file ``data`` was read from (its sha256 names the version);
     ``cascade_agreement``: with a static encoder, how often the first stage must give the
-    transformer stage's label to keep a ticket (:func:`add_first_stage`).
+    transformer stage's label to keep a ticket; ``cascade_escalate``: whose unsure answer
+    escalates, every target's or the review gate's (:func:`add_first_stage`).
     """
 
     data: LabeledData
@@ -98,6 +100,7 @@ class TrainRequest:
     seed: int = 42
     config: ModelConfig = field(default_factory=ModelConfig)
     cascade_agreement: float = 0.97
+    cascade_escalate: CascadeEscalate = "gate"
     # How ``data`` was read (recorded in the model's lineage): the row limit and the column
     # mapping (field -> file column; empty: the defaults).
     limit: int | None = None
@@ -358,6 +361,7 @@ def train(
             config=config,
             agreement=request.cascade_agreement,
             seed=seed,
+            escalate=request.cascade_escalate,
         )
         seconds["cascade"] = time.perf_counter() - fitted
     logger.info(

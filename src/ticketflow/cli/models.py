@@ -197,6 +197,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             source=f"chroma:{settings.chroma_collection}",
             cascade_agreement=settings.cascade_agreement,
+            cascade_escalate=settings.cascade_escalate,
             progress=True,
         ),
         registry=registry,

@@ -227,6 +227,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
                 seed=args.seed,
                 config=config,
                 cascade_agreement=settings.cascade_agreement,
+                cascade_escalate=settings.cascade_escalate,
                 limit=args.limit,
                 column_mapping=asdict(mapping),
             ),

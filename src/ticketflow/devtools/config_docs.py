@@ -156,6 +156,10 @@ def render_markdown() -> str:
         "`EMBEDDING_MODEL`; a ticket reaches the transformer only when some target's "
         "first-stage confidence is below its threshold.",
         "cascade_agreement": "Each target's threshold is the lowest cut that reaches it.",
+        "cascade_escalate": "`gate`: only `REVIEW_GATE`'s targets (unset: the first) send a "
+        "ticket to the transformer; the others keep the first stage's answer unless it goes "
+        "anyway. Halved the escalated share of a 3-target bueck-v3 model at 0.1-0.2 points of "
+        "out-of-fold macro-F1 (docs/speed.md, Levers).",
         "text_cache_size": "Kept by the worker, for the transformer stage.",
         "max_text_chars": "Length of the model text `ticketflow train` builds (the body is cut "
         "first; subject and tags survive); recorded in the model, which the worker follows.",

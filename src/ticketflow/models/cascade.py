@@ -5,6 +5,9 @@ on to the transformer stage when any target's first-stage confidence falls below
 target's escalation threshold. The thresholds are chosen on out-of-fold predictions of the
 training rows (:func:`escalation_threshold`): the lowest cut above which the first stage
 gives the transformer stage's answer on at least ``agreement`` of the tickets it keeps.
+With ``CASCADE_ESCALATE=gate`` (the default) only the review gate's targets get such a cut;
+the others get :data:`NEVER_ESCALATE` and keep the first stage's answer unless the ticket
+escalates anyway.
 
 Why agreement and not "macro-F1 within a tolerance": two stages can have the same
 out-of-fold macro-F1 and still disagree on many tickets, so a cut chosen on the F1
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +35,10 @@ FloatArray = npt.NDArray[np.float64]
 # A threshold no probability reaches: every ticket goes to the transformer (finite, so the
 # model metadata stays valid JSON).
 ALWAYS_ESCALATE = 2.0
+# A threshold no probability is below: the target's answer never escalates a ticket.
+NEVER_ESCALATE = 0.0
+# Whose unsure first-stage answer escalates: every target's, or the review gate's only.
+CascadeEscalate = Literal["all", "gate"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,12 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from ticketflow.models.cascade import ALWAYS_ESCALATE, escalation_threshold
+from ticketflow.models.cascade import (
+    ALWAYS_ESCALATE,
+    NEVER_ESCALATE,
+    CascadeEscalate,
+    escalation_threshold,
+)
 from ticketflow.models.classifier import (
     TicketClassifier,
     apply_temperature,
@@ -524,7 +529,7 @@ def out_of_fold_confidence(
     return out
 
 
-def add_first_stage(
+def add_first_stage(  # noqa: PLR0913
     classifier: TicketClassifier,
     held_out: dict[str, OutOfFold],
     texts: Sequence[str],
@@ -534,9 +539,17 @@ def add_first_stage(
     config: ModelConfig,
     agreement: float,
     seed: int,
+    escalate: CascadeEscalate = "all",
 ) -> float:
     """Fit the cascade's first stage into ``classifier``; returns the out-of-fold share of
-    tickets it escalates. A target without out-of-fold predictions always escalates."""
+    tickets it escalates. A target without out-of-fold predictions always escalates.
+
+    ``escalate``: whose unsure first-stage answer sends a ticket to the transformer: every
+    target's, or only the review gate's (``classifier.review_gate``, unset = the first
+    target); the other targets then keep the first stage's answer unless the ticket is
+    escalated anyway (their threshold is 0). On bueck-v3 with queue, type and priority,
+    "gate" escalated 37% of the tickets out-of-fold instead of 67%, at 0.1-0.2 points of
+    out-of-fold macro-F1 on queue and type (docs/speed.md, "Levers")."""
     first, first_held_out = fit_model(
         texts,
         static,
@@ -553,17 +566,23 @@ def add_first_stage(
     rows = sampled[0] if sampled else None
     if any(not _same_rows(r, rows) for r in sampled):
         raise ValueError("the two stages' out-of-fold predictions are for different rows")
-    escalate = np.zeros(len(texts) if rows is None else len(rows), dtype=bool)
+    escalating = set(labels)
+    if escalate == "gate":
+        escalating = set(classifier.review_gate or list(labels)[:1])
+    escalated = np.zeros(len(texts) if rows is None else len(rows), dtype=bool)
     for target in labels:
         second_oof, first_oof = held_out.get(target), first_held_out.get(target)
         if second_oof is None or first_oof is None:
             thresholds[target] = ALWAYS_ESCALATE
-            escalate[:] = True
+            escalated[:] = True
+            continue
+        if target not in escalating:
+            thresholds[target] = NEVER_ESCALATE
             continue
         p2 = apply_temperature(second_oof.logits, classifier.temperatures.get(target, 1.0))
         p1 = apply_temperature(first_oof.logits, first.temperatures.get(target, 1.0))
         thresholds[target], share = escalation_threshold(p1, p2, agreement=agreement)
-        escalate |= p1.max(axis=1) < thresholds[target]
+        escalated |= p1.max(axis=1) < thresholds[target]
         logger.info(
             "%s: cascade escalates below %.3f (out-of-fold: %.0f%% of tickets)",
             target,
@@ -572,8 +591,8 @@ def add_first_stage(
         )
     classifier.first_stage = first
     classifier.escalation_thresholds = thresholds
-    logger.info("cascade: %.0f%% of tickets escalated out-of-fold", 100 * escalate.mean())
-    return float(escalate.mean())
+    logger.info("cascade: %.0f%% of tickets escalated out-of-fold", 100 * escalated.mean())
+    return float(escalated.mean())
 
 
 def _same_rows(a: npt.NDArray[np.int64] | None, b: npt.NDArray[np.int64] | None) -> bool:
