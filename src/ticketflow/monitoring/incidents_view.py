@@ -98,14 +98,11 @@ def top_labels(event: IncidentEvent, per_target: int = LABELS_LISTED) -> dict[st
 
 
 def summary(event: IncidentEvent) -> dict[str, Any]:
-    """One incident as ``incidents list --json`` prints it (and the desk shows it)."""
+    """One incident as ``incidents list --json`` prints it: what the desk shows, and more."""
     return {
-        "incident_id": event.incident_id,
-        "status": event.status.value,
-        "size": event.size,
+        **desk_view(event),
         "first_seen": _time(event.first_seen),
         "last_seen": _time(event.last_seen),
-        "top_terms": event.top_terms[:TERMS_LISTED],
         "labels": {t: dict(c) for t, c in sorted(event.label_counts.items())},
         "representative_ticket_id": event.representative_ticket_id,
     }
