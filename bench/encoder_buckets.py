@@ -20,14 +20,13 @@ cached training vectors: macro-F1 of the target and the share of labels equal to
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import f1_score
 
+from bench.rounds import interleave, timed
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
 from ticketflow.batch.train import TrainRequest, split_indices, train
@@ -89,31 +88,22 @@ def time_core(
         )
         for w in widths
     }
-    rates: dict[int, list[float]] = {w: [] for w in widths}
-    cpu_ms: dict[int, list[float]] = {w: [] for w in widths}
-    for r in range(args.rounds):
-        turn = widths[r % len(widths) :] + widths[: r % len(widths)]
-        for w in turn:
-            pipelines[w].run(tickets[:8])
-            started, cpu, escalated = time.perf_counter(), time.process_time(), 0
-            for i in range(0, len(tickets), batch):
-                escalated += pipelines[w].run(tickets[i : i + batch]).counts.get("escalated", 0)
-            rates[w].append(len(tickets) / (time.perf_counter() - started))
-            cpu_ms[w].append(1000 * (time.process_time() - cpu) / len(tickets))
-        print(
-            f"round {r + 1} (order {turn}, {escalated}/{len(tickets)} escalated): "
-            + ", ".join(f"width {w}: {rates[w][-1]:.1f}/s {cpu_ms[w][-1]:.1f} ms" for w in widths),
-            flush=True,
-        )
-    for w in widths:
-        ratios = [a / b for a, b in zip(rates[w], rates[widths[0]], strict=True)]
-        cpu_ratios = [b / a for a, b in zip(cpu_ms[w], cpu_ms[widths[0]], strict=True)]
-        print(
-            f"core, width {w:>3}: median {statistics.median(rates[w]):.1f} tickets/s, ratio "
-            f"{[round(x, 3) for x in ratios]} median {statistics.median(ratios):.3f}; CPU "
-            f"ms/ticket {statistics.median(cpu_ms[w]):.1f}, width {widths[0]}'s / this "
-            f"{[round(x, 3) for x in cpu_ratios]} median {statistics.median(cpu_ratios):.3f}"
-        )
+    escalated: dict[int, int] = {}
+
+    def run(w: int) -> tuple[float, float]:
+        pipelines[w].run(tickets[:8])
+
+        def core() -> None:
+            escalated[w] = sum(
+                pipelines[w].run(tickets[i : i + batch]).counts.get("escalated", 0)
+                for i in range(0, len(tickets), batch)
+            )
+
+        return timed(core, len(tickets))
+
+    timings = interleave(widths, run, args.rounds)
+    print(f"escalated per width: {escalated} of {len(tickets)}")
+    print("\n".join(timings.summary(lambda w: f"core, width {w}")))
 
 
 def main() -> None:
@@ -166,30 +156,13 @@ def main() -> None:
         time_core(args, settings, data, encoders, [data.tickets[i] for i in test_idx])
         return
     probe = test_texts[: args.probe]
-    rates: dict[int, list[float]] = {w: [] for w in widths}
-    for r in range(args.rounds):
-        turn = widths[r % len(widths) :] + widths[: r % len(widths)]
-        for w in turn:
-            encoders[w].encode(probe[:8])
-            started = time.perf_counter()
-            in_calls(encoders[w], probe, args.call)
-            rates[w].append(len(probe) / (time.perf_counter() - started))
-        base = rates[widths[0]][-1]
-        print(
-            f"round {r + 1} (order {turn}): "
-            + ", ".join(
-                f"width {w}: {rates[w][-1]:.1f}/s ({rates[w][-1] / base:.3f})" for w in widths
-            ),
-            flush=True,
-        )
-    base_rates = rates[widths[0]]
-    for w in widths:
-        ratios = [a / b for a, b in zip(rates[w], base_rates, strict=True)]
-        print(
-            f"width {w:>3}: median {statistics.median(rates[w]):.1f} tickets/s, "
-            f"ratio to width {widths[0]} per round {[round(x, 3) for x in ratios]}, "
-            f"median {statistics.median(ratios):.3f}"
-        )
+
+    def run(w: int) -> tuple[float, float]:
+        encoders[w].encode(probe[:8])
+        return timed(lambda: in_calls(encoders[w], probe, args.call), len(probe))
+
+    timings = interleave(widths, run, args.rounds)
+    print("\n".join(timings.summary(lambda w: f"width {w}")))
     config = ModelConfig()
     train_vectors = CachedEncoder(encoders[widths[0]], settings.cache_dir / "embeddings").encode(
         [texts[i] for i in train_idx], show_progress=True

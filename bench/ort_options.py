@@ -16,10 +16,7 @@ each variant's cosine to the fp32 export's vectors (the quantisation error) on t
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from bench.rounds import interleave, timed
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
@@ -147,38 +145,18 @@ def main() -> None:
         cosine = np.sum(variants[name].encode(probe) * reference, axis=1)
         print(f"{name:32s} cosine to fp32: mean {cosine.mean():.4f}, min {cosine.min():.4f}")
 
-    def timed(encode: Callable[[list[str]], object]) -> tuple[float, float]:
-        """tickets/s, and CPU ms per ticket of this process (all its threads): on a machine
-        other jobs load, the CPU time moves far less than the wall clock."""
+    def run(name: str) -> tuple[float, float]:
+        encode = variants[name].encode
         encode(probe[:8])
-        started, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(probe), args.call):
-            encode(probe[i : i + args.call])
-        wall = time.perf_counter() - started
-        return len(probe) / wall, 1000 * (time.process_time() - cpu) / len(probe)
 
-    rates: dict[str, list[float]] = {n: [] for n in names}
-    cpu_ms: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        turn = names[r % len(names) :] + names[: r % len(names)]
-        for name in turn:
-            rate, ms = timed(variants[name].encode)
-            rates[name].append(rate)
-            cpu_ms[name].append(ms)
-        print(
-            f"round {r + 1}: "
-            + ", ".join(f"{rates[n][-1]:.1f}/s {cpu_ms[n][-1]:.1f} ms" for n in names),
-            flush=True,
-        )
-    for name in names:
-        ratios = [a / b for a, b in zip(rates[name], rates[names[0]], strict=True)]
-        cpu = [b / a for a, b in zip(cpu_ms[name], cpu_ms[names[0]], strict=True)]
-        print(
-            f"{name:32s} median {statistics.median(rates[name]):6.1f} tickets/s, ratio per "
-            f"round {[round(x, 3) for x in ratios]}, median {statistics.median(ratios):.3f}; "
-            f"CPU ms/ticket {statistics.median(cpu_ms[name]):.1f}, served's / this per round "
-            f"{[round(x, 3) for x in cpu]}, median {statistics.median(cpu):.3f}"
-        )
+        def calls() -> None:
+            for i in range(0, len(probe), args.call):
+                encode(probe[i : i + args.call])
+
+        return timed(calls, len(probe))
+
+    timings = interleave(names, run, args.rounds)
+    print("\n".join(timings.summary(str)))
 
 
 if __name__ == "__main__":
