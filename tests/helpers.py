@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from ticketflow.adapters.store import ChromaVectorStore, open_chroma_client
 from ticketflow.models.embedding import FloatMatrix
 from ticketflow.models.pipeline import LabelingPipeline
+from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
 
 
 class HashingEncoder:
@@ -47,4 +49,33 @@ def open_store(tmp_path: Path, pipeline: LabelingPipeline) -> ChromaVectorStore:
         "tickets",
         embedding_model=pipeline.vector_model,
         dimension=pipeline.dimension,
+    )
+
+
+def incident_event(
+    incident_id: str,
+    status: IncidentStatus,
+    members: list[str],
+    *,
+    start: datetime,
+    terms: Sequence[str],
+    labels: Mapping[str, Mapping[str, int]],
+    representative: str | None = None,
+    minutes: int | None = None,
+) -> IncidentEvent:
+    """An incident as the worker publishes it: ``members`` in arrival order, the last one
+    detected it, seen from ``start`` for ``minutes`` (default: one per member)."""
+    return IncidentEvent(
+        incident_id=incident_id,
+        status=status,
+        member_ticket_ids=members,
+        size=len(members),
+        first_seen=start,
+        last_seen=start + timedelta(minutes=len(members) if minutes is None else minutes),
+        representative_ticket_id=representative or members[0],
+        top_terms=list(terms),
+        label_counts={t: dict(c) for t, c in labels.items()},
+        detected_by_ticket_id=members[-1],
+        neighbours_at_detection=len(members) - 1,
+        expected_at_detection=0.25,
     )

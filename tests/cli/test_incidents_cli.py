@@ -10,13 +10,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_unreachable_broker import clean_env
 from tests.fixtures.pipeline import REPO
+from tests.helpers import incident_event
 from ticketflow.adapters.kafka.clients import produce_raw
 from ticketflow.adapters.kafka.topics import create_topics, delete_topics
 from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
@@ -27,19 +28,14 @@ START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
 def event(incident_id: str, status: IncidentStatus, members: list[str]) -> IncidentEvent:
-    return IncidentEvent(
-        incident_id=incident_id,
-        status=status,
-        member_ticket_ids=members,
-        size=len(members),
-        first_seen=START,
-        last_seen=START + timedelta(minutes=len(members)),
-        representative_ticket_id=members[1],
-        top_terms=["vpn", "gateway", "tunnel"] if incident_id.startswith("vpn") else ["mail"],
-        label_counts={"queue": {"Network": len(members)}},
-        detected_by_ticket_id=members[-1],
-        neighbours_at_detection=len(members) - 1,
-        expected_at_detection=0.4,
+    return incident_event(
+        incident_id,
+        status,
+        members,
+        start=START,
+        terms=["vpn", "gateway", "tunnel"] if incident_id.startswith("vpn") else ["mail"],
+        labels={"queue": {"Network": len(members)}},
+        representative=members[1],
     )
 
 

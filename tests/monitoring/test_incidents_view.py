@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.helpers import incident_event
 from ticketflow.monitoring.incidents_view import (
     IncidentBook,
     desk_view,
@@ -29,19 +30,13 @@ def event(
     at_min: int = 0,
     terms: tuple[str, ...] = ("vpn", "gateway", "tunnel", "connect", "remote", "timeout"),
 ) -> IncidentEvent:
-    return IncidentEvent(
-        incident_id=incident_id,
-        status=status,
-        member_ticket_ids=members,
-        size=len(members),
-        first_seen=START + timedelta(minutes=at_min),
-        last_seen=START + timedelta(minutes=at_min + len(members)),
-        representative_ticket_id=members[0],
-        top_terms=list(terms),
-        label_counts={"queue": {"Network": len(members) - 1, "General": 1}},
-        detected_by_ticket_id=members[-1],
-        neighbours_at_detection=len(members) - 1,
-        expected_at_detection=0.25,
+    return incident_event(
+        incident_id,
+        status,
+        members,
+        start=START + timedelta(minutes=at_min),
+        terms=terms,
+        labels={"queue": {"Network": len(members) - 1, "General": 1}},
     )
 
 

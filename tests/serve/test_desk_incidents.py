@@ -5,13 +5,14 @@ folded from records as the topic holds them; the topic itself: tests/cli/test_in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from tests.cli.test_incidents_cli import incident_topic  # noqa: F401 (fixture)
+from tests.helpers import incident_event
 from tests.serve.test_app import AUTH, SIGNED, TOKEN
 from tests.serve.test_desk import CUTS, HOSTILE, Desk, Sink, desk  # noqa: F401 (fixture)
 from ticketflow.adapters.kafka.clients import produce_raw
@@ -31,21 +32,15 @@ LATE = ["late-0", "late-1"]
 EVIL_TERM = HOSTILE[0]
 
 
-def incident_event(status: IncidentStatus = IncidentStatus.UPDATED) -> IncidentEvent:
-    members = [EARLY, *LATE, "gone-1"]
-    return IncidentEvent(
-        incident_id=STORED_ID,
-        status=status,
-        member_ticket_ids=members,
-        size=len(members),
-        first_seen=START,
-        last_seen=START + timedelta(minutes=4),
-        representative_ticket_id=LATE[0],
-        top_terms=["vpn", "gateway", EVIL_TERM, "tunnel", "remote", "sixth"],
-        label_counts={"queue": {"IT Support": 4}},
-        detected_by_ticket_id=LATE[0],
-        neighbours_at_detection=4,
-        expected_at_detection=0.2,
+def stored_incident(status: IncidentStatus = IncidentStatus.UPDATED) -> IncidentEvent:
+    return incident_event(
+        STORED_ID,
+        status,
+        [EARLY, *LATE, "gone-1"],
+        start=START,
+        terms=["vpn", "gateway", EVIL_TERM, "tunnel", "remote", "sixth"],
+        labels={"queue": {"IT Support": 4}},
+        representative=LATE[0],
     )
 
 
@@ -96,7 +91,7 @@ def members(desk: Desk) -> Desk:  # noqa: F811
 
 @pytest.mark.unit
 def test_the_page_of_a_member_shows_its_incident_escaped(members: Desk) -> None:
-    client = client_of(members, IncidentFeed(lambda: records(incident_event())))
+    client = client_of(members, IncidentFeed(lambda: records(stored_incident())))
     for ticket_id in (LATE[0], EARLY):  # by the stored id, and by the member list
         page = client.get(f"/review/{ticket_id}").text
         assert 'id="incident"' in page, ticket_id
@@ -117,7 +112,7 @@ def test_without_the_topic_the_stored_id_alone_is_shown(members: Desk) -> None:
 
 @pytest.mark.unit
 def test_the_api_gives_each_held_ticket_its_incident_or_null(members: Desk) -> None:
-    client = client_of(members, IncidentFeed(lambda: records(incident_event())))
+    client = client_of(members, IncidentFeed(lambda: records(stored_incident())))
     body = client.get("/v1/review", params={"limit": 500}, headers=SIGNED).json()
     found = {t["ticket_id"]: t["incident"] for t in body["tickets"]}
     expected = {
@@ -151,7 +146,7 @@ class Clock:
 def test_the_feed_reads_again_after_max_age_and_keeps_its_book_through_an_outage() -> None:
     clock = Clock()
     reads: list[str] = []
-    state = {"events": records(incident_event(IncidentStatus.OPEN)), "down": False}
+    state = {"events": records(stored_incident(IncidentStatus.OPEN)), "down": False}
 
     def read() -> Records:
         reads.append("read")
@@ -162,7 +157,7 @@ def test_the_feed_reads_again_after_max_age_and_keeps_its_book_through_an_outage
     feed = IncidentFeed(read, max_age_s=30.0, clock=clock)
     first = feed.book().get(STORED_ID)
     assert first is not None and first.status is IncidentStatus.OPEN
-    state["events"] = records(incident_event(IncidentStatus.CLOSED))
+    state["events"] = records(stored_incident(IncidentStatus.CLOSED))
     clock.now = 29.0
     assert feed.book().get(STORED_ID) == first and len(reads) == 1
     state["down"] = True
@@ -182,7 +177,7 @@ def test_the_feed_reads_the_topic_on_the_real_broker(
     kafka_config: dict[str, str],
     incident_topic: str,  # noqa: F811 (fixture)
 ) -> None:
-    published = [incident_event(IncidentStatus.OPEN), incident_event(IncidentStatus.UPDATED)]
+    published = [stored_incident(IncidentStatus.OPEN), stored_incident(IncidentStatus.UPDATED)]
     assert (
         produce_raw(
             kafka_config,
