@@ -20,6 +20,7 @@ from ticketflow.models.recipe import (
     cv_sample,
     fit_head,
     fit_model,
+    judged_rows,
     out_of_fold_confidence,
     out_of_fold_many,
     out_of_fold_rows,
@@ -171,3 +172,28 @@ def test_a_class_of_one_row_leaves_the_target_calibrated_by_the_others() -> None
     assert np.isfinite(classifier.temperatures["queue"]) and classifier.temperatures["queue"] > 0
     assert "queue" in classifier.review_thresholds
     assert "Lonely queue" in classifier.labels("queue")  # still a class the model knows
+
+
+def test_review_cuts_are_chosen_on_the_rows_people_labelled() -> None:
+    """A retrain learns from the model's own confident labels too; out of fold a head agrees
+    with those easily, so a cut chosen on them promises people a precision they do not get
+    (issue #29: 95% auto-routed at precision 0.84 after a promotion)."""
+    texts, vectors, labels = _sample_data(600)
+    rng = np.random.default_rng(3)
+    people = list(labels["queue"][:300])
+    classes = sorted(set(people))
+    for i in rng.choice(300, size=90, replace=False):  # people's labels are noisy
+        people[i] = classes[(classes.index(people[i]) + 1) % len(classes)]
+    config = replace(ModelConfig(), block_grid=())
+    first, _ = fit_model(texts[:300], vectors[:300], {"queue": people}, config=config)
+    own = [p["queue"].label for p in first.predict(vectors[300:], texts[300:])]
+    mixed = {"queue": people + own}
+    judged = np.arange(600) < 300
+    by_people, held_out = fit_model(texts, vectors, mixed, config=config, judged=judged)
+    by_all, _ = fit_model(texts, vectors, mixed, config=config)
+    assert judged_rows(held_out["queue"], judged, "queue").sum() == 300
+    assert by_people.review_thresholds["queue"] > by_all.review_thresholds["queue"]
+    # Too few people-labelled rows to choose on: every row is used, as without a mask.
+    few = np.arange(600) < 50
+    assert judged_rows(held_out["queue"], few, "queue").all()
+    assert judged_rows(held_out["queue"], None, "queue").all()

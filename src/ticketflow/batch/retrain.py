@@ -615,6 +615,15 @@ def retrain(
     )
     static = stored.vectors[np.asarray(selection.train_rows)]
     escalated_share = meta.escalated_share
+    # The rows whose every label is a person's (or a historical file's): the review cuts
+    # are chosen on them, not on the model's own confident labels it is also trained on.
+    judged = np.asarray(
+        [
+            all(layout.known_label(stored.metadatas[row], t) is not None for t in targets)
+            for row in selection.train_rows
+        ],
+        dtype=bool,
+    )
     try:
         fitted, cv_held_out = fit_model(
             texts,
@@ -623,6 +632,7 @@ def retrain(
             config=config,
             review=None if cascade is not None and dense is None else carried,
             seed=seed,
+            judged=judged,
         )
         if dense is not None:
             # As ticketflow train builds a cascade: the first stage on the static vectors,

@@ -418,6 +418,7 @@ def fit_model(
     review: ReviewPolicy | None = DEFAULT_POLICY,
     seed: int = 42,
     text_blocks: TextFeatures | None = None,
+    judged: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[TicketClassifier, dict[str, OutOfFold]]:
     """Features, then per target: out-of-fold predictions → temperature and review threshold,
     and the final head on all rows.
@@ -428,7 +429,9 @@ def fit_model(
     the targets whose review holds the whole ticket (empty = the first target), both stored
     in the model; None fits no review threshold (a stage whose cuts are never served).
     ``text_blocks``: a fitted feature set (of a model fitted on the same ``texts``) whose
-    TF-IDF blocks to reuse instead of fitting new ones.
+    TF-IDF blocks to reuse instead of fitting new ones. ``judged``: per training row, whether
+    its labels are people's (None: all are); the temperature and the review threshold are
+    chosen on those rows only (:func:`judged_rows`).
     """
     for target, y in labels.items():
         if len(set(y)) < 2:
@@ -472,15 +475,16 @@ def fit_model(
         if oof is not None:
             held_out[target] = oof
             y_index = np.asarray([oof.classes.index(v) for v in oof.labels_of(y)])
+            scored = judged_rows(oof, judged, target)
             if config.calibrate:
                 # Rows of a class no fold's head saw (too rare to hold out) have no finite
                 # log-probability of their label: the temperature comes from the others.
-                usable = np.isfinite(oof.logits[np.arange(len(y_index)), y_index])
+                usable = scored & np.isfinite(oof.logits[np.arange(len(y_index)), y_index])
                 temperatures[target] = fit_temperature(oof.logits[usable], y_index[usable])
-            proba = apply_temperature(oof.logits, temperatures.get(target, 1.0))
+            proba = apply_temperature(oof.logits[scored], temperatures.get(target, 1.0))
             if precision is not None:
                 threshold, coverage = threshold_for_precision(
-                    proba.max(axis=1), proba.argmax(axis=1) == y_index, precision
+                    proba.max(axis=1), proba.argmax(axis=1) == y_index[scored], precision
                 )
                 thresholds[target] = threshold
                 logger.info(
@@ -503,6 +507,38 @@ def fit_model(
         review_gate=gate,
     )
     return classifier, held_out
+
+
+# Fewer people-labelled out-of-fold rows than this and the threshold would rest on a handful
+# of tickets: every row is used instead (and the log says so).
+MIN_JUDGED_ROWS = 100
+
+
+def judged_rows(
+    oof: OutOfFold, judged: npt.NDArray[np.bool_] | None, target: str
+) -> npt.NDArray[np.bool_]:
+    """Which out-of-fold rows the temperature and the review threshold are chosen on.
+
+    A retrain also learns from the model's own confident labels (``RETRAIN_USE_PREDICTED``).
+    Out of fold, a head agrees with those far more often than with people, so a threshold
+    chosen on them promises a precision that people's tickets do not get (docs/learning.md:
+    after a promotion, 95% auto-routed at precision 0.84 where the cut aimed higher). Only the
+    rows whose labels are people's are scored, when there are enough of them."""
+    n = len(oof.logits)
+    if judged is None:
+        return np.ones(n, dtype=bool)
+    mask = np.asarray(judged if oof.rows is None else judged[oof.rows], dtype=bool)
+    if int(mask.sum()) < MIN_JUDGED_ROWS:
+        logger.info(
+            "%s: %d of %d out-of-fold rows carry people's labels (< %d): threshold and "
+            "temperature chosen on all of them",
+            target,
+            int(mask.sum()),
+            n,
+            MIN_JUDGED_ROWS,
+        )
+        return np.ones(n, dtype=bool)
+    return mask
 
 
 def out_of_fold_rows(held_out: Mapping[str, OutOfFold], n_train: int) -> int:
