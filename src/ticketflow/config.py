@@ -356,10 +356,11 @@ class RetrainSettings(BaseSettings):
         default=0.05, description="No class's F1 may drop by more than this."
     )
     retrain_min_class_support: int = Field(
-        default=0,
+        default=20,
         ge=0,
         description="A class's F1 drop blocks a promotion only when the evaluation set has at "
-        "least this many of its tickets (0: every class is judged).",
+        "least this many of its tickets (0: every class is judged; below 20, one ticket moves "
+        "a class's F1 by more than the tolerance).",
     )
     retrain_min_new_class_examples: int = Field(
         default=10,

@@ -165,7 +165,8 @@ def test_a_worse_challenger_is_rejected_with_a_readable_reason(
         stored,
         RetrainRequest(config=replace(EMBEDDING_LR, c=1e-3)),  # no TF-IDF and heavily regularised
         registry=world["registry"],
-        policy=RetrainPolicy(),
+        # every class judged, whatever its few held-out tickets: the veto's reason is tested
+        policy=RetrainPolicy(min_class_support=0),
     )
     assert not worse.promote and worse.decision == "rejected"
     text = " ".join(worse.reasons)

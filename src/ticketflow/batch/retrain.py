@@ -78,8 +78,9 @@ class RetrainPolicy:
     # A label the champion does not know is trained on once people gave it this often.
     min_new_class_examples: int = 10
     # A class's F1 drop vetoes a promotion only with this many evaluation tickets: on a
-    # handful, one ticket moves F1 by more than the tolerance (docs/learning.md).
-    min_class_support: int = 0
+    # handful, one ticket moves F1 by more than the tolerance; with 0 every challenger of a
+    # language shift and the late ones of a new queue were vetoed (docs/learning.md).
+    min_class_support: int = 20
 
 
 @dataclass(frozen=True)
