@@ -117,7 +117,7 @@ class StoredTickets:
 
 
 def read_store(
-    collection: Any, page_size: int = 2_000, *, attempts: int = 6, retry_delay_s: float = 2.0
+    collection: Any, page_size: int = 2_000, *, attempts: int = 10, retry_delay_s: float = 2.0
 ) -> StoredTickets:
     """Every record of a Chroma collection: ids, stored vectors, metadata and documents.
 
@@ -126,7 +126,10 @@ def read_store(
     under it; such a read starts over, up to ``attempts`` times, after a jittered backoff
     from ``retry_delay_s``. A permanent error (a missing collection, refused credentials)
     fails at once with its reason. A Chroma server serialises reads and writes, so the
-    retries are for embedded stores shared by processes (local runs, tests)."""
+    retries are for embedded stores shared by processes (local runs, tests). Ten attempts
+    wait about two minutes in all: on a loaded 2-core machine (2026-12-07, a fresh-clone
+    ``.ci/run``, ``tests/stream/test_retrain_integration.py`` with a worker writing 15
+    tickets/s) six attempts over 32 s all failed."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(lambda exc: not is_permanent(exc)),
         stop=tenacity.stop_after_attempt(attempts),
