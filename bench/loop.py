@@ -401,7 +401,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--min-class-support", type=int, default=0, help="RETRAIN_MIN_CLASS_SUPPORT"
+        "--min-class-support",
+        type=int,
+        default=RetrainPolicy().min_class_support,
+        help="RETRAIN_MIN_CLASS_SUPPORT (default: the setting's default)",
     )
     parser.add_argument("--key", help="the run's name in --out (default: the scenario)")
     parser.add_argument("--plot", type=Path, default=PLOT, help="learning curves (PNG)")
