@@ -475,7 +475,14 @@ def test_a_cascade_learns_a_new_class_in_both_stages_from_the_re_embedded_text(
         policy=RetrainPolicy(),
         dense_encoder=HashingEncoder(256, "test/dense"),
         report_dir=tmp_path / "reports",
+        reference=ReferenceSpec(tmp_path / "reference"),
     )
+    # The drift reference holds what the worker's monitor records hold: the stored (static,
+    # 64-d) vectors, labelled by the first stage that reads them; the transformer stage reads
+    # 256-d vectors and would refuse them (the bug `ticketflow retrain` hit out of the box).
+    reference = load_reference(tmp_path / "reference", result.challenger)
+    assert reference.sample.vectors.shape[1] == 64
+    assert "Payments" in set(reference.sample.labels["queue"])
     challenger = registry.load(result.challenger)
     first = challenger.classifier.first_stage
     assert first is not None and "Payments" in first.labels("queue")

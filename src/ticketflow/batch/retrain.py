@@ -761,7 +761,9 @@ def retrain(
             reference,
             version=version,
             classifier=challenger,
-            scored=challenger_scored,
+            # The stage that reads the stored vectors: a cascade's first stage (a refitted
+            # transformer stage reads the re-embedded text's vectors, another width).
+            scored=challenger.first_stage or challenger_scored,
             stored=stored,
             rows=sorted({r for pairs in selection.held_out.values() for r, _ in pairs}),
             seed=seed,
