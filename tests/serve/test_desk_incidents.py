@@ -5,7 +5,10 @@ folded from records as the topic holds them; the topic itself: tests/cli/test_in
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,13 +26,15 @@ from ticketflow.schemas.store import incident_id, labeled_metadata
 from ticketflow.serve.app import create_app
 from ticketflow.serve.desk import DeskConfig
 from ticketflow.serve.holder import ModelHolder
-from ticketflow.serve.incidents import IncidentFeed, Records, topic_reader
+from ticketflow.serve.incidents import IDLE_AFTER_S, IncidentFeed, Records, topic_reader
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 STORED_ID = "inc-vpn-0001"  # what the worker put on the members labelled after it opened
 EARLY = "early-0"  # labelled before the incident opened: no stored id, listed as a member
 LATE = ["late-0", "late-1"]
 EVIL_TERM = HOSTILE[0]
+WAIT_S = 30.0  # bounds every wait on the feed's thread (a hang fails, never a slow run)
+T = TypeVar("T")
 
 
 def stored_incident(status: IncidentStatus = IncidentStatus.UPDATED) -> IncidentEvent:
@@ -194,3 +199,111 @@ def test_the_feed_reads_the_topic_on_the_real_broker(
     # the detector never ran: no topic, no incident (and no error)
     absent = IncidentFeed(topic_reader(kafka_config, f"{incident_topic}-absent")).book()
     assert absent.incidents == {}
+
+
+class BlockingRead:
+    """A topic read that waits for ``release`` (a broker that does not answer), counting
+    the reads that ended."""
+
+    def __init__(self, *events: IncidentEvent) -> None:
+        self.events = list(events)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.done = 0
+        self._done = threading.Condition()
+
+    def __call__(self) -> Records:
+        self.entered.set()
+        # Longer than in_thread's bound: a caller that waits for this read fails there.
+        assert self.release.wait(4 * WAIT_S), "never released"
+        with self._done:
+            self.done += 1
+            self._done.notify_all()
+        return records(*self.events)
+
+    def wait_done(self, n: int) -> None:
+        with self._done:
+            assert self._done.wait_for(lambda: self.done >= n, WAIT_S), (self.done, n)
+
+
+def in_thread(call: Callable[[], T]) -> T:
+    """``call()``'s value; a call that blocks (the bug under test) fails instead of hanging."""
+    found: list[T] = []
+    thread = threading.Thread(target=lambda: found.append(call()), daemon=True)
+    thread.start()
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and found, "blocked on the read"
+    return found[0]
+
+
+@pytest.mark.unit
+def test_a_started_feed_reads_in_the_background_and_a_page_never_waits() -> None:
+    clock = Clock()
+    read = BlockingRead(stored_incident(IncidentStatus.OPEN))
+    feed = IncidentFeed(read, max_age_s=30.0, clock=clock)
+    feed.start()
+    try:
+        assert read.entered.wait(WAIT_S)  # the read at start, hanging
+        assert in_thread(feed.book).incidents == {}  # the page goes on without it
+        read.release.set()
+        read.wait_done(1)
+        first = in_thread(feed.book).get(STORED_ID)
+        assert first is not None and first.status is IncidentStatus.OPEN
+        read.release.clear()
+        read.events = [stored_incident(IncidentStatus.CLOSED)]
+        clock.now = 31.0  # older than max_age_s: the page gets the last book, wakes the reader
+        read.entered.clear()
+        assert in_thread(feed.book).get(STORED_ID) == first
+        assert read.entered.wait(WAIT_S)
+        assert in_thread(feed.book).get(STORED_ID) == first  # still reading
+        read.release.set()
+        read.wait_done(2)
+        closed = in_thread(feed.book).get(STORED_ID)
+        assert closed is not None and closed.status is IncidentStatus.CLOSED
+    finally:
+        read.release.set()
+        feed.stop()
+    assert read.done == 2
+
+
+@pytest.mark.unit
+def test_the_refresher_rests_while_no_page_asks() -> None:
+    clock = Clock()
+    feed = IncidentFeed(lambda: records(stored_incident()), max_age_s=30.0, clock=clock)
+    feed.refresh()  # the read at start, at 0
+    assert not feed.due()  # no page asked yet
+    clock.now = 10.0
+    feed.book()
+    assert not feed.due()  # fresh
+    clock.now = 40.0
+    assert feed.due()  # a page in the last IDLE_AFTER_S, the book 30 s old
+    clock.now = 10.0 + IDLE_AFTER_S
+    assert not feed.due()  # nobody at the desk: no read until a page wakes it
+
+
+@pytest.mark.unit
+def test_the_app_starts_the_feed_and_a_page_does_not_wait_for_the_broker(
+    members: Desk,
+) -> None:
+    read = BlockingRead(stored_incident())
+    feed = IncidentFeed(read)
+    app = create_app(
+        ModelHolder(members.served),
+        members.store,
+        auth=AUTH,
+        desk=DeskConfig(publisher=Sink(), queue_max_age_s=0.0, incidents=feed),
+    )
+    try:
+        with TestClient(app, follow_redirects=False) as client:  # runs the lifespan
+            assert client.post("/login", data={"token": TOKEN}).status_code == 303
+            assert read.entered.wait(WAIT_S)  # started with the app, the broker hanging
+            page = in_thread(lambda: client.get(f"/review/{LATE[0]}").text)
+            assert f"Part of incident <code>{STORED_ID}</code></p>" in page  # the stored id
+            assert read.done == 0  # answered while the read hangs
+            read.release.set()
+            read.wait_done(1)
+            page = client.get(f"/review/{LATE[0]}").text
+            assert f"<code>{STORED_ID}</code> (updated, 4 tickets)" in page
+    finally:
+        read.release.set()
+    assert feed._thread is None  # stopped with the app

@@ -7,10 +7,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ticketflow.cli._types import Commands
 from ticketflow.cli._values import COUNT, number
 from ticketflow.config import Settings
+
+if TYPE_CHECKING:
+    from ticketflow.serve.desk import DeskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,37 @@ def session_secret(path: Path | None) -> bytes | None:
     return secret
 
 
+def desk_config(settings: Settings, secret: bytes | None) -> DeskConfig:
+    """The review desk of ``serve``: answers published to KAFKA_TOPIC_FEEDBACK, and with
+    INCIDENTS_ENABLED a held ticket's incident read from KAFKA_TOPIC_INCIDENTS."""
+    from ticketflow.adapters.kafka.clients import KeyedPublisher
+    from ticketflow.review.queue import Order
+    from ticketflow.serve.desk import DeskConfig
+
+    publisher = KeyedPublisher(
+        settings.kafka_client_config(),
+        settings.kafka_topic_feedback,
+        timeout_s=settings.serve_feedback_timeout_s,
+    )
+    incidents = None
+    if settings.incidents_enabled:  # the desk shows a held ticket's incident (docs/incidents.md)
+        from ticketflow.serve.incidents import IncidentFeed, topic_reader
+
+        incidents = IncidentFeed(
+            topic_reader(settings.kafka_client_config(), settings.kafka_topic_incidents)
+        )
+    return DeskConfig(
+        publisher=publisher,
+        incidents=incidents,
+        feedback_topic=settings.kafka_topic_feedback,
+        order=Order(settings.review_order),
+        queue_max_age_s=settings.review_queue_max_age_s,
+        session_ttl_s=settings.serve_session_ttl_s,
+        cookie_secure=settings.serve_cookie_secure,
+        **({"session_secret": secret} if secret is not None else {}),
+    )
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ticketflow.serve.auth import AuthConfig, TokenFileError, TokenTable
 
@@ -129,32 +164,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         if reload
         else None
     )
-    from ticketflow.adapters.kafka.clients import KeyedPublisher
-    from ticketflow.review.queue import Order
-    from ticketflow.serve.desk import DeskConfig
-
-    publisher = KeyedPublisher(
-        settings.kafka_client_config(),
-        settings.kafka_topic_feedback,
-        timeout_s=settings.serve_feedback_timeout_s,
-    )
-    incidents = None
-    if settings.incidents_enabled:  # the desk shows a held ticket's incident (docs/incidents.md)
-        from ticketflow.serve.incidents import IncidentFeed, topic_reader
-
-        incidents = IncidentFeed(
-            topic_reader(settings.kafka_client_config(), settings.kafka_topic_incidents)
-        )
-    desk = DeskConfig(
-        publisher=publisher,
-        incidents=incidents,
-        feedback_topic=settings.kafka_topic_feedback,
-        order=Order(settings.review_order),
-        queue_max_age_s=settings.review_queue_max_age_s,
-        session_ttl_s=settings.serve_session_ttl_s,
-        cookie_secure=settings.serve_cookie_secure,
-        **({"session_secret": secret} if secret is not None else {}),
-    )
+    desk = desk_config(settings, secret)
     app = create_app(
         holder,
         serving.store,

@@ -375,22 +375,29 @@ def create_app(
     ``auth``: the callers' tokens; without any, only loopback clients are served (403 for
     others). ``reloader``: started and stopped with the app (hot reload, handing models to
     ``holder``); its results are counted. ``desk``: the review desk's feedback producer and
-    sessions (without one, answers are refused with 503).
+    sessions (without one, answers are refused with 503); its incident feed is started and
+    stopped with the app.
     """
     limits = limits or ServeLimits()
     auth = auth or AuthConfig()
     metrics = metrics or ServeMetrics()
     metrics.set_model(holder.current)
     poller = reloader
+    # Read in the background, so that a desk page never waits on the broker.
+    incidents = desk.incidents if desk is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if poller is not None:
             poller.start()
         queue.start()
+        if incidents is not None:
+            incidents.start()
         try:
             yield
         finally:
+            if incidents is not None:
+                incidents.stop()
             queue.stop()
             if poller is not None:
                 poller.stop()
