@@ -121,6 +121,54 @@ BURSTS: dict[str, list[str]] = {
 }
 
 
+# Held out (``--bursts held-out``): written before any change to the detector was measured,
+# and not used to choose one, to check that a change is not fitted to the three above. One in English, one mixed (8 English, 7 German) where the two
+# languages share only a product name, "update" and "server"/"spooler" between them.
+HELD_OUT: dict[str, list[str]] = {
+    "sso-certificate": [
+        "Can't sign in to anything this morning, the single sign-on page says the certificate "
+        "is invalid.",
+        "Okta login loops back to the start page, SSO seems broken for all apps.",
+        "SSO error: 'SAML response signature could not be verified'. Nobody in finance can log in.",
+        "Every application that uses the company login now rejects me with a certificate error.",
+        "The single sign-on portal shows 'certificate expired' when I try to open Salesforce.",
+        "Our team can no longer authenticate via Okta, we get an invalid SAML assertion message.",
+        "Login to Jira and Confluence fails through SSO since about 9am, my password is correct.",
+        "Is SSO down? Workday sends me to the identity provider and then shows an error page.",
+        "Single sign-on stopped working: the identity provider's signing certificate seems to "
+        "have run out.",
+        "I get 'Unable to verify SAML token' every time I open the HR portal.",
+        "All cloud apps refuse my company credentials, the Okta page ends in a failure.",
+        "After entering my MFA code the redirect back to the app fails with a certificate warning.",
+        "Nobody on the support floor can get into Zendesk, sign-on throws an authentication error.",
+        "Company login broken for web apps - SAML signature invalid, certificate out of date?",
+        "Urgent: authentication is failing for every user, we are locked out of all SaaS tools.",
+    ],
+    "print-server": [
+        "Since the print server update nothing prints, jobs sit in the queue as 'pending'.",
+        "Printing fails on every floor printer after last night's update, PaperCut shows the "
+        "printers offline.",
+        "Cannot print to the network printer anymore, the job vanishes from the queue and no "
+        "paper comes out.",
+        "All print jobs are stuck since this morning, the print server does not release them.",
+        "PaperCut says 'printer in error' for every device after the update.",
+        "Our department's printers stopped accepting jobs, error 'spooler not available'.",
+        "Nothing comes out of the printers since the server patch, the queue keeps growing.",
+        "Scanning works but printing does not: documents hang in the print queue forever.",
+        "Seit dem Update des Druckservers druckt kein Drucker mehr, die Aufträge bleiben in der "
+        "Warteschlange.",
+        "Drucken nicht möglich, PaperCut zeigt alle Drucker als offline an.",
+        "Druckaufträge hängen seit heute Morgen fest, am Gerät kommt nichts an.",
+        "Der Netzwerkdrucker im 2. OG nimmt keine Aufträge mehr an, Fehler 'Spooler nicht "
+        "verfügbar'.",
+        "Nach dem nächtlichen Update funktioniert das Drucken auf keinem Gerät mehr.",
+        "Alle Ausdrucke bleiben in der Druckwarteschlange stehen, der Server gibt sie nicht frei.",
+        "Unsere Abteilung kann nicht mehr drucken, PaperCut meldet einen Fehler am Drucker.",
+    ],
+}
+BURST_SETS = {"original": BURSTS, "held-out": HELD_OUT}
+
+
 @dataclass(frozen=True)
 class Item:
     ticket_id: str
@@ -156,12 +204,14 @@ def background_texts(datasets: Path, count: int, seed: int) -> tuple[list[str], 
     return replay, history
 
 
-def schedule(replay: Sequence[str], interval: float, seed: int) -> list[Item]:
+def schedule(
+    replay: Sequence[str], interval: float, seed: int, bursts: dict[str, list[str]]
+) -> list[Item]:
     rng = random.Random(seed)
     items = [Item(f"bg-{i}", i * interval, t, None) for i, t in enumerate(replay)]
     total = len(replay) * interval
-    for n, (name, texts) in enumerate(BURSTS.items()):
-        start = total * (n + 1) / (len(BURSTS) + 1)
+    for n, (name, texts) in enumerate(bursts.items()):
+        start = total * (n + 1) / (len(bursts) + 1)
         offsets = sorted(rng.uniform(0, BURST_SPAN_S) for _ in texts)
         order = list(texts)
         rng.shuffle(order)
@@ -268,10 +318,11 @@ def run_hdbscan(
 def score(
     items: Sequence[Item], assigned: dict[str, str], events: Sequence[IncidentEvent], seconds: float
 ) -> Outcome:
+    names = list(dict.fromkeys(i.burst for i in items if i.burst))
     last = {e.incident_id: e for e in events}
     detected_by: dict[str, int | None] = {}
     share: dict[str, float] = {}
-    for name in BURSTS:
+    for name in names:
         members = [i.ticket_id for i in items if i.burst == name]
         # Membership as the incident's last event lists it: tickets that were in the window
         # before it opened join it then, after their own labelled record went out.
@@ -305,7 +356,7 @@ def report(method: str, outcome: Outcome, items: Sequence[Item]) -> None:
     print(f"\n## {method}")
     print("| burst | detected by ticket | share in the incident |")
     print("|---|---|---|")
-    for name in BURSTS:
+    for name in outcome.detected_by:
         by = outcome.detected_by[name]
         print(f"| {name} | {by if by is not None else 'missed'} | {outcome.share[name]:.0%} |")
     print(f"\nfalse incidents: {len(outcome.false)}")
@@ -359,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=IncidentConfig.min_size)
     parser.add_argument("--ratio", type=float, default=IncidentConfig.baseline_ratio)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bursts", choices=tuple(BURST_SETS), default="original")
     parser.add_argument("--cost", type=int, default=0, help="only the full-window cost, N tickets")
     parser.add_argument("--dimension", type=int, default=256, help="with --cost")
     parser.add_argument("--batch", type=int, default=64, help="with --cost")
@@ -372,15 +424,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings()
     encoder = configured.static_encoder(settings)
     replay, history_texts = background_texts(args.datasets, args.background, args.seed)
-    items = schedule(replay, args.interval, args.seed)
+    bursts = BURST_SETS[args.bursts]
+    items = schedule(replay, args.interval, args.seed, bursts)
     vectors = encoder.encode([i.text for i in items])
     history = encoder.encode(history_texts)
     config = IncidentConfig(
         max_distance=args.max_distance, min_size=args.min_size, baseline_ratio=args.ratio
     )
     print(
-        f"{len(replay)} background tickets every {args.interval:g}s, {len(BURSTS)} bursts of "
-        f"{BURST_SIZE} within {BURST_SPAN_S:.0f}s; encoder {encoder.name}; {config}"
+        f"{len(replay)} background tickets every {args.interval:g}s, {len(bursts)} bursts "
+        f"({args.bursts}) of {BURST_SIZE} within {BURST_SPAN_S:.0f}s; encoder {encoder.name}; "
+        f"{config}"
     )
     runs = {"burst": run_burst, "hdbscan": run_hdbscan}
     for method, run in runs.items():
