@@ -122,8 +122,9 @@ BURSTS: dict[str, list[str]] = {
 
 
 # Held out (``--bursts held-out``): written before any change to the detector was measured,
-# and not used to choose one, to check that a change is not fitted to the three above. One in English, one mixed (8 English, 7 German) where the two
-# languages share only a product name, "update" and "server"/"spooler" between them.
+# and not used to choose one, to check that a change is not fitted to the three above. One
+# in English, one mixed (8 English, 7 German) where the two languages share only a product
+# name, "update" and "server"/"spooler" between them.
 HELD_OUT: dict[str, list[str]] = {
     "sso-certificate": [
         "Can't sign in to anything this morning, the single sign-on page says the certificate "
@@ -228,10 +229,11 @@ def run_burst(
     history: npt.NDArray[np.float32],
     config: IncidentConfig,
     interval: float,
+    history_texts: Sequence[str] = (),
 ) -> tuple[dict[str, str], list[IncidentEvent], float]:
-    baseline = Baseline(config.baseline_sample)
-    baseline.seed(list(history), span_s=len(history) * interval)
-    detector = IncidentDetector(config, baseline)
+    detector = IncidentDetector(config)
+    texts = list(history_texts) or [""] * len(history)
+    detector.seed(list(history), texts, span_s=len(history) * interval)
     epoch = datetime(2025, 1, 1, tzinfo=UTC)
     assigned: dict[str, str] = {}
     events: list[IncidentEvent] = []
@@ -259,6 +261,7 @@ def run_hdbscan(
     history: npt.NDArray[np.float32],
     config: IncidentConfig,
     interval: float,
+    history_texts: Sequence[str] = (),
 ) -> tuple[dict[str, str], list[IncidentEvent], float]:
     """HDBSCAN on the window after each batch; a cluster of at least ``min_size`` that holds
     ``baseline_ratio`` times more tickets than the baseline expects around its centre is an
@@ -372,19 +375,44 @@ def cost(count: int, dimension: int, batch: int, config: IncidentConfig) -> None
     centres = rng.normal(size=(50, dimension))
     rows = rng.normal(size=(count, dimension))
     near = rng.random(count) < 0.3
-    rows[near] = centres[rng.integers(0, 50, near.sum())] + 0.3 * rows[near] / np.sqrt(dimension)
+    which = rng.integers(0, 50, near.sum())
+    rows[near] = centres[which] + 0.3 * rows[near] / np.sqrt(dimension)
     vectors = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
     history = rng.normal(size=(config.baseline_sample, dimension))
     history /= np.linalg.norm(history, axis=1, keepdims=True)
     # max_window tickets within window_s: the window is full from then on.
     every = config.window_s / config.max_window
-    baseline = Baseline(config.baseline_sample)
-    baseline.seed(list(history.astype(np.float32)), span_s=len(history) * every)
-    detector = IncidentDetector(config, baseline)
+    # Texts of 40 words from a vocabulary of 20,000 made-up ones; a ticket near a centre
+    # takes 10 of them from its centre's 30 (an outage's shared words).
+    # Their own generator: the vectors are the ones measured before texts mattered.
+    words = np.random.default_rng(1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary = ["".join(w) for w in letters[words.integers(0, 26, size=(20_000, 7))]]
+    own = words.integers(0, len(vocabulary), size=(50, 30))
+    centre_of = np.zeros(count, dtype=np.int64)
+    centre_of[near] = which
+
+    def text(i: int, near_centre: bool) -> str:
+        picks = list(words.integers(0, len(vocabulary), 40))
+        if near_centre:
+            picks[:10] = words.choice(own[centre_of[i]], 10)
+        return " ".join(vocabulary[k] for k in picks)
+
+    detector = IncidentDetector(config)
+    detector.seed(
+        list(history.astype(np.float32)),
+        [text(i, False) for i in range(len(history))],
+        span_s=len(history) * every,
+    )
     epoch = datetime(2025, 1, 1, tzinfo=UTC)
-    text = "The VPN gateway is unreachable since this morning and nobody can connect. " * 4
     observations = [
-        Observation(f"t-{i}", epoch + timedelta(seconds=i * every), vectors[i], {"q": "a"}, text)
+        Observation(
+            f"t-{i}",
+            epoch + timedelta(seconds=i * every),
+            vectors[i],
+            {"q": "a"},
+            text(i, bool(near[i])),
+        )
         for i in range(count)
     ]
     fill = config.max_window
@@ -409,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-distance", type=float, default=IncidentConfig.max_distance)
     parser.add_argument("--min-size", type=int, default=IncidentConfig.min_size)
     parser.add_argument("--ratio", type=float, default=IncidentConfig.baseline_ratio)
+    parser.add_argument("--text-weight", type=float, default=IncidentConfig.text_weight)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bursts", choices=tuple(BURST_SETS), default="original")
     parser.add_argument("--cost", type=int, default=0, help="only the full-window cost, N tickets")
@@ -417,7 +446,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cost:
         config = IncidentConfig(
-            max_distance=args.max_distance, min_size=args.min_size, baseline_ratio=args.ratio
+            max_distance=args.max_distance,
+            min_size=args.min_size,
+            baseline_ratio=args.ratio,
+            text_weight=args.text_weight,
         )
         cost(args.cost, args.dimension, args.batch, config)
         return
@@ -429,7 +461,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     vectors = encoder.encode([i.text for i in items])
     history = encoder.encode(history_texts)
     config = IncidentConfig(
-        max_distance=args.max_distance, min_size=args.min_size, baseline_ratio=args.ratio
+        max_distance=args.max_distance,
+        min_size=args.min_size,
+        baseline_ratio=args.ratio,
+        text_weight=args.text_weight,
     )
     print(
         f"{len(replay)} background tickets every {args.interval:g}s, {len(bursts)} bursts "
@@ -439,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = {"burst": run_burst, "hdbscan": run_hdbscan}
     for method, run in runs.items():
         if args.method in (method, "both"):
-            assigned, events, seconds = run(items, vectors, history, config, args.interval)
+            assigned, events, seconds = run(
+                items, vectors, history, config, args.interval, history_texts
+            )
             report(method, score(items, assigned, events, seconds), items)
 
 

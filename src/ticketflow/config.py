@@ -192,6 +192,14 @@ class WorkerSettings(BaseSettings):
         description="Times more close tickets than that kind of ticket usually has (the "
         "history's rate) before a group is an incident.",
     )
+    incident_text_weight: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of the incident detector's closeness from the tickets' words "
+        "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
+        "`CHROMA_DOCUMENT` other than none (docs/incidents.md). 0 = the vectors alone.",
+    )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
     )

@@ -27,11 +27,13 @@ import hashlib
 import logging
 import math
 import re
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -76,14 +78,104 @@ class IncidentConfig:
     max_window: int = 5_000
     baseline_sample: int = 2_000
     top_terms: int = 8
+    # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
+    # the stored vectors; 0: the vectors alone.
+    text_weight: float = 0.0
+    text_dimension: int = 256
 
     def __post_init__(self) -> None:
+        if not 0 <= self.text_weight < 1:
+            raise ValueError("text_weight must be in [0, 1)")
         if self.window_s <= 0 or self.quiet_s <= 0:
             raise ValueError("window_s and quiet_s must be positive")
         if self.min_size < 2:
             raise ValueError("min_size must be at least 2")
         if not 0 < self.max_distance <= 2:
             raise ValueError("max_distance must be in (0, 2]")
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_hash(word: str) -> int:
+    # crc32, not hash(): Python salts str hashes per process, and a restarted worker must
+    # put a word where the one before it did (the store's tickets are hashed again).
+    return zlib.crc32(word.encode("utf-8"))
+
+
+class TermVectors:
+    """A ticket's words as a bounded vector: signed feature hashing of TF-IDF weights into
+    ``dimension`` buckets, unit length. Tickets about one outage share rare words (product
+    names, error words, hostnames) across languages and phrasings; their weights come from
+    how many documents hold each word, counted in a table of ``2**table_bits`` hashed slots
+    (bounded memory; the counts are halved once ``max_documents`` were counted, so they
+    follow the stream). Cosine of two rows ~ cosine of their TF-IDF vectors: a signed hash
+    makes collisions cancel on average instead of adding closeness.
+    """
+
+    def __init__(
+        self, dimension: int = 256, *, table_bits: int = 18, max_documents: int = 100_000
+    ) -> None:
+        self.dimension = dimension
+        self._mask = (1 << table_bits) - 1
+        self._frequency = np.zeros(1 << table_bits, dtype=np.float32)
+        self._documents = 0.0
+        self._max_documents = max_documents
+
+    @property
+    def documents(self) -> float:
+        return self._documents
+
+    def learn(self, documents: Iterable[Sequence[str]]) -> None:
+        """Count each document's distinct words (call with tickets that left the window, so
+        a burst's own words stay rare while it is going on)."""
+        slots: list[int] = []
+        count = 0
+        for words in documents:
+            slots.extend({_word_hash(w) & self._mask for w in words})
+            count += 1
+        if not count:
+            return
+        np.add.at(self._frequency, np.asarray(slots, dtype=np.int64), 1.0)
+        self._documents += count
+        if self._documents > self._max_documents:
+            self._frequency *= 0.5
+            self._documents *= 0.5
+
+    def vectors(self, documents: Sequence[Sequence[str]]) -> Vector:
+        """One unit row per document (zeros for one without words), in whole-batch
+        operations: (1 + log tf) x smoothed idf, each word into a signed bucket."""
+        rows: list[int] = []
+        hashes: list[int] = []
+        frequencies: list[int] = []
+        for row, words in enumerate(documents):
+            counts = Counter(words)
+            rows.extend([row] * len(counts))
+            hashes.extend(map(_word_hash, counts))
+            frequencies.extend(counts.values())
+        out = np.zeros((len(documents), self.dimension), dtype=np.float32)
+        if not hashes:
+            return out
+        h = np.asarray(hashes, dtype=np.int64)
+        idf = np.log((self._documents + 1.0) / (self._frequency[h & self._mask] + 1.0)) + 1.0
+        weight = (1.0 + np.log(np.asarray(frequencies, dtype=np.float32))) * idf
+        weight *= np.where((h >> 31) & 1, 1.0, -1.0)  # the sign: the hash's top bit
+        cells = np.asarray(rows, dtype=np.int64) * self.dimension + (h >> 1) % self.dimension
+        flat = np.bincount(cells, weights=weight, minlength=out.size)
+        out[:] = flat.reshape(out.shape)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+def joint(vectors: Vector, terms: Vector, weight: float) -> Vector:
+    """Rows whose dot product is ``(1 - weight) x`` the vectors' cosine ``+ weight x`` the
+    terms' cosine (both unit rows): one space, one distance, one matrix product."""
+    if weight <= 0:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    out = np.hstack([math.sqrt(1.0 - weight) * vectors, math.sqrt(weight) * terms])
+    # A ticket without words: its vector alone, at unit length.
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    joined: Vector = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+    return joined
 
 
 @dataclass(frozen=True)
@@ -305,6 +397,8 @@ class IncidentDetector:
     def __init__(self, config: IncidentConfig, baseline: Baseline | None = None) -> None:
         self.config = config
         self.baseline = baseline or Baseline(config.baseline_sample)
+        self.terms = TermVectors(config.text_dimension) if config.text_weight > 0 else None
+        self._left: list[list[str]] = []  # words of the tickets that left, for ``terms``
         self._capacity = config.max_window + HEADROOM
         self._vectors: Vector | None = None  # (capacity, dimension) once the first came
         self._times = np.full(self._capacity, -np.inf, dtype=np.float64)
@@ -365,11 +459,39 @@ class IncidentDetector:
             incident.opened = True
         events += self._close_quiet()
         self._evict()
+        if self.terms is not None and self._left:
+            self.terms.learn(self._left)
+            self._left = []
         return Detection(assigned=assigned, events=events, open_ids=list(self._open))
 
-    def restore(self, events: Iterable[IncidentEvent], vectors: Mapping[str, Vector]) -> int:
+    def space(self, vectors: Vector, words: Sequence[Sequence[str]]) -> Vector:
+        """Stored vectors (unit rows) and their tickets' words as the detector compares them:
+        the vectors alone, or joined with the words' :class:`TermVectors`."""
+        if self.terms is None:
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        return joint(vectors, self.terms.vectors(words), self.config.text_weight)
+
+    def seed(self, vectors: Sequence[Vector], texts: Sequence[str], span_s: float) -> None:
+        """The history: its texts' word counts first (the words' weights), then its tickets
+        into the baseline sample, in the detector's space. ``texts``: one per vector, "" for
+        one without (the worker's store keeps the redacted model text by default)."""
+        if not len(vectors):
+            return
+        words = [tokens(t) for t in texts]
+        if self.terms is not None:
+            self.terms.learn(words)
+        self.baseline.seed(list(self.space(np.vstack(vectors), words)), span_s)
+
+    def restore(
+        self,
+        events: Iterable[IncidentEvent],
+        vectors: Mapping[str, Vector],
+        texts: Mapping[str, str] | None = None,
+    ) -> int:
         """Reopen the incidents whose last event (the compacted topic's) is not ``closed``;
-        ``vectors``: the members' stored vectors, to match joiners against. Returns how many."""
+        ``vectors``: the members' stored vectors, to match joiners against, ``texts`` their
+        stored texts (for the words' part of the space). Returns how many."""
+        texts = texts or {}
         last: dict[str, IncidentEvent] = {}
         for event in events:
             last[event.incident_id] = event
@@ -391,10 +513,16 @@ class IncidentDetector:
                 size=event.size,
                 opened=True,
             )
+            kept = [m for m in event.member_ticket_ids if m in vectors]
             for ticket_id in event.member_ticket_ids:
                 self._member_of[ticket_id] = event.incident_id
-                if ticket_id in vectors:
-                    incident.keep(ticket_id, np.asarray(vectors[ticket_id], dtype=np.float32))
+            if kept:
+                joined = self.space(
+                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]),
+                    [tokens(texts.get(m, "")) for m in kept],
+                )
+                for ticket_id, vector in zip(kept, joined, strict=True):
+                    incident.keep(ticket_id, vector.copy())
             self._open[event.incident_id] = incident
             self._clock = max(self._clock, incident.last_seen)
             restored += 1
@@ -409,7 +537,9 @@ class IncidentDetector:
     ) -> None:
         config = self.config
         entries = [self._entry(o) for o in batch]
-        matrix = np.vstack([e.vector for e in entries])
+        matrix = self.space(np.vstack([e.vector for e in entries]), [e.words for e in entries])
+        for row, entry in enumerate(entries):
+            entry.vector = matrix[row].copy()  # a view would keep the batch's matrix alive
         ring = self._ring(matrix.shape[1])
         times = np.fromiter((e.time for e in entries), dtype=np.float64, count=len(entries))
         # Two products per batch: with the window as it was before the batch (the ring's
@@ -715,6 +845,8 @@ class IncidentDetector:
             elapsed = entry.time - self._last_evicted if self._last_evicted is not None else 0.0
             self._last_evicted = entry.time
             self.baseline.add(entry.vector, elapsed)
+            if self.terms is not None:
+                self._left.append(entry.words)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
         # Top terms and representative again only once the incident grew by a quarter
