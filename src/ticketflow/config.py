@@ -177,11 +177,13 @@ class WorkerSettings(BaseSettings):
         default=5, ge=2, description="Close tickets in the window that open an incident."
     )
     incident_max_distance: float = Field(
-        default=0.3,
+        default=0.52,
         gt=0,
         le=2,
         description="Cosine distance under which two tickets are about the same problem, in "
-        "the stored vectors' space (bench.incidents: 0.3 for the static encoder).",
+        "the detector's space: the stored vectors joined with the words' vectors by "
+        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.52 at weight 0.3, 0.3 at 0 "
+        "for the static encoder: the same share of the history close to a ticket).",
     )
     incident_quiet_s: float = Field(
         default=1800.0, gt=0, description="An incident with no new member this long closes."
@@ -193,12 +195,13 @@ class WorkerSettings(BaseSettings):
         "history's rate) before a group is an incident.",
     )
     incident_text_weight: float = Field(
-        default=0.0,
+        default=0.3,
         ge=0,
         lt=1,
         description="Share of the incident detector's closeness from the tickets' words "
         "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
-        "`CHROMA_DOCUMENT` other than none (docs/incidents.md). 0 = the vectors alone.",
+        "`CHROMA_DOCUMENT` other than none (docs/incidents.md). 0 = the vectors alone (then "
+        "set `INCIDENT_MAX_DISTANCE` to 0.3).",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +73,7 @@ class IncidentConfig:
 
     window_s: float = 600.0
     min_size: int = 5
-    max_distance: float = 0.3
+    max_distance: float = 0.52
     quiet_s: float = 1800.0
     baseline_ratio: float = 5.0
     max_window: int = 5_000
@@ -80,7 +81,7 @@ class IncidentConfig:
     top_terms: int = 8
     # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
     # the stored vectors; 0: the vectors alone.
-    text_weight: float = 0.0
+    text_weight: float = 0.3
     text_dimension: int = 256
 
     def __post_init__(self) -> None:
@@ -94,21 +95,35 @@ class IncidentConfig:
             raise ValueError("max_distance must be in (0, 2]")
 
 
-@lru_cache(maxsize=1 << 16)
-def _word_hash(word: str) -> int:
-    # crc32, not hash(): Python salts str hashes per process, and a restarted worker must
-    # put a word where the one before it did (the store's tickets are hashed again).
-    return zlib.crc32(word.encode("utf-8"))
+# Character n-grams of a word (with its boundaries) beside the word itself: "mails" and
+# "e-mails", "druckserver" and "server" share some, and a typo or an inflection keeps most.
+NGRAM = 4
+_NGRAM_SALT = 0x5BD1E995  # n-grams apart from the words of the same letters
+
+
+@lru_cache(maxsize=1 << 14)
+def _word_features(word: str) -> tuple[int, ...]:
+    """The word's hashed features: itself and its character n-grams. crc32, not hash():
+    Python salts str hashes per process, and a restarted worker must put a word where the
+    one before it did (the store's tickets are hashed again). Cached: a desk's vocabulary
+    repeats, and this is the detector's only per-word Python work besides top terms."""
+    padded = f"<{word}>"
+    grams = {padded[i : i + NGRAM] for i in range(len(padded) - NGRAM + 1)}
+    return (
+        zlib.crc32(word.encode("utf-8")),
+        *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+    )
 
 
 class TermVectors:
-    """A ticket's words as a bounded vector: signed feature hashing of TF-IDF weights into
-    ``dimension`` buckets, unit length. Tickets about one outage share rare words (product
-    names, error words, hostnames) across languages and phrasings; their weights come from
-    how many documents hold each word, counted in a table of ``2**table_bits`` hashed slots
-    (bounded memory; the counts are halved once ``max_documents`` were counted, so they
-    follow the stream). Cosine of two rows ~ cosine of their TF-IDF vectors: a signed hash
-    makes collisions cancel on average instead of adding closeness.
+    """A ticket's words as a bounded vector: signed feature hashing of the TF-IDF weights
+    of its words and their character n-grams into ``dimension`` buckets, unit length.
+    Tickets about one outage share rare words (product names, error words, hostnames)
+    across phrasings; their weights come from how many documents hold each feature, counted
+    in a table of ``2**table_bits`` hashed slots (bounded memory; the counts are halved once
+    ``max_documents`` were counted, so they follow the stream). The cosine of two rows is
+    about that of their TF-IDF vectors: a signed hash makes collisions cancel on average
+    instead of adding closeness.
     """
 
     def __init__(
@@ -130,7 +145,7 @@ class TermVectors:
         slots: list[int] = []
         count = 0
         for words in documents:
-            slots.extend({_word_hash(w) & self._mask for w in words})
+            slots.extend({h & self._mask for w in words for h in _word_features(w)})
             count += 1
         if not count:
             return
@@ -147,9 +162,9 @@ class TermVectors:
         hashes: list[int] = []
         frequencies: list[int] = []
         for row, words in enumerate(documents):
-            counts = Counter(words)
+            counts = Counter(chain.from_iterable(map(_word_features, words)))
             rows.extend([row] * len(counts))
-            hashes.extend(map(_word_hash, counts))
+            hashes.extend(counts)
             frequencies.extend(counts.values())
         out = np.zeros((len(documents), self.dimension), dtype=np.float32)
         if not hashes:
