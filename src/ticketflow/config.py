@@ -201,7 +201,7 @@ class WorkerSettings(BaseSettings):
         description="Share of the incident detector's closeness from the tickets' words "
         "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
         "`CHROMA_DOCUMENT` other than none (docs/incidents.md). 0 = the vectors alone (then "
-        "set `INCIDENT_MAX_DISTANCE` to 0.3).",
+        "`INCIDENT_MAX_DISTANCE`, unless set, is 0.3).",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."

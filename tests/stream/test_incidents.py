@@ -54,3 +54,14 @@ def test_a_burst_becomes_one_incident_on_its_topic_and_on_its_members(tmp_path: 
     assert {k for k, v in carried.items() if v} == {"vpn-2", "vpn-3", "vpn-4"}
     assert metrics.registry.get_sample_value("ticketflow_incidents_open") == 1
     assert metrics.registry.get_sample_value("ticketflow_incidents_opened_total") == 1
+
+
+def test_without_stored_texts_the_detector_compares_the_vectors_alone() -> None:
+    # CHROMA_DOCUMENT=none: no history texts to seed the words' part with, so it is off,
+    # and the default distance is the vectors' own; a distance someone set stays.
+    joined = incident_config(Settings())
+    assert joined.text_weight > 0 and joined.max_distance == Settings().incident_max_distance
+    alone = incident_config(Settings(chroma_document="none"))
+    assert (alone.text_weight, alone.max_distance) == (0.0, 0.3)
+    chosen = incident_config(Settings(incident_text_weight=0.0, incident_max_distance=0.4))
+    assert (chosen.text_weight, chosen.max_distance) == (0.0, 0.4)

@@ -23,6 +23,10 @@ from ticketflow.schemas import IncidentEvent
 
 logger = logging.getLogger(__name__)
 
+# INCIDENT_MAX_DISTANCE's default without the words' part: the static encoder's space
+# (bench.incidents, 2026-12-07, docs/incidents.md).
+VECTORS_ALONE_MAX_DISTANCE = 0.3
+
 
 def incident_config(settings: Settings) -> IncidentConfig:
     """The INCIDENT_* settings as the detector takes them."""
@@ -36,10 +40,14 @@ def incident_config(settings: Settings) -> IncidentConfig:
             text_weight,
         )
         text_weight = 0.0
+    max_distance = settings.incident_max_distance
+    if text_weight == 0 and "incident_max_distance" not in settings.model_fields_set:
+        # The default distance is the joined space's; the vectors alone have their own.
+        max_distance = VECTORS_ALONE_MAX_DISTANCE
     return IncidentConfig(
         window_s=settings.incident_window_s,
         min_size=settings.incident_min_size,
-        max_distance=settings.incident_max_distance,
+        max_distance=max_distance,
         quiet_s=settings.incident_quiet_s,
         baseline_ratio=settings.incident_baseline_ratio,
         text_weight=text_weight,
@@ -55,6 +63,12 @@ def seed_history(detector: IncidentDetector, store: ChromaVectorStore) -> int:
     kept = [r for r in page if r.vector is not None]
     times = [float(r.metadata["processed_at"]) for r in page if "processed_at" in r.metadata]
     span = max(times) - min(times) if len(times) > 1 else 0.0
+    if span < detector.config.window_s:
+        # Tickets labelled within less than one window (a young store, a few batches) give
+        # no usual rate: the processing time of a batch or two would make hundreds of close
+        # tickets "usual" and keep every burst, a restored incident's joiners too, below the
+        # ratio. Without a rate only the minimum size counts until the window fills.
+        span = 0.0
     detector.seed(
         [np.asarray(r.vector, dtype=np.float32) for r in kept],
         [r.document or "" for r in kept],
