@@ -282,3 +282,24 @@ def test_restore_with_words_continues_the_incident() -> None:
     _, more = merged(second, tickets[8:])
     assert {e.incident_id for e in more} == {events[-1].incident_id}
     assert more[-1].size == 10
+
+
+def test_a_fast_burst_where_such_tickets_are_usual_opens_on_its_rate() -> None:
+    # About one such ticket is usual per window (7 of 200 history tickets near it, 30
+    # tickets a window): five times that over the whole window takes six close tickets,
+    # but the burst's come 30 s apart: four in half the window are already five times the
+    # usual rate, so its fifth ticket opens it.
+    rng = np.random.default_rng(11)
+    tickets = burst(rng, 8, 0.0)
+    centre = unit(np.mean([t.vector for t in tickets], axis=0))
+    history = [
+        unit(centre + 0.05 * rng.normal(size=DIM)) if i < 7 else unit(rng.normal(size=DIM))
+        for i in range(200)
+    ]
+    det = detector()
+    det.seed(history, [""] * len(history), span_s=200 * 20.0)
+    expected = float(det.baseline.expected(centre[None, :], 0.3, 600.0)[0])
+    assert 1.0 <= expected < 1.2
+    _, events = merged(det, tickets)
+    assert events[0].detected_by_ticket_id == "vpn-4"
+    assert events[-1].size == 8

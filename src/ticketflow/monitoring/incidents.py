@@ -395,6 +395,12 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     return limit
 
 
+# The burst test is made on the whole window and on its latest half: a burst's first
+# tickets come within minutes, and in a dense region of the space (one language, one
+# product) the whole window's usual count kept it below the ratio until its 10th ticket
+# (bench.incidents, 2026-12-07: by the 5th with the half, no more false incidents).
+RATE_SPAN = 0.5
+
 # Ring slots beyond ``max_window``: a batch is appended before the end-of-batch eviction, so
 # the ring holds the full window plus one batch; a larger batch evicts its oldest early.
 HEADROOM = 1_024
@@ -586,6 +592,14 @@ class IncidentDetector:
         counts = (
             np.count_nonzero(near_all, axis=1) + np.count_nonzero(earlier_all, axis=1)
         ).tolist()
+        # The same in the latest part of the window (RATE_SPAN of it): the burst test is made
+        # on both, so a burst's rate counts and not only its total in the whole window.
+        recent = config.window_s * RATE_SPAN
+        near_recent = near_all & (np.abs(window_times[None, :] - times[:, None]) <= recent)
+        earlier_recent = earlier_all & (np.abs(times[None, :] - times[:, None]) <= recent)
+        recent_counts = (
+            np.count_nonzero(near_recent, axis=1) + np.count_nonzero(earlier_recent, axis=1)
+        ).tolist()
         self._dropped_columns, self._dropped_rows = [], []
         expected = self._candidates_expected(matrix, counts)
         try:
@@ -604,6 +618,9 @@ class IncidentDetector:
                 count = counts[row]
                 count -= sum(int(near_all[row, c]) for c in self._dropped_columns)
                 count -= sum(int(earlier_all[row, j]) for j in self._dropped_rows)
+                latest = recent_counts[row]
+                latest -= sum(int(near_recent[row, c]) for c in self._dropped_columns)
+                latest -= sum(int(earlier_recent[row, j]) for j in self._dropped_rows)
                 self._append(entry, row)
                 nearest = self._joined(entry)
                 if nearest is None and count + 1 < config.min_size:
@@ -615,13 +632,13 @@ class IncidentDetector:
                 usual = expected.get(row)
                 if usual is None:  # a candidate only since an incident opened in the batch
                     usual = float(self._expected(matrix[row : row + 1])[0])
-                dense = count >= config.baseline_ratio * usual
+                dense = self._dense(count, latest, usual)
                 incident = nearest if dense else None
                 if incident is not None:
                     # Only the ticket itself: taking its neighbours too would let the group
                     # walk away, ticket by ticket, from the problem it was opened for.
                     self._add(incident, [entry])
-                elif self._bursting(count, usual):
+                elif self._bursting(count, latest, usual):
                     incident = self._opened(entry, count, usual)
                     near = near_all[row] & self._valid
                     earlier = earlier_all[row] & self._batch_alive
@@ -822,10 +839,20 @@ class IncidentDetector:
             self._moved.clear()
         return self._centres
 
-    def _bursting(self, neighbours: int, expected: float) -> bool:
-        return (
-            neighbours + 1 >= self.config.min_size
-            and neighbours >= self.config.baseline_ratio * expected
+    def _dense(self, neighbours: int, recent: int, expected: float) -> bool:
+        """More close tickets than usual (``expected`` in a window), in the whole window or
+        in its latest ``RATE_SPAN``."""
+        ratio = self.config.baseline_ratio
+        return neighbours >= ratio * expected or recent >= ratio * expected * RATE_SPAN
+
+    def _bursting(self, neighbours: int, recent: int, expected: float) -> bool:
+        """Enough close tickets to open an incident: ``min_size`` with the ticket, and
+        ``baseline_ratio`` times the usual number, in the whole window or in its latest
+        ``RATE_SPAN`` (the same count in half the time is twice the rate)."""
+        size = self.config.min_size - 1
+        ratio = self.config.baseline_ratio
+        return (neighbours >= size and neighbours >= ratio * expected) or (
+            recent >= size and recent >= ratio * expected * RATE_SPAN
         )
 
     def _close_quiet(self) -> list[IncidentEvent]:
