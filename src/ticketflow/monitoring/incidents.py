@@ -101,7 +101,7 @@ NGRAM = 4
 _NGRAM_SALT = 0x5BD1E995  # n-grams apart from the words of the same letters
 
 
-@lru_cache(maxsize=1 << 14)
+@lru_cache(maxsize=1 << 15)
 def _word_features(word: str) -> tuple[int, ...]:
     """The word's hashed features: itself and its character n-grams. crc32, not hash():
     Python salts str hashes per process, and a restarted worker must put a word where the
@@ -142,14 +142,15 @@ class TermVectors:
     def learn(self, documents: Iterable[Sequence[str]]) -> None:
         """Count each document's distinct words (call with tickets that left the window, so
         a burst's own words stay rare while it is going on)."""
-        slots: list[int] = []
+        hashes: list[int] = []
         count = 0
         for words in documents:
-            slots.extend({h & self._mask for w in words for h in _word_features(w)})
+            hashes.extend(set(chain.from_iterable(map(_word_features, set(words)))))
             count += 1
         if not count:
             return
-        np.add.at(self._frequency, np.asarray(slots, dtype=np.int64), 1.0)
+        slots = np.asarray(hashes, dtype=np.int64) & self._mask
+        np.add.at(self._frequency, slots, 1.0)
         self._documents += count
         if self._documents > self._max_documents:
             self._frequency *= 0.5
