@@ -182,8 +182,8 @@ class WorkerSettings(BaseSettings):
         le=2,
         description="Cosine distance under which two tickets are about the same problem, in "
         "the detector's space: the stored vectors joined with the words' vectors by "
-        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.52 at weight 0.3, 0.3 at 0 "
-        "for the static encoder: the same share of the history close to a ticket).",
+        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.52 at weight 0.3; 0.3 for the "
+        "static encoder's vectors alone, the default when the weight is 0).",
     )
     incident_quiet_s: float = Field(
         default=1800.0, gt=0, description="An incident with no new member this long closes."

@@ -4,21 +4,24 @@ Pure (no I/O): the worker feeds each labelled micro-batch to :meth:`IncidentDete
 and publishes what it returns. The method is an online nearest-neighbour burst score,
 chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/incidents.md):
 
-- for each ticket, its *neighbours*: tickets seen before it whose cosine distance is at most
-  ``max_distance`` and whose event time is within ``window_s`` of its own;
+- the *space*: the stored vector joined with the :class:`TermVectors` of the ticket's words
+  (``text_weight`` of the closeness from the words, :func:`joint`), or the vector alone;
+- for each ticket, its *neighbours*: tickets seen before it whose cosine distance in that
+  space is at most ``max_distance`` and whose event time is within ``window_s`` of its own;
 - the *baseline*: how many such neighbours that kind of ticket usually has, the share of a
   sample of older tickets (the history) within ``max_distance`` of it times the usual number
   of tickets per window;
 - a ticket with at least ``min_size - 1`` neighbours, and at least ``baseline_ratio`` times
-  the expected number, opens an incident with them (and the window's unassigned tickets
+  the expected number, in the whole window or in its latest ``RATE_SPAN`` (against that share
+  of the expected number), opens an incident with them (and the window's unassigned tickets
   near their centre); a later ticket in a burst itself and within ``max_distance`` of an
   incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
   event time is closed.
 
 State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
 preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
-(``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS`` member
-vectors. Cost: see :class:`IncidentDetector`.
+(``baseline_sample`` vectors), the words' document counts (a fixed table) and, per open
+incident, its last ``MEMBER_VECTORS`` member vectors. Cost: see :class:`IncidentDetector`.
 """
 
 from __future__ import annotations
