@@ -165,7 +165,8 @@ class WorkerSettings(BaseSettings):
         description="The worker groups bursts of close tickets into incidents "
         "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets). The detector runs on "
         "its own thread beside the vector write; through Kafka it changed throughput by "
-        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md).",
+        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md; measured "
+        "before the words' part was added).",
     )
     incident_window_s: float = Field(
         default=600.0,
