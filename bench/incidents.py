@@ -2,7 +2,12 @@
 
     python -m bench.incidents [--datasets ../shared/datasets] [--background 5000]
         [--interval 20] [--method both|burst|hdbscan] [--max-distance 0.25] [--seed 0]
-    python -m bench.incidents --cost 12000 [--dimension 256] [--batch 64]
+        [--bursts original|held-out] [--text-weight 0.3 --max-distance 0.52]
+    python -m bench.incidents --cost 12000 [--dimension 256] [--batch 64] [--text-weight 0.3]
+
+``--text-weight W``: the detector's words' part (INCIDENT_TEXT_WEIGHT); its distance is in
+the joined space, so pass ``--max-distance`` with it (0.52 at 0.3). ``--bursts held-out``:
+the two bursts written as a held-out check (see ``HELD_OUT``).
 
 ``--cost N``: only the detector's time per ticket with a full window (``max_window``
 tickets within ``window_s``, as on a busy desk), on N generated tickets in batches of

@@ -178,13 +178,13 @@ class WorkerSettings(BaseSettings):
         default=5, ge=2, description="Close tickets in the window that open an incident."
     )
     incident_max_distance: float = Field(
-        default=0.52,
+        default=0.3,
         gt=0,
         le=2,
         description="Cosine distance under which two tickets are about the same problem, in "
         "the detector's space: the stored vectors joined with the words' vectors by "
-        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.52 at weight 0.3; 0.3 for the "
-        "static encoder's vectors alone, the default when the weight is 0).",
+        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.3 for the static encoder's "
+        "vectors alone; with a text weight and this left unset, 0.52).",
     )
     incident_quiet_s: float = Field(
         default=1800.0, gt=0, description="An incident with no new member this long closes."
@@ -196,13 +196,15 @@ class WorkerSettings(BaseSettings):
         "history's rate) before a group is an incident.",
     )
     incident_text_weight: float = Field(
-        default=0.3,
+        default=0.0,
         ge=0,
         lt=1,
         description="Share of the incident detector's closeness from the tickets' words "
         "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
-        "`CHROMA_DOCUMENT` other than none (docs/incidents.md). 0 = the vectors alone (then "
-        "`INCIDENT_MAX_DISTANCE`, unless set, is 0.3).",
+        "`CHROMA_DOCUMENT` other than none. 0.3 found the benchmark's English bursts by their "
+        "5th-9th ticket instead of their 9th or not at all, but cost 18% of throughput through "
+        "Kafka against 4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md), so "
+        "it is off by default.",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."

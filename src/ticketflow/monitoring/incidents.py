@@ -76,7 +76,7 @@ class IncidentConfig:
 
     window_s: float = 600.0
     min_size: int = 5
-    max_distance: float = 0.52
+    max_distance: float = 0.3
     quiet_s: float = 1800.0
     baseline_ratio: float = 5.0
     max_window: int = 5_000
@@ -84,7 +84,7 @@ class IncidentConfig:
     top_terms: int = 8
     # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
     # the stored vectors; 0: the vectors alone.
-    text_weight: float = 0.3
+    text_weight: float = 0.0
     text_dimension: int = 256
 
     def __post_init__(self) -> None:
