@@ -165,7 +165,8 @@ class WorkerSettings(BaseSettings):
         description="The worker groups bursts of close tickets into incidents "
         "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets). The detector runs on "
         "its own thread beside the vector write; through Kafka it changed throughput by "
-        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md).",
+        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md; measured "
+        "before the words' part was added).",
     )
     incident_window_s: float = Field(
         default=600.0,
@@ -181,7 +182,9 @@ class WorkerSettings(BaseSettings):
         gt=0,
         le=2,
         description="Cosine distance under which two tickets are about the same problem, in "
-        "the stored vectors' space (bench.incidents: 0.3 for the static encoder).",
+        "the detector's space: the stored vectors joined with the words' vectors by "
+        "`INCIDENT_TEXT_WEIGHT` (bench.incidents, 2026-12-07: 0.3 for the static encoder's "
+        "vectors alone; with a text weight and this left unset, 0.52).",
     )
     incident_quiet_s: float = Field(
         default=1800.0, gt=0, description="An incident with no new member this long closes."
@@ -191,6 +194,17 @@ class WorkerSettings(BaseSettings):
         ge=0,
         description="Times more close tickets than that kind of ticket usually has (the "
         "history's rate) before a group is an incident.",
+    )
+    incident_text_weight: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of the incident detector's closeness from the tickets' words "
+        "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
+        "`CHROMA_DOCUMENT` other than none. 0.3 found the benchmark's English bursts by their "
+        "5th-9th ticket instead of their 9th or not at all, but cost 18% of throughput through "
+        "Kafka against 4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md), so "
+        "it is off by default.",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."

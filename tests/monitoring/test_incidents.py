@@ -11,9 +11,12 @@ from ticketflow.monitoring.incidents import (
     IncidentConfig,
     IncidentDetector,
     Observation,
+    TermVectors,
     Vector,
     incident_id_for,
+    joint,
     text_terms,
+    tokens,
 )
 from ticketflow.schemas.incident import IncidentEvent, IncidentStatus
 
@@ -58,7 +61,9 @@ def burst(rng: np.random.Generator, n: int, at_s: float, prefix: str = "vpn") ->
 
 
 def detector(**overrides: float) -> IncidentDetector:
-    config = IncidentConfig(**{"min_size": 5, "max_distance": 0.3, **overrides})  # type: ignore[arg-type]
+    # The vectors alone unless a test asks for the words' part.
+    settings = {"min_size": 5, "max_distance": 0.3, "text_weight": 0.0, **overrides}
+    config = IncidentConfig(**settings)  # type: ignore[arg-type]
     return IncidentDetector(config)
 
 
@@ -110,7 +115,7 @@ def test_a_kind_of_ticket_that_is_usually_frequent_is_not_an_incident() -> None:
         for i in range(200)
     ]
     baseline.seed(history, span_s=200 * 20.0)
-    det = IncidentDetector(IncidentConfig(min_size=5, max_distance=0.3), baseline)
+    det = IncidentDetector(IncidentConfig(min_size=5, max_distance=0.3, text_weight=0.0), baseline)
     tickets = [
         Observation(
             f"t-{i}", START + timedelta(seconds=20 * i), unit(usual + 0.05 * rng.normal(size=DIM))
@@ -158,3 +163,143 @@ def test_text_terms_prefer_words_of_the_members_over_the_background() -> None:
     terms = text_terms(members, background, 3)
     assert terms[:2] == ["vpn", "gateway"]
     assert "offline" not in terms  # in one member only
+
+
+def cosine(a: Vector, b: Vector) -> float:
+    return float(a @ b)
+
+
+def test_term_vectors_weigh_rare_shared_words_over_common_ones() -> None:
+    terms = TermVectors(256)
+    # "server" in every history ticket, "papercut" in none.
+    terms.learn([["server", "printer", f"word{chr(97 + i % 26)}x"] for i in range(400)])
+    rare = terms.vectors([["papercut", "update", "drucker"], ["papercut", "update", "printer"]])
+    common = terms.vectors([["server", "update", "drucker"], ["server", "update", "printer"]])
+    assert np.allclose(np.linalg.norm(rare, axis=1), 1.0, atol=1e-5)
+    assert cosine(rare[0], rare[1]) > cosine(common[0], common[1]) + 0.1
+    same = terms.vectors([["vpn", "gateway"], ["gateway", "vpn"]])
+    assert cosine(same[0], same[1]) == pytest.approx(1.0, abs=1e-5)
+    assert not terms.vectors([[]]).any()  # no words: a zero row
+
+
+def test_term_vectors_are_the_same_in_a_restarted_process() -> None:
+    # A fresh instance that learned the same history puts the same words in the same
+    # buckets (crc32, not Python's salted hash): restored members match new tickets.
+    history = [tokens(t) for t in ("VPN gateway down", "printer toner", "password reset")]
+    first, second = TermVectors(64), TermVectors(64)
+    first.learn(history)
+    second.learn(history)
+    words = [tokens("Gateway unreachable since the VPN update")]
+    assert np.array_equal(first.vectors(words), second.vectors(words))
+
+
+def test_term_vectors_counts_stay_bounded() -> None:
+    terms = TermVectors(32, table_bits=8, max_documents=100)
+    for _ in range(30):
+        terms.learn([["vpn", "gateway"]] * 10)
+    assert terms.documents <= 100
+
+
+def test_joint_rows_mix_both_cosines_by_the_weight() -> None:
+    rng = np.random.default_rng(5)
+    vectors = np.vstack([unit(rng.normal(size=DIM)) for _ in range(2)])
+    words = np.vstack([unit(rng.normal(size=16)) for _ in range(2)])
+    rows = joint(vectors, words, 0.4)
+    expected = 0.6 * cosine(vectors[0], vectors[1]) + 0.4 * cosine(words[0], words[1])
+    assert cosine(rows[0], rows[1]) == pytest.approx(expected, abs=1e-5)
+    assert np.array_equal(joint(vectors, words, 0.0), vectors)
+
+
+def worded_burst(rng: np.random.Generator, n: int = 10) -> list[Observation]:
+    """Paraphrases of one outage whose vectors are farther apart than the vectors' own
+    threshold (cosine distance ~0.4 between two) but that share its rare words."""
+    centre = unit(rng.normal(size=DIM))
+    texts = [
+        "PaperCut spooler offline, printers stopped",
+        "printing broken: PaperCut reports spooler error",
+        "PaperCut spooler down since the update",
+    ]
+    return [
+        Observation(
+            ticket_id=f"print-{i}",
+            event_time=START + timedelta(seconds=600 + 30 * i),
+            vector=unit(centre + 0.14 * rng.normal(size=DIM)),
+            labels={"queue": "Printing"},
+            text=texts[i % len(texts)],
+        )
+        for i in range(n)
+    ]
+
+
+def varied_background(rng: np.random.Generator, n: int, start: int = 0) -> list[Observation]:
+    words = ["toner", "password", "invoice", "laptop", "monitor", "license", "meeting", "badge"]
+    return [
+        Observation(
+            ticket_id=f"bg-{start + i}",
+            event_time=START + timedelta(seconds=20 * i),
+            vector=unit(rng.normal(size=DIM)),
+            labels={"queue": "General"},
+            text=" ".join(rng.choice(words, 3, replace=False)) + " order please",
+        )
+        for i in range(n)
+    ]
+
+
+def seeded(weight: float, max_distance: float) -> IncidentDetector:
+    det = detector(text_weight=weight, max_distance=max_distance)
+    history = varied_background(np.random.default_rng(7), 300, start=10_000)
+    det.seed([o.vector for o in history], [o.text for o in history], span_s=300 * 20.0)
+    return det
+
+
+def test_shared_rare_words_join_paraphrases_the_vectors_alone_keep_apart() -> None:
+    rng = np.random.default_rng(6)
+    tickets = sorted(varied_background(rng, 80) + worded_burst(rng), key=lambda o: o.event_time)
+    burst_ids = {f"print-{i}" for i in range(10)}
+    _, alone = merged(seeded(0.0, 0.3), tickets)
+    assert alone == []
+    _, events = merged(seeded(0.3, 0.52), tickets)
+    last = {e.incident_id: e for e in events}
+    assert len(last) == 1
+    assert set(next(iter(last.values())).member_ticket_ids) == burst_ids
+
+
+def test_background_sharing_common_words_opens_nothing() -> None:
+    # Every background ticket shares "order please" and draws from eight words: common
+    # words weigh little, and the baseline knows how close such tickets usually are.
+    rng = np.random.default_rng(10)
+    _, events = merged(seeded(0.3, 0.52), varied_background(rng, 400))
+    assert events == []
+
+
+def test_restore_with_words_continues_the_incident() -> None:
+    tickets = worded_burst(np.random.default_rng(8))
+    _, events = merged(seeded(0.3, 0.52), tickets[:8])
+    second = seeded(0.3, 0.52)
+    stored = {t.ticket_id: t.vector for t in tickets[:8]}
+    texts = {t.ticket_id: t.text for t in tickets[:8]}
+    assert second.restore(events, stored, texts) == 1
+    _, more = merged(second, tickets[8:])
+    assert {e.incident_id for e in more} == {events[-1].incident_id}
+    assert more[-1].size == 10
+
+
+def test_a_fast_burst_where_such_tickets_are_usual_opens_on_its_rate() -> None:
+    # About one such ticket is usual per window (7 of 200 history tickets near it, 30
+    # tickets a window): five times that over the whole window takes six close tickets,
+    # but the burst's come 30 s apart: four in half the window are already five times the
+    # usual rate, so its fifth ticket opens it.
+    rng = np.random.default_rng(11)
+    tickets = burst(rng, 8, 0.0)
+    centre = unit(np.mean([t.vector for t in tickets], axis=0))
+    history = [
+        unit(centre + 0.05 * rng.normal(size=DIM)) if i < 7 else unit(rng.normal(size=DIM))
+        for i in range(200)
+    ]
+    det = detector()
+    det.seed(history, [""] * len(history), span_s=200 * 20.0)
+    expected = float(det.baseline.expected(centre[None, :], 0.3, 600.0)[0])
+    assert 1.0 <= expected < 1.2
+    _, events = merged(det, tickets)
+    assert events[0].detected_by_ticket_id == "vpn-4"
+    assert events[-1].size == 8

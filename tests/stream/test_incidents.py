@@ -54,3 +54,17 @@ def test_a_burst_becomes_one_incident_on_its_topic_and_on_its_members(tmp_path: 
     assert {k for k, v in carried.items() if v} == {"vpn-2", "vpn-3", "vpn-4"}
     assert metrics.registry.get_sample_value("ticketflow_incidents_open") == 1
     assert metrics.registry.get_sample_value("ticketflow_incidents_opened_total") == 1
+
+
+def test_the_words_part_takes_its_own_distance_and_needs_stored_texts() -> None:
+    # Off by default: the vectors alone at their distance. On: the joined space's distance
+    # unless one is set. Without stored texts (CHROMA_DOCUMENT=none) there is no history to
+    # seed the words' part with: it is off again, at the vectors' distance.
+    default = incident_config(Settings())
+    assert (default.text_weight, default.max_distance) == (0.0, 0.3)
+    joined = incident_config(Settings(incident_text_weight=0.3))
+    assert (joined.text_weight, joined.max_distance) == (0.3, 0.52)
+    chosen = incident_config(Settings(incident_text_weight=0.3, incident_max_distance=0.45))
+    assert (chosen.text_weight, chosen.max_distance) == (0.3, 0.45)
+    alone = incident_config(Settings(incident_text_weight=0.3, chroma_document="none"))
+    assert (alone.text_weight, alone.max_distance) == (0.0, 0.3)

@@ -4,21 +4,24 @@ Pure (no I/O): the worker feeds each labelled micro-batch to :meth:`IncidentDete
 and publishes what it returns. The method is an online nearest-neighbour burst score,
 chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/incidents.md):
 
-- for each ticket, its *neighbours*: tickets seen before it whose cosine distance is at most
-  ``max_distance`` and whose event time is within ``window_s`` of its own;
+- the *space*: the stored vector joined with the :class:`TermVectors` of the ticket's words
+  (``text_weight`` of the closeness from the words, :func:`joint`), or the vector alone;
+- for each ticket, its *neighbours*: tickets seen before it whose cosine distance in that
+  space is at most ``max_distance`` and whose event time is within ``window_s`` of its own;
 - the *baseline*: how many such neighbours that kind of ticket usually has, the share of a
   sample of older tickets (the history) within ``max_distance`` of it times the usual number
   of tickets per window;
 - a ticket with at least ``min_size - 1`` neighbours, and at least ``baseline_ratio`` times
-  the expected number, opens an incident with them (and the window's unassigned tickets
+  the expected number, in the whole window or in its latest ``RATE_SPAN`` (against that share
+  of the expected number), opens an incident with them (and the window's unassigned tickets
   near their centre); a later ticket in a burst itself and within ``max_distance`` of an
   incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
   event time is closed.
 
 State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
 preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
-(``baseline_sample`` vectors) and, per open incident, its last ``MEMBER_VECTORS`` member
-vectors. Cost: see :class:`IncidentDetector`.
+(``baseline_sample`` vectors), the words' document counts (a fixed table) and, per open
+incident, its last ``MEMBER_VECTORS`` member vectors. Cost: see :class:`IncidentDetector`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import hashlib
 import logging
 import math
 import re
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -76,14 +82,119 @@ class IncidentConfig:
     max_window: int = 5_000
     baseline_sample: int = 2_000
     top_terms: int = 8
+    # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
+    # the stored vectors; 0: the vectors alone.
+    text_weight: float = 0.0
+    text_dimension: int = 256
 
     def __post_init__(self) -> None:
+        if not 0 <= self.text_weight < 1:
+            raise ValueError("text_weight must be in [0, 1)")
         if self.window_s <= 0 or self.quiet_s <= 0:
             raise ValueError("window_s and quiet_s must be positive")
         if self.min_size < 2:
             raise ValueError("min_size must be at least 2")
         if not 0 < self.max_distance <= 2:
             raise ValueError("max_distance must be in (0, 2]")
+
+
+# Character n-grams of a word (with its boundaries) beside the word itself: "mails" and
+# "e-mails", "druckserver" and "server" share some, and a typo or an inflection keeps most.
+NGRAM = 4
+_NGRAM_SALT = 0x5BD1E995  # n-grams apart from the words of the same letters
+
+
+@lru_cache(maxsize=1 << 15)
+def _word_features(word: str) -> tuple[int, ...]:
+    """The word's hashed features: itself and its character n-grams. crc32, not hash():
+    Python salts str hashes per process, and a restarted worker must put a word where the
+    one before it did (the store's tickets are hashed again). Cached: a desk's vocabulary
+    repeats, and this is the detector's only per-word Python work besides top terms."""
+    padded = f"<{word}>"
+    grams = {padded[i : i + NGRAM] for i in range(len(padded) - NGRAM + 1)}
+    return (
+        zlib.crc32(word.encode("utf-8")),
+        *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+    )
+
+
+class TermVectors:
+    """A ticket's words as a bounded vector: signed feature hashing of the TF-IDF weights
+    of its words and their character n-grams into ``dimension`` buckets, unit length.
+    Tickets about one outage share rare words (product names, error words, hostnames)
+    across phrasings; their weights come from how many documents hold each feature, counted
+    in a table of ``2**table_bits`` hashed slots (bounded memory; the counts are halved once
+    ``max_documents`` were counted, so they follow the stream). The cosine of two rows is
+    about that of their TF-IDF vectors: a signed hash makes collisions cancel on average
+    instead of adding closeness.
+    """
+
+    def __init__(
+        self, dimension: int = 256, *, table_bits: int = 18, max_documents: int = 100_000
+    ) -> None:
+        self.dimension = dimension
+        self._mask = (1 << table_bits) - 1
+        self._frequency = np.zeros(1 << table_bits, dtype=np.float32)
+        self._documents = 0.0
+        self._max_documents = max_documents
+
+    @property
+    def documents(self) -> float:
+        return self._documents
+
+    def learn(self, documents: Iterable[Sequence[str]]) -> None:
+        """Count each document's distinct words (call with tickets that left the window, so
+        a burst's own words stay rare while it is going on)."""
+        hashes: list[int] = []
+        count = 0
+        for words in documents:
+            hashes.extend(set(chain.from_iterable(map(_word_features, set(words)))))
+            count += 1
+        if not count:
+            return
+        slots = np.asarray(hashes, dtype=np.int64) & self._mask
+        np.add.at(self._frequency, slots, 1.0)
+        self._documents += count
+        if self._documents > self._max_documents:
+            self._frequency *= 0.5
+            self._documents *= 0.5
+
+    def vectors(self, documents: Sequence[Sequence[str]]) -> Vector:
+        """One unit row per document (zeros for one without words), in whole-batch
+        operations: (1 + log tf) x smoothed idf, each word into a signed bucket."""
+        rows: list[int] = []
+        hashes: list[int] = []
+        frequencies: list[int] = []
+        for row, words in enumerate(documents):
+            counts = Counter(chain.from_iterable(map(_word_features, words)))
+            rows.extend([row] * len(counts))
+            hashes.extend(counts)
+            frequencies.extend(counts.values())
+        out = np.zeros((len(documents), self.dimension), dtype=np.float32)
+        if not hashes:
+            return out
+        h = np.asarray(hashes, dtype=np.int64)
+        idf = np.log((self._documents + 1.0) / (self._frequency[h & self._mask] + 1.0)) + 1.0
+        weight = (1.0 + np.log(np.asarray(frequencies, dtype=np.float32))) * idf
+        weight *= np.where((h >> 31) & 1, 1.0, -1.0)  # the sign: the hash's top bit
+        cells = np.asarray(rows, dtype=np.int64) * self.dimension + (h >> 1) % self.dimension
+        flat = np.bincount(cells, weights=weight, minlength=out.size)
+        out[:] = flat.reshape(out.shape)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+def joint(vectors: Vector, terms: Vector, weight: float) -> Vector:
+    """Rows whose dot product is ``(1 - weight) x`` the vectors' cosine ``+ weight x`` the
+    terms' cosine (both unit rows): one space, one distance, one matrix product."""
+    if weight <= 0:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    out = np.hstack([math.sqrt(1.0 - weight) * vectors, math.sqrt(weight) * terms])
+    # A ticket without words: its vector alone, at unit length.
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    joined: Vector = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+    return joined
 
 
 @dataclass(frozen=True)
@@ -288,6 +399,12 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     return limit
 
 
+# The burst test is made on the whole window and on its latest half: a burst's first
+# tickets come within minutes, and in a dense region of the space (one language, one
+# product) the whole window's usual count kept it below the ratio until its 10th ticket
+# (bench.incidents, 2026-12-07: by the 5th with the half, no more false incidents).
+RATE_SPAN = 0.5
+
 # Ring slots beyond ``max_window``: a batch is appended before the end-of-batch eviction, so
 # the ring holds the full window plus one batch; a larger batch evicts its oldest early.
 HEADROOM = 1_024
@@ -305,6 +422,8 @@ class IncidentDetector:
     def __init__(self, config: IncidentConfig, baseline: Baseline | None = None) -> None:
         self.config = config
         self.baseline = baseline or Baseline(config.baseline_sample)
+        self.terms = TermVectors(config.text_dimension) if config.text_weight > 0 else None
+        self._left: list[list[str]] = []  # words of the tickets that left, for ``terms``
         self._capacity = config.max_window + HEADROOM
         self._vectors: Vector | None = None  # (capacity, dimension) once the first came
         self._times = np.full(self._capacity, -np.inf, dtype=np.float64)
@@ -365,11 +484,39 @@ class IncidentDetector:
             incident.opened = True
         events += self._close_quiet()
         self._evict()
+        if self.terms is not None and self._left:
+            self.terms.learn(self._left)
+            self._left = []
         return Detection(assigned=assigned, events=events, open_ids=list(self._open))
 
-    def restore(self, events: Iterable[IncidentEvent], vectors: Mapping[str, Vector]) -> int:
+    def space(self, vectors: Vector, words: Sequence[Sequence[str]]) -> Vector:
+        """Stored vectors (unit rows) and their tickets' words as the detector compares them:
+        the vectors alone, or joined with the words' :class:`TermVectors`."""
+        if self.terms is None:
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        return joint(vectors, self.terms.vectors(words), self.config.text_weight)
+
+    def seed(self, vectors: Sequence[Vector], texts: Sequence[str], span_s: float) -> None:
+        """The history: its texts' word counts first (the words' weights), then its tickets
+        into the baseline sample, in the detector's space. ``texts``: one per vector, "" for
+        one without (the worker's store keeps the redacted model text by default)."""
+        if not len(vectors):
+            return
+        words = [tokens(t) for t in texts]
+        if self.terms is not None:
+            self.terms.learn(words)
+        self.baseline.seed(list(self.space(np.vstack(vectors), words)), span_s)
+
+    def restore(
+        self,
+        events: Iterable[IncidentEvent],
+        vectors: Mapping[str, Vector],
+        texts: Mapping[str, str] | None = None,
+    ) -> int:
         """Reopen the incidents whose last event (the compacted topic's) is not ``closed``;
-        ``vectors``: the members' stored vectors, to match joiners against. Returns how many."""
+        ``vectors``: the members' stored vectors, to match joiners against, ``texts`` their
+        stored texts (for the words' part of the space). Returns how many."""
+        texts = texts or {}
         last: dict[str, IncidentEvent] = {}
         for event in events:
             last[event.incident_id] = event
@@ -391,10 +538,16 @@ class IncidentDetector:
                 size=event.size,
                 opened=True,
             )
+            kept = [m for m in event.member_ticket_ids if m in vectors]
             for ticket_id in event.member_ticket_ids:
                 self._member_of[ticket_id] = event.incident_id
-                if ticket_id in vectors:
-                    incident.keep(ticket_id, np.asarray(vectors[ticket_id], dtype=np.float32))
+            if kept:
+                joined = self.space(
+                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]),
+                    [tokens(texts.get(m, "")) for m in kept],
+                )
+                for ticket_id, vector in zip(kept, joined, strict=True):
+                    incident.keep(ticket_id, vector.copy())
             self._open[event.incident_id] = incident
             self._clock = max(self._clock, incident.last_seen)
             restored += 1
@@ -409,7 +562,9 @@ class IncidentDetector:
     ) -> None:
         config = self.config
         entries = [self._entry(o) for o in batch]
-        matrix = np.vstack([e.vector for e in entries])
+        matrix = self.space(np.vstack([e.vector for e in entries]), [e.words for e in entries])
+        for row, entry in enumerate(entries):
+            entry.vector = matrix[row].copy()  # a view would keep the batch's matrix alive
         ring = self._ring(matrix.shape[1])
         times = np.fromiter((e.time for e in entries), dtype=np.float64, count=len(entries))
         # Two products per batch: with the window as it was before the batch (the ring's
@@ -441,6 +596,14 @@ class IncidentDetector:
         counts = (
             np.count_nonzero(near_all, axis=1) + np.count_nonzero(earlier_all, axis=1)
         ).tolist()
+        # The same in the latest part of the window (RATE_SPAN of it): the burst test is made
+        # on both, so a burst's rate counts and not only its total in the whole window.
+        recent = config.window_s * RATE_SPAN
+        near_recent = near_all & (np.abs(window_times[None, :] - times[:, None]) <= recent)
+        earlier_recent = earlier_all & (np.abs(times[None, :] - times[:, None]) <= recent)
+        recent_counts = (
+            np.count_nonzero(near_recent, axis=1) + np.count_nonzero(earlier_recent, axis=1)
+        ).tolist()
         self._dropped_columns, self._dropped_rows = [], []
         expected = self._candidates_expected(matrix, counts)
         try:
@@ -459,6 +622,9 @@ class IncidentDetector:
                 count = counts[row]
                 count -= sum(int(near_all[row, c]) for c in self._dropped_columns)
                 count -= sum(int(earlier_all[row, j]) for j in self._dropped_rows)
+                latest = recent_counts[row]
+                latest -= sum(int(near_recent[row, c]) for c in self._dropped_columns)
+                latest -= sum(int(earlier_recent[row, j]) for j in self._dropped_rows)
                 self._append(entry, row)
                 nearest = self._joined(entry)
                 if nearest is None and count + 1 < config.min_size:
@@ -470,13 +636,13 @@ class IncidentDetector:
                 usual = expected.get(row)
                 if usual is None:  # a candidate only since an incident opened in the batch
                     usual = float(self._expected(matrix[row : row + 1])[0])
-                dense = count >= config.baseline_ratio * usual
+                dense = self._dense(count, latest, usual)
                 incident = nearest if dense else None
                 if incident is not None:
                     # Only the ticket itself: taking its neighbours too would let the group
                     # walk away, ticket by ticket, from the problem it was opened for.
                     self._add(incident, [entry])
-                elif self._bursting(count, usual):
+                elif self._bursting(count, latest, usual):
                     incident = self._opened(entry, count, usual)
                     near = near_all[row] & self._valid
                     earlier = earlier_all[row] & self._batch_alive
@@ -677,10 +843,20 @@ class IncidentDetector:
             self._moved.clear()
         return self._centres
 
-    def _bursting(self, neighbours: int, expected: float) -> bool:
-        return (
-            neighbours + 1 >= self.config.min_size
-            and neighbours >= self.config.baseline_ratio * expected
+    def _dense(self, neighbours: int, recent: int, expected: float) -> bool:
+        """More close tickets than usual (``expected`` in a window), in the whole window or
+        in its latest ``RATE_SPAN``."""
+        ratio = self.config.baseline_ratio
+        return neighbours >= ratio * expected or recent >= ratio * expected * RATE_SPAN
+
+    def _bursting(self, neighbours: int, recent: int, expected: float) -> bool:
+        """Enough close tickets to open an incident: ``min_size`` with the ticket, and
+        ``baseline_ratio`` times the usual number, in the whole window or in its latest
+        ``RATE_SPAN`` (the same count in half the time is twice the rate)."""
+        size = self.config.min_size - 1
+        ratio = self.config.baseline_ratio
+        return (neighbours >= size and neighbours >= ratio * expected) or (
+            recent >= size and recent >= ratio * expected * RATE_SPAN
         )
 
     def _close_quiet(self) -> list[IncidentEvent]:
@@ -715,6 +891,8 @@ class IncidentDetector:
             elapsed = entry.time - self._last_evicted if self._last_evicted is not None else 0.0
             self._last_evicted = entry.time
             self.baseline.add(entry.vector, elapsed)
+            if self.terms is not None:
+                self._left.append(entry.words)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
         # Top terms and representative again only once the incident grew by a quarter

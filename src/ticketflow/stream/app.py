@@ -20,7 +20,7 @@ from ticketflow.monitoring.incidents import IncidentDetector
 from ticketflow.runtime.loading import Runtime, load_runtime
 from ticketflow.runtime.reload import ModelReloader
 from ticketflow.stream.feedback import FeedbackApplier
-from ticketflow.stream.incidents import incident_config, restore, store_baseline
+from ticketflow.stream.incidents import incident_config, restore, seed_history
 from ticketflow.stream.metrics import WorkerMetrics
 from ticketflow.stream.reload import start_reloader, swap_if_ready
 from ticketflow.stream.routing import Position
@@ -319,7 +319,8 @@ class LabelingService:
     def _detector(self, runtime: Runtime) -> IncidentDetector:
         """The incident detector, its baseline from the store, its open incidents restored."""
         config = incident_config(self.settings)
-        detector = IncidentDetector(config, store_baseline(runtime.store, config.baseline_sample))
+        detector = IncidentDetector(config)
+        seed_history(detector, runtime.store)
         restore(
             detector,
             self.settings.kafka_client_config(),
