@@ -43,6 +43,8 @@ import json
 import logging
 import random
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -490,12 +492,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("ticketflow.batch.backfill", "ticketflow.batch.train", "httpx", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings()
-    dense = CachedEncoder(configured.encoder(settings))
-    static = configured.static_encoder(settings)
     sc = scenario(args)
     root = Path(tempfile.mkdtemp(prefix=f"loop-{sc.name}-"))
-    models = Models(dense, static, ModelRegistry(root / "registry"))
+    # The encoders next to the models, as `ticketflow train` leaves them: a worker process
+    # serving this registry finds them there.
+    settings = Settings(model_registry_dir=root / "registry")
+    dense = CachedEncoder(configured.encoder(settings))
+    static = configured.static_encoder(settings)
+    models = Models(dense, static, ModelRegistry(settings.model_registry_dir))
     started = time.perf_counter()
     champion = fit(models, root, sc.a, "a", current=True)
     every = fit(models, root, sc.every, "every", current=False) if sc.every else None
@@ -525,6 +529,9 @@ def main() -> None:
     run: Callable[..., dict[str, Any]]
     if args.broker:
         from bench.loop_broker import run_broker_variant
+
+        # Stopped with SIGTERM, the broker, ChromaDB server and worker it started stop too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
         run = partial(run_broker_variant, min_class_support=args.min_class_support)
     else:

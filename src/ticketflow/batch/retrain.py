@@ -761,7 +761,9 @@ def retrain(
             reference,
             version=version,
             classifier=challenger,
-            scored=challenger_scored,
+            # What reads the stored vectors: a cascade's first stage (the transformer stage
+            # that was refitted on the re-embedded text cannot).
+            scored=challenger.first_stage if challenger.first_stage is not None else challenger,
             stored=stored,
             rows=sorted({r for pairs in selection.held_out.values() for r, _ in pairs}),
             seed=seed,
