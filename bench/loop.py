@@ -425,8 +425,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("shift", "macro_f1", "macro-F1"),
         ("steady", "macro_f1", "macro-F1"),
     ]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    for axis, (scenario, metric, ylabel) in zip(axes.flat, panels, strict=True):
+    # The scenarios that were run only (the broker mode's figure has the new queue alone).
+    ran = {report.get("scenario") for report in results.values()}
+    panels = [panel for panel in panels if panel[0] in ran]
+    rows = (len(panels) + 1) // 2
+    figure, axes = plt.subplots(rows, 2, figsize=(12, 4.25 * rows), squeeze=False)
+    for axis, (scenario, metric, ylabel) in zip(axes.flat, panels, strict=False):
         for key, report in results.items():
             if report.get("scenario") != scenario:
                 continue
