@@ -61,12 +61,7 @@ from ticketflow.batch import configured
 from ticketflow.batch.backfill import BackfillRequest, backfill
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.promotion import promote
-from ticketflow.batch.retrain import (
-    RetrainPolicy,
-    RetrainRequest,
-    read_store,
-    retrain,
-)
+from ticketflow.batch.retrain import RetrainPolicy, RetrainRequest, read_store, retrain
 from ticketflow.batch.train import TrainRequest, train
 from ticketflow.config import Settings
 from ticketflow.data.datasets import load_labeled
@@ -253,6 +248,8 @@ class Loop:
     new_answers: int = 0
     previous: str | None = None  # the champion a promotion replaced, scored on the next window
     started: float = field(default_factory=time.perf_counter)
+    wrong: list[str] = field(default_factory=list)  # the window's wrongly auto-routed tickets
+    new_reassigned: int = 0  # of the window's reassignments, those to the new class
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -280,11 +277,10 @@ class Loop:
             before = self.models.score(self.previous, f"w{k}", window, self.sc.new)
             row["replaced_model_macro_f1"] = before["macro_f1"]
             row["regression"] = row["macro_f1"] < before["macro_f1"]
-        # Who the agents reassign: the window's wrongly auto-routed tickets.
-        row["_wrong"] = [window[i]["ticket_id"] for i in auto if served[i] != truth[i]]
+        self.wrong = [window[i]["ticket_id"] for i in auto if served[i] != truth[i]]
         return row
 
-    def feedback(self, store: ChromaVectorStore, row: dict[str, Any]) -> list[LabelFeedback]:
+    def feedback(self, store: ChromaVectorStore) -> list[LabelFeedback]:
         """The agents' work on a window: up to ``budget`` answers from the desk's queue (every
         held ticket not yet answered, backlog included), then the reassignments."""
         queue = ReviewQueue(store, lambda: [TARGET])
@@ -298,13 +294,13 @@ class Loop:
         ]
         self.answers += len(feedback)
         self.new_answers += sum(truth[t.ticket_id] == self.sc.new for t in page)
-        moved = [i for i in row.pop("_wrong") if self.rng.random() < self.variant.reassign]
+        moved = [i for i in self.wrong if self.rng.random() < self.variant.reassign]
         feedback += [
             LabelFeedback(ticket_id=i, labels={TARGET: truth[i]}, corrected_by="reassign")
             for i in moved
         ]
         self.reassigned += len(moved)
-        row["new_class_reassigned"] = sum(truth[i] == self.sc.new for i in moved)
+        self.new_reassigned = sum(truth[i] == self.sc.new for i in moved)
         return feedback
 
     def decided(self, row: dict[str, Any], retrained: Retrained, *, held: int) -> None:
@@ -321,7 +317,7 @@ class Loop:
                 "answers": self.answers,
                 "new_class_answers": self.new_answers,
                 "reassigned": self.reassigned,
-                "new_class_reassigned": row.pop("new_class_reassigned"),
+                "new_class_reassigned": self.new_reassigned,
                 "held_in_store": held,
                 "decision": retrained.decision,
                 "reasons": retrained.reasons,
@@ -395,7 +391,7 @@ def run_variant(
         served = [str(records[r["ticket_id"]].metadata[TARGET]) for r in window]
         held = [bool(records[r["ticket_id"]].metadata.get("needs_review")) for r in window]
         row = loop.labelled(k, window, served, held)
-        apply_feedback(store.collection, loop.feedback(store, row))
+        apply_feedback(store.collection, loop.feedback(store))
         result = retrain(
             read_store(store.collection),
             RetrainRequest(config=CONFIG),

@@ -300,7 +300,7 @@ def run_broker_variant(
             row = loop.labelled(k, window, served, held)
             row["labelled_by"] = dict(versions)
             row["label_seconds"] = time.perf_counter() - started
-            services.answer(loop.feedback(store, row))
+            services.answer(loop.feedback(store))
             started = time.perf_counter()
             retrained = services.retrain(root / f"retrain-{k}.log", models)
             row["retrain_seconds"] = time.perf_counter() - started
