@@ -24,7 +24,8 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
         "--cv-folds",
         type=number(int, ge=2),
         help="folds of the out-of-fold predictions the temperature and review cuts are "
-        "chosen on (default 5; at most 3 once --cv-max-rows samples the rows)",
+        "chosen on (default 5; at most 3 when there are more training rows than "
+        "--cv-max-rows and they are sampled)",
     )
     parser.add_argument(
         "--cv-max-rows",
