@@ -12,10 +12,13 @@ macro-F1 on the window it labels (the tickets that arrived after the last retrai
 auto-routed share and that share's precision; every challenger is also scored on part C (a
 fixed set of later tickets).
 
-Everything runs in one process through the library functions the worker, the store adapter
-and the retrain Job use; no broker, no worker process, no Kubernetes Job (the 2-core machine
-this was written on cannot run those for tens of thousands of tickets in minutes). The
-broker path is what ``tests/batch/test_promotion_loop_integration.py`` covers.
+By default everything runs in one process through the library functions the worker, the
+store adapter and the retrain Job use. ``--broker`` runs the same loop through the deployed
+services instead (:mod:`bench.loop_broker`): a Kafka broker, a ChromaDB server, a
+``ticketflow worker`` process that labels each window and applies the agents' answers from
+the feedback topic, and ``ticketflow retrain`` run as a process after every window, whose
+promotions the worker hot-reloads. Same scenario, split, agents and report; results under
+``<scenario>-broker``.
 
 Scenarios:
   new-queue  endava-it; A lacks ``Administrative rights`` (~4% of B); target: its F1 on C
@@ -30,6 +33,7 @@ The transformer's vectors go through the on-disk embedding cache
 order. Run (encoders from MODEL_REGISTRY_DIR):
 
     python -m bench.loop --scenario new-queue --orders oldest,margin,margin-diverse
+    python -m bench.loop --scenario new-queue --orders margin-diverse --reassign 0.5 --broker
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ import json
 import logging
 import random
 import shutil
+import signal
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +220,149 @@ class Variant:
         return f"{self.order.value}, reassign {self.reassign:.0%}"
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """What a retrain decided: its challenger, decision and reasons; promoted or not."""
+
+    challenger: str
+    decision: str
+    reasons: list[str]
+    promoted: bool
+
+
+@dataclass
+class Loop:
+    """One closed loop's bookkeeping, whatever runs it (here in one process; through the
+    broker, a worker process and the retrain Job in :mod:`bench.loop_broker`): the window
+    rows, the answers and reassignments given, the serving model and the one it replaced."""
+
+    sc: Scenario
+    variant: Variant
+    models: Models
+    serving: str
+    budget: int
+    seed: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    answers: int = 0
+    reassigned: int = 0
+    new_answers: int = 0
+    previous: str | None = None  # the champion a promotion replaced, scored on the next window
+    started: float = field(default_factory=time.perf_counter)
+    wrong: list[str] = field(default_factory=list)  # the window's wrongly auto-routed tickets
+    new_reassigned: int = 0  # of the window's reassignments, those to the new class
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.truth_of = {r["ticket_id"]: r[TARGET] for w in self.sc.windows for r in w}
+
+    def labelled(
+        self, k: int, window: Sequence[Row], served: Sequence[str], held: Sequence[bool]
+    ) -> dict[str, Any]:
+        """The row of window ``k`` as the serving model labelled it (``served``, ``held``)."""
+        truth = [r[TARGET] for r in window]
+        auto = [i for i, h in enumerate(held) if not h]
+        row: dict[str, Any] = {
+            "window": k,
+            "model": self.serving,
+            "answers_before": self.answers,
+            "reassigned_before": self.reassigned,
+            "macro_f1": macro(truth, served),
+            "new_f1": class_f1(truth, served, self.sc.new),
+            "auto_share": len(auto) / len(window),
+            "auto_precision": (
+                sum(served[i] == truth[i] for i in auto) / len(auto) if auto else None
+            ),
+        }
+        if self.previous is not None:
+            before = self.models.score(self.previous, f"w{k}", window, self.sc.new)
+            row["replaced_model_macro_f1"] = before["macro_f1"]
+            row["regression"] = row["macro_f1"] < before["macro_f1"]
+        self.wrong = [window[i]["ticket_id"] for i in auto if served[i] != truth[i]]
+        return row
+
+    def feedback(self, store: ChromaVectorStore) -> list[LabelFeedback]:
+        """The agents' work on a window: up to ``budget`` answers from the desk's queue (every
+        held ticket not yet answered, backlog included), then the reassignments."""
+        queue = ReviewQueue(store, lambda: [TARGET])
+        page = queue.page(order=self.variant.order, limit=self.budget).items
+        truth = self.truth_of
+        feedback = [
+            LabelFeedback(
+                ticket_id=t.ticket_id, labels={TARGET: truth[t.ticket_id]}, corrected_by="agent"
+            )
+            for t in page
+        ]
+        self.answers += len(feedback)
+        self.new_answers += sum(truth[t.ticket_id] == self.sc.new for t in page)
+        moved = [i for i in self.wrong if self.rng.random() < self.variant.reassign]
+        feedback += [
+            LabelFeedback(ticket_id=i, labels={TARGET: truth[i]}, corrected_by="reassign")
+            for i in moved
+        ]
+        self.reassigned += len(moved)
+        self.new_reassigned = sum(truth[i] == self.sc.new for i in moved)
+        return feedback
+
+    def decided(self, row: dict[str, Any], retrained: Retrained, *, held: int) -> None:
+        """The retrain after the window: its decision, the challenger and the model serving
+        from now on scored on C; ``held``: held tickets in the store, not yet answered."""
+        promoted = retrained.promoted
+        challenger_c = self.models.score(retrained.challenger, "C", self.sc.c, self.sc.new)
+        serving_c = self.models.score(self.serving, "C", self.sc.c, self.sc.new)
+        self.previous = None
+        if promoted:
+            self.previous, self.serving = self.serving, retrained.challenger
+        row.update(
+            {
+                "answers": self.answers,
+                "new_class_answers": self.new_answers,
+                "reassigned": self.reassigned,
+                "new_class_reassigned": self.new_reassigned,
+                "held_in_store": held,
+                "decision": retrained.decision,
+                "reasons": retrained.reasons,
+                "challenger_on_c": challenger_c,
+                "champion_on_c": serving_c,
+                "serving_on_c": challenger_c if promoted else serving_c,
+            }
+        )
+        logger.info(
+            "%s %s window %d: %s", self.sc.name, self.variant.name, row["window"], json.dumps(row)
+        )
+        self.rows.append(row)
+
+    def result(self) -> dict[str, Any]:
+        if self.previous is not None:  # the last promotion: scored on C against what it replaced
+            score = self.models.score
+            self.rows[-1]["regression_on_c"] = (
+                score(self.serving, "C", self.sc.c, self.sc.new)["macro_f1"]
+                < score(self.previous, "C", self.sc.c, self.sc.new)["macro_f1"]
+            )
+        return {
+            "variant": self.variant.name,
+            "windows": self.rows,
+            "seconds": time.perf_counter() - self.started,
+        }
+
+
+def history(client: Any, loop: Loop, root: Path, collection: str = "tickets") -> ChromaVectorStore:
+    """The store the loop starts from: A with its labels, as ``ticketflow backfill`` imports
+    a historical file (labelled by the champion for the review fields), in the vector space
+    the worker writes (the cascade's static vectors)."""
+    models = loop.models
+    store = ChromaVectorStore(
+        client, collection, embedding_model=models.static.name, dimension=models.static.dimension
+    )
+    backfill(
+        BackfillRequest(write(root / "a.jsonl", loop.sc.a, labels=True)),
+        pipeline=models.pipeline(loop.serving),
+        store=store,
+        model_version=loop.serving,
+        progress=False,
+    )
+    return store
+
+
 def run_variant(
     sc: Scenario,
     variant: Variant,
@@ -224,78 +374,24 @@ def run_variant(
     seed: int,
     policy: RetrainPolicy,
 ) -> dict[str, Any]:
-    """One closed loop: A backfilled as history, then every window of B labelled, answered,
-    retrained on."""
-    started = time.perf_counter()
-    store = ChromaVectorStore(
-        open_chroma_client(host=None, port=0, path=root / "chroma"),
-        "tickets",
-        embedding_model=models.static.name,
-        dimension=models.static.dimension,
-    )
+    """One closed loop in this process: A backfilled as history, then every window of B
+    labelled (``backfill``), answered (``apply_feedback``), retrained on (``retrain``)."""
+    loop = Loop(sc, variant, models, champion, budget, seed)
     models.registry.promote(champion, by="bench", reason=f"{variant.name}: start")
-    serving = champion
-    backfill(
-        BackfillRequest(write(root / "a.jsonl", sc.a, labels=True)),
-        pipeline=models.pipeline(serving),
-        store=store,
-        model_version=serving,
-        progress=False,
-    )
-    rng = random.Random(seed)
-    truth_of = {r["ticket_id"]: r[TARGET] for w in sc.windows for r in w}
-    answers = reassigned = new_answers = 0
-    previous: str | None = None  # the champion a promotion replaced, scored on the next window
-    windows: list[dict[str, Any]] = []
+    store = history(open_chroma_client(host=None, port=0, path=root / "chroma"), loop, root)
     for k, window in enumerate(sc.windows):
         backfill(
             BackfillRequest(write(root / f"w{k}.jsonl", window, labels=False)),
-            pipeline=models.pipeline(serving),
+            pipeline=models.pipeline(loop.serving),
             store=store,
-            model_version=serving,
+            model_version=loop.serving,
             progress=False,
         )
         records = store.records([r["ticket_id"] for r in window])
-        truth = [r[TARGET] for r in window]
         served = [str(records[r["ticket_id"]].metadata[TARGET]) for r in window]
         held = [bool(records[r["ticket_id"]].metadata.get("needs_review")) for r in window]
-        auto = [i for i, h in enumerate(held) if not h]
-        row: dict[str, Any] = {
-            "window": k,
-            "model": serving,
-            "answers_before": answers,
-            "reassigned_before": reassigned,
-            "macro_f1": macro(truth, served),
-            "new_f1": class_f1(truth, served, sc.new),
-            "auto_share": len(auto) / len(window),
-            "auto_precision": (
-                sum(served[i] == truth[i] for i in auto) / len(auto) if auto else None
-            ),
-        }
-        if previous is not None:
-            before = models.score(previous, f"w{k}", window, sc.new)
-            row["replaced_model_macro_f1"] = before["macro_f1"]
-            row["regression"] = row["macro_f1"] < before["macro_f1"]
-        # Agents: the desk's queue (every held ticket not yet answered, backlog included).
-        queue = ReviewQueue(store, lambda: [TARGET])
-        page = queue.page(order=variant.order, limit=budget).items
-        feedback = [
-            LabelFeedback(
-                ticket_id=t.ticket_id, labels={TARGET: truth_of[t.ticket_id]}, corrected_by="agent"
-            )
-            for t in page
-        ]
-        answers += len(feedback)
-        new_answers += sum(truth_of[t.ticket_id] == sc.new for t in page)
-        wrong = [window[i]["ticket_id"] for i in auto if served[i] != truth[i]]
-        moved = [i for i in wrong if rng.random() < variant.reassign]
-        feedback += [
-            LabelFeedback(ticket_id=i, labels={TARGET: truth_of[i]}, corrected_by="reassign")
-            for i in moved
-        ]
-        reassigned += len(moved)
-        new_reassigned = sum(truth_of[i] == sc.new for i in moved)
-        apply_feedback(store.collection, feedback)
+        row = loop.labelled(k, window, served, held)
+        apply_feedback(store.collection, loop.feedback(store))
         result = retrain(
             read_store(store.collection),
             RetrainRequest(config=CONFIG),
@@ -303,40 +399,11 @@ def run_variant(
             policy=policy,
             dense_encoder=models.dense,
         )
-        challenger_c = models.score(result.challenger, "C", sc.c, sc.new)
-        serving_c = models.score(serving, "C", sc.c, sc.new)
-        previous = None
         if result.promote:
-            promote(
-                models.registry,
-                result.challenger,
-                by="bench",
-                reason="retrain",
-                announce=None,
-            )
-            previous, serving = serving, result.challenger
-        row.update(
-            {
-                "answers": answers,
-                "new_class_answers": new_answers,
-                "reassigned": reassigned,
-                "new_class_reassigned": new_reassigned,
-                "held_in_store": len(store.held_ids()),
-                "decision": result.decision,
-                "reasons": result.reasons,
-                "challenger_on_c": challenger_c,
-                "champion_on_c": serving_c,
-                "serving_on_c": challenger_c if result.promote else serving_c,
-            }
-        )
-        logger.info("%s %s window %d: %s", sc.name, variant.name, k, json.dumps(row))
-        windows.append(row)
-    if previous is not None:  # the last promotion: scored on C against what it replaced
-        windows[-1]["regression_on_c"] = (
-            models.score(serving, "C", sc.c, sc.new)["macro_f1"]
-            < models.score(previous, "C", sc.c, sc.new)["macro_f1"]
-        )
-    return {"variant": variant.name, "windows": windows, "seconds": time.perf_counter() - started}
+            promote(models.registry, result.challenger, by="bench", reason="retrain", announce=None)
+        retrained = Retrained(result.challenger, result.decision, result.reasons, result.promote)
+        loop.decided(row, retrained, held=len(store.held_ids()))
+    return loop.result()
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -354,8 +421,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("shift", "macro_f1", "macro-F1"),
         ("steady", "macro_f1", "macro-F1"),
     ]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    for axis, (scenario, metric, ylabel) in zip(axes.flat, panels, strict=True):
+    # The scenarios that were run only (the broker mode's figure has the new queue alone).
+    ran = {report.get("scenario") for report in results.values()}
+    panels = [panel for panel in panels if panel[0] in ran]
+    rows = (len(panels) + 1) // 2
+    figure, axes = plt.subplots(rows, 2, figsize=(12, 4.25 * rows), squeeze=False)
+    for axis, (scenario, metric, ylabel) in zip(axes.flat, panels, strict=False):
         for key, report in results.items():
             if report.get("scenario") != scenario:
                 continue
@@ -406,7 +477,15 @@ def main() -> None:
         default=RetrainPolicy().min_class_support,
         help="RETRAIN_MIN_CLASS_SUPPORT (default: the setting's default)",
     )
-    parser.add_argument("--key", help="the run's name in --out (default: the scenario)")
+    parser.add_argument(
+        "--broker",
+        action="store_true",
+        help="through a Kafka broker, a ChromaDB server, a worker process and the retrain "
+        "command (bench.loop_broker) instead of in this process",
+    )
+    parser.add_argument(
+        "--key", help="the run's name in --out (default: the scenario, + '-broker' with --broker)"
+    )
     parser.add_argument("--plot", type=Path, default=PLOT, help="learning curves (PNG)")
     parser.add_argument("--plot-only", action="store_true", help="redraw from --out")
     args = parser.parse_args()
@@ -416,18 +495,21 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("ticketflow.batch.backfill", "ticketflow.batch.train", "httpx", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings()
-    dense = CachedEncoder(configured.encoder(settings))
-    static = configured.static_encoder(settings)
     sc = scenario(args)
     root = Path(tempfile.mkdtemp(prefix=f"loop-{sc.name}-"))
-    models = Models(dense, static, ModelRegistry(root / "registry"))
+    # The encoders next to the models, as `ticketflow train` leaves them: a worker process
+    # serving this registry finds them there.
+    settings = Settings(model_registry_dir=root / "registry")
+    dense = CachedEncoder(configured.encoder(settings))
+    static = configured.static_encoder(settings)
+    models = Models(dense, static, ModelRegistry(settings.model_registry_dir))
     started = time.perf_counter()
     champion = fit(models, root, sc.a, "a", current=True)
     every = fit(models, root, sc.every, "every", current=False) if sc.every else None
     train_s = time.perf_counter() - started
     report: dict[str, Any] = {
         "scenario": sc.name,
+        "through": "broker, worker process, retrain command" if args.broker else "one process",
         "sizes": {"a": len(sc.a), "window": args.window, "windows": args.windows, "c": len(sc.c)},
         "budget_per_window": args.budget,
         "min_class_support": args.min_class_support,
@@ -447,26 +529,27 @@ def main() -> None:
         "every_label_on_c": models.score(every, "C", sc.c, sc.new) if every else None,
         "variants": [],
     }
+    run: Callable[..., dict[str, Any]]
+    if args.broker:
+        from bench.loop_broker import run_broker_variant
+
+        # Stopped with SIGTERM, the broker, ChromaDB server and worker it started stop too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+        run = partial(run_broker_variant, min_class_support=args.min_class_support)
+    else:
+        run = partial(run_variant, policy=RetrainPolicy(min_class_support=args.min_class_support))
     for order in [Order(o) for o in args.orders.split(",")]:
         for share in [float(s) for s in args.reassign.split(",")]:
             variant = Variant(order, share)
             folder = root / f"{order.value}-{share:g}"
             report["variants"].append(
-                run_variant(
-                    sc,
-                    variant,
-                    models,
-                    champion,
-                    folder,
-                    budget=args.budget,
-                    seed=args.seed,
-                    policy=RetrainPolicy(min_class_support=args.min_class_support),
-                )
+                run(sc, variant, models, champion, folder, budget=args.budget, seed=args.seed)
             )
             shutil.rmtree(folder / "chroma", ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
-    out[args.key or sc.name] = report
+    out[args.key or sc.name + ("-broker" if args.broker else "")] = report
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     plot(out, args.plot)
     print(json.dumps(report, indent=2))

@@ -503,6 +503,28 @@ def test_a_cascade_learns_a_new_class_in_both_stages_from_the_re_embedded_text(
     assert "Payments" in result.markdown_path.read_text(encoding="utf-8")
 
 
+def test_a_cascade_refitted_from_the_re_embedded_text_gets_a_reference_from_its_first_stage(
+    cascade_world: dict[str, Any], tmp_path: Path
+) -> None:
+    """The reference is labelled from the stored (static) vectors, as the worker's monitor
+    records carry them: by the first stage. The retrain Job always writes one
+    (DRIFT_REFERENCE_DIR), and gave the stored vectors to the transformer stage instead
+    ("X has 64 features, but ... expecting 256"): `ticketflow retrain` failed on every
+    cascade champion once it refitted both stages."""
+    apply_feedback(cascade_world["store"].collection, rename_feedback(cascade_world["rows"]))
+    result = retrain(
+        read_store(cascade_world["store"].collection),
+        RetrainRequest(config=CONFIG),
+        registry=cascade_world["registry"],
+        policy=RetrainPolicy(),
+        dense_encoder=HashingEncoder(256, "test/dense"),
+        reference=ReferenceSpec(tmp_path / "reference"),
+    )
+    reference = load_reference(tmp_path / "reference", result.challenger)
+    assert len(reference.sample) >= 50
+    assert "Payments" in set(reference.sample.labels["queue"])
+
+
 def test_a_new_class_with_too_few_answers_is_left_out_loudly(
     cascade_world: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:

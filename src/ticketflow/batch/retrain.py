@@ -761,9 +761,9 @@ def retrain(
             reference,
             version=version,
             classifier=challenger,
-            # The stage that reads the stored vectors: a cascade's first stage (a refitted
-            # transformer stage reads the re-embedded text's vectors, another width).
-            scored=challenger.first_stage or challenger_scored,
+            # What reads the stored vectors: a cascade's first stage (the transformer stage
+            # that was refitted on the re-embedded text cannot).
+            scored=challenger.first_stage if challenger.first_stage is not None else challenger,
             stored=stored,
             rows=sorted({r for pairs in selection.held_out.values() for r, _ in pairs}),
             seed=seed,

@@ -16,6 +16,7 @@ from ticketflow.cli._checks import (
     require_broker,
     require_registry_dir,
 )
+from ticketflow.cli._recipe import add_cv_arguments, with_cv_options
 from ticketflow.cli._types import Commands
 from ticketflow.cli._values import POSITIVE, SEED
 from ticketflow.config import Settings
@@ -65,6 +66,7 @@ def register(commands: Commands) -> None:
         default="hybrid",
         help="as for train: hybrid (default) or the embedding alone",
     )
+    add_cv_arguments(retrain)
     retrain.add_argument("--seed", type=SEED, default=42)
     retrain.add_argument("--by", help="recorded as who promoted (default: $USER)")
     retrain.set_defaults(handler=run_retrain)
@@ -188,6 +190,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     config = ModelConfig() if args.features == "hybrid" else EMBEDDING_LR
     if args.c is not None:
         config = replace(config, c=args.c)
+    config = with_cv_options(config, args)
     result = retrain(
         stored,
         RetrainRequest(

@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ticketflow.cli._checks import open_registry
+from ticketflow.cli._recipe import add_cv_arguments, with_cv_options
 from ticketflow.cli._types import Commands, add_encoding_argument, add_map_argument
 from ticketflow.cli._values import COUNT, POSITIVE, SEED, number, setting
 from ticketflow.cli.models import announce
@@ -49,6 +50,7 @@ def register(commands: Commands) -> None:
         help="hybrid: embedding + word and char TF-IDF (default); embedding: the vector alone",
     )
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
+    add_cv_arguments(train)
     train.add_argument(
         "--review-precision",
         type=setting("review_precision"),
@@ -195,6 +197,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     config = replace(config, calibrate=config.calibrate and not args.no_calibrate)
     if args.c is not None:
         config = replace(config, c=args.c)
+    config = with_cv_options(config, args)
     registry = ModelRegistry(settings.model_registry_dir)
     # No retrain or promotion may move the current pointer while this model is trained.
     with registry.lock():
