@@ -59,7 +59,7 @@ from bench.loop import (
     Variant,
     history,
 )
-from bench.pipeline import kafka, wait_ready
+from bench.pipeline import kafka, spawn, wait_ready
 from ticketflow.adapters.kafka.clients import consume, produce_events, produce_raw
 from ticketflow.cli.broker import create_all_topics
 from ticketflow.config import Settings
@@ -123,14 +123,7 @@ def chroma_server(root: Path) -> Iterator[ChromaServer]:
 @contextmanager
 def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow", "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = spawn(["worker"], env, handle)
     try:
         wait_ready(int(env["METRICS_PORT"]), process)
         yield process

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -131,6 +131,19 @@ def cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
+def spawn(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``ticketflow ARGS`` in a session of its own (``os.killpg`` stops it and its children),
+    its output to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ticketflow", *args],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 300) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -202,14 +215,7 @@ def measure_stream(
         }
         log = (workdir / "worker.log").open("wb")
         started = time.time()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketflow", "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        worker = spawn(["worker"], env, log)
         try:
             ready_at = wait_ready(port, worker)
             cpu_at_ready = cpu_seconds(worker.pid)

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.pipeline import spawn
 from ticketflow.config import Settings
 from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
@@ -209,14 +209,7 @@ def main() -> None:
             env.pop(name, None)
         log = root / "serve.log"
         with log.open("wb") as handle:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ticketflow", "serve", "--port", str(port)],
-                env=env,
-                cwd=REPO,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            process = spawn(["serve", "--port", str(port)], env, handle)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 300
