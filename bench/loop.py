@@ -47,6 +47,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -61,7 +62,14 @@ from ticketflow.batch import configured
 from ticketflow.batch.backfill import BackfillRequest, backfill
 from ticketflow.batch.embedding_cache import CachedEncoder
 from ticketflow.batch.promotion import promote
-from ticketflow.batch.retrain import RetrainPolicy, RetrainRequest, read_store, retrain
+from ticketflow.batch.retrain import (
+    RetrainPolicy,
+    RetrainRequest,
+    StoredTickets,
+    read_store,
+    retrain,
+    training_label,
+)
 from ticketflow.batch.train import TrainRequest, train
 from ticketflow.config import Settings
 from ticketflow.data.datasets import load_labeled
@@ -71,6 +79,7 @@ from ticketflow.models.recipe import ModelConfig
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.review.queue import Order, ReviewQueue
 from ticketflow.schemas import LabelFeedback, Ticket
+from ticketflow.schemas import store as layout
 from ticketflow.stream.feedback import apply_feedback
 
 logger = logging.getLogger(__name__)
@@ -303,6 +312,24 @@ class Loop:
         self.new_reassigned = sum(truth[i] == self.sc.new for i in moved)
         return feedback
 
+    def training_labels(self, stored: StoredTickets, policy: RetrainPolicy) -> dict[str, int]:
+        """How the stream's tickets of the new class are labelled for the next retrain: by a
+        person (the class), by the model's confident label (another class: what the
+        challenger is taught wrongly), or not at all."""
+        if self.sc.new is None:
+            return {}
+        counts: Counter[str] = Counter()
+        for ticket_id, meta in zip(stored.ids, stored.metadatas, strict=True):
+            if self.truth_of.get(ticket_id) != self.sc.new:
+                continue
+            label = training_label(meta, TARGET, policy)
+            counts[
+                "person" if layout.known_label(meta, TARGET) else "model" if label else "none"
+            ] += 1
+            if label is not None and label != self.sc.new:
+                counts["wrong"] += 1
+        return dict(counts)
+
     def decided(self, row: dict[str, Any], retrained: Retrained, *, held: int) -> None:
         """The retrain after the window: its decision, the challenger and the model serving
         from now on scored on C; ``held``: held tickets in the store, not yet answered."""
@@ -392,8 +419,10 @@ def run_variant(
         held = [bool(records[r["ticket_id"]].metadata.get("needs_review")) for r in window]
         row = loop.labelled(k, window, served, held)
         apply_feedback(store.collection, loop.feedback(store))
+        stored = read_store(store.collection)
+        row["new_class_training_labels"] = loop.training_labels(stored, policy)
         result = retrain(
-            read_store(store.collection),
+            stored,
             RetrainRequest(config=CONFIG),
             registry=models.registry,
             policy=policy,
@@ -478,6 +507,11 @@ def main() -> None:
         help="RETRAIN_MIN_CLASS_SUPPORT (default: the setting's default)",
     )
     parser.add_argument(
+        "--no-use-predicted",
+        action="store_true",
+        help="RETRAIN_USE_PREDICTED=false: retrain on people's and imported labels only",
+    )
+    parser.add_argument(
         "--broker",
         action="store_true",
         help="through a Kafka broker, a ChromaDB server, a worker process and the retrain "
@@ -513,6 +547,7 @@ def main() -> None:
         "sizes": {"a": len(sc.a), "window": args.window, "windows": args.windows, "c": len(sc.c)},
         "budget_per_window": args.budget,
         "min_class_support": args.min_class_support,
+        "use_predicted": not args.no_use_predicted,
         "new_class": sc.new,
         "new_class_share_b": (
             sum(r[TARGET] == sc.new for w in sc.windows for r in w) / sum(map(len, sc.windows))
@@ -538,7 +573,10 @@ def main() -> None:
 
         run = partial(run_broker_variant, min_class_support=args.min_class_support)
     else:
-        run = partial(run_variant, policy=RetrainPolicy(min_class_support=args.min_class_support))
+        policy = RetrainPolicy(
+            min_class_support=args.min_class_support, use_predicted=not args.no_use_predicted
+        )
+        run = partial(run_variant, policy=policy)
     for order in [Order(o) for o in args.orders.split(",")]:
         for share in [float(s) for s in args.reassign.split(",")]:
             variant = Variant(order, share)

@@ -589,3 +589,38 @@ def test_the_rows_the_champion_was_fit_on_are_trained_on_but_never_held_out() ->
     assert set(seen) <= set(selection.train_rows)
     every = select(stored, ["queue"], RetrainPolicy(), needs_text=True)
     assert {row for row, _ in every.held_out["queue"]} & set(seen)
+
+
+def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not_trained_on() -> (
+    None
+):
+    # The champion could not tell a ticket of the class people introduced: its confident
+    # labels put such tickets in another class. A model that knew the class is trusted.
+    from ticketflow.batch.retrain import StoredTickets, select
+
+    people = [
+        {"label_source": "human", "human_queue": "New" if i % 2 else "A", "queue": "A"}
+        for i in range(30)
+    ]
+    by_model = [
+        {"queue": "A", "queue_probability": 0.99, "model_version": version}
+        for version in ["old"] * 5 + ["knows-new"] * 4 + ["deleted"] * 3
+    ]
+    metadatas: list[dict[str, Any]] = [*people, *by_model]
+    ids = [f"t{i}" for i in range(len(metadatas))]
+    stored = StoredTickets(ids, np.zeros((len(ids), 2), np.float32), metadatas, ["x"] * len(ids))
+    classes_of = {"old": {"queue": ["A", "B"]}, "knows-new": {"queue": ["A", "B", "New"]}}
+    kwargs: dict[str, Any] = {"needs_text": True, "known": {"queue": ["A", "B"]}}
+    selection = select(stored, ["queue"], RetrainPolicy(), classes_of=classes_of, **kwargs)
+    by_model_rows = {row for row in selection.train_rows if row >= len(people)}
+    assert by_model_rows == set(range(35, 42))  # "knows-new" and the deleted version's
+    assert selection.counts["model label from a model without a new class"] == 5
+    # While the new class is below the minimum nothing learns it: every label is used.
+    rare = select(
+        stored,
+        ["queue"],
+        RetrainPolicy(min_new_class_examples=100),
+        classes_of=classes_of,
+        **kwargs,
+    )
+    assert {row for row in rare.train_rows if row >= len(people)} == set(range(30, 42))

@@ -179,7 +179,9 @@ class Selection:
     too_few: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
+def training_label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
+    """The label a stored ticket is trained on for ``target``: a person's or a historical
+    file's, else the model's when ``policy`` allows it and it was confident; None: none."""
     known = layout.known_label(meta, target)  # a person's, else a historical file's
     if known is not None:
         return known
@@ -191,7 +193,7 @@ def _label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str |
     return predicted[0]
 
 
-def select(
+def select(  # noqa: PLR0913
     stored: StoredTickets,
     targets: Sequence[str],
     policy: RetrainPolicy,
@@ -201,6 +203,7 @@ def select(
     seed: int = 42,
     known: Mapping[str, Collection[str]] | None = None,
     seen: Collection[int] = (),
+    classes_of: Mapping[str, Mapping[str, Collection[str]]] | None = None,
 ) -> Selection:
     """Hold out a share of the human-labelled tickets; train on the rest that has labels.
 
@@ -210,7 +213,12 @@ def select(
     ``policy.min_new_class_examples`` times (its rarer tickets stay in the hold-out, so the
     report shows what the models do with them). ``seen``: rows the champion was fit on
     (a backfilled history ``ticketflow train`` learned from): trained on, never held out, or
-    the champion would be judged on tickets it memorised and no challenger could win."""
+    the champion would be judged on tickets it memorised and no challenger could win.
+    ``classes_of``: model version -> target -> the classes that model knew. A model's
+    confident label is not trained on when that model never knew a new class people named
+    (at least ``min_new_class_examples`` times): it could not have told a ticket of the new
+    class, so its confident labels put those tickets in the wrong class; on the new-queue
+    loop they were a third of the class's stream tickets with a label (docs/learning.md)."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -241,6 +249,9 @@ def select(
         rare = {label: n for label, n in fresh.items() if n < policy.min_new_class_examples}
         if rare:
             too_few[target] = rare
+    learned = {
+        target: set(fresh) - set(too_few.get(target, {})) for target, fresh in new_labels.items()
+    }
     rng = random.Random(seed)
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
@@ -265,9 +276,12 @@ def select(
     for row in usable:
         if row in held:
             continue
-        row_labels = [_label(stored.metadatas[row], t, policy) for t in targets]
+        row_labels = [training_label(stored.metadatas[row], t, policy) for t in targets]
         if any(label is None for label in row_labels):
             counts["no usable label"] += 1
+            continue
+        if _unaware(stored.metadatas[row], learned, classes_of or {}):
+            counts["model label from a model without a new class"] += 1
             continue
         if any(label in too_few.get(t, {}) for t, label in zip(targets, row_labels, strict=True)):
             counts["new class below the minimum"] += 1
@@ -282,6 +296,35 @@ def select(
         counts["not held out (the champion trained on them)"] = len(seen & set(human))
     counts["stored"] = len(stored.ids)
     return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few)
+
+
+def _classes_of(
+    registry: ModelRegistry, stored: StoredTickets
+) -> dict[str, dict[str, list[str]]]:
+    """The classes each model version that labelled a stored ticket knew, per target, read
+    from the registry (a version it no longer holds is left out)."""
+    versions = {str(m["model_version"]) for m in stored.metadatas if m.get("model_version")}
+    held = set(registry.versions())
+    return {v: dict(registry.metadata(v).labels) for v in sorted(versions & held)}
+
+
+def _unaware(
+    meta: Mapping[str, Any],
+    learned: Mapping[str, Collection[str]],
+    classes_of: Mapping[str, Mapping[str, Collection[str]]],
+) -> bool:
+    """Whether a ticket's labels include a model's that did not know a class now learned.
+    A version no longer in the registry is trusted (what it knew cannot be told)."""
+    version = meta.get("model_version")
+    classes = classes_of.get(str(version)) if version is not None else None
+    if classes is None:
+        return False
+    return any(
+        layout.known_label(meta, target) is None
+        and not set(new).issubset(classes.get(target, ()))
+        for target, new in learned.items()
+        if new
+    )
 
 
 @dataclass(frozen=True)
@@ -577,6 +620,7 @@ def retrain(
         seed=seed,
         known=known,
         seen=seen,
+        classes_of=_classes_of(registry, stored),
     )
     for target, rare in selection.too_few.items():
         for label, n in rare.items():
