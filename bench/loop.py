@@ -109,7 +109,9 @@ class Scenario:
 
 
 def endava(args: argparse.Namespace) -> list[Row]:
-    frame = pd.read_csv(DATASETS / "endava-it" / "tickets.csv").sample(frac=1.0, random_state=7)
+    frame = pd.read_csv(DATASETS / "endava-it" / "tickets.csv").sample(
+        frac=1.0, random_state=args.split_seed
+    )
     return [
         {"ticket_id": f"E-{i}", "body": str(r.Document), TARGET: str(r.Topic_group)}
         for i, r in enumerate(frame.itertuples())
@@ -314,20 +316,28 @@ class Loop:
 
     def training_labels(self, stored: StoredTickets, policy: RetrainPolicy) -> dict[str, int]:
         """How the stream's tickets of the new class are labelled for the next retrain: by a
-        person (the class), by the model's confident label (another class: what the
-        challenger is taught wrongly), or not at all."""
+        person (the class), by a model's confident label, or not at all; of the model's,
+        ``wrong`` name another class and ``wrong, by a model without the class`` come from a
+        model that never knew it (``retrain`` leaves those out once it learns the class)."""
         if self.sc.new is None:
             return {}
         counts: Counter[str] = Counter()
+        knew: dict[str, bool] = {}
         for ticket_id, meta in zip(stored.ids, stored.metadatas, strict=True):
             if self.truth_of.get(ticket_id) != self.sc.new:
                 continue
             label = training_label(meta, TARGET, policy)
-            counts[
-                "person" if layout.known_label(meta, TARGET) else "model" if label else "none"
-            ] += 1
+            if layout.known_label(meta, TARGET) is not None:
+                counts["person"] += 1
+                continue
+            counts["model" if label else "none"] += 1
             if label is not None and label != self.sc.new:
                 counts["wrong"] += 1
+                version = str(meta.get("model_version"))
+                if version not in knew:
+                    classes = self.models.registry.metadata(version).labels.get(TARGET, [])
+                    knew[version] = self.sc.new in classes
+                counts["wrong, by a model without the class"] += not knew[version]
         return dict(counts)
 
     def decided(self, row: dict[str, Any], retrained: Retrained, *, held: int) -> None:
@@ -499,7 +509,10 @@ def main() -> None:
     parser.add_argument("--orders", default="oldest,margin,margin-diverse")
     parser.add_argument("--reassign", default="0", help="shares, comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="the agents' reassignments")
+    parser.add_argument(
+        "--split-seed", type=int, default=7, help="the endava shuffle that makes A, B and C"
+    )
     parser.add_argument(
         "--min-class-support",
         type=int,
@@ -548,6 +561,7 @@ def main() -> None:
         "budget_per_window": args.budget,
         "min_class_support": args.min_class_support,
         "use_predicted": not args.no_use_predicted,
+        "split_seed": args.split_seed,
         "new_class": sc.new,
         "new_class_share_b": (
             sum(r[TARGET] == sc.new for w in sc.windows for r in w) / sum(map(len, sc.windows))

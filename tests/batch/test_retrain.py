@@ -595,26 +595,34 @@ def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not
     None
 ):
     # The champion could not tell a ticket of the class people introduced: its confident
-    # labels put such tickets in another class. A model that knew the class is trusted.
+    # labels put such tickets in another class. Those near an answer of the new class are
+    # left out; a model that knew the class, and tickets near other answers, are trusted.
     from ticketflow.batch.retrain import StoredTickets, select
 
     people = [
         {"label_source": "human", "human_queue": "New" if i % 2 else "A", "queue": "A"}
         for i in range(30)
     ]
-    by_model = [
-        {"queue": "A", "queue_probability": 0.99, "model_version": version}
-        for version in ["old"] * 5 + ["knows-new"] * 4 + ["deleted"] * 3
-    ]
+    near_new, near_a = [1.0, 0.1], [0.1, 1.0]
+    vectors = [near_new if i % 2 else near_a for i in range(30)]
+    by_model = []
+    for version, vector in [
+        *[("old", near_new)] * 5,
+        *[("old", near_a)] * 3,
+        *[("knows-new", near_new)] * 4,
+        *[("deleted", near_new)] * 2,
+    ]:
+        by_model.append({"queue": "A", "queue_probability": 0.99, "model_version": version})
+        vectors.append(vector)
     metadatas: list[dict[str, Any]] = [*people, *by_model]
     ids = [f"t{i}" for i in range(len(metadatas))]
-    stored = StoredTickets(ids, np.zeros((len(ids), 2), np.float32), metadatas, ["x"] * len(ids))
+    stored = StoredTickets(ids, np.asarray(vectors, np.float32), metadatas, ["x"] * len(ids))
     classes_of = {"old": {"queue": ["A", "B"]}, "knows-new": {"queue": ["A", "B", "New"]}}
     kwargs: dict[str, Any] = {"needs_text": True, "known": {"queue": ["A", "B"]}}
     selection = select(stored, ["queue"], RetrainPolicy(), classes_of=classes_of, **kwargs)
     by_model_rows = {row for row in selection.train_rows if row >= len(people)}
-    assert by_model_rows == set(range(35, 42))  # "knows-new" and the deleted version's
-    assert selection.counts["model label from a model without a new class"] == 5
+    assert by_model_rows == set(range(35, 44))  # near "A", "knows-new", the deleted version
+    assert selection.counts["model label near an answer of a class that model never knew"] == 5
     # While the new class is below the minimum nothing learns it: every label is used.
     rare = select(
         stored,
@@ -623,4 +631,4 @@ def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not
         classes_of=classes_of,
         **kwargs,
     )
-    assert {row for row in rare.train_rows if row >= len(people)} == set(range(30, 42))
+    assert {row for row in rare.train_rows if row >= len(people)} == set(range(30, 44))
