@@ -443,6 +443,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=IncidentConfig.min_size)
     parser.add_argument("--ratio", type=float, default=IncidentConfig.baseline_ratio)
     parser.add_argument("--text-weight", type=float, default=IncidentConfig.text_weight)
+    parser.add_argument(
+        "--text-dimension", type=int, default=IncidentConfig.text_dimension, help="words' buckets"
+    )
+    parser.add_argument(
+        "--text-ngram", type=int, default=IncidentConfig.text_ngram, help="0: words alone"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bursts", choices=tuple(BURST_SETS), default="original")
     parser.add_argument("--cost", type=int, default=0, help="only the full-window cost, N tickets")
@@ -455,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             min_size=args.min_size,
             baseline_ratio=args.ratio,
             text_weight=args.text_weight,
+            text_dimension=args.text_dimension,
+            text_ngram=args.text_ngram,
         )
         cost(args.cost, args.dimension, args.batch, config)
         return
@@ -470,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         min_size=args.min_size,
         baseline_ratio=args.ratio,
         text_weight=args.text_weight,
+        text_dimension=args.text_dimension,
+        text_ngram=args.text_ngram,
     )
     print(
         f"{len(replay)} background tickets every {args.interval:g}s, {len(bursts)} bursts "

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import json
+import math
+import os
+import subprocess
+import sys
+import zlib
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ticketflow.monitoring import incidents
 from ticketflow.monitoring.incidents import (
     Baseline,
     IncidentConfig,
@@ -198,6 +206,99 @@ def test_term_vectors_counts_stay_bounded() -> None:
     for _ in range(30):
         terms.learn([["vpn", "gateway"]] * 10)
     assert terms.documents <= 100
+
+
+def reference_term_vectors(
+    history: list[list[str]], documents: list[list[str]], dimension: int, ngram: int = 4
+) -> Vector:
+    """TermVectors written out per word and per feature, as the docstring states it."""
+
+    def features(word: str) -> list[int]:
+        padded = f"<{word}>"
+        grams = {padded[i : i + ngram] for i in range(len(padded) - ngram + 1)} if ngram else set()
+        return [zlib.crc32(word.encode()), *(zlib.crc32(g.encode()) ^ 0x5BD1E995 for g in grams)]
+
+    mask = (1 << 18) - 1
+    frequency: Counter[int] = Counter()
+    for words in history:
+        frequency.update({f & mask for w in words for f in features(w)})
+    out = np.zeros((len(documents), dimension))
+    for row, words in enumerate(documents):
+        for h, tf in Counter(f for w in words for f in features(w)).items():
+            idf = math.log((len(history) + 1) / (frequency[h & mask] + 1)) + 1
+            sign = 1.0 if (h >> 31) & 1 else -1.0
+            out[row, (h >> 1) % dimension] += sign * (1 + math.log(tf)) * idf
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    result: Vector = np.divide(out, np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
+
+
+VOCABULARY = [
+    "vpn",
+    "gateway",
+    "drucker",
+    "papercut",
+    "spooler",
+    "server",
+    "update",
+    "outlook",
+    "mails",
+    "überweisung",
+]
+
+
+def random_documents(rng: np.random.Generator, count: int) -> list[list[str]]:
+    # Repeated words and words sharing n-grams: counts above one at the feature level.
+    return [list(rng.choice(VOCABULARY, size=rng.integers(0, 12))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("ngram", [4, 0])
+def test_term_vectors_match_the_per_word_definition(ngram: int) -> None:
+    # The whole-batch computation (one gather of the words' features, one sort for their
+    # counts) gives what the per-word, per-feature definition gives.
+    rng = np.random.default_rng(11)
+    history, documents = random_documents(rng, 60), [*random_documents(rng, 25), []]
+    terms = TermVectors(64, ngram=ngram)
+    terms.learn(history)
+    expected = reference_term_vectors(history, documents, 64, ngram)
+    assert np.allclose(terms.vectors(documents), expected, atol=1e-5)
+
+
+def test_term_vectors_start_their_word_table_over_without_changing_a_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    documents = random_documents(np.random.default_rng(3), 20)
+    before = TermVectors(64).vectors(documents)
+    monkeypatch.setattr(incidents, "FEATURE_CACHE", 4)  # fewer than the batch's words
+    terms = TermVectors(64)
+    for _ in range(3):
+        assert np.allclose(terms.vectors(documents), before, atol=1e-6)
+    assert terms.vectors([["vpn", "gateway"]]).any()
+
+
+def test_term_vectors_without_ngrams_see_whole_words_only() -> None:
+    with_grams, words_only = TermVectors(256), TermVectors(256, ngram=0)
+    pair = [["druckserver"], ["server"]]
+    assert cosine(*with_grams.vectors(pair)) > 0.1  # "erver", "rver>" in both
+    assert cosine(*words_only.vectors(pair)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_term_vectors_are_the_same_in_another_process() -> None:
+    # A restarted worker hashes the restored members' words again: another interpreter, with
+    # another str hash salt, must put them in the same buckets.
+    code = (
+        "import json, sys; from ticketflow.monitoring.incidents import TermVectors as T; "
+        "t = T(64); t.learn([['vpn', 'printer'], ['gateway']]); "
+        "print(json.dumps(t.vectors([['vpn', 'gateway', 'drucker']]).tolist()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    here = TermVectors(64)
+    here.learn([["vpn", "printer"], ["gateway"]])
+    theirs = np.asarray(json.loads(out), dtype=np.float32)
+    assert np.allclose(here.vectors([["vpn", "gateway", "drucker"]]), theirs, atol=1e-6)
 
 
 def test_joint_rows_mix_both_cosines_by_the_weight() -> None:

@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -86,6 +85,8 @@ class IncidentConfig:
     # the stored vectors; 0: the vectors alone.
     text_weight: float = 0.0
     text_dimension: int = 256
+    # Character n-grams of each word beside the word (0: the words alone).
+    text_ngram: int = 4
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_weight < 1:
@@ -104,17 +105,25 @@ NGRAM = 4
 _NGRAM_SALT = 0x5BD1E995  # n-grams apart from the words of the same letters
 
 
-@lru_cache(maxsize=1 << 15)
-def _word_features(word: str) -> tuple[int, ...]:
-    """The word's hashed features: itself and its character n-grams. crc32, not hash():
-    Python salts str hashes per process, and a restarted worker must put a word where the
-    one before it did (the store's tickets are hashed again). Cached: a desk's vocabulary
-    repeats, and this is the detector's only per-word Python work besides top terms."""
+# Words whose features are kept (one small array each); a desk's vocabulary repeats, and
+# past this many the table starts over (features are a pure function of the word).
+FEATURE_CACHE = 1 << 15
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _word_features(word: str, ngram: int = NGRAM) -> npt.NDArray[np.int64]:
+    """The word's hashed features: itself and its distinct character n-grams (none when
+    ``ngram`` is 0). crc32, not
+    hash(): Python salts str hashes per process, and a restarted worker must put a word
+    where the one before it did (the store's tickets are hashed again)."""
     padded = f"<{word}>"
-    grams = {padded[i : i + NGRAM] for i in range(len(padded) - NGRAM + 1)}
-    return (
-        zlib.crc32(word.encode("utf-8")),
-        *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+    grams = {padded[i : i + ngram] for i in range(len(padded) - ngram + 1)} if ngram else set()
+    return np.array(
+        [
+            zlib.crc32(word.encode("utf-8")),
+            *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+        ],
+        dtype=np.int64,
     )
 
 
@@ -127,16 +136,35 @@ class TermVectors:
     ``max_documents`` were counted, so they follow the stream). The cosine of two rows is
     about that of their TF-IDF vectors: a signed hash makes collisions cancel on average
     instead of adding closeness.
+
+    Cost: per word of a batch one dictionary look-up (its features' array, computed once per
+    word), the rest whole-batch array operations (a sort of the batch's features for their
+    counts, a gather of their document counts, one bincount). The words' per-feature
+    Counter this replaced held the GIL, which the worker's event loop needs, for most of
+    the detector's time (``bench.incidents --cost``, docs/incidents.md).
     """
 
     def __init__(
-        self, dimension: int = 256, *, table_bits: int = 18, max_documents: int = 100_000
+        self,
+        dimension: int = 256,
+        *,
+        table_bits: int = 18,
+        max_documents: int = 100_000,
+        ngram: int = NGRAM,
     ) -> None:
         self.dimension = dimension
+        self._ngram = ngram
         self._mask = (1 << table_bits) - 1
         self._frequency = np.zeros(1 << table_bits, dtype=np.float32)
         self._documents = 0.0
         self._max_documents = max_documents
+        # Known words' features: word -> its number, whose features are the run
+        # _flat[_starts[n] : _starts[n] + _lengths[n]].
+        self._ids: dict[str, int] = {}
+        self._flat = np.zeros(FEATURE_CACHE * 8, dtype=np.int64)
+        self._used = 0
+        self._starts = np.zeros(FEATURE_CACHE, dtype=np.int64)
+        self._lengths = np.zeros(FEATURE_CACHE, dtype=np.int64)
 
     @property
     def documents(self) -> float:
@@ -145,16 +173,14 @@ class TermVectors:
     def learn(self, documents: Iterable[Sequence[str]]) -> None:
         """Count each document's distinct words (call with tickets that left the window, so
         a burst's own words stay rare while it is going on)."""
-        hashes: list[int] = []
-        count = 0
-        for words in documents:
-            hashes.extend(set(chain.from_iterable(map(_word_features, set(words)))))
-            count += 1
-        if not count:
+        documents = list(documents)
+        if not documents:
             return
-        slots = np.asarray(hashes, dtype=np.int64) & self._mask
-        np.add.at(self._frequency, slots, 1.0)
-        self._documents += count
+        # A feature counts once per document: _counted gives each (document, feature) once.
+        _, hashes, _ = self._counted(documents)
+        slots, counts = np.unique(hashes & self._mask, return_counts=True)
+        self._frequency[slots] += counts
+        self._documents += len(documents)
         if self._documents > self._max_documents:
             self._frequency *= 0.5
             self._documents *= 0.5
@@ -162,27 +188,64 @@ class TermVectors:
     def vectors(self, documents: Sequence[Sequence[str]]) -> Vector:
         """One unit row per document (zeros for one without words), in whole-batch
         operations: (1 + log tf) x smoothed idf, each word into a signed bucket."""
-        rows: list[int] = []
-        hashes: list[int] = []
-        frequencies: list[int] = []
-        for row, words in enumerate(documents):
-            counts = Counter(chain.from_iterable(map(_word_features, words)))
-            rows.extend([row] * len(counts))
-            hashes.extend(counts)
-            frequencies.extend(counts.values())
         out = np.zeros((len(documents), self.dimension), dtype=np.float32)
-        if not hashes:
+        rows, h, frequencies = self._counted(documents)
+        if not len(h):
             return out
-        h = np.asarray(hashes, dtype=np.int64)
         idf = np.log((self._documents + 1.0) / (self._frequency[h & self._mask] + 1.0)) + 1.0
-        weight = (1.0 + np.log(np.asarray(frequencies, dtype=np.float32))) * idf
+        weight = (1.0 + np.log(frequencies.astype(np.float32))) * idf
         weight *= np.where((h >> 31) & 1, 1.0, -1.0)  # the sign: the hash's top bit
-        cells = np.asarray(rows, dtype=np.int64) * self.dimension + (h >> 1) % self.dimension
+        cells = rows * self.dimension + (h >> 1) % self.dimension
         flat = np.bincount(cells, weights=weight, minlength=out.size)
         out[:] = flat.reshape(out.shape)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
+
+    def _append_word(self, word: str) -> None:
+        features = _word_features(word, self._ngram)
+        number = len(self._ids)
+        if number == len(self._starts):  # a batch of more new words than the cache holds
+            self._starts = np.concatenate([self._starts, np.zeros_like(self._starts)])
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+        if self._used + len(features) > len(self._flat):
+            self._flat = np.concatenate([self._flat, np.zeros_like(self._flat)])
+        self._flat[self._used : self._used + len(features)] = features
+        self._starts[number], self._lengths[number] = self._used, len(features)
+        self._used += len(features)
+        self._ids[word] = number
+
+    def _forget_words(self) -> None:
+        """The table starts over (a word's features are a pure function of it)."""
+        self._ids.clear()
+        self._used = 0
+
+    def _counted(
+        self, documents: Sequence[Sequence[str]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Each document's distinct features with their counts: ``(rows, hashes, counts)``,
+        one entry per (document, feature)."""
+        words = list(chain.from_iterable(documents))
+        if not words:
+            return _EMPTY, _EMPTY, _EMPTY
+        ids = self._ids
+        new = set(words).difference(ids)
+        if new and len(ids) + len(new) > FEATURE_CACHE:
+            self._forget_words()
+        for word in new:  # a new word: its features once, at the end of the flat table
+            self._append_word(word)
+        which = np.fromiter(map(ids.__getitem__, words), dtype=np.int64, count=len(words))
+        starts, per_word = self._starts[which], self._lengths[which]
+        # Each word's run of the flat table, gathered in one indexing: run k starts at
+        # starts[k] and its i-th feature is at starts[k] + i.
+        ends = np.cumsum(per_word)
+        offsets = np.repeat(starts - ends + per_word, per_word) + np.arange(int(ends[-1]))
+        features = self._flat[offsets]
+        per_document = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
+        rows = np.repeat(np.repeat(np.arange(len(documents)), per_document), per_word)
+        # One sort of (row, feature) keys: the hashes are 32 bits.
+        keys, counts = np.unique((rows << 32) | features, return_counts=True)
+        return keys >> 32, keys & 0xFFFFFFFF, counts
 
 
 def joint(vectors: Vector, terms: Vector, weight: float) -> Vector:
@@ -422,7 +485,11 @@ class IncidentDetector:
     def __init__(self, config: IncidentConfig, baseline: Baseline | None = None) -> None:
         self.config = config
         self.baseline = baseline or Baseline(config.baseline_sample)
-        self.terms = TermVectors(config.text_dimension) if config.text_weight > 0 else None
+        self.terms = (
+            TermVectors(config.text_dimension, ngram=config.text_ngram)
+            if config.text_weight > 0
+            else None
+        )
         self._left: list[list[str]] = []  # words of the tickets that left, for ``terms``
         self._capacity = config.max_window + HEADROOM
         self._vectors: Vector | None = None  # (capacity, dimension) once the first came
