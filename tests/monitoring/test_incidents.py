@@ -404,3 +404,114 @@ def test_a_fast_burst_where_such_tickets_are_usual_opens_on_its_rate() -> None:
     _, events = merged(det, tickets)
     assert events[0].detected_by_ticket_id == "vpn-4"
     assert events[-1].size == 8
+
+
+def two_language_burst(
+    rng: np.random.Generator, word: str, start_s: float = 600.0
+) -> list[Observation]:
+    """One outage told in two languages: two groups of vectors far apart (as the static
+    space keeps languages apart) whose texts share one word, ``word`` (a product name)."""
+    english = [
+        f"{word} shows all printers offline since the update",
+        f"printing broken everywhere, {word} reports an error",
+        f"{word} queue stuck, nothing comes out of the printers",
+    ]
+    # The German tickets name it only from the 7th on: their incident is published before
+    # the word is repeated in it.
+    german = [
+        "Alle Drucker abgeschaltet seit der Wartung",
+        "Drucken geht nirgends, das System meldet einen Fehler",
+        "Auftraege haengen in der Warteschlange fest",
+    ]
+    tickets = []
+    for prefix, texts, offset in (("en", english, 0.0), ("de", german, 20.0)):
+        centre = unit(rng.normal(size=DIM))
+        tickets += [
+            Observation(
+                ticket_id=f"{prefix}-{i}",
+                event_time=START + timedelta(seconds=start_s + offset + 40 * i),
+                vector=unit(centre + 0.05 * rng.normal(size=DIM)),
+                labels={"queue": "Printing"},
+                text=f"{word} meldet Fehler an jedem Drucker"
+                if prefix == "de" and i >= 6
+                else texts[i % len(texts)],
+            )
+            for i in range(8)
+        ]
+    return tickets
+
+
+def split_and_merged(
+    word: str, **overrides: float
+) -> tuple[IncidentDetector, dict[str, IncidentEvent], list[Observation]]:
+    rng = np.random.default_rng(21)
+    det = detector(text_weight=0.3, max_distance=0.52, **overrides)
+    history = varied_background(np.random.default_rng(7), 300, start=10_000)
+    det.seed([o.vector for o in history], [o.text for o in history], span_s=300 * 20.0)
+    tickets = sorted(
+        varied_background(rng, 80) + two_language_burst(rng, word), key=lambda o: o.event_time
+    )
+    _, events = merged(det, tickets)
+    return det, {e.incident_id: e for e in events}, tickets
+
+
+def test_concurrent_incidents_sharing_a_rare_word_become_one() -> None:
+    det, last, _ = split_and_merged("papercut")
+    burst_ids = {f"{p}-{i}" for p in ("en", "de") for i in range(8)}
+    open_ = [e for e in last.values() if e.status is not IncidentStatus.CLOSED]
+    assert len(open_) == 1
+    kept = open_[0]
+    assert burst_ids <= set(kept.member_ticket_ids)
+    assert kept.size == len(kept.member_ticket_ids)
+    assert kept.detected_by_ticket_id.startswith("en-")  # opened first: keeps its id
+    # The absorbed one had been published: it is closed, pointing at the kept one.
+    (absorbed,) = [e for e in last.values() if e is not kept]
+    assert absorbed.status is IncidentStatus.CLOSED
+    assert absorbed.merged_into == kept.incident_id
+    assert {m[:2] for m in absorbed.member_ticket_ids} == {"de"}
+    assert {det.incident_of(t) for t in burst_ids} == {kept.incident_id}
+
+
+def test_without_the_merge_the_two_languages_stay_two_incidents() -> None:
+    _, last, _ = split_and_merged("papercut", merge=False)
+    assert len(last) == 2
+    languages = [",".join(sorted({m[:2] for m in e.member_ticket_ids})) for e in last.values()]
+    assert sorted(languages) == ["de", "en"]
+
+
+def test_a_shared_word_common_in_the_history_merges_nothing() -> None:
+    # "toner" is in about a third of the history's tickets: not a sign of one outage.
+    _, last, _ = split_and_merged("toner")
+    assert len(last) == 2
+    assert all(e.merged_into is None for e in last.values())
+
+
+def test_incidents_apart_in_time_are_not_merged() -> None:
+    rng = np.random.default_rng(21)
+    det = detector(text_weight=0.3, max_distance=0.52, quiet_s=7200.0)
+    history = varied_background(np.random.default_rng(7), 300, start=10_000)
+    det.seed([o.vector for o in history], [o.text for o in history], span_s=300 * 20.0)
+    early, late = two_language_burst(rng, "papercut"), two_language_burst(rng, "papercut")
+    english = [o for o in early if o.ticket_id.startswith("en")]
+    german = [
+        Observation(o.ticket_id, o.event_time + timedelta(hours=1), o.vector, o.labels, o.text)
+        for o in late
+        if o.ticket_id.startswith("de")
+    ]
+    _, events = merged(det, english + german)
+    last = {e.incident_id: e for e in events}
+    assert len(last) == 2
+    assert all(e.status is not IncidentStatus.CLOSED for e in last.values())
+
+
+def test_a_restarted_detector_keeps_the_merge() -> None:
+    # The compacted topic holds the absorbed incident closed and the kept one with every
+    # member: a restart reopens the kept one alone, holding the absorbed one's tickets.
+    _, last, tickets = split_and_merged("papercut")
+    restarted = seeded(0.3, 0.52)
+    vectors = {o.ticket_id: o.vector for o in tickets}
+    texts = {o.ticket_id: o.text for o in tickets}
+    assert restarted.restore(list(last.values()), vectors, texts) == 1
+    (kept,) = [e for e in last.values() if e.status is not IncidentStatus.CLOSED]
+    assert restarted.open_ids == [kept.incident_id]
+    assert restarted.incident_of("de-0") == kept.incident_id

@@ -55,6 +55,14 @@ MEMBER_VECTORS = 200
 SUMMARY_GROWTH = 1.25
 # Ids listed in an event: a record stays far below the broker's size limit.
 MAX_MEMBER_IDS = 500
+# Two concurrent incidents are one when both hold a word in at least this many members that
+# is in at most MERGE_RARE_SHARE of the documents counted (the history and the tickets
+# that left the window): a product, host or error name new to the desk, which the two
+# languages of one outage share where their vectors do not. At 1% it also joined distinct
+# bursts of bench.incidents on "fehler", "fails", "every"; at 0.1% none
+# (docs/incidents.md, "Mixed-language bursts").
+MERGE_MEMBERS = 2
+MERGE_RARE_SHARE = 0.001
 _TOKEN = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 # Function words of the languages the data sets hold (en, de, es, fr, pt): c-TF-IDF already
 # discounts words common to both classes, this only keeps them out of a short list.
@@ -84,9 +92,11 @@ class IncidentConfig:
     # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
     # the stored vectors; 0: the vectors alone.
     text_weight: float = 0.0
-    text_dimension: int = 256
+    text_dimension: int = 128
     # Character n-grams of each word beside the word (0: the words alone).
     text_ngram: int = 4
+    # Concurrent incidents sharing a rare repeated word become one (needs text_weight > 0).
+    merge: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_weight < 1:
@@ -169,6 +179,14 @@ class TermVectors:
     @property
     def documents(self) -> float:
         return self._documents
+
+    def document_share(self, word: str) -> float:
+        """The share of the documents counted that held ``word`` (its own slot of the table,
+        shared with the words hashed to it: an upper bound)."""
+        if self._documents <= 0:
+            return 0.0
+        slot = zlib.crc32(word.encode("utf-8")) & self._mask
+        return float(self._frequency[slot]) / self._documents
 
     def learn(self, documents: Iterable[Sequence[str]]) -> None:
         """Count each document's distinct words (call with tickets that left the window, so
@@ -390,6 +408,10 @@ class _Incident:
     opened: bool = False  # its "open" event was emitted
     summarised_at: int = 0  # its size when its top terms and representative were chosen
     representative: str | None = None
+    merged_into: str | None = None  # closed by a merge into this incident
+    opened_at: float = 0.0  # event time of the ticket that opened it (restored: first_seen)
+    repeated: set[str] = field(default_factory=set)  # words in MERGE_MEMBERS members or more
+    fresh: list[str] = field(default_factory=list)  # words repeated since the last look
     _sum: npt.NDArray[np.float64] | None = None  # of the kept vectors, for the centre
     _centre: Vector | None = None
 
@@ -412,6 +434,14 @@ class _Incident:
         self._sum += vector
         self._centre = None
 
+    def count_members(self, words: Iterable[str]) -> None:
+        """One more member holds ``words``; those reaching MERGE_MEMBERS are fresh."""
+        for word in set(words):
+            self.term_members[word] += 1
+            if self.term_members[word] == MERGE_MEMBERS:
+                self.repeated.add(word)
+                self.fresh.append(word)
+
     def add(self, entry: _Entry) -> None:
         if entry.ticket_id in self.member_set:
             return
@@ -422,7 +452,7 @@ class _Incident:
         self.last_seen = max(self.last_seen, entry.time)
         self.keep(entry.ticket_id, entry.vector)
         self.term_counts.update(entry.words)
-        self.term_members.update(set(entry.words))
+        self.count_members(entry.words)
         if entry.slot >= 0:
             self.window_terms.update(entry.words)
             entry.counted = True
@@ -515,6 +545,10 @@ class IncidentDetector:
         self._last_evicted: float | None = None
         self._window_terms: Counter[str] = Counter()  # the window's words, for top terms
         self._window_words = 0
+        # Rare words repeated in an open incident -> those incidents (merge candidates).
+        self._rare: dict[str, set[str]] = {}
+        # While merging a batch's incidents: absorbed incident id -> the one it went into.
+        self._merged: dict[str, str] = {}
 
     @property
     def open_incidents(self) -> list[IncidentEvent]:
@@ -542,6 +576,7 @@ class IncidentDetector:
         if batch:
             with _one_blas_thread():
                 self._process(batch, touched, assigned)
+        merged = self._merge_concurrent(touched)
         events = [
             self._event(i, IncidentStatus.UPDATED if i.opened else IncidentStatus.OPEN)
             for i in touched.values()
@@ -549,6 +584,9 @@ class IncidentDetector:
         ]
         for incident in touched.values():
             incident.opened = True
+        # An absorbed incident that had been published closes with a pointer; one opened
+        # and absorbed in this batch was never published and needs no event.
+        events += [self._event(i, IncidentStatus.CLOSED) for i in merged if i.opened]
         events += self._close_quiet()
         self._evict()
         if self.terms is not None and self._left:
@@ -604,17 +642,21 @@ class IncidentDetector:
                 member_set=set(event.member_ticket_ids),
                 size=event.size,
                 opened=True,
+                opened_at=_epoch(event.first_seen),
             )
             kept = [m for m in event.member_ticket_ids if m in vectors]
             for ticket_id in event.member_ticket_ids:
                 self._member_of[ticket_id] = event.incident_id
             if kept:
+                words = [tokens(texts.get(m, "")) for m in kept]
                 joined = self.space(
-                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]),
-                    [tokens(texts.get(m, "")) for m in kept],
+                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]), words
                 )
                 for ticket_id, vector in zip(kept, joined, strict=True):
                     incident.keep(ticket_id, vector.copy())
+                for member_words in words:  # for a merge with a later incident
+                    incident.count_members(member_words)
+            self._index_rare(incident)
             self._open[event.incident_id] = incident
             self._clock = max(self._clock, incident.last_seen)
             restored += 1
@@ -773,6 +815,7 @@ class IncidentDetector:
             detected_by=entry.ticket_id,
             neighbours=neighbours,
             expected=expected,
+            opened_at=entry.time,
         )
         self._open[incident.incident_id] = incident
         self._centres = None
@@ -926,6 +969,118 @@ class IncidentDetector:
             recent >= size and recent >= ratio * expected * RATE_SPAN
         )
 
+    def _merge_concurrent(self, touched: dict[str, _Incident]) -> list[_Incident]:
+        """Merge the touched incidents with the open ones they share a rare repeated word
+        with (MERGE_MEMBERS, MERGE_RARE_SHARE) and overlap in event time (within a window):
+        the older (earlier first member, then id) keeps its id and takes the other's members.
+        Needs the words' document counts (the joined space). Returns the absorbed ones;
+        ``touched`` then holds the kept ones in their place."""
+        absorbed: list[_Incident] = []
+        if self.terms is None or not self.config.merge:
+            for incident in touched.values():
+                incident.fresh.clear()
+            return absorbed
+        for incident in list(touched.values()):
+            if incident.incident_id not in self._open:  # absorbed in this loop
+                continue
+            fresh, incident.fresh = incident.fresh, []
+            for word in fresh:
+                if self.terms.document_share(word) > MERGE_RARE_SHARE:
+                    continue
+                holders = self._rare.setdefault(word, set())
+                for other_id in sorted(holders):
+                    other = self._open.get(other_id)
+                    current = self._open.get(self._current(incident.incident_id))
+                    if other is None or current is None or other is current:
+                        continue
+                    if not self._concurrent(current, other):
+                        continue
+                    # The one opened first keeps its id: readers and labelled tickets have
+                    # held it longest.
+                    keep, gone = sorted(
+                        (current, other), key=lambda i: (i.opened_at, i.incident_id)
+                    )
+                    self._merge(keep, gone)
+                    absorbed.append(gone)
+                    touched.pop(gone.incident_id, None)
+                    touched[keep.incident_id] = keep
+                holders.add(self._current(incident.incident_id))
+        self._merged.clear()
+        return absorbed
+
+    def _index_rare(self, incident: _Incident) -> None:
+        """A restored incident's rare repeated words into the index, without merging."""
+        fresh, incident.fresh = incident.fresh, []
+        if self.terms is None:
+            return
+        for word in fresh:
+            if self.terms.document_share(word) <= MERGE_RARE_SHARE:
+                self._rare.setdefault(word, set()).add(incident.incident_id)
+
+    def _current(self, incident_id: str) -> str:
+        """The incident that holds ``incident_id``'s members now (itself unless merged)."""
+        seen = self._merged.get(incident_id)
+        while seen is not None and seen in self._merged:
+            seen = self._merged[seen]
+        return seen or incident_id
+
+    def _concurrent(self, a: _Incident, b: _Incident) -> bool:
+        gap = self.config.window_s
+        return a.first_seen <= b.last_seen + gap and b.first_seen <= a.last_seen + gap
+
+    def _merge(self, keep: _Incident, gone: _Incident) -> None:
+        logger.info(
+            "incident %s (size %d) merged into %s (size %d): a rare word in both",
+            gone.incident_id,
+            gone.size,
+            keep.incident_id,
+            keep.size,
+        )
+        for ticket_id in gone.members:
+            if ticket_id in keep.member_set:
+                continue
+            keep.member_set.add(ticket_id)
+            keep.members.append(ticket_id)
+            if self._member_of.get(ticket_id) == gone.incident_id:
+                self._member_of[ticket_id] = keep.incident_id
+            slot = self._slot_of.get(ticket_id)
+            entry = self._entries[slot] if slot is not None else None
+            if entry is not None and entry.incident == gone.incident_id:
+                entry.incident = keep.incident_id
+        keep.size += gone.size
+        keep.first_seen = min(keep.first_seen, gone.first_seen)
+        keep.last_seen = max(keep.last_seen, gone.last_seen)
+        for ticket_id, vector in zip(gone.vector_ids, gone.vectors, strict=True):
+            keep.keep(ticket_id, vector)
+        keep.term_counts.update(gone.term_counts)
+        keep.window_terms.update(gone.window_terms)
+        for word, members in gone.term_members.items():
+            keep.term_members[word] += members
+            if keep.term_members[word] >= MERGE_MEMBERS and word not in keep.repeated:
+                keep.repeated.add(word)
+                if word not in gone.repeated:  # repeated only together: looked at next time
+                    keep.fresh.append(word)
+        for target, counts in gone.labels.items():
+            keep.labels.setdefault(target, Counter()).update(counts)
+        keep.summarised_at = 0  # its top terms and representative again
+        gone.merged_into = keep.incident_id
+        self._merged[gone.incident_id] = keep.incident_id
+        del self._open[gone.incident_id]
+        for word in gone.repeated:  # its rare words are the kept one's now
+            holders = self._rare.get(word)
+            if holders is not None and gone.incident_id in holders:
+                holders.discard(gone.incident_id)
+                holders.add(keep.incident_id)
+        self._centres = None
+
+    def _unindex(self, incident: _Incident) -> None:
+        for word in incident.repeated:
+            holders = self._rare.get(word)
+            if holders is not None:
+                holders.discard(incident.incident_id)
+                if not holders:
+                    del self._rare[word]
+
     def _close_quiet(self) -> list[IncidentEvent]:
         events = []
         for incident_id, incident in list(self._open.items()):
@@ -933,6 +1088,7 @@ class IncidentDetector:
                 continue
             events.append(self._event(incident, IncidentStatus.CLOSED))
             del self._open[incident_id]
+            self._unindex(incident)
             self._centres = None
             for ticket_id in incident.members:
                 if self._member_of.get(ticket_id) == incident_id:
@@ -999,6 +1155,7 @@ class IncidentDetector:
             detected_by_ticket_id=incident.detected_by,
             neighbours_at_detection=incident.neighbours,
             expected_at_detection=incident.expected,
+            merged_into=incident.merged_into,
         )
 
 
