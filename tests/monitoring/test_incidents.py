@@ -515,3 +515,29 @@ def test_a_restarted_detector_keeps_the_merge() -> None:
     (kept,) = [e for e in last.values() if e.status is not IncidentStatus.CLOSED]
     assert restarted.open_ids == [kept.incident_id]
     assert restarted.incident_of("de-0") == kept.incident_id
+
+
+def test_a_merged_incident_takes_no_third_one() -> None:
+    # A third group naming the same rare word stays its own incident: merges chained through
+    # the merged incident's growing vocabulary would end in one incident for everything.
+    rng = np.random.default_rng(21)
+    det = seeded(0.3, 0.52)
+    centre = unit(rng.normal(size=DIM))
+    third = [
+        Observation(
+            ticket_id=f"fr-{i}",
+            event_time=START + timedelta(seconds=610 + 40 * i),
+            vector=unit(centre + 0.05 * rng.normal(size=DIM)),
+            labels={"queue": "Printing"},
+            text="papercut ne imprime plus rien",
+        )
+        for i in range(8)
+    ]
+    tickets = sorted(
+        varied_background(rng, 80) + two_language_burst(rng, "papercut") + third,
+        key=lambda o: o.event_time,
+    )
+    _, events = merged(det, tickets)
+    open_ = [e for e in {e.incident_id: e for e in events}.values() if e.merged_into is None]
+    assert len(open_) == 2
+    assert sorted(len({m[:2] for m in e.member_ticket_ids}) for e in open_) == [1, 2]
