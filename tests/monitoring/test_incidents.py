@@ -264,6 +264,23 @@ def test_term_vectors_match_the_per_word_definition(ngram: int) -> None:
     assert np.allclose(terms.vectors(documents), expected, atol=1e-5)
 
 
+def test_term_vectors_learn_the_same_from_the_features_they_gave() -> None:
+    # The detector counts a ticket that left the window from the features hashed when it
+    # arrived: the same counts as hashing its words again.
+    rng = np.random.default_rng(12)
+    history, documents = random_documents(rng, 40), [*random_documents(rng, 30), []]
+    again, reused = TermVectors(64), TermVectors(64)
+    for terms in (again, reused):
+        terms.learn(history)
+    _, features = reused.vectors_with_features(documents)
+    assert len(features) == len(documents) and not len(features[-1])
+    again.learn(documents)
+    reused.learn_features(features)
+    probe = random_documents(rng, 10)
+    assert reused.documents == again.documents
+    assert np.array_equal(reused.vectors(probe), again.vectors(probe))
+
+
 def test_term_vectors_start_their_word_table_over_without_changing_a_vector(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -196,9 +196,19 @@ class TermVectors:
             return
         # A feature counts once per document: _counted gives each (document, feature) once.
         _, hashes, _ = self._counted(documents)
+        self._count(hashes, len(documents))
+
+    def learn_features(self, features: Sequence[npt.NDArray[np.int64]]) -> None:
+        """:meth:`learn` from each document's distinct features as
+        :meth:`vectors_with_features` gave them: the detector hashes a ticket's words once,
+        when it arrives, not again when it leaves the window."""
+        if features:
+            self._count(np.concatenate(features), len(features))
+
+    def _count(self, hashes: npt.NDArray[np.int64], documents: int) -> None:
         slots, counts = np.unique(hashes & self._mask, return_counts=True)
         self._frequency[slots] += counts
-        self._documents += len(documents)
+        self._documents += documents
         if self._documents > self._max_documents:
             self._frequency *= 0.5
             self._documents *= 0.5
@@ -206,10 +216,19 @@ class TermVectors:
     def vectors(self, documents: Sequence[Sequence[str]]) -> Vector:
         """One unit row per document (zeros for one without words), in whole-batch
         operations: (1 + log tf) x smoothed idf, each word into a signed bucket."""
+        return self.vectors_with_features(documents)[0]
+
+    def vectors_with_features(
+        self, documents: Sequence[Sequence[str]]
+    ) -> tuple[Vector, list[npt.NDArray[np.int64]]]:
+        """:meth:`vectors`, and each document's distinct features (for
+        :meth:`learn_features`)."""
         out = np.zeros((len(documents), self.dimension), dtype=np.float32)
         rows, h, frequencies = self._counted(documents)
+        # Rows come sorted (the keys were): one split gives each document's features.
+        features = np.split(h, np.searchsorted(rows, np.arange(1, len(documents))))
         if not len(h):
-            return out
+            return out, features
         idf = np.log((self._documents + 1.0) / (self._frequency[h & self._mask] + 1.0)) + 1.0
         weight = (1.0 + np.log(frequencies.astype(np.float32))) * idf
         weight *= np.where((h >> 31) & 1, 1.0, -1.0)  # the sign: the hash's top bit
@@ -218,7 +237,7 @@ class TermVectors:
         out[:] = flat.reshape(out.shape)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return out, features
 
     def _append_word(self, word: str) -> None:
         features = _word_features(word, self._ngram)
@@ -371,6 +390,8 @@ class _Entry:
     # Its text's words, as a list: Counter.update counts a list in C, a mapping in Python.
     words: list[str]
     incident: str | None = None
+    # Its words' distinct hashed features (with the words' part on): counted when it leaves.
+    features: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY)
     slot: int = -1  # its slot in the window's ring, -1 once it left
     row: int = -1  # its row in the batch being observed, -1 outside it
     counted: bool = False  # its words are in its incident's window words
@@ -525,7 +546,8 @@ class IncidentDetector:
             if config.text_weight > 0
             else None
         )
-        self._left: list[list[str]] = []  # words of the tickets that left, for ``terms``
+        # Features of the tickets that left the window, for ``terms``' document counts.
+        self._left: list[npt.NDArray[np.int64]] = []
         self._capacity = config.max_window + HEADROOM
         self._vectors: Vector | None = None  # (capacity, dimension) once the first came
         self._times = np.full(self._capacity, -np.inf, dtype=np.float64)
@@ -596,7 +618,7 @@ class IncidentDetector:
         events += self._close_quiet()
         self._evict()
         if self.terms is not None and self._left:
-            self.terms.learn(self._left)
+            self.terms.learn_features(self._left)
             self._left = []
         return Detection(assigned=assigned, events=events, open_ids=list(self._open))
 
@@ -677,7 +699,14 @@ class IncidentDetector:
     ) -> None:
         config = self.config
         entries = [self._entry(o) for o in batch]
-        matrix = self.space(np.vstack([e.vector for e in entries]), [e.words for e in entries])
+        vectors = np.vstack([e.vector for e in entries])
+        if self.terms is None:
+            matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        else:
+            terms, features = self.terms.vectors_with_features([e.words for e in entries])
+            matrix = joint(vectors, terms, self.config.text_weight)
+            for entry, hashed in zip(entries, features, strict=True):
+                entry.features = hashed
         for row, entry in enumerate(entries):
             entry.vector = matrix[row].copy()  # a view would keep the batch's matrix alive
         ring = self._ring(matrix.shape[1])
@@ -1143,7 +1172,7 @@ class IncidentDetector:
             self._last_evicted = entry.time
             self.baseline.add(entry.vector, elapsed)
             if self.terms is not None:
-                self._left.append(entry.words)
+                self._left.append(entry.features)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
         # Top terms and representative again only once the incident grew by a quarter
