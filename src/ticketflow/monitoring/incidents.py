@@ -92,7 +92,7 @@ class IncidentConfig:
     # The share of closeness from the tickets' words (:class:`TermVectors`), the rest from
     # the stored vectors; 0: the vectors alone.
     text_weight: float = 0.0
-    text_dimension: int = 128
+    text_dimension: int = 256
     # Character n-grams of each word beside the word (0: the words alone).
     text_ngram: int = 4
     # Concurrent incidents sharing a rare repeated word become one (needs text_weight > 0).
