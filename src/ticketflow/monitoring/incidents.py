@@ -16,7 +16,11 @@ chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/inciden
   of the expected number), opens an incident with them (and the window's unassigned tickets
   near their centre); a later ticket in a burst itself and within ``max_distance`` of an
   incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
-  event time is closed.
+  event time is closed;
+- with the words' part on, two open incidents overlapping in event time that both hold a
+  rare word in two members (``MERGE_*``: the two languages of one outage) are merged: the
+  one opened first keeps its id and the other's centre, the other closes with
+  ``merged_into``.
 
 State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
 preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
