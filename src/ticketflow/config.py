@@ -201,10 +201,11 @@ class WorkerSettings(BaseSettings):
         lt=1,
         description="Share of the incident detector's closeness from the tickets' words "
         "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
-        "`CHROMA_DOCUMENT` other than none. 0.3 found the benchmark's English bursts by their "
-        "5th-9th ticket instead of their 9th or not at all, but cost 18% of throughput through "
-        "Kafka against 4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md), so "
-        "it is off by default.",
+        "`CHROMA_DOCUMENT` other than none; also turns on the merge of concurrent incidents "
+        "sharing a rare word. 0.3 found the benchmark's English bursts by their 5th-9th "
+        "ticket instead of their 9th or not at all, but cost 5-20% of throughput through "
+        "Kafka (on/off 0.945 and 0.805; bench.pipeline --incidents, 2026-12-07, "
+        "docs/incidents.md), so it is off by default.",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."
