@@ -438,6 +438,7 @@ class _Incident:
     # Incidents merged into this one, kept for their centres: a joiner near either group's
     # centre joins (one centre between two languages would be near neither).
     parts: list[_Incident] = field(default_factory=list)
+    track: bool = False  # keep ``repeated``/``fresh`` (the detector can merge)
     repeated: set[str] = field(default_factory=set)  # words in MERGE_MEMBERS members or more
     fresh: list[str] = field(default_factory=list)  # words repeated since the last look
     _sum: npt.NDArray[np.float64] | None = None  # of the kept vectors, for the centre
@@ -463,9 +464,13 @@ class _Incident:
         self._centre = None
 
     def count_members(self, words: Iterable[str]) -> None:
-        """One more member holds ``words``; those reaching MERGE_MEMBERS are fresh."""
-        for word in set(words):
-            self.term_members[word] += 1
+        """One more member holds ``words``; with ``track`` (a merge possible), those reaching
+        MERGE_MEMBERS are fresh."""
+        distinct = set(words)
+        self.term_members.update(distinct)  # in C: the default detector pays no loop here
+        if not self.track:
+            return
+        for word in distinct:
             if self.term_members[word] == MERGE_MEMBERS:
                 self.repeated.add(word)
                 self.fresh.append(word)
@@ -579,6 +584,7 @@ class IncidentDetector:
         self._window_words = 0
         # Rare words repeated in an open incident -> those incidents (merge candidates).
         self._rare: dict[str, set[str]] = {}
+        self._merging = self.terms is not None and config.merge
         # While merging a batch's incidents: absorbed incident id -> the one it went into.
         self._merged: dict[str, str] = {}
 
@@ -675,6 +681,7 @@ class IncidentDetector:
                 size=event.size,
                 opened=True,
                 opened_at=_epoch(event.first_seen),
+                track=self._merging,
             )
             kept = [m for m in event.member_ticket_ids if m in vectors]
             for ticket_id in event.member_ticket_ids:
@@ -855,6 +862,7 @@ class IncidentDetector:
             neighbours=neighbours,
             expected=expected,
             opened_at=entry.time,
+            track=self._merging,
         )
         self._open[incident.incident_id] = incident
         self._centres = None
