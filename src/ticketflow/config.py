@@ -165,8 +165,8 @@ class WorkerSettings(BaseSettings):
         description="The worker groups bursts of close tickets into incidents "
         "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets). The detector runs on "
         "its own thread beside the vector write; through Kafka it changed throughput by "
-        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md; measured "
-        "before the words' part was added).",
+        "-6% to +4% before the latest-half test, by -21% to +1% in four pairs after it "
+        "(bench.pipeline --incidents, 2026-12-07, docs/incidents.md).",
     )
     incident_window_s: float = Field(
         default=600.0,
