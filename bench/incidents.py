@@ -2,12 +2,14 @@
 
     python -m bench.incidents [--datasets ../shared/datasets] [--background 5000]
         [--interval 20] [--method both|burst|hdbscan] [--max-distance 0.25] [--seed 0]
-        [--bursts original|held-out] [--text-weight 0.3 --max-distance 0.52]
+        [--bursts original|held-out|all] [--together] [--text-weight 0.3 --max-distance 0.52]
     python -m bench.incidents --cost 12000 [--dimension 256] [--batch 64] [--text-weight 0.3]
 
 ``--text-weight W``: the detector's words' part (INCIDENT_TEXT_WEIGHT); its distance is in
 the joined space, so pass ``--max-distance`` with it (0.52 at 0.3). ``--bursts held-out``:
-the two bursts written as a held-out check (see ``HELD_OUT``).
+the two bursts written as a held-out check (see ``HELD_OUT``); ``all``: the five.
+``--together``: all bursts in the same 10 minutes (concurrent outages: an incident holding
+two bursts' tickets is a wrong merge).
 
 ``--cost N``: only the detector's time per ticket with a full window (``max_window``
 tickets within ``window_s``, as on a busy desk), on N generated tickets in batches of
@@ -211,13 +213,20 @@ def background_texts(datasets: Path, count: int, seed: int) -> tuple[list[str], 
 
 
 def schedule(
-    replay: Sequence[str], interval: float, seed: int, bursts: dict[str, list[str]]
+    replay: Sequence[str],
+    interval: float,
+    seed: int,
+    bursts: dict[str, list[str]],
+    *,
+    together: bool = False,
 ) -> list[Item]:
+    """The replay with the bursts at three points of it, or all in the same 10 minutes
+    (``together``: concurrent outages, which must stay apart)."""
     rng = random.Random(seed)
     items = [Item(f"bg-{i}", i * interval, t, None) for i, t in enumerate(replay)]
     total = len(replay) * interval
     for n, (name, texts) in enumerate(bursts.items()):
-        start = total * (n + 1) / (len(bursts) + 1)
+        start = total / 2 if together else total * (n + 1) / (len(bursts) + 1)
         offsets = sorted(rng.uniform(0, BURST_SPAN_S) for _ in texts)
         order = list(texts)
         rng.shuffle(order)
@@ -356,6 +365,15 @@ def score(
         )
     bursts = {i.ticket_id for i in items if i.burst}
     false = [e for e in last.values() if not bursts & set(e.member_ticket_ids)]
+    # With concurrent bursts (--together): an incident holding two bursts' tickets.
+    burst_of = {i.ticket_id: i.burst for i in items if i.burst}
+    mixed = {
+        e.incident_id: sorted({b for m in e.member_ticket_ids if (b := burst_of.get(m))})
+        for e in last.values()
+    }
+    for incident, names_in in mixed.items():
+        if len(names_in) > 1:
+            print(f"  incident {incident} holds tickets of {len(names_in)} bursts: {names_in}")
     return Outcome(detected_by, share, false, seconds)
 
 
@@ -443,8 +461,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=IncidentConfig.min_size)
     parser.add_argument("--ratio", type=float, default=IncidentConfig.baseline_ratio)
     parser.add_argument("--text-weight", type=float, default=IncidentConfig.text_weight)
+    parser.add_argument(
+        "--text-dimension", type=int, default=IncidentConfig.text_dimension, help="words' buckets"
+    )
+    parser.add_argument(
+        "--text-ngram", type=int, default=IncidentConfig.text_ngram, help="0: words alone"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bursts", choices=tuple(BURST_SETS), default="original")
+    parser.add_argument("--bursts", choices=(*BURST_SETS, "all"), default="original")
+    parser.add_argument(
+        "--no-merge", action="store_true", help="concurrent incidents are never merged"
+    )
+    parser.add_argument(
+        "--together", action="store_true", help="the bursts in the same 10 minutes of event time"
+    )
     parser.add_argument("--cost", type=int, default=0, help="only the full-window cost, N tickets")
     parser.add_argument("--dimension", type=int, default=256, help="with --cost")
     parser.add_argument("--batch", type=int, default=64, help="with --cost")
@@ -455,14 +485,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             min_size=args.min_size,
             baseline_ratio=args.ratio,
             text_weight=args.text_weight,
+            text_dimension=args.text_dimension,
+            text_ngram=args.text_ngram,
+            merge=not args.no_merge,
         )
         cost(args.cost, args.dimension, args.batch, config)
         return
     settings = Settings()
     encoder = configured.static_encoder(settings)
     replay, history_texts = background_texts(args.datasets, args.background, args.seed)
-    bursts = BURST_SETS[args.bursts]
-    items = schedule(replay, args.interval, args.seed, bursts)
+    bursts = {**BURSTS, **HELD_OUT} if args.bursts == "all" else BURST_SETS[args.bursts]
+    items = schedule(replay, args.interval, args.seed, bursts, together=args.together)
     vectors = encoder.encode([i.text for i in items])
     history = encoder.encode(history_texts)
     config = IncidentConfig(
@@ -470,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         min_size=args.min_size,
         baseline_ratio=args.ratio,
         text_weight=args.text_weight,
+        text_dimension=args.text_dimension,
+        text_ngram=args.text_ngram,
+        merge=not args.no_merge,
     )
     print(
         f"{len(replay)} background tickets every {args.interval:g}s, {len(bursts)} bursts "

@@ -12,7 +12,9 @@ policy before per-batch commits), to measure what committing every batch costs.
 each run on its own empty vector store, and prints the throughput ratio (K / 0) per pair.
 ``--incidents`` does the same with INCIDENTS_ENABLED=false and true (the emerging-incident
 detector), on tickets without created_at (event time = arrival, as live), and prints the
-ratio (on / off) per pair and the incidents it opened.
+ratio (on / off) per pair and the incidents it opened. The worker inherits the environment,
+so ``INCIDENT_TEXT_WEIGHT=0.3 python -m bench.pipeline --incidents ...`` measures the
+detector with the words' part (the joined space) on.
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private jar-based broker.
 """
 

@@ -165,8 +165,8 @@ class WorkerSettings(BaseSettings):
         description="The worker groups bursts of close tickets into incidents "
         "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets). The detector runs on "
         "its own thread beside the vector write; through Kafka it changed throughput by "
-        "-6% to +4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md; measured "
-        "before the words' part was added).",
+        "-6% to +4% before the latest-half test, by -21% to +1% in four pairs after it "
+        "(bench.pipeline --incidents, 2026-12-07, docs/incidents.md).",
     )
     incident_window_s: float = Field(
         default=600.0,
@@ -201,10 +201,11 @@ class WorkerSettings(BaseSettings):
         lt=1,
         description="Share of the incident detector's closeness from the tickets' words "
         "(hashed TF-IDF of the model text), the rest from the stored vectors; needs "
-        "`CHROMA_DOCUMENT` other than none. 0.3 found the benchmark's English bursts by their "
-        "5th-9th ticket instead of their 9th or not at all, but cost 18% of throughput through "
-        "Kafka against 4% (bench.pipeline --incidents, 2026-12-07, docs/incidents.md), so "
-        "it is off by default.",
+        "`CHROMA_DOCUMENT` other than none; also turns on the merge of concurrent incidents "
+        "sharing a rare word. 0.3 found the benchmark's English bursts by their 5th-9th "
+        "ticket instead of their 9th or not at all, but cost 5-20% of throughput through "
+        "Kafka (on/off 0.945 and 0.805; bench.pipeline --incidents, 2026-12-07, "
+        "docs/incidents.md), so it is off by default.",
     )
     model_reload_enabled: bool = Field(
         default=True, description="Workers hot-reload promoted models (ignored with MODEL_VERSION)."

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import json
+import math
+import os
+import subprocess
+import sys
+import zlib
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ticketflow.monitoring import incidents
 from ticketflow.monitoring.incidents import (
     Baseline,
     IncidentConfig,
@@ -200,6 +208,116 @@ def test_term_vectors_counts_stay_bounded() -> None:
     assert terms.documents <= 100
 
 
+def reference_term_vectors(
+    history: list[list[str]], documents: list[list[str]], dimension: int, ngram: int = 4
+) -> Vector:
+    """TermVectors written out per word and per feature, as the docstring states it."""
+
+    def features(word: str) -> list[int]:
+        padded = f"<{word}>"
+        grams = {padded[i : i + ngram] for i in range(len(padded) - ngram + 1)} if ngram else set()
+        return [zlib.crc32(word.encode()), *(zlib.crc32(g.encode()) ^ 0x5BD1E995 for g in grams)]
+
+    mask = (1 << 18) - 1
+    frequency: Counter[int] = Counter()
+    for words in history:
+        frequency.update({f & mask for w in words for f in features(w)})
+    out = np.zeros((len(documents), dimension))
+    for row, words in enumerate(documents):
+        for h, tf in Counter(f for w in words for f in features(w)).items():
+            idf = math.log((len(history) + 1) / (frequency[h & mask] + 1)) + 1
+            sign = 1.0 if (h >> 31) & 1 else -1.0
+            out[row, (h >> 1) % dimension] += sign * (1 + math.log(tf)) * idf
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    result: Vector = np.divide(out, np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
+
+
+VOCABULARY = [
+    "vpn",
+    "gateway",
+    "drucker",
+    "papercut",
+    "spooler",
+    "server",
+    "update",
+    "outlook",
+    "mails",
+    "überweisung",
+]
+
+
+def random_documents(rng: np.random.Generator, count: int) -> list[list[str]]:
+    # Repeated words and words sharing n-grams: counts above one at the feature level.
+    return [list(rng.choice(VOCABULARY, size=rng.integers(0, 12))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("ngram", [4, 0])
+def test_term_vectors_match_the_per_word_definition(ngram: int) -> None:
+    # The whole-batch computation (one gather of the words' features, one sort for their
+    # counts) gives what the per-word, per-feature definition gives.
+    rng = np.random.default_rng(11)
+    history, documents = random_documents(rng, 60), [*random_documents(rng, 25), []]
+    terms = TermVectors(64, ngram=ngram)
+    terms.learn(history)
+    expected = reference_term_vectors(history, documents, 64, ngram)
+    assert np.allclose(terms.vectors(documents), expected, atol=1e-5)
+
+
+def test_term_vectors_learn_the_same_from_the_features_they_gave() -> None:
+    # The detector counts a ticket that left the window from the features hashed when it
+    # arrived: the same counts as hashing its words again.
+    rng = np.random.default_rng(12)
+    history, documents = random_documents(rng, 40), [*random_documents(rng, 30), []]
+    again, reused = TermVectors(64), TermVectors(64)
+    for terms in (again, reused):
+        terms.learn(history)
+    _, features = reused.vectors_with_features(documents)
+    assert len(features) == len(documents) and not len(features[-1])
+    again.learn(documents)
+    reused.learn_features(features)
+    probe = random_documents(rng, 10)
+    assert reused.documents == again.documents
+    assert np.array_equal(reused.vectors(probe), again.vectors(probe))
+
+
+def test_term_vectors_start_their_word_table_over_without_changing_a_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    documents = random_documents(np.random.default_rng(3), 20)
+    before = TermVectors(64).vectors(documents)
+    monkeypatch.setattr(incidents, "FEATURE_CACHE", 4)  # fewer than the batch's words
+    terms = TermVectors(64)
+    for _ in range(3):
+        assert np.allclose(terms.vectors(documents), before, atol=1e-6)
+    assert terms.vectors([["vpn", "gateway"]]).any()
+
+
+def test_term_vectors_without_ngrams_see_whole_words_only() -> None:
+    with_grams, words_only = TermVectors(256), TermVectors(256, ngram=0)
+    pair = [["druckserver"], ["server"]]
+    assert cosine(*with_grams.vectors(pair)) > 0.1  # "erver", "rver>" in both
+    assert cosine(*words_only.vectors(pair)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_term_vectors_are_the_same_in_another_process() -> None:
+    # A restarted worker hashes the restored members' words again: another interpreter, with
+    # another str hash salt, must put them in the same buckets.
+    code = (
+        "import json, sys; from ticketflow.monitoring.incidents import TermVectors as T; "
+        "t = T(64); t.learn([['vpn', 'printer'], ['gateway']]); "
+        "print(json.dumps(t.vectors([['vpn', 'gateway', 'drucker']]).tolist()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    here = TermVectors(64)
+    here.learn([["vpn", "printer"], ["gateway"]])
+    theirs = np.asarray(json.loads(out), dtype=np.float32)
+    assert np.allclose(here.vectors([["vpn", "gateway", "drucker"]]), theirs, atol=1e-6)
+
+
 def test_joint_rows_mix_both_cosines_by_the_weight() -> None:
     rng = np.random.default_rng(5)
     vectors = np.vstack([unit(rng.normal(size=DIM)) for _ in range(2)])
@@ -303,3 +421,140 @@ def test_a_fast_burst_where_such_tickets_are_usual_opens_on_its_rate() -> None:
     _, events = merged(det, tickets)
     assert events[0].detected_by_ticket_id == "vpn-4"
     assert events[-1].size == 8
+
+
+def two_language_burst(
+    rng: np.random.Generator, word: str, start_s: float = 600.0
+) -> list[Observation]:
+    """One outage told in two languages: two groups of vectors far apart (as the static
+    space keeps languages apart) whose texts share one word, ``word`` (a product name)."""
+    english = [
+        f"{word} shows all printers offline since the update",
+        f"printing broken everywhere, {word} reports an error",
+        f"{word} queue stuck, nothing comes out of the printers",
+    ]
+    # The German tickets name it only from the 7th on: their incident is published before
+    # the word is repeated in it.
+    german = [
+        "Alle Drucker abgeschaltet seit der Wartung",
+        "Drucken geht nirgends, das System meldet einen Fehler",
+        "Auftraege haengen in der Warteschlange fest",
+    ]
+    tickets = []
+    for prefix, texts, offset in (("en", english, 0.0), ("de", german, 20.0)):
+        centre = unit(rng.normal(size=DIM))
+        tickets += [
+            Observation(
+                ticket_id=f"{prefix}-{i}",
+                event_time=START + timedelta(seconds=start_s + offset + 40 * i),
+                vector=unit(centre + 0.05 * rng.normal(size=DIM)),
+                labels={"queue": "Printing"},
+                text=f"{word} meldet Fehler an jedem Drucker"
+                if prefix == "de" and i >= 6
+                else texts[i % len(texts)],
+            )
+            for i in range(8)
+        ]
+    return tickets
+
+
+def split_and_merged(
+    word: str, **overrides: float
+) -> tuple[IncidentDetector, dict[str, IncidentEvent], list[Observation]]:
+    rng = np.random.default_rng(21)
+    det = detector(text_weight=0.3, max_distance=0.52, **overrides)
+    history = varied_background(np.random.default_rng(7), 300, start=10_000)
+    det.seed([o.vector for o in history], [o.text for o in history], span_s=300 * 20.0)
+    tickets = sorted(
+        varied_background(rng, 80) + two_language_burst(rng, word), key=lambda o: o.event_time
+    )
+    _, events = merged(det, tickets)
+    return det, {e.incident_id: e for e in events}, tickets
+
+
+def test_concurrent_incidents_sharing_a_rare_word_become_one() -> None:
+    det, last, _ = split_and_merged("papercut")
+    burst_ids = {f"{p}-{i}" for p in ("en", "de") for i in range(8)}
+    open_ = [e for e in last.values() if e.status is not IncidentStatus.CLOSED]
+    assert len(open_) == 1
+    kept = open_[0]
+    assert burst_ids <= set(kept.member_ticket_ids)
+    assert kept.size == len(kept.member_ticket_ids)
+    assert kept.detected_by_ticket_id.startswith("en-")  # opened first: keeps its id
+    # The absorbed one had been published: it is closed, pointing at the kept one.
+    (absorbed,) = [e for e in last.values() if e is not kept]
+    assert absorbed.status is IncidentStatus.CLOSED
+    assert absorbed.merged_into == kept.incident_id
+    assert {m[:2] for m in absorbed.member_ticket_ids} == {"de"}
+    assert {det.incident_of(t) for t in burst_ids} == {kept.incident_id}
+
+
+def test_without_the_merge_the_two_languages_stay_two_incidents() -> None:
+    _, last, _ = split_and_merged("papercut", merge=False)
+    assert len(last) == 2
+    languages = [",".join(sorted({m[:2] for m in e.member_ticket_ids})) for e in last.values()]
+    assert sorted(languages) == ["de", "en"]
+
+
+def test_a_shared_word_common_in_the_history_merges_nothing() -> None:
+    # "toner" is in about a third of the history's tickets: not a sign of one outage.
+    _, last, _ = split_and_merged("toner")
+    assert len(last) == 2
+    assert all(e.merged_into is None for e in last.values())
+
+
+def test_incidents_apart_in_time_are_not_merged() -> None:
+    rng = np.random.default_rng(21)
+    det = detector(text_weight=0.3, max_distance=0.52, quiet_s=7200.0)
+    history = varied_background(np.random.default_rng(7), 300, start=10_000)
+    det.seed([o.vector for o in history], [o.text for o in history], span_s=300 * 20.0)
+    early, late = two_language_burst(rng, "papercut"), two_language_burst(rng, "papercut")
+    english = [o for o in early if o.ticket_id.startswith("en")]
+    german = [
+        Observation(o.ticket_id, o.event_time + timedelta(hours=1), o.vector, o.labels, o.text)
+        for o in late
+        if o.ticket_id.startswith("de")
+    ]
+    _, events = merged(det, english + german)
+    last = {e.incident_id: e for e in events}
+    assert len(last) == 2
+    assert all(e.status is not IncidentStatus.CLOSED for e in last.values())
+
+
+def test_a_restarted_detector_keeps_the_merge() -> None:
+    # The compacted topic holds the absorbed incident closed and the kept one with every
+    # member: a restart reopens the kept one alone, holding the absorbed one's tickets.
+    _, last, tickets = split_and_merged("papercut")
+    restarted = seeded(0.3, 0.52)
+    vectors = {o.ticket_id: o.vector for o in tickets}
+    texts = {o.ticket_id: o.text for o in tickets}
+    assert restarted.restore(list(last.values()), vectors, texts) == 1
+    (kept,) = [e for e in last.values() if e.status is not IncidentStatus.CLOSED]
+    assert restarted.open_ids == [kept.incident_id]
+    assert restarted.incident_of("de-0") == kept.incident_id
+
+
+def test_a_merged_incident_takes_no_third_one() -> None:
+    # A third group naming the same rare word stays its own incident: merges chained through
+    # the merged incident's growing vocabulary would end in one incident for everything.
+    rng = np.random.default_rng(21)
+    det = seeded(0.3, 0.52)
+    centre = unit(rng.normal(size=DIM))
+    third = [
+        Observation(
+            ticket_id=f"fr-{i}",
+            event_time=START + timedelta(seconds=610 + 40 * i),
+            vector=unit(centre + 0.05 * rng.normal(size=DIM)),
+            labels={"queue": "Printing"},
+            text="papercut ne imprime plus rien",
+        )
+        for i in range(8)
+    ]
+    tickets = sorted(
+        varied_background(rng, 80) + two_language_burst(rng, "papercut") + third,
+        key=lambda o: o.event_time,
+    )
+    _, events = merged(det, tickets)
+    open_ = [e for e in {e.incident_id: e for e in events}.values() if e.merged_into is None]
+    assert len(open_) == 2
+    assert sorted(len({m[:2] for m in e.member_ticket_ids}) for e in open_) == [1, 2]

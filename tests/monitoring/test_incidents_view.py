@@ -95,6 +95,25 @@ def test_a_ticket_finds_its_incident_by_id_or_by_membership() -> None:
     assert IncidentBook().of_ticket("t1", "inc-a") is None
 
 
+def test_a_ticket_of_a_merged_incident_finds_the_one_it_went_into() -> None:
+    # The worker merged inc-de into inc-en: inc-de closed with a pointer, inc-en lists all.
+    absorbed = event("inc-de", IncidentStatus.CLOSED, ["d1", "d2"]).model_copy(
+        update={"merged_into": "inc-en"}
+    )
+    kept = event("inc-en", IncidentStatus.UPDATED, ["e1", "e2", "d1", "d2"], at_min=5)
+    book = fold([record(event("inc-de", IncidentStatus.OPEN, ["d1", "d2"])), record(absorbed)])
+    # Before the kept incident's event is read: the closed one, as it is.
+    found = book.of_ticket("d1", "inc-de")
+    assert found is not None and found.incident_id == "inc-de"
+    book = fold([record(absorbed), record(kept)])
+    for ticket_id, carried in (("d1", "inc-de"), ("d2", None), ("e1", "inc-en")):
+        found = book.of_ticket(ticket_id, carried)
+        assert found is not None and found.incident_id == "inc-en" and found.size == 4
+    assert "closed (merged into inc-en)" in "\n".join(details(absorbed))
+    loop = absorbed.model_copy(update={"incident_id": "inc-x", "merged_into": "inc-x"})
+    assert fold([record(loop)]).current("inc-x") == loop
+
+
 def test_listing_rows_and_json_summary() -> None:
     e = event("inc-a", IncidentStatus.OPEN, ["t1", "t2", "t3", "t4", "t5"])
     row = summary(e)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ticketflow.schemas import LabeledTicket
+from tests.helpers import incident_event
+from ticketflow.schemas import IncidentEvent, IncidentStatus, LabeledTicket
 from ticketflow.stream.metrics import MAX_CLASS_NAMES, OTHER_LABEL, WorkerMetrics
 
 pytestmark = pytest.mark.unit
@@ -122,3 +123,22 @@ def test_the_served_models_correction_series_start_at_zero_and_are_never_capped(
     labels = {"target": "queue", "predicted": "Sales", "corrected": OTHER_LABEL, "changed": "true"}
     assert value("ticketflow_corrections_total", labels) == 1
     assert value("ticketflow_model_info", {"version": "v2", "embedding_model": "enc"}) == 1
+
+
+def _incident(incident_id: str, status: IncidentStatus, members: list[str]) -> IncidentEvent:
+    start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    return incident_event(incident_id, status, members, start=start, terms=["x"], labels={})
+
+
+def test_a_merged_incident_is_not_counted_at_close_its_members_are_in_the_other() -> None:
+    metrics = WorkerMetrics()
+    absorbed = _incident("inc-de", IncidentStatus.CLOSED, ["d1", "d2"]).model_copy(
+        update={"merged_into": "inc-en"}
+    )
+    kept = _incident("inc-en", IncidentStatus.UPDATED, ["e1", "e2", "d1", "d2"])
+    metrics.count_incidents([absorbed, kept], 1)
+    assert metrics.registry.get_sample_value("ticketflow_incident_size_count") == 0
+    assert metrics.registry.get_sample_value("ticketflow_incident_largest_open_size") == 4
+    metrics.count_incidents([_incident("inc-en", IncidentStatus.CLOSED, kept.member_ticket_ids)], 0)
+    assert metrics.registry.get_sample_value("ticketflow_incident_size_count") == 1
+    assert metrics.registry.get_sample_value("ticketflow_incident_size_sum") == 4

@@ -16,7 +16,11 @@ chosen over HDBSCAN on the window by ``python -m bench.incidents`` (docs/inciden
   of the expected number), opens an incident with them (and the window's unassigned tickets
   near their centre); a later ticket in a burst itself and within ``max_distance`` of an
   incident's centre joins it, alone; an incident with no new member for ``quiet_s`` of
-  event time is closed.
+  event time is closed;
+- with the words' part on, two open incidents overlapping in event time that both hold a
+  rare word in two members (``MERGE_*``: the two languages of one outage) are merged: the
+  one opened first keeps its id and the other's centre, the other closes with
+  ``merged_into``.
 
 State is bounded: the window (``window_s``, at most ``max_window`` tickets, in a
 preallocated ring of vectors with ``HEADROOM`` slots for one batch), the baseline sample
@@ -36,7 +40,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -56,6 +59,14 @@ MEMBER_VECTORS = 200
 SUMMARY_GROWTH = 1.25
 # Ids listed in an event: a record stays far below the broker's size limit.
 MAX_MEMBER_IDS = 500
+# Two concurrent incidents are one when both hold a word in at least this many members that
+# is in at most MERGE_RARE_SHARE of the documents counted (the history and the tickets
+# that left the window): a product, host or error name new to the desk, which the two
+# languages of one outage share where their vectors do not. At 1% it also joined distinct
+# bursts of bench.incidents on "fehler", "fails", "every"; at 0.1% none
+# (docs/incidents.md, "Mixed-language bursts").
+MERGE_MEMBERS = 2
+MERGE_RARE_SHARE = 0.001
 _TOKEN = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 # Function words of the languages the data sets hold (en, de, es, fr, pt): c-TF-IDF already
 # discounts words common to both classes, this only keeps them out of a short list.
@@ -86,6 +97,10 @@ class IncidentConfig:
     # the stored vectors; 0: the vectors alone.
     text_weight: float = 0.0
     text_dimension: int = 256
+    # Character n-grams of each word beside the word (0: the words alone).
+    text_ngram: int = 4
+    # Concurrent incidents sharing a rare repeated word become one (needs text_weight > 0).
+    merge: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_weight < 1:
@@ -104,17 +119,25 @@ NGRAM = 4
 _NGRAM_SALT = 0x5BD1E995  # n-grams apart from the words of the same letters
 
 
-@lru_cache(maxsize=1 << 15)
-def _word_features(word: str) -> tuple[int, ...]:
-    """The word's hashed features: itself and its character n-grams. crc32, not hash():
-    Python salts str hashes per process, and a restarted worker must put a word where the
-    one before it did (the store's tickets are hashed again). Cached: a desk's vocabulary
-    repeats, and this is the detector's only per-word Python work besides top terms."""
+# Words whose features are kept (one small array each); a desk's vocabulary repeats, and
+# past this many the table starts over (features are a pure function of the word).
+FEATURE_CACHE = 1 << 15
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _word_features(word: str, ngram: int = NGRAM) -> npt.NDArray[np.int64]:
+    """The word's hashed features: itself and its distinct character n-grams (none when
+    ``ngram`` is 0). crc32, not
+    hash(): Python salts str hashes per process, and a restarted worker must put a word
+    where the one before it did (the store's tickets are hashed again)."""
     padded = f"<{word}>"
-    grams = {padded[i : i + NGRAM] for i in range(len(padded) - NGRAM + 1)}
-    return (
-        zlib.crc32(word.encode("utf-8")),
-        *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+    grams = {padded[i : i + ngram] for i in range(len(padded) - ngram + 1)} if ngram else set()
+    return np.array(
+        [
+            zlib.crc32(word.encode("utf-8")),
+            *(zlib.crc32(g.encode("utf-8")) ^ _NGRAM_SALT for g in sorted(grams)),
+        ],
+        dtype=np.int64,
     )
 
 
@@ -127,34 +150,69 @@ class TermVectors:
     ``max_documents`` were counted, so they follow the stream). The cosine of two rows is
     about that of their TF-IDF vectors: a signed hash makes collisions cancel on average
     instead of adding closeness.
+
+    Cost: per word of a batch one dictionary look-up (its features' array, computed once per
+    word), the rest whole-batch array operations (a sort of the batch's features for their
+    counts, a gather of their document counts, one bincount). The words' per-feature
+    Counter this replaced held the GIL, which the worker's event loop needs, for most of
+    the detector's time (``bench.incidents --cost``, docs/incidents.md).
     """
 
     def __init__(
-        self, dimension: int = 256, *, table_bits: int = 18, max_documents: int = 100_000
+        self,
+        dimension: int = 256,
+        *,
+        table_bits: int = 18,
+        max_documents: int = 100_000,
+        ngram: int = NGRAM,
     ) -> None:
         self.dimension = dimension
+        self._ngram = ngram
         self._mask = (1 << table_bits) - 1
         self._frequency = np.zeros(1 << table_bits, dtype=np.float32)
         self._documents = 0.0
         self._max_documents = max_documents
+        # Known words' features: word -> its number, whose features are the run
+        # _flat[_starts[n] : _starts[n] + _lengths[n]].
+        self._ids: dict[str, int] = {}
+        self._flat = np.zeros(FEATURE_CACHE * 8, dtype=np.int64)
+        self._used = 0
+        self._starts = np.zeros(FEATURE_CACHE, dtype=np.int64)
+        self._lengths = np.zeros(FEATURE_CACHE, dtype=np.int64)
 
     @property
     def documents(self) -> float:
         return self._documents
 
+    def document_share(self, word: str) -> float:
+        """The share of the documents counted that held ``word`` (its own slot of the table,
+        shared with the words hashed to it: an upper bound)."""
+        if self._documents <= 0:
+            return 0.0
+        slot = zlib.crc32(word.encode("utf-8")) & self._mask
+        return float(self._frequency[slot]) / self._documents
+
     def learn(self, documents: Iterable[Sequence[str]]) -> None:
         """Count each document's distinct words (call with tickets that left the window, so
         a burst's own words stay rare while it is going on)."""
-        hashes: list[int] = []
-        count = 0
-        for words in documents:
-            hashes.extend(set(chain.from_iterable(map(_word_features, set(words)))))
-            count += 1
-        if not count:
+        documents = list(documents)
+        if not documents:
             return
-        slots = np.asarray(hashes, dtype=np.int64) & self._mask
-        np.add.at(self._frequency, slots, 1.0)
-        self._documents += count
+        # A feature counts once per document: _counted gives each (document, feature) once.
+        _, hashes, _ = self._counted(documents)
+        self._count(hashes, len(documents))
+
+    def learn_features(self, features: Sequence[npt.NDArray[np.int64]]) -> None:
+        """:meth:`learn` from each document's distinct features as
+        :meth:`vectors_with_features` gave them: the detector hashes a ticket's words once,
+        when it arrives, not again when it leaves the window."""
+        if features:
+            self._count(np.concatenate(features), len(features))
+
+    def _count(self, hashes: npt.NDArray[np.int64], documents: int) -> None:
+        slots, counts = np.unique(hashes & self._mask, return_counts=True)
+        self._frequency[slots] += counts
+        self._documents += documents
         if self._documents > self._max_documents:
             self._frequency *= 0.5
             self._documents *= 0.5
@@ -162,27 +220,73 @@ class TermVectors:
     def vectors(self, documents: Sequence[Sequence[str]]) -> Vector:
         """One unit row per document (zeros for one without words), in whole-batch
         operations: (1 + log tf) x smoothed idf, each word into a signed bucket."""
-        rows: list[int] = []
-        hashes: list[int] = []
-        frequencies: list[int] = []
-        for row, words in enumerate(documents):
-            counts = Counter(chain.from_iterable(map(_word_features, words)))
-            rows.extend([row] * len(counts))
-            hashes.extend(counts)
-            frequencies.extend(counts.values())
+        return self.vectors_with_features(documents)[0]
+
+    def vectors_with_features(
+        self, documents: Sequence[Sequence[str]]
+    ) -> tuple[Vector, list[npt.NDArray[np.int64]]]:
+        """:meth:`vectors`, and each document's distinct features (for
+        :meth:`learn_features`)."""
         out = np.zeros((len(documents), self.dimension), dtype=np.float32)
-        if not hashes:
-            return out
-        h = np.asarray(hashes, dtype=np.int64)
+        rows, h, frequencies = self._counted(documents)
+        # Rows come sorted (the keys were): one split gives each document's features.
+        features = np.split(h, np.searchsorted(rows, np.arange(1, len(documents))))
+        if not len(h):
+            return out, features
         idf = np.log((self._documents + 1.0) / (self._frequency[h & self._mask] + 1.0)) + 1.0
-        weight = (1.0 + np.log(np.asarray(frequencies, dtype=np.float32))) * idf
+        weight = (1.0 + np.log(frequencies.astype(np.float32))) * idf
         weight *= np.where((h >> 31) & 1, 1.0, -1.0)  # the sign: the hash's top bit
-        cells = np.asarray(rows, dtype=np.int64) * self.dimension + (h >> 1) % self.dimension
+        cells = rows * self.dimension + (h >> 1) % self.dimension
         flat = np.bincount(cells, weights=weight, minlength=out.size)
         out[:] = flat.reshape(out.shape)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return out, features
+
+    def _append_word(self, word: str) -> None:
+        features = _word_features(word, self._ngram)
+        number = len(self._ids)
+        if number == len(self._starts):  # a batch of more new words than the cache holds
+            self._starts = np.concatenate([self._starts, np.zeros_like(self._starts)])
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+        if self._used + len(features) > len(self._flat):
+            self._flat = np.concatenate([self._flat, np.zeros_like(self._flat)])
+        self._flat[self._used : self._used + len(features)] = features
+        self._starts[number], self._lengths[number] = self._used, len(features)
+        self._used += len(features)
+        self._ids[word] = number
+
+    def _forget_words(self) -> None:
+        """The table starts over (a word's features are a pure function of it)."""
+        self._ids.clear()
+        self._used = 0
+
+    def _counted(
+        self, documents: Sequence[Sequence[str]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Each document's distinct features with their counts: ``(rows, hashes, counts)``,
+        one entry per (document, feature)."""
+        words = list(chain.from_iterable(documents))
+        if not words:
+            return _EMPTY, _EMPTY, _EMPTY
+        ids = self._ids
+        new = set(words).difference(ids)
+        if new and len(ids) + len(new) > FEATURE_CACHE:
+            self._forget_words()
+        for word in new:  # a new word: its features once, at the end of the flat table
+            self._append_word(word)
+        which = np.fromiter(map(ids.__getitem__, words), dtype=np.int64, count=len(words))
+        starts, per_word = self._starts[which], self._lengths[which]
+        # Each word's run of the flat table, gathered in one indexing: run k starts at
+        # starts[k] and its i-th feature is at starts[k] + i.
+        ends = np.cumsum(per_word)
+        offsets = np.repeat(starts - ends + per_word, per_word) + np.arange(int(ends[-1]))
+        features = self._flat[offsets]
+        per_document = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
+        rows = np.repeat(np.repeat(np.arange(len(documents)), per_document), per_word)
+        # One sort of (row, feature) keys: the hashes are 32 bits.
+        keys, counts = np.unique((rows << 32) | features, return_counts=True)
+        return keys >> 32, keys & 0xFFFFFFFF, counts
 
 
 def joint(vectors: Vector, terms: Vector, weight: float) -> Vector:
@@ -290,6 +394,8 @@ class _Entry:
     # Its text's words, as a list: Counter.update counts a list in C, a mapping in Python.
     words: list[str]
     incident: str | None = None
+    # Its words' distinct hashed features (with the words' part on): counted when it leaves.
+    features: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY)
     slot: int = -1  # its slot in the window's ring, -1 once it left
     row: int = -1  # its row in the batch being observed, -1 outside it
     counted: bool = False  # its words are in its incident's window words
@@ -327,6 +433,14 @@ class _Incident:
     opened: bool = False  # its "open" event was emitted
     summarised_at: int = 0  # its size when its top terms and representative were chosen
     representative: str | None = None
+    merged_into: str | None = None  # closed by a merge into this incident
+    opened_at: float = 0.0  # event time of the ticket that opened it (restored: first_seen)
+    # Incidents merged into this one, kept for their centres: a joiner near either group's
+    # centre joins (one centre between two languages would be near neither).
+    parts: list[_Incident] = field(default_factory=list)
+    track: bool = False  # keep ``repeated``/``fresh`` (the detector can merge)
+    repeated: set[str] = field(default_factory=set)  # words in MERGE_MEMBERS members or more
+    fresh: list[str] = field(default_factory=list)  # words repeated since the last look
     _sum: npt.NDArray[np.float64] | None = None  # of the kept vectors, for the centre
     _centre: Vector | None = None
 
@@ -349,7 +463,21 @@ class _Incident:
         self._sum += vector
         self._centre = None
 
-    def add(self, entry: _Entry) -> None:
+    def count_members(self, words: Iterable[str]) -> None:
+        """One more member holds ``words``; with ``track`` (a merge possible), those reaching
+        MERGE_MEMBERS are fresh."""
+        distinct = set(words)
+        self.term_members.update(distinct)  # in C: the default detector pays no loop here
+        if not self.track:
+            return
+        for word in distinct:
+            if self.term_members[word] == MERGE_MEMBERS:
+                self.repeated.add(word)
+                self.fresh.append(word)
+
+    def add(self, entry: _Entry, part: _Incident | None = None) -> None:
+        """``entry`` joins; its vector goes to ``part`` (a merged incident's group whose
+        centre it matched) or to this incident's own centre."""
         if entry.ticket_id in self.member_set:
             return
         self.member_set.add(entry.ticket_id)
@@ -357,9 +485,9 @@ class _Incident:
         self.size += 1
         self.first_seen = min(self.first_seen, entry.time)
         self.last_seen = max(self.last_seen, entry.time)
-        self.keep(entry.ticket_id, entry.vector)
+        (part or self).keep(entry.ticket_id, entry.vector)
         self.term_counts.update(entry.words)
-        self.term_members.update(set(entry.words))
+        self.count_members(entry.words)
         if entry.slot >= 0:
             self.window_terms.update(entry.words)
             entry.counted = True
@@ -422,8 +550,13 @@ class IncidentDetector:
     def __init__(self, config: IncidentConfig, baseline: Baseline | None = None) -> None:
         self.config = config
         self.baseline = baseline or Baseline(config.baseline_sample)
-        self.terms = TermVectors(config.text_dimension) if config.text_weight > 0 else None
-        self._left: list[list[str]] = []  # words of the tickets that left, for ``terms``
+        self.terms = (
+            TermVectors(config.text_dimension, ngram=config.text_ngram)
+            if config.text_weight > 0
+            else None
+        )
+        # Features of the tickets that left the window, for ``terms``' document counts.
+        self._left: list[npt.NDArray[np.int64]] = []
         self._capacity = config.max_window + HEADROOM
         self._vectors: Vector | None = None  # (capacity, dimension) once the first came
         self._times = np.full(self._capacity, -np.inf, dtype=np.float64)
@@ -441,13 +574,19 @@ class IncidentDetector:
         self._dropped_columns: list[int] = []  # columns and rows that left mid-batch
         self._dropped_rows: list[int] = []
         self._open: dict[str, _Incident] = {}
-        self._centres: tuple[list[_Incident], Vector] | None = None  # stacked, cached
-        self._moved: set[str] = set()  # incidents whose row in ``_centres`` is out of date
+        # Stacked centres: the incident of each row, whose centre it is, the centres (cached).
+        self._centres: tuple[list[_Incident], list[_Incident], Vector] | None = None
+        self._moved: set[str] = set()  # incidents (or parts) whose row is out of date
         self._member_of: dict[str, str] = {}  # ticket id -> open incident id
         self._clock = -math.inf  # latest event time seen
         self._last_evicted: float | None = None
         self._window_terms: Counter[str] = Counter()  # the window's words, for top terms
         self._window_words = 0
+        # Rare words repeated in an open incident -> those incidents (merge candidates).
+        self._rare: dict[str, set[str]] = {}
+        self._merging = self.terms is not None and config.merge
+        # While merging a batch's incidents: absorbed incident id -> the one it went into.
+        self._merged: dict[str, str] = {}
 
     @property
     def open_incidents(self) -> list[IncidentEvent]:
@@ -475,6 +614,7 @@ class IncidentDetector:
         if batch:
             with _one_blas_thread():
                 self._process(batch, touched, assigned)
+        merged = self._merge_concurrent(touched)
         events = [
             self._event(i, IncidentStatus.UPDATED if i.opened else IncidentStatus.OPEN)
             for i in touched.values()
@@ -482,10 +622,13 @@ class IncidentDetector:
         ]
         for incident in touched.values():
             incident.opened = True
+        # An absorbed incident that had been published closes with a pointer; one opened
+        # and absorbed in this batch was never published and needs no event.
+        events += [self._event(i, IncidentStatus.CLOSED) for i in merged if i.opened]
         events += self._close_quiet()
         self._evict()
         if self.terms is not None and self._left:
-            self.terms.learn(self._left)
+            self.terms.learn_features(self._left)
             self._left = []
         return Detection(assigned=assigned, events=events, open_ids=list(self._open))
 
@@ -537,17 +680,22 @@ class IncidentDetector:
                 member_set=set(event.member_ticket_ids),
                 size=event.size,
                 opened=True,
+                opened_at=_epoch(event.first_seen),
+                track=self._merging,
             )
             kept = [m for m in event.member_ticket_ids if m in vectors]
             for ticket_id in event.member_ticket_ids:
                 self._member_of[ticket_id] = event.incident_id
             if kept:
+                words = [tokens(texts.get(m, "")) for m in kept]
                 joined = self.space(
-                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]),
-                    [tokens(texts.get(m, "")) for m in kept],
+                    np.vstack([np.asarray(vectors[m], dtype=np.float32) for m in kept]), words
                 )
                 for ticket_id, vector in zip(kept, joined, strict=True):
                     incident.keep(ticket_id, vector.copy())
+                for member_words in words:  # for a merge with a later incident
+                    incident.count_members(member_words)
+            self._index_rare(incident)
             self._open[event.incident_id] = incident
             self._clock = max(self._clock, incident.last_seen)
             restored += 1
@@ -562,7 +710,14 @@ class IncidentDetector:
     ) -> None:
         config = self.config
         entries = [self._entry(o) for o in batch]
-        matrix = self.space(np.vstack([e.vector for e in entries]), [e.words for e in entries])
+        vectors = np.vstack([e.vector for e in entries])
+        if self.terms is None:
+            matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        else:
+            terms, features = self.terms.vectors_with_features([e.words for e in entries])
+            matrix = joint(vectors, terms, self.config.text_weight)
+            for entry, hashed in zip(entries, features, strict=True):
+                entry.features = hashed
         for row, entry in enumerate(entries):
             entry.vector = matrix[row].copy()  # a view would keep the batch's matrix alive
         ring = self._ring(matrix.shape[1])
@@ -626,7 +781,7 @@ class IncidentDetector:
                 latest -= sum(int(near_recent[row, c]) for c in self._dropped_columns)
                 latest -= sum(int(earlier_recent[row, j]) for j in self._dropped_rows)
                 self._append(entry, row)
-                nearest = self._joined(entry)
+                nearest, part = self._joined(entry)
                 if nearest is None and count + 1 < config.min_size:
                     continue  # can neither join nor open one: no baseline needed
                 # A joiner must be in a burst too (more close tickets than its kind usually
@@ -641,7 +796,7 @@ class IncidentDetector:
                 if incident is not None:
                     # Only the ticket itself: taking its neighbours too would let the group
                     # walk away, ticket by ticket, from the problem it was opened for.
-                    self._add(incident, [entry])
+                    self._add(incident, [entry], part)
                 elif self._bursting(count, latest, usual):
                     incident = self._opened(entry, count, usual)
                     near = near_all[row] & self._valid
@@ -674,7 +829,7 @@ class IncidentDetector:
         candidate = np.asarray(counts) + 1 >= config.min_size
         centres = self._centre_matrix()
         if centres is not None:
-            candidate |= (matrix @ centres[1].T).max(axis=1) >= 1.0 - config.max_distance
+            candidate |= (matrix @ centres[2].T).max(axis=1) >= 1.0 - config.max_distance
         rows = np.flatnonzero(candidate)
         if not len(rows):
             return {}
@@ -706,6 +861,8 @@ class IncidentDetector:
             detected_by=entry.ticket_id,
             neighbours=neighbours,
             expected=expected,
+            opened_at=entry.time,
+            track=self._merging,
         )
         self._open[incident.incident_id] = incident
         self._centres = None
@@ -782,16 +939,19 @@ class IncidentDetector:
                 self._dropped_columns.append(column)
         return entry
 
-    def _add(self, incident: _Incident, entries: Iterable[_Entry]) -> None:
+    def _add(
+        self, incident: _Incident, entries: Iterable[_Entry], part: _Incident | None = None
+    ) -> None:
+        centre = part or incident  # whose centre the vectors move
         for entry in entries:
             if entry.incident is None and entry.ticket_id not in self._member_of:
-                had_vectors = bool(incident.vectors)
-                incident.add(entry)
+                had_vectors = bool(centre.vectors)
+                incident.add(entry, part)
                 self._member_of[entry.ticket_id] = incident.incident_id
                 if entry.slot >= 0:
                     self._free[entry.slot] = False
                 if had_vectors:  # its row in the stacked centres moves
-                    self._moved.add(incident.incident_id)
+                    self._moved.add(centre.incident_id)
                 else:  # a new row
                     self._centres = None
 
@@ -811,8 +971,9 @@ class IncidentDetector:
             found += [e for s in slots if (e := self._entries[s]) is not None]
         return found
 
-    def _joined(self, entry: _Entry) -> _Incident | None:
-        """The open incident whose centre is within ``max_distance`` (the closest one).
+    def _joined(self, entry: _Entry) -> tuple[_Incident | None, _Incident | None]:
+        """The open incident with a centre within ``max_distance`` (the closest one), and
+        the merged part whose centre that is (None: the incident's own).
 
         The centre, not the nearest member: in a space where a tenth of all tickets are
         within the distance of any one ticket, joining by nearest member chains the group
@@ -820,26 +981,39 @@ class IncidentDetector:
         """
         stacked = self._centre_matrix()
         if stacked is None:
-            return None
-        incidents, centres = stacked
+            return None, None
+        owners, parts, centres = stacked
         distance = 1.0 - centres @ entry.vector
         best = int(np.argmin(distance))
-        return incidents[best] if distance[best] <= self.config.max_distance else None
+        if distance[best] > self.config.max_distance:
+            return None, None
+        owner, part = owners[best], parts[best]
+        return owner, (part if part is not owner else None)
 
-    def _centre_matrix(self) -> tuple[list[_Incident], Vector] | None:
-        """The open incidents with member vectors and their centres, stacked (cached until
-        one changes)."""
+    def _centre_matrix(self) -> tuple[list[_Incident], list[_Incident], Vector] | None:
+        """The centres of the open incidents (and of the parts merged into them) that have
+        member vectors, stacked, with the incident each row belongs to and whose centre it
+        is (cached until one changes)."""
         if self._centres is None:
-            kept = [i for i in self._open.values() if i.vectors]
-            if not kept:
+            rows = [
+                (incident, part)
+                for incident in self._open.values()
+                for part in (incident, *incident.parts)
+                if part.vectors
+            ]
+            if not rows:
                 return None
-            self._centres = (kept, np.vstack([i.centre() for i in kept]))
+            self._centres = (
+                [owner for owner, _ in rows],
+                [part for _, part in rows],
+                np.vstack([part.centre() for _, part in rows]),
+            )
             self._moved.clear()
         elif self._moved:
-            incidents, centres = self._centres
-            for row, incident in enumerate(incidents):
-                if incident.incident_id in self._moved:
-                    centres[row] = incident.centre()
+            _, parts, centres = self._centres
+            for row, part in enumerate(parts):
+                if part.incident_id in self._moved:
+                    centres[row] = part.centre()
             self._moved.clear()
         return self._centres
 
@@ -859,6 +1033,123 @@ class IncidentDetector:
             recent >= size and recent >= ratio * expected * RATE_SPAN
         )
 
+    def _merge_concurrent(self, touched: dict[str, _Incident]) -> list[_Incident]:
+        """Merge the touched incidents with the open ones they share a rare repeated word
+        with (MERGE_MEMBERS, MERGE_RARE_SHARE) and overlap in event time (within a window):
+        the older (earlier first member, then id) keeps its id and takes the other's members.
+        Needs the words' document counts (the joined space). Returns the absorbed ones;
+        ``touched`` then holds the kept ones in their place."""
+        absorbed: list[_Incident] = []
+        if self.terms is None or not self.config.merge:
+            for incident in touched.values():
+                incident.fresh.clear()
+            return absorbed
+        for incident in list(touched.values()):
+            if incident.incident_id not in self._open:  # absorbed in this loop
+                continue
+            fresh, incident.fresh = incident.fresh, []
+            for word in fresh:
+                if self.terms.document_share(word) > MERGE_RARE_SHARE:
+                    continue
+                holders = self._rare.setdefault(word, set())
+                for other_id in sorted(holders):
+                    other = self._open.get(other_id)
+                    current = self._open.get(self._current(incident.incident_id))
+                    if other is None or current is None or other is current:
+                        continue
+                    if current.parts or other.parts:
+                        # Two groups at most (the two languages of one outage): merges
+                        # chained through the union's growing vocabulary took all 50
+                        # generated incidents of bench.incidents --cost into 2.
+                        continue
+                    if not self._concurrent(current, other):
+                        continue
+                    # The one opened first keeps its id: readers and labelled tickets have
+                    # held it longest.
+                    keep, gone = sorted(
+                        (current, other), key=lambda i: (i.opened_at, i.incident_id)
+                    )
+                    self._merge(keep, gone)
+                    absorbed.append(gone)
+                    touched.pop(gone.incident_id, None)
+                    touched[keep.incident_id] = keep
+                holders.add(self._current(incident.incident_id))
+        self._merged.clear()
+        return absorbed
+
+    def _index_rare(self, incident: _Incident) -> None:
+        """A restored incident's rare repeated words into the index, without merging."""
+        fresh, incident.fresh = incident.fresh, []
+        if self.terms is None:
+            return
+        for word in fresh:
+            if self.terms.document_share(word) <= MERGE_RARE_SHARE:
+                self._rare.setdefault(word, set()).add(incident.incident_id)
+
+    def _current(self, incident_id: str) -> str:
+        """The incident that holds ``incident_id``'s members now (itself unless merged)."""
+        seen = self._merged.get(incident_id)
+        while seen is not None and seen in self._merged:
+            seen = self._merged[seen]
+        return seen or incident_id
+
+    def _concurrent(self, a: _Incident, b: _Incident) -> bool:
+        gap = self.config.window_s
+        return a.first_seen <= b.last_seen + gap and b.first_seen <= a.last_seen + gap
+
+    def _merge(self, keep: _Incident, gone: _Incident) -> None:
+        logger.info(
+            "incident %s (size %d) merged into %s (size %d): a rare word in both",
+            gone.incident_id,
+            gone.size,
+            keep.incident_id,
+            keep.size,
+        )
+        for ticket_id in gone.members:
+            if ticket_id in keep.member_set:
+                continue
+            keep.member_set.add(ticket_id)
+            keep.members.append(ticket_id)
+            if self._member_of.get(ticket_id) == gone.incident_id:
+                self._member_of[ticket_id] = keep.incident_id
+            slot = self._slot_of.get(ticket_id)
+            entry = self._entries[slot] if slot is not None else None
+            if entry is not None and entry.incident == gone.incident_id:
+                entry.incident = keep.incident_id
+        keep.size += gone.size
+        keep.first_seen = min(keep.first_seen, gone.first_seen)
+        keep.last_seen = max(keep.last_seen, gone.last_seen)
+        # Its centre stays its own: the two groups (two languages) are far apart, and one
+        # mean between them would be near neither group's next tickets.
+        keep.parts.append(gone)
+        keep.term_counts.update(gone.term_counts)
+        keep.window_terms.update(gone.window_terms)
+        for word, members in gone.term_members.items():
+            keep.term_members[word] += members
+            if keep.term_members[word] >= MERGE_MEMBERS and word not in keep.repeated:
+                keep.repeated.add(word)
+                if word not in gone.repeated:  # repeated only together: looked at next time
+                    keep.fresh.append(word)
+        for target, counts in gone.labels.items():
+            keep.labels.setdefault(target, Counter()).update(counts)
+        gone.merged_into = keep.incident_id
+        self._merged[gone.incident_id] = keep.incident_id
+        del self._open[gone.incident_id]
+        for word in gone.repeated:  # its rare words are the kept one's now
+            holders = self._rare.get(word)
+            if holders is not None and gone.incident_id in holders:
+                holders.discard(gone.incident_id)
+                holders.add(keep.incident_id)
+        self._centres = None
+
+    def _unindex(self, incident: _Incident) -> None:
+        for word in incident.repeated:
+            holders = self._rare.get(word)
+            if holders is not None:
+                holders.discard(incident.incident_id)
+                if not holders:
+                    del self._rare[word]
+
     def _close_quiet(self) -> list[IncidentEvent]:
         events = []
         for incident_id, incident in list(self._open.items()):
@@ -866,6 +1157,7 @@ class IncidentDetector:
                 continue
             events.append(self._event(incident, IncidentStatus.CLOSED))
             del self._open[incident_id]
+            self._unindex(incident)
             self._centres = None
             for ticket_id in incident.members:
                 if self._member_of.get(ticket_id) == incident_id:
@@ -892,7 +1184,7 @@ class IncidentDetector:
             self._last_evicted = entry.time
             self.baseline.add(entry.vector, elapsed)
             if self.terms is not None:
-                self._left.append(entry.words)
+                self._left.append(entry.features)
 
     def _event(self, incident: _Incident, status: IncidentStatus) -> IncidentEvent:
         # Top terms and representative again only once the incident grew by a quarter
@@ -932,6 +1224,7 @@ class IncidentDetector:
             detected_by_ticket_id=incident.detected_by,
             neighbours_at_detection=incident.neighbours,
             expected_at_detection=incident.expected,
+            merged_into=incident.merged_into,
         )
 
 

@@ -48,9 +48,23 @@ class IncidentBook:
         when the book has it, else the incident whose member list holds the ticket (members
         published before their incident opened carry no id)."""
         if incident_id is not None and incident_id in self.incidents:
-            return self.incidents[incident_id]
+            return self.current(incident_id)
         found = self._by_ticket.get(ticket_id)
-        return None if found is None else self.incidents[found]
+        return None if found is None else self.current(found)
+
+    def current(self, incident_id: str) -> IncidentEvent | None:
+        """The incident ``incident_id`` is part of now: itself, or the one it was merged into
+        (``merged_into`` on its closed event; the worker merges concurrent incidents that
+        share a rare word), followed while the book holds it."""
+        event = self.incidents.get(incident_id)
+        seen = {incident_id}
+        while event is not None and event.merged_into and event.merged_into not in seen:
+            following = self.incidents.get(event.merged_into)
+            if following is None:
+                break
+            seen.add(event.merged_into)
+            event = following
+        return event
 
     def listed(self, *, closed: bool = False) -> list[IncidentEvent]:
         """Open incidents (and closed ones with ``closed``), the latest activity first."""
@@ -130,7 +144,8 @@ def details(event: IncidentEvent) -> list[str]:
     """``incidents show``: the whole incident."""
     lines = [
         f"incident {event.incident_id}",
-        f"  state:          {event.status.value}",
+        f"  state:          {event.status.value}"
+        + (f" (merged into {event.merged_into})" if event.merged_into else ""),
         f"  size:           {event.size}"
         + (
             f" ({len(event.member_ticket_ids)} listed)"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 class IncidentStatus(StrEnum):
     OPEN = "open"  # first event: the group just passed the minimum size and the burst test
     UPDATED = "updated"  # it grew
-    CLOSED = "closed"  # no new member for INCIDENT_QUIET_S of event time
+    CLOSED = "closed"  # no new member for INCIDENT_QUIET_S of event time, or merged
 
 
 class IncidentEvent(BaseModel):
@@ -48,4 +48,10 @@ class IncidentEvent(BaseModel):
     expected_at_detection: float = Field(
         ge=0.0,
         description="How many close tickets the baseline expected in that window.",
+    )
+    merged_into: str | None = Field(
+        default=None,
+        description="On a closed event: the incident that took this one's members over (two "
+        "concurrent incidents sharing a rare word, e.g. the two languages of one outage); "
+        "its events list them from then on.",
     )

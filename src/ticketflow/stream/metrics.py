@@ -240,7 +240,8 @@ class WorkerMetrics:
             if event.status is IncidentStatus.OPEN:
                 self.incidents_opened.inc()
             if event.status is IncidentStatus.CLOSED:
-                self.incident_size.observe(event.size)
+                if event.merged_into is None:  # a merged one's members count in the other
+                    self.incident_size.observe(event.size)
                 self._incident_sizes.pop(event.incident_id, None)
             else:
                 self._incident_sizes[event.incident_id] = event.size
