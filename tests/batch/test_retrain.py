@@ -619,7 +619,7 @@ def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not
     stored = StoredTickets(ids, np.asarray(vectors, np.float32), metadatas, ["x"] * len(ids))
     classes_of = {"old": {"queue": ["A", "B"]}, "knows-new": {"queue": ["A", "B", "New"]}}
     kwargs: dict[str, Any] = {"needs_text": True, "known": {"queue": ["A", "B"]}}
-    selection = select(stored, ["queue"], RetrainPolicy(), classes_of=classes_of, **kwargs)
+    selection = select(stored, ["queue"], RetrainPolicy(), classes_of=lambda: classes_of, **kwargs)
     by_model_rows = {row for row in selection.train_rows if row >= len(people)}
     assert by_model_rows == set(range(35, 44))  # near "A", "knows-new", the deleted version
     assert selection.counts["model label near an answer of a class that model never knew"] == 5
@@ -628,7 +628,7 @@ def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not
         stored,
         ["queue"],
         RetrainPolicy(min_new_class_examples=100),
-        classes_of=classes_of,
+        classes_of=lambda: classes_of,
         **kwargs,
     )
     assert {row for row in rare.train_rows if row >= len(people)} == set(range(30, 44))

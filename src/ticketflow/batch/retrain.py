@@ -25,9 +25,10 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,7 @@ def select(  # noqa: PLR0913
     seed: int = 42,
     known: Mapping[str, Collection[str]] | None = None,
     seen: Collection[int] = (),
-    classes_of: Mapping[str, Mapping[str, Collection[str]]] | None = None,
+    classes_of: Callable[[], Mapping[str, Mapping[str, Collection[str]]]] | None = None,
 ) -> Selection:
     """Hold out a share of the human-labelled tickets; train on the rest that has labels.
 
@@ -214,15 +215,14 @@ def select(  # noqa: PLR0913
     report shows what the models do with them). ``seen``: rows the champion was fit on
     (a backfilled history ``ticketflow train`` learned from): trained on, never held out, or
     the champion would be judged on tickets it memorised and no challenger could win.
-    ``classes_of``: model version -> target -> the classes that model knew. A model's
-    confident label is not trained on when that model never knew a new class people named
-    (at least ``min_new_class_examples`` times) and the ticket people answered that is
-    nearest to it (stored vectors, cosine; the hold-out excepted) is of that class: the model
-    could not have told such a ticket, and its confident labels put the class's tickets in
-    another class (on the new-queue loop, a third of the class's stream tickets with a
-    label; docs/learning.md). Dropping every label of such a model instead left a store
-    without history nothing but the answers to learn from (macro-F1 0.71 -> 0.33 in
-    ``tests/batch/test_new_queue_integration.py``)."""
+    ``classes_of``: gives model version -> target -> the classes that model knew; called
+    only when a new class is learned. A model's confident label is not trained on when that
+    model never knew a new class people named (at least ``min_new_class_examples`` times)
+    and the ticket people answered that is nearest to it (stored vectors, cosine; the
+    hold-out excepted) is of that class: the model could not have told such a ticket, and
+    its confident labels put the class's tickets in another class. Only near such answers:
+    dropping every label of such a model leaves a store without history nothing but the
+    answers to learn from (both measured in docs/learning.md)."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -275,17 +275,20 @@ def select(  # noqa: PLR0913
             if label is not None:
                 pairs.append((row, label))
         held_out[target] = pairs
-    unaware = [
-        row
-        for row in usable
-        if row not in held and _unaware(stored.metadatas[row], learned, classes_of or {})
-    ]
-    answered = [
-        r
-        for r in human
-        if r not in held and layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN
-    ]
-    suspect = _nearest_answer_is_new(stored, unaware, answered, learned)
+    suspect: set[int] = set()
+    if classes_of is not None and any(learned.values()):
+        versions = classes_of()
+        unaware = [
+            row
+            for row in usable
+            if row not in held and _unaware(stored.metadatas[row], learned, versions)
+        ]
+        answered = [
+            r
+            for r in human
+            if r not in held and layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN
+        ]
+        suspect = _nearest_answer_is_new(stored, unaware, answered, learned)
     train_rows: list[int] = []
     labels: dict[str, list[str]] = {t: [] for t in targets}
     for row in usable:
@@ -668,7 +671,7 @@ def retrain(
         seed=seed,
         known=known,
         seen=seen,
-        classes_of=_classes_of(registry, stored),
+        classes_of=partial(_classes_of, registry, stored),
     )
     for target, rare in selection.too_few.items():
         for label, n in rare.items():
