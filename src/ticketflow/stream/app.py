@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -22,6 +23,7 @@ from ticketflow.runtime.reload import ModelReloader
 from ticketflow.stream.feedback import FeedbackApplier
 from ticketflow.stream.incidents import incident_config, restore, seed_history
 from ticketflow.stream.metrics import WorkerMetrics
+from ticketflow.stream.offsets import FinishedOnly
 from ticketflow.stream.reload import start_reloader, swap_if_ready
 from ticketflow.stream.routing import Position
 from ticketflow.stream.worker import (
@@ -106,6 +108,14 @@ def create_app(
         with_feedback=feedback_topic is not None,
     )
 
+    @functools.cache
+    def offsets() -> FinishedOnly:
+        # Built when an agent starts (the consumer exists by then); both agents share it.
+        guarded = {settings.kafka_topic_tickets}
+        if feedback_topic is not None:
+            guarded.add(settings.kafka_topic_feedback)
+        return FinishedOnly(app.consumer, guarded)
+
     @app.on_before_shutdown.connect
     def stop_service(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         service.stop()
@@ -113,6 +123,7 @@ def create_app(
     @app.agent(tickets_topic, name="label-tickets")
     async def label_tickets(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         labeler = await service.start()
+        finished = offsets()
         inflight = InFlight(labeler, depth=settings.worker_inflight_batches)
         committer = (
             Committer(partial(commit_acked, app.consumer))
@@ -138,7 +149,8 @@ def create_app(
             for event in events:
                 event.message.incref()
             await inflight.submit(
-                [_raw_event(e) for e in events], partial(ack, stream, events, committer)
+                [_raw_event(e) for e in events],
+                partial(ack, stream, events, committer, finished),
             )
             waiting = time.perf_counter()
 
@@ -147,12 +159,15 @@ def create_app(
         @app.agent(feedback_topic, name="apply-feedback")
         async def apply_feedback(stream: Any) -> None:
             await service.start()
+            finished = offsets()
             feedback = service.feedback
             assert feedback is not None  # with_feedback=True builds it
             async for events in stream.take_events(
                 settings.worker_batch_max, within=settings.worker_batch_within_s
             ):
                 await feedback.handle([_raw_event(e) for e in events])
+                # take_events acks them when the loop comes back for the next batch.
+                finished.finished(e.message for e in events)
 
     @app.timer(interval=settings.lag_interval_s)  # type: ignore[untyped-decorator]
     async def update_lag() -> None:
@@ -332,9 +347,13 @@ class LabelingService:
 
 
 async def ack(
-    stream: Any, events: Sequence[faust.EventT[bytes]], committer: Committer | None
+    stream: Any,
+    events: Sequence[faust.EventT[bytes]],
+    committer: Committer | None,
+    finished: FinishedOnly,
 ) -> None:
     """The batch's outputs are acknowledged: release its offsets and have them committed."""
+    finished.finished(e.message for e in events)
     for event in events:
         await stream.ack(event)
     if committer is not None:
