@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.chroma import ChromaServer
 from tests.fixtures.pipeline import REPO, WorkerProcess
 from ticketflow.adapters.kafka.clients import consume, encode_event, produce_events, produce_raw
 from ticketflow.adapters.kafka.topics import create_topics
@@ -66,14 +67,24 @@ def queue_registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 def loop_worker(
-    worker_env: dict[str, str], request: pytest.FixtureRequest, tmp_path: Path
+    worker_env: dict[str, str],
+    chroma_server: ChromaServer,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> Iterator[WorkerProcess]:
-    """A worker on a private copy of a registry (promotions change it), storing documents."""
+    """A worker on a private copy of a registry (promotions change it), storing documents.
+
+    The store is a ChromaDB server: `ticketflow retrain` reads it while the worker writes,
+    and the embedded store is one process only (docs/configuration.md, CHROMA_HOST). On the
+    embedded store, reads under a writing worker failed for two minutes at a time on a loaded
+    machine ("Error finding id"; retrain.read_store retries them).
+    """
     source: Path = request.getfixturevalue(getattr(request, "param", "trained_registry"))
     registry = tmp_path / "registry"
     shutil.copytree(source, registry)
     suffix = uuid.uuid4().hex[:8]
     worker_env.update(
+        chroma_server.env(),
         MODEL_REGISTRY_DIR=str(registry),
         CHROMA_DOCUMENT="redacted",
         KAFKA_TOPIC_FEEDBACK=f"feedback-{suffix}",
@@ -389,7 +400,6 @@ def test_every_worker_of_the_group_swaps(
         env={
             **env,
             "METRICS_PORT": str(port),
-            "CHROMA_PATH": str(tmp_path / "chroma-2"),  # embedded stores are one process each
             "STATE_DIR": str(tmp_path / "state-2"),
         },
         log=tmp_path / "worker-2.log",
