@@ -1040,7 +1040,7 @@ class IncidentDetector:
         Needs the words' document counts (the joined space). Returns the absorbed ones;
         ``touched`` then holds the kept ones in their place."""
         absorbed: list[_Incident] = []
-        if self.terms is None or not self.config.merge:
+        if not self._merging or self.terms is None:  # terms: for the type checker
             for incident in touched.values():
                 incident.fresh.clear()
             return absorbed
