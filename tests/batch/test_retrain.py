@@ -632,3 +632,15 @@ def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not
         **kwargs,
     )
     assert {row for row in rare.train_rows if row >= len(people)} == set(range(30, 44))
+    # After a promoted model learned the class, the champion knows it: the first model's
+    # labels near its answers are still left out (they stay in the store).
+    promoted = select(
+        stored,
+        ["queue"],
+        RetrainPolicy(),
+        classes_of=lambda: classes_of,
+        needs_text=True,
+        known={"queue": ["A", "B", "New"]},
+    )
+    assert {row for row in promoted.train_rows if row >= len(people)} == set(range(35, 44))
+    assert promoted.counts["model label near an answer of a class that model never knew"] == 5

@@ -216,11 +216,13 @@ def select(  # noqa: PLR0913
     (a backfilled history ``ticketflow train`` learned from): trained on, never held out, or
     the champion would be judged on tickets it memorised and no challenger could win.
     ``classes_of``: gives model version -> target -> the classes that model knew; called
-    only when a new class is learned. A model's confident label is not trained on when that
-    model never knew a new class people named (at least ``min_new_class_examples`` times)
-    and the ticket people answered that is nearest to it (stored vectors, cosine; the
-    hold-out excepted) is of that class: the model could not have told such a ticket, and
-    its confident labels put the class's tickets in another class. Only near such answers:
+    when people answered some ticket. A model's confident label is not trained on when that
+    model never knew a class the challenger will know (the champion's, or a new one people
+    named at least ``min_new_class_examples`` times) and the ticket people answered that is
+    nearest to it (stored vectors, cosine; the hold-out excepted) is of such a class: the
+    model could not have told such a ticket, and its confident labels put the class's
+    tickets in another class. That holds after a promoted model learned the class too: the
+    first champion's labels stay in the store. Only near such answers:
     dropping every label of such a model leaves a store without history nothing but the
     answers to learn from (both measured in docs/learning.md)."""
     counts: Counter[str] = Counter()
@@ -276,19 +278,23 @@ def select(  # noqa: PLR0913
                 pairs.append((row, label))
         held_out[target] = pairs
     suspect: set[int] = set()
-    if classes_of is not None and any(learned.values()):
+    # The classes the challenger will know: the champion's and those people taught it now.
+    # A model that lacked one of them may have misfiled its tickets, also after a promoted
+    # model learned it (the first champion's labels stay in the store).
+    teaching = {t: {*(known or {}).get(t, ()), *learned.get(t, ())} for t in targets}
+    if classes_of is not None and human:
         versions = classes_of()
-        unaware = [
-            row
+        missing = {
+            row: gaps
             for row in usable
-            if row not in held and _unaware(stored.metadatas[row], learned, versions)
-        ]
+            if row not in held and (gaps := _unaware(stored.metadatas[row], teaching, versions))
+        }
         answered = [
             r
             for r in human
             if r not in held and layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN
         ]
-        suspect = _nearest_answer_is_new(stored, unaware, answered, learned)
+        suspect = _nearest_answer_unknown(stored, missing, answered)
     train_rows: list[int] = []
     labels: dict[str, list[str]] = {t: [] for t in targets}
     for row in usable:
@@ -324,33 +330,30 @@ def _classes_of(registry: ModelRegistry, stored: StoredTickets) -> dict[str, dic
     return {v: dict(registry.metadata(v).labels) for v in sorted(versions & held)}
 
 
-def _nearest_answer_is_new(
+def _nearest_answer_unknown(
     stored: StoredTickets,
-    rows: Sequence[int],
+    missing: Mapping[int, Mapping[str, Collection[str]]],
     answered: Sequence[int],
-    learned: Mapping[str, Collection[str]],
     chunk: int = 1_024,
 ) -> set[int]:
-    """The ``rows`` whose nearest ``answered`` row (cosine of the stored vectors) has a
-    person's label that is one of the ``learned`` new classes of its target."""
+    """The rows of ``missing`` whose nearest ``answered`` row (cosine of the stored vectors)
+    has a person's label, for some target, among the classes ``missing[row]`` says the model
+    that labelled the row did not know."""
+    rows = list(missing)
     if not rows or not answered:
         return set()
     unit = _unit_rows(stored.vectors[np.asarray(answered)])
-    new_of = np.asarray(
-        [
-            any(
-                layout.human_label(stored.metadatas[r], target) in classes
-                for target, classes in learned.items()
-            )
-            for r in answered
-        ],
-        dtype=bool,
-    )
     out: set[int] = set()
     for start in range(0, len(rows), chunk):
-        part = list(rows[start : start + chunk])
+        part = rows[start : start + chunk]
         nearest = (_unit_rows(stored.vectors[np.asarray(part)]) @ unit.T).argmax(axis=1)
-        out.update(row for row, hit in zip(part, new_of[nearest], strict=True) if hit)
+        for row, k in zip(part, nearest, strict=True):
+            answer = stored.metadatas[answered[int(k)]]
+            if any(
+                layout.human_label(answer, target) in classes
+                for target, classes in missing[row].items()
+            ):
+                out.add(row)
     return out
 
 
@@ -362,20 +365,22 @@ def _unit_rows(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def _unaware(
     meta: Mapping[str, Any],
-    learned: Mapping[str, Collection[str]],
+    teaching: Mapping[str, Collection[str]],
     classes_of: Mapping[str, Mapping[str, Collection[str]]],
-) -> bool:
-    """Whether a ticket's labels include a model's that did not know a class now learned.
-    A version no longer in the registry is trusted (what it knew cannot be told)."""
+) -> dict[str, set[str]]:
+    """Per target whose label on this ticket is a model's, the classes in ``teaching`` that
+    model did not know (targets with none left out). A version no longer in the registry
+    is trusted (what it knew cannot be told)."""
     version = meta.get("model_version")
     classes = classes_of.get(str(version)) if version is not None else None
     if classes is None:
-        return False
-    return any(
-        layout.known_label(meta, target) is None and not set(new).issubset(classes.get(target, ()))
-        for target, new in learned.items()
-        if new
-    )
+        return {}
+    gaps = {
+        target: set(teach) - set(classes.get(target, ()))
+        for target, teach in teaching.items()
+        if layout.known_label(meta, target) is None
+    }
+    return {target: gap for target, gap in gaps.items() if gap}
 
 
 @dataclass(frozen=True)
