@@ -73,6 +73,13 @@ def main() -> None:
         default=True,
         help="choose block weights by CV as training does (--no-block-grid: half the fits)",
     )
+    parser.add_argument(
+        "--static-dir",
+        type=Path,
+        default=None,
+        help="a model2vec directory to use as the first stage's encoder instead of the one "
+        "distilled by default (lever d: another static model)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/escalation.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -102,9 +109,8 @@ def main() -> None:
     dense = CachedEncoder(encoder, settings.cache_dir / "embeddings").encode(
         texts, show_progress=True
     )
-    static = StaticEncoder(
-        ensure_static(model_name, export_root, cache_root=cache_root), source_model=model_name
-    ).encode(texts)
+    static_dir = args.static_dir or ensure_static(model_name, export_root, cache_root=cache_root)
+    static = StaticEncoder(static_dir, source_model=model_name).encode(texts)
     train_texts = [texts[i] for i in train_idx]
     test_texts = [texts[i] for i in test_idx]
     labels = {t: [data.labels[t][i] for i in train_idx] for t in targets}
