@@ -318,7 +318,8 @@ class Loop:
         """How the stream's tickets of the new class are labelled for the next retrain: by a
         person (the class), by a model's confident label, or not at all; of the model's,
         ``wrong`` name another class and ``wrong, by a model without the class`` come from a
-        model that never knew it (``retrain`` leaves those out once it learns the class)."""
+        model that never knew it (``retrain`` leaves out those near an answer of the class,
+        before and after a promoted model learned it)."""
         if self.sc.new is None:
             return {}
         counts: Counter[str] = Counter()
