@@ -283,11 +283,11 @@ def select(  # noqa: PLR0913
     # model learned it (the first champion's labels stay in the store).
     teaching = {t: {*(known or {}).get(t, ()), *learned.get(t, ())} for t in targets}
     if classes_of is not None and human:
-        versions = classes_of()
+        lacking = _lacking(teaching, classes_of())
         missing = {
             row: gaps
             for row in usable
-            if row not in held and (gaps := _unaware(stored.metadatas[row], teaching, versions))
+            if row not in held and (gaps := _unaware(stored.metadatas[row], lacking))
         }
         answered = [
             r
@@ -363,24 +363,28 @@ def _unit_rows(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return unit
 
 
-def _unaware(
-    meta: Mapping[str, Any],
+def _lacking(
     teaching: Mapping[str, Collection[str]],
     classes_of: Mapping[str, Mapping[str, Collection[str]]],
+) -> dict[str, dict[str, set[str]]]:
+    """Per model version, per target, the classes in ``teaching`` that version did not know
+    (versions and targets with none left out)."""
+    lacking: dict[str, dict[str, set[str]]] = {}
+    for version, classes in classes_of.items():
+        gaps = {t: set(teach) - set(classes.get(t, ())) for t, teach in teaching.items()}
+        if gaps := {t: gap for t, gap in gaps.items() if gap}:
+            lacking[version] = gaps
+    return lacking
+
+
+def _unaware(
+    meta: Mapping[str, Any], lacking: Mapping[str, Mapping[str, set[str]]]
 ) -> dict[str, set[str]]:
-    """Per target whose label on this ticket is a model's, the classes in ``teaching`` that
-    model did not know (targets with none left out). A version no longer in the registry
-    is trusted (what it knew cannot be told)."""
-    version = meta.get("model_version")
-    classes = classes_of.get(str(version)) if version is not None else None
-    if classes is None:
-        return {}
-    gaps = {
-        target: set(teach) - set(classes.get(target, ()))
-        for target, teach in teaching.items()
-        if layout.known_label(meta, target) is None
-    }
-    return {target: gap for target, gap in gaps.items() if gap}
+    """Per target whose label on this ticket is a model's, the classes that model did not
+    know (:func:`_lacking`). A version no longer in the registry is trusted (what it knew
+    cannot be told)."""
+    gaps = lacking.get(str(meta.get("model_version")), {})
+    return {t: gap for t, gap in gaps.items() if layout.known_label(meta, t) is None}
 
 
 @dataclass(frozen=True)
