@@ -526,6 +526,18 @@ def main() -> None:
         help="RETRAIN_USE_PREDICTED=false: retrain on people's and imported labels only",
     )
     parser.add_argument(
+        "--min-probability",
+        type=float,
+        default=RetrainPolicy().min_probability,
+        help="RETRAIN_MIN_PROBABILITY: model labels below it are not trained on",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=RetrainPolicy().confidence,
+        help="RETRAIN_CONFIDENCE: share of bootstrap resamples with a gain (0: margin only)",
+    )
+    parser.add_argument(
         "--broker",
         action="store_true",
         help="through a Kafka broker, a ChromaDB server, a worker process and the retrain "
@@ -562,6 +574,8 @@ def main() -> None:
         "budget_per_window": args.budget,
         "min_class_support": args.min_class_support,
         "use_predicted": not args.no_use_predicted,
+        "min_probability": args.min_probability,
+        "confidence": args.confidence,
         "split_seed": args.split_seed,
         "new_class": sc.new,
         "new_class_share_b": (
@@ -589,7 +603,10 @@ def main() -> None:
         run = partial(run_broker_variant, min_class_support=args.min_class_support)
     else:
         policy = RetrainPolicy(
-            min_class_support=args.min_class_support, use_predicted=not args.no_use_predicted
+            min_class_support=args.min_class_support,
+            use_predicted=not args.no_use_predicted,
+            min_probability=args.min_probability,
+            confidence=args.confidence,
         )
         run = partial(run_variant, policy=policy)
     for order in [Order(o) for o in args.orders.split(",")]:

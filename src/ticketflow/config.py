@@ -384,6 +384,15 @@ class RetrainSettings(BaseSettings):
         description="A class the champion does not know is learned once people's labels name "
         "it this often; fewer: its tickets are left out of training, and the report says so.",
     )
+    retrain_confidence: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="A challenger is promoted only when its gain is above 0 in at least this "
+        "share of paired bootstrap resamples of the evaluation set, besides the margin (0: "
+        "the margin alone decides; the share is in the report either way). Off by default: "
+        "at 0.9 it kept out as many better challengers as worse ones (docs/learning.md).",
+    )
     retrain_report_dir: Path = Path("reports/retrain")
 
 

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 
 from ticketflow.batch.evaluate import (
+    bootstrap_gains,
     confidence_metrics,
     expected_calibration_error,
     format_review,
     review_routing,
     routing,
     scored,
+    target_metrics,
 )
 from ticketflow.models.classifier import Prediction
 from ticketflow.models.review import ReviewCuts
@@ -104,3 +106,30 @@ def test_macro_f1_scores_only_the_classes_in_the_test_part() -> None:
     text = format_report({"queue": metrics})
     assert "not in the test part, left out of macro-F1: rare" in text
     assert "\n   rare " not in text
+
+
+def test_bootstrap_gains_resample_the_macro_f1_the_report_gives() -> None:
+    rng = np.random.default_rng(3)
+    labels = ["a", "b", "c"]
+    truth = [str(x) for x in rng.choice(labels, 300)]
+    before = [t if rng.random() < 0.7 else str(rng.choice(labels)) for t in truth]
+    after = [t if rng.random() < 0.8 else str(rng.choice(labels)) for t in truth]
+    gains = bootstrap_gains(truth, before, after, resamples=4_000, seed=0)
+    observed = (
+        target_metrics(truth, after, labels)["macro_f1"]
+        - target_metrics(truth, before, labels)["macro_f1"]
+    )
+    assert abs(float(np.mean(gains)) - observed) < 0.01
+    assert 0.01 < float(np.std(gains)) < 0.06  # the noise of 300 tickets, not 0
+    assert np.mean(gains > 0) > 0.9
+    # The same predictions: every resample gains exactly nothing.
+    assert not bootstrap_gains(truth, before, before, resamples=50).any()
+
+
+def test_bootstrap_gains_leave_out_classes_a_resample_has_no_ticket_of() -> None:
+    # One ticket of 'rare': a resample without it averages over 'a' only, as the report would.
+    truth, before, after = ["a"] * 9 + ["rare"], ["a"] * 10, ["a"] * 9 + ["rare"]
+    gains = bootstrap_gains(truth, before, after, resamples=2_000, seed=1)
+    without = np.isclose(gains, 0.0)
+    assert 0.25 < without.mean() < 0.45  # (9/10)^10 = 0.35 of resamples miss it
+    assert np.all(gains[~without] > 0)

@@ -20,6 +20,7 @@ from ticketflow.batch.retrain import (
     decide,
     read_store,
     retrain,
+    set_gains,
 )
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.recipe import EMBEDDING_LR, ModelConfig, fit_model
@@ -200,6 +201,36 @@ def test_predicted_labels_below_the_threshold_or_disabled_are_not_used(
     assert len(everything.train_rows) == 600
     assert len(confident.train_rows) == int((probabilities >= 0.9).sum())
     assert never.train_rows == []
+
+
+def test_decide_needs_a_gain_in_enough_bootstrap_resamples() -> None:
+    def metrics(f1: float) -> dict[str, Any]:
+        return {"s": {"queue": {"macro_f1": f1, "n": 50, "per_class": {}}}}
+
+    old, new = metrics(0.80), metrics(0.85)
+    kwargs: dict[str, Any] = {"margin": 0.01, "tolerance": 0.05, "min_n": 20, "confidence": 0.9}
+    sure = {"s": np.array([0.05] * 95 + [-0.01] * 5)}
+    unsure = {"s": np.array([0.05] * 80 + [-0.01] * 20)}
+    assert decide(old, new, gains=sure, **kwargs)[0]
+    ok, reasons = decide(old, new, gains=unsure, **kwargs)
+    expected = "above 0 in 80% of 100 bootstrap resamples (< confidence 90%)"
+    assert not ok and any(expected in r for r in reasons)
+    # 0 turns the check off (the share is still reported); a set that need only not regress
+    # is not held to it.
+    ok, reasons = decide(old, new, gains=unsure, **{**kwargs, "confidence": 0.0})
+    assert ok and any(
+        "above 0 in 80% of 100 bootstrap resamples (not required)" in r for r in reasons
+    )
+    assert decide(old, new, gains=unsure, no_regression={"s"}, **kwargs)[0]
+
+
+def test_set_gains_are_the_mean_over_targets_of_paired_resamples() -> None:
+    labelled = {"queue": [(0, "a"), (1, "b"), (2, "a"), (3, "b")], "priority": [(0, "x")]}
+    before = {"queue": ["a", "a", "a", "b"], "priority": ["x"]}
+    same = set_gains(labelled, before, before, seed=1)
+    assert same.shape == (2_000,) and not same.any()
+    better = set_gains(labelled, before, {"queue": ["a", "b", "a", "b"], "priority": ["x"]}, seed=1)
+    assert (better >= 0).all() and better.mean() > 0
 
 
 def test_decide_margin_and_tolerance() -> None:
