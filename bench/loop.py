@@ -77,6 +77,7 @@ from ticketflow.models.embedding import Encoder
 from ticketflow.models.pipeline import LabelingPipeline
 from ticketflow.models.recipe import ModelConfig
 from ticketflow.models.registry import ModelRegistry
+from ticketflow.models.review import ReviewPolicy
 from ticketflow.review.queue import Order, ReviewQueue
 from ticketflow.schemas import LabelFeedback, Ticket
 from ticketflow.schemas import store as layout
@@ -401,7 +402,7 @@ def history(client: Any, loop: Loop, root: Path, collection: str = "tickets") ->
     return store
 
 
-def run_variant(
+def run_variant(  # noqa: PLR0913
     sc: Scenario,
     variant: Variant,
     models: Models,
@@ -411,9 +412,11 @@ def run_variant(
     budget: int,
     seed: int,
     policy: RetrainPolicy,
+    review: ReviewPolicy,
 ) -> dict[str, Any]:
     """One closed loop in this process: A backfilled as history, then every window of B
-    labelled (``backfill``), answered (``apply_feedback``), retrained on (``retrain``)."""
+    labelled (``backfill``, held as ``review`` says), answered (``apply_feedback``),
+    retrained on (``retrain``)."""
     loop = Loop(sc, variant, models, champion, budget, seed)
     models.registry.promote(champion, by="bench", reason=f"{variant.name}: start")
     store = history(open_chroma_client(host=None, port=0, path=root / "chroma"), loop, root)
@@ -423,6 +426,7 @@ def run_variant(
             pipeline=models.pipeline(loop.serving),
             store=store,
             model_version=loop.serving,
+            review=review,
             progress=False,
         )
         records = store.records([r["ticket_id"] for r in window])
@@ -538,6 +542,12 @@ def main() -> None:
         help="RETRAIN_CONFIDENCE: share of bootstrap resamples with a gain (0: margin only)",
     )
     parser.add_argument(
+        "--audit-share",
+        type=float,
+        default=0.0,
+        help="REVIEW_AUDIT_SHARE: confident tickets held all the same for an audit (in process)",
+    )
+    parser.add_argument(
         "--broker",
         action="store_true",
         help="through a Kafka broker, a ChromaDB server, a worker process and the retrain "
@@ -576,6 +586,7 @@ def main() -> None:
         "use_predicted": not args.no_use_predicted,
         "min_probability": args.min_probability,
         "confidence": args.confidence,
+        "audit_share": args.audit_share,
         "split_seed": args.split_seed,
         "new_class": sc.new,
         "new_class_share_b": (
@@ -608,7 +619,7 @@ def main() -> None:
             min_probability=args.min_probability,
             confidence=args.confidence,
         )
-        run = partial(run_variant, policy=policy)
+        run = partial(run_variant, policy=policy, review=ReviewPolicy(audit_share=args.audit_share))
     for order in [Order(o) for o in args.orders.split(",")]:
         for share in [float(s) for s in args.reassign.split(",")]:
             variant = Variant(order, share)

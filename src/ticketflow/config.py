@@ -143,6 +143,15 @@ class WorkerSettings(BaseSettings):
         "model: the worker gates with the gate of the model it serves. Naming a target the "
         "model does not learn fails the training.",
     )
+    review_audit_share: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="The worker (and backfill) also holds this share of the tickets the gate "
+        "is sure of, drawn by a hash of the ticket id, and marks them `audit`: people's "
+        "answers then include a sample of what the model routes alone, and ticketflow retrain "
+        "checks that a challenger is no worse on it (docs/learning.md). 0: none.",
+    )
     dlq_keep_bytes: int = 65_536
     similar_k: int = Field(
         default=0,
@@ -528,6 +537,7 @@ class Settings(
             precision=self.review_precision,
             precision_by_target=self.review_precision_by_target,
             gate=tuple(self.review_gate),
+            audit_share=self.review_audit_share,
         )
 
     def kafka_client_config(self) -> dict[str, str]:

@@ -224,6 +224,32 @@ def test_decide_needs_a_gain_in_enough_bootstrap_resamples() -> None:
     assert decide(old, new, gains=unsure, no_regression={"s"}, **kwargs)[0]
 
 
+def test_a_loss_on_the_audited_tickets_vetoes_only_when_the_resamples_are_sure_of_it() -> None:
+    from ticketflow.batch.retrain import AUDIT
+
+    def metrics(held: float, audit: float) -> dict[str, Any]:
+        return {
+            name: {"queue": {"macro_f1": f1, "n": 50, "per_class": {}}}
+            for name, f1 in [(HELD_OUT, held), (AUDIT, audit)]
+        }
+
+    old, new = metrics(0.70, 0.90), metrics(0.75, 0.87)
+    kwargs: dict[str, Any] = {"margin": 0.01, "tolerance": 0.05, "min_n": 20}
+    held = np.array([0.05] * 100)
+    sure = {HELD_OUT: held, AUDIT: np.array([-0.03] * 95 + [0.01] * 5)}
+    unsure = {HELD_OUT: held, AUDIT: np.array([-0.03] * 60 + [0.01] * 40)}
+    ok, reasons = decide(old, new, no_regression={AUDIT}, gains=sure, **kwargs)
+    assert not ok and any(
+        "worse in 95% of 100 bootstrap resamples (≥ 90%: a veto)" in r for r in reasons
+    )
+    ok, reasons = decide(old, new, no_regression={AUDIT}, gains=unsure, **kwargs)
+    assert ok and any(
+        "worse in 60% of 100 bootstrap resamples (< 90%: no veto)" in r for r in reasons
+    )
+    # Without resamples the loss vetoes, as for any set that must not regress.
+    assert not decide(old, new, no_regression={AUDIT}, **kwargs)[0]
+
+
 def test_set_gains_are_the_mean_over_targets_of_paired_resamples() -> None:
     labelled = {"queue": [(0, "a"), (1, "b"), (2, "a"), (3, "b")], "priority": [(0, "x")]}
     before = {"queue": ["a", "a", "a", "b"], "priority": ["x"]}
@@ -620,6 +646,32 @@ def test_the_rows_the_champion_was_fit_on_are_trained_on_but_never_held_out() ->
     assert set(seen) <= set(selection.train_rows)
     every = select(stored, ["queue"], RetrainPolicy(), needs_text=True)
     assert {row for row, _ in every.held_out["queue"]} & set(seen)
+
+
+def test_answers_to_audited_tickets_are_held_out_apart_and_never_trained_on() -> None:
+    # The audited tickets are the one sample of what the champion was sure of: judged on,
+    # all of them; the other answers are split as before.
+    from ticketflow.batch.retrain import StoredTickets, select
+
+    metadatas: list[dict[str, Any]] = [
+        {"label_source": "human", "human_queue": "A" if i % 2 else "B", "queue": "A"}
+        for i in range(40)
+    ]
+    for i in range(30, 40):
+        metadatas[i]["review_audit"] = True
+    metadatas.append(
+        {"label_source": "model", "queue": "A", "queue_probability": 0.99, "review_audit": True}
+    )
+    ids = [f"t{i}" for i in range(41)]
+    stored = StoredTickets(ids, np.zeros((41, 2), np.float32), metadatas, ["text"] * 41)
+    selection = select(stored, ["queue"], RetrainPolicy(), needs_text=True)
+    assert [row for row, _ in selection.audit["queue"]] == list(range(30, 40))
+    assert [label for _, label in selection.audit["queue"]] == ["B", "A"] * 5
+    held = {row for row, _ in selection.held_out["queue"]}
+    assert held and held <= set(range(30))
+    assert set(selection.train_rows).isdisjoint(range(30, 40))
+    assert 40 in selection.train_rows  # not answered yet: the model's confident label
+    assert selection.counts["held out (audited)"] == 10
 
 
 def test_confident_labels_of_a_model_that_never_knew_a_learned_new_class_are_not_trained_on() -> (

@@ -21,6 +21,7 @@ def test_every_policy_field_comes_from_its_setting() -> None:
         retrain_class_tolerance=0.1,
         retrain_min_new_class_examples=3,
         retrain_min_class_support=20,
+        retrain_confidence=0.8,
     )
     assert asdict(retrain_policy(settings)) == {
         "use_predicted": False,
@@ -31,6 +32,7 @@ def test_every_policy_field_comes_from_its_setting() -> None:
         "class_tolerance": 0.1,
         "min_new_class_examples": 3,
         "min_class_support": 20,
+        "confidence": 0.8,
     }
     # The defaults agree too: nobody gets another policy by leaving the settings unset.
     assert retrain_policy(Settings(_env_file=None)) == RetrainPolicy()

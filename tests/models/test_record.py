@@ -103,3 +103,14 @@ def test_labeled_tickets_without_similar_fields_parse_and_new_ones_round_trip() 
     )
     wire = LabeledTicket.model_validate_json(labeled.model_dump_json())
     assert wire.similar == near and wire.possible_duplicate_of == "T-0"
+
+
+def test_an_audited_ticket_is_held_and_marked_in_the_record_and_the_store() -> None:
+    cuts = ReviewCuts(thresholds=CUTS, gate=("queue",), audit_share=0.999)
+    stamp = Stamp("v1", "enc", cuts, datetime.now(UTC))
+    ticket = Ticket(ticket_id="T-1", subject="Refund", body="I was charged twice")
+    labeled = labeled_ticket(ticket, SURE_OF_QUEUE, stamp, source=Position("t", 0, 1).source())
+    assert labeled.audit is True and labeled.needs_review is True
+    assert labeled_metadata(labeled)["review_audit"] is True
+    routed = _label(SURE_OF_QUEUE, ["queue"])
+    assert routed.audit is False and "review_audit" not in labeled_metadata(routed)

@@ -41,3 +41,19 @@ def test_cuts_are_the_models_own_thresholds_else_the_policys() -> None:
     classifier, _ = fitted()
     own = TicketClassifier(classifier.heads, review_thresholds={"queue": 0.7})
     assert ReviewPolicy(threshold=0.5).cuts(own).thresholds == {"queue": 0.7, "priority": 0.5}
+
+
+def test_an_audit_share_of_the_tickets_the_gate_lets_through_is_held_by_ticket_id() -> None:
+    cuts = ReviewCuts(thresholds={"queue": 0.8}, gate=("queue",), audit_share=0.2)
+    sure = {"queue": _prediction("IT", 0.95)}
+    unsure = {"queue": _prediction("IT", 0.5)}
+    drawn = [cuts.audits(f"T-{i}", sure) for i in range(5_000)]
+    assert 0.18 < sum(drawn) / len(drawn) < 0.22
+    assert drawn == [cuts.audits(f"T-{i}", sure) for i in range(5_000)]  # a replay: the same
+    # An unsure ticket is held anyway: it is not an audit.
+    assert not any(cuts.audits(f"T-{i}", unsure) for i in range(1_000))
+    off = ReviewCuts(thresholds={"queue": 0.8}, gate=("queue",))
+    assert not any(off.audits(f"T-{i}", sure) for i in range(1_000))
+    assert ReviewPolicy(audit_share=0.2).cuts(fitted()[0]).audit_share == 0.2
+    with pytest.raises(ValueError, match="audit share"):
+        ReviewPolicy(audit_share=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -102,3 +103,12 @@ def test_the_desk_serves_the_diverse_order_from_the_stored_records() -> None:
     assert ids(page.items) == ids(margin_diverse(PILE + OTHER))[:5]
     assert "i0" in ids(page.items)
     assert "i0" not in ids(queue.page(order=Order.MARGIN, limit=5).items)
+
+
+def test_audits_come_first_in_every_order_oldest_first() -> None:
+    sure = replace(ticket("audit-late", 0.9, "A", "B", at=5.0), audit=True, unsure=())
+    earlier = replace(ticket("audit-early", 0.95, "A", "B", at=2.0), audit=True, unsure=())
+    for order in Order:
+        ordered = ids(in_order([*PILE, sure, *OTHER, earlier], order))
+        assert ordered[:2] == ["audit-early", "audit-late"], order
+        assert sorted(ordered[2:]) == sorted(ids(PILE + OTHER))

@@ -59,6 +59,12 @@ EVAL_FILE = "evaluation file"
 # The same evaluation set without the tickets of classes the champion never had: what both
 # models can be compared on (:func:`decide`).
 KNOWN_TO_BOTH = ", classes the champion knows"
+AUDIT = "audited tickets (a random share of the confident ones)"
+# A loss on the audited tickets vetoes a promotion only when the challenger is worse there in
+# this share of bootstrap resamples: a few dozen audits, on which both models are mostly
+# right, otherwise vetoed three better new-queue challengers on one- or two-ticket losses
+# (docs/learning.md, "An audit sample").
+AUDIT_VETO_CONFIDENCE = 0.9
 EMBED_CHUNK = 256  # texts per encoder call when re-embedding: bounded memory, a live bar
 # Labels a person gave: a correction, or a historical file's (``ticketflow backfill``).
 KNOWN_SOURCES = frozenset({LabelSource.HUMAN, LabelSource.IMPORTED})
@@ -184,6 +190,8 @@ class Selection:
     new_labels: dict[str, dict[str, int]] = field(default_factory=dict)
     # the new labels below ``min_new_class_examples``: their tickets are not trained on
     too_few: dict[str, dict[str, int]] = field(default_factory=dict)
+    # target -> (row, human label) of the audited tickets people answered: never trained on
+    audit: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
 
 def training_label(meta: Mapping[str, Any], target: str, policy: RetrainPolicy) -> str | None:
@@ -230,7 +238,8 @@ def select(  # noqa: PLR0913
     tickets in another class. That holds after a promoted model learned the class too: the
     first champion's labels stay in the store. Only near such answers:
     dropping every label of such a model leaves a store without history nothing but the
-    answers to learn from (both measured in docs/learning.md)."""
+    answers to learn from (both measured in docs/learning.md). People's answers to audited
+    tickets (``REVIEW_AUDIT_SHARE``) are held out apart, all of them, in ``audit``."""
     counts: Counter[str] = Counter()
     usable: list[int] = []
     for row, ticket_id in enumerate(stored.ids):
@@ -268,8 +277,18 @@ def select(  # noqa: PLR0913
     # Stratify the hold-out on the first target's human label, so each class is in both parts.
     by_class: dict[str, list[int]] = defaultdict(list)
     seen = set(seen)
+    # People's answers to audited tickets (a random share of those the model was sure of)
+    # are the one sample of the stream's confident part: kept apart to judge on.
+    audited = [
+        r
+        for r in human
+        if r not in seen
+        and layout.is_audit(stored.metadatas[r])
+        and layout.label_source(stored.metadatas[r]) is LabelSource.HUMAN
+    ]
+    apart = set(audited)
     for row in human:
-        if row not in seen:
+        if row not in seen and row not in apart:
             by_class[str(layout.known_label(stored.metadatas[row], targets[0]))].append(row)
     held: set[int] = set()
     for rows in by_class.values():
@@ -283,6 +302,15 @@ def select(  # noqa: PLR0913
             if label is not None:
                 pairs.append((row, label))
         held_out[target] = pairs
+    audit = {
+        target: [
+            (row, label)
+            for row in audited
+            if (label := layout.known_label(stored.metadatas[row], target)) is not None
+        ]
+        for target in targets
+    }
+    held.update(audited)
     suspect: set[int] = set()
     # The classes the challenger will know: the champion's and those people taught it now.
     # A model that lacked one of them may have misfiled its tickets, also after a promoted
@@ -321,11 +349,13 @@ def select(  # noqa: PLR0913
             labels[target].append(str(label))
         source = layout.label_source(stored.metadatas[row])
         counts[f"train ({source.value} labels)"] += 1
-    counts["held out (human)"] = len(held)
+    counts["held out (human)"] = len(held) - len(audited)
+    if audited:
+        counts["held out (audited)"] = len(audited)
     if seen:
         counts["not held out (the champion trained on them)"] = len(seen & set(human))
     counts["stored"] = len(stored.ids)
-    return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few)
+    return Selection(train_rows, labels, held_out, dict(counts), new_labels, too_few, audit)
 
 
 def _classes_of(registry: ModelRegistry, stored: StoredTickets) -> dict[str, dict[str, list[str]]]:
@@ -574,16 +604,25 @@ def decide(  # noqa: PLR0913
             f"{name}: macro-F1 {new:.3f} vs champion {old:.3f} "
             f"(gain {gain:+.3f} {verdict} {'-' if needed < 0 else ''}margin {margin:.3f})"
         )
-        ok = ok and gain >= needed
         resampled = (gains or {}).get(name)
-        if name not in no_regression and resampled is not None and len(resampled):
-            sure = float(np.mean(resampled > 0))
-            held = f"{'≥' if sure >= confidence else '<'} confidence {confidence:.0%}"
+        if gain < needed and name.startswith(AUDIT) and resampled is not None and len(resampled):
+            worse = float(np.mean(resampled < 0))
+            sure = worse >= AUDIT_VETO_CONFIDENCE
             reasons.append(
-                f"{name}: gain above 0 in {sure:.0%} of {len(resampled)} bootstrap "
+                f"{name}: worse in {worse:.0%} of {len(resampled)} bootstrap resamples "
+                f"({'≥' if sure else '<'} {AUDIT_VETO_CONFIDENCE:.0%}: "
+                f"{'a veto' if sure else 'no veto'})"
+            )
+            gain = gain if sure else needed
+        ok = ok and gain >= needed
+        if name not in no_regression and resampled is not None and len(resampled):
+            above = float(np.mean(resampled > 0))
+            held = f"{'≥' if above >= confidence else '<'} confidence {confidence:.0%}"
+            reasons.append(
+                f"{name}: gain above 0 in {above:.0%} of {len(resampled)} bootstrap "
                 f"resamples ({held if confidence > 0 else 'not required'})"
             )
-            ok = ok and sure >= confidence
+            ok = ok and above >= confidence
         for target, metrics in targets.items():
             before = champion[name][target]["per_class"]
             unjudged: list[str] = []
@@ -753,6 +792,15 @@ def retrain(
         )
     texts = [stored.documents[r] or "" for r in selection.train_rows]
     evaluations: dict[str, dict[str, list[tuple[int, str]]]] = {HELD_OUT: selection.held_out}
+    audit_n = len(selection.audit.get(targets[0], []))
+    if audit_n >= policy.min_holdout:
+        evaluations[AUDIT] = selection.audit
+    elif audit_n:
+        logger.info(
+            "%d audited tickets answered, fewer than RETRAIN_MIN_HOLDOUT=%d: not judged on yet",
+            audit_n,
+            policy.min_holdout,
+        )
     if eval_labels:
         evaluations[EVAL_FILE] = {
             t: [(index[i], labels[t]) for i, labels in eval_labels.items() if t in labels]
@@ -843,7 +891,7 @@ def retrain(
         if new:
             challenger_metrics[name] = new
             champion_metrics[name], before = score_rows(champion_scored, stored, labelled, dense)
-            if not name.endswith(KNOWN_TO_BOTH):  # judged on its mean alone (decide)
+            if not name.endswith(KNOWN_TO_BOTH) or name.startswith(AUDIT):
                 gains[name] = set_gains(labelled, before, after, seed=seed)
             if name.endswith(KNOWN_TO_BOTH):
                 # Averaged over the champion's classes: the new class has no ticket here,
@@ -859,7 +907,9 @@ def retrain(
         margin=policy.margin,
         tolerance=policy.class_tolerance,
         min_n=policy.min_holdout,
-        no_regression={name for name in evaluations if name.endswith(KNOWN_TO_BOTH)},
+        # The audited tickets are the ones the champion was sure of: a challenger need not
+        # gain there, only not lose (its gain is on what the champion was unsure of).
+        no_regression={n for n in evaluations if n.endswith(KNOWN_TO_BOTH) or n.startswith(AUDIT)},
         min_support=policy.min_class_support,
         gains=gains,
         confidence=policy.confidence,

@@ -62,6 +62,7 @@ def labeled_ticket(
     for backfill); ``similar``: the nearest tickets seen before it, nearest first."""
     cuts = stamp.cuts
     flags = cuts.flags(predictions)
+    audit = cuts.audits(ticket.ticket_id, predictions)
     targets = {
         target: TargetPrediction(
             label=p.label,
@@ -75,7 +76,8 @@ def labeled_ticket(
     return LabeledTicket(
         ticket_id=ticket.ticket_id,
         predictions=targets,
-        needs_review=cuts.holds(predictions),
+        needs_review=cuts.holds(predictions) or audit,
+        audit=audit,
         review_gate=list(cuts.gate),
         model_version=stamp.model_version,
         embedding_model=stamp.embedding_model,

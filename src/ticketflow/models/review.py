@@ -10,6 +10,7 @@ whole ticket). Pure: no I/O, no settings.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,17 +36,21 @@ class ReviewPolicy:
     ``threshold``: the cut for targets whose model has none of its own (serving);
     ``precision``: the precision training aims each target's cut at, ``precision_by_target``
     overriding it per target; ``gate``: the targets whose review holds the whole ticket
-    (empty = the model's first target).
+    (empty = the model's first target); ``audit_share``: the share of the tickets the gate
+    would let through that are held all the same, drawn at random (:meth:`ReviewCuts.audits`).
     """
 
     threshold: float = DEFAULT_REVIEW_THRESHOLD
     precision: float = DEFAULT_REVIEW_PRECISION
     precision_by_target: Mapping[str, float] = field(default_factory=dict)
     gate: tuple[str, ...] = ()
+    audit_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"review threshold must be in [0, 1], got {self.threshold}")
+        if not 0 <= self.audit_share < 1:
+            raise ValueError(f"review audit share must be in [0, 1), got {self.audit_share}")
         for target, value in {"": self.precision, **self.precision_by_target}.items():
             if not 0 < value <= 1:
                 where = f" for {target}" if target else ""
@@ -75,7 +80,7 @@ class ReviewPolicy:
         targets: list[str] = list(classifier.targets)
         thresholds = {t: float(own.get(t, self.threshold)) for t in targets}
         gate = tuple(getattr(classifier, "review_gate", None) or targets[:1])
-        return ReviewCuts(thresholds=thresholds, gate=gate)
+        return ReviewCuts(thresholds=thresholds, gate=gate, audit_share=self.audit_share)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class ReviewCuts:
 
     thresholds: Mapping[str, float]
     gate: tuple[str, ...]
+    audit_share: float = 0.0
 
     def flags(self, predictions: Mapping[str, Prediction]) -> dict[str, bool]:
         """Per target: a person must check this label (its probability is below its cut)."""
@@ -97,6 +103,18 @@ class ReviewCuts:
         priority to be checked.
         """
         return any(predictions[t].probability < self.thresholds[t] for t in self.gate)
+
+    def audits(self, ticket_id: str, predictions: Mapping[str, Prediction]) -> bool:
+        """The ticket is one the gate lets through but a person checks all the same: an
+        ``audit_share`` of them, drawn by a hash of ``ticket_id`` (a replay draws the same).
+
+        People's answers are otherwise all about tickets the model was unsure of; retraining
+        judges a challenger on them, a sample that is not the stream (docs/learning.md). The
+        audited ones are a sample of the rest."""
+        if self.audit_share <= 0 or self.holds(predictions):
+            return False
+        digest = hashlib.blake2b(ticket_id.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < self.audit_share
 
 
 # The policy of an unconfigured run (every setting at its default): what library functions

@@ -82,6 +82,7 @@ class HeldTicket:
     unsure: tuple[str, ...]  # targets whose label is below their review cut
     top: dict[str, list[tuple[str, float]]]  # the model's most probable labels per target
     incident_id: str | None = None  # the emerging incident the worker put it in
+    audit: bool = False  # held although the gate was sure: the random audit share
 
     @classmethod
     def of(cls, record: StoredRecord, targets: Sequence[str]) -> HeldTicket:
@@ -102,6 +103,7 @@ class HeldTicket:
             unsure=tuple(t for t in targets if metadata.get(f"{t}{layout.REVIEW_SUFFIX}")),
             top={t: layout.top_labels(metadata, t) for t in predicted},
             incident_id=layout.incident_id(metadata),
+            audit=layout.is_audit(metadata),
         )
 
 
@@ -152,12 +154,17 @@ def margin_diverse(
 
 
 def in_order(tickets: Iterable[HeldTicket], order: Order) -> list[HeldTicket]:
-    """The held ``tickets`` as the desk lists them in ``order``."""
+    """The held ``tickets`` as the desk lists them in ``order``, audits first (oldest first):
+    they are few (``REVIEW_AUDIT_SHARE``), and by margin they would come last and never be
+    answered, though the sample they make is what retraining checks a challenger on."""
+    tickets = list(tickets)
+    audits = sorted((t for t in tickets if t.audit), key=lambda t: (t.processed_at, t.ticket_id))
+    rest = [t for t in tickets if not t.audit]
     if order is Order.MARGIN:
-        return sorted(tickets, key=_margin_key)
+        return audits + sorted(rest, key=_margin_key)
     if order is Order.MARGIN_DIVERSE:
-        return margin_diverse(tickets)
-    return sorted(tickets, key=lambda t: (t.processed_at, t.ticket_id))
+        return audits + margin_diverse(rest)
+    return audits + sorted(rest, key=lambda t: (t.processed_at, t.ticket_id))
 
 
 @dataclass(frozen=True)

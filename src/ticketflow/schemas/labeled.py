@@ -58,7 +58,7 @@ class LabeledTicket(BaseModel):
         description="True when a target in `review_gate` needs review (its prediction's "
         "`needs_review`): the ticket is held for a person instead of being routed "
         "automatically. Targets outside the gate never hold the ticket; their own "
-        "`needs_review` asks for that label to be checked."
+        "`needs_review` asks for that label to be checked. Also true for an `audit` ticket."
     )
     review_gate: list[str] = Field(
         description="The targets whose review sets `needs_review`: the model's gate "
@@ -81,6 +81,13 @@ class LabeledTicket(BaseModel):
         default=None,
         description="The nearest of `similar` when its distance is below "
         "`DUPLICATE_MAX_DISTANCE`; null otherwise.",
+    )
+    audit: bool = Field(
+        default=False,
+        description="Held for a person although the gate was sure: one of the random share "
+        "`REVIEW_AUDIT_SHARE` of confident tickets, so people's answers include a sample of "
+        "what the model would route alone (retraining judges challengers on it). False from "
+        "workers before it.",
     )
     incident_id: str | None = Field(
         default=None,

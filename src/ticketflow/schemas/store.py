@@ -5,7 +5,8 @@ A record is the ticket's vector plus flat metadata (ChromaDB takes scalar values
 | key | written by | meaning |
 |---|---|---|
 | ``model_version`` | worker | the model that labelled the ticket |
-| ``needs_review`` | worker | the ticket is held for a person: a review-gate target is unsure |
+| ``needs_review`` | worker | held for a person: a review-gate target is unsure, or an audit |
+| ``review_audit`` | worker | held although the gate was sure (``REVIEW_AUDIT_SHARE``) |
 | ``label_source`` | worker, feedback | :class:`LabelSource` of the labels in ``<target>`` |
 | ``processed_at`` | worker | epoch seconds |
 | ``source_partition``, ``source_offset`` | worker | where the ticket was read |
@@ -59,6 +60,7 @@ LABEL_SOURCE = "label_source"
 REVIEW_MARGIN = "review_margin"
 TAGS = "tags"
 INCIDENT_ID = "incident_id"
+REVIEW_AUDIT = "review_audit"
 MAX_STORED_TAGS_CHARS = 2_000  # tags are for display; the model text keeps them all
 
 
@@ -92,6 +94,8 @@ def labeled_metadata(labeled: LabeledTicket, tags: Sequence[str] = ()) -> Metada
         metadata[TAGS] = _bounded_tags(tags)
     if labeled.incident_id is not None:
         metadata[INCIDENT_ID] = labeled.incident_id
+    if labeled.audit:
+        metadata[REVIEW_AUDIT] = True
     return metadata
 
 
@@ -147,6 +151,11 @@ def incident_id(metadata: Mapping[str, Any]) -> str | None:
     their incident opened carry none: the incident's member list names them)."""
     value = metadata.get(INCIDENT_ID)
     return value if isinstance(value, str) and value else None
+
+
+def is_audit(metadata: Mapping[str, Any]) -> bool:
+    """Held for the random audit share although the gate was sure (``REVIEW_AUDIT_SHARE``)."""
+    return bool(metadata.get(REVIEW_AUDIT))
 
 
 def review_margin(metadata: Mapping[str, Any]) -> float:
