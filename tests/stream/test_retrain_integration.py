@@ -95,10 +95,11 @@ def loop_worker(
         # Train on human labels only: tickets streaming in while the Job runs carry the old
         # model's labels, which contradict the correction.
         RETRAIN_USE_PREDICTED="false",
-        # ~20 held-out tickets per class: one ticket moves a class's F1 by ~0.05 (measured a
-        # 0.053 drop on an otherwise much better challenger), so the tolerance is set above
-        # that noise here; README "Feedback, retraining and hot reload".
-        RETRAIN_CLASS_TOLERANCE="0.1",
+        # ~20 held-out tickets per class: one ticket moves a class's F1 by ~0.05 (measured
+        # drops of 0.053 and, 2026-12-07, 0.109 on much better challengers, +0.105 macro-F1),
+        # so the tolerance is set above that noise here; README "Feedback, retraining and hot
+        # reload". The class veto itself is unit-tested (tests/batch/test_retrain.py).
+        RETRAIN_CLASS_TOLERANCE="0.2",
     )
     process = WorkerProcess(
         env=worker_env, log=tmp_path / "worker.log", port=int(worker_env["METRICS_PORT"])
@@ -281,9 +282,12 @@ def test_feedback_retrain_promote_hot_swap_reject_and_refuse(
     assert set(ids) == {r["ticket_id"] for r in first + second}
 
     # 4. A deliberately worse challenger (embedding only, heavily regularised) is rejected.
-    out, _ = cli(env, "retrain", "--features", "embedding", "--c", "0.001", "--by", "test")
+    # Judged as sure of its gain: on the few dozen held-out answers here the margin alone once
+    # let it through on noise (CI, 2026-12-07: +0.023, above 0 in 63% of the resamples).
+    sure = {**env, "RETRAIN_CONFIDENCE": "0.9"}
+    out, _ = cli(sure, "retrain", "--features", "embedding", "--c", "0.001", "--by", "test")
     print(out)
-    assert "rejected" in out and "< margin" in out, out
+    assert "rejected" in out and ("< margin" in out or "(< confidence 90%)" in out), out
     assert registry.current_version() == challenger
     rejected = max(set(registry.versions()) - {champion, challenger})
     reports = sorted((tmp_path / "reports").glob(f"*-{rejected}.json"))
