@@ -453,26 +453,16 @@ def embed_rows(
     return DenseRows(matrix, {row: i for i, row in enumerate(unique)})
 
 
-def evaluate_rows(
-    classifier: TicketClassifier,
-    stored: StoredTickets,
-    labelled: Mapping[str, Sequence[tuple[int, str]]],
-    dense: DenseRows | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Metrics per target on the rows that have a label for it. With ``dense`` a cascade is
-    scored as it serves: the stored (static) vectors for its first stage, the re-embedded
-    ones for the tickets it escalates."""
-    return score_rows(classifier, stored, labelled, dense)[0]
-
-
 def score_rows(
     classifier: TicketClassifier,
     stored: StoredTickets,
     labelled: Mapping[str, Sequence[tuple[int, str]]],
     dense: DenseRows | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
-    """:func:`evaluate_rows`, and the label predicted for each of a target's rows (in the
-    order of ``labelled``): what the promotion rule's bootstrap resamples."""
+    """Metrics per target on the rows that have a label for it, and the label predicted for
+    each of those rows (in the order of ``labelled``: what the promotion rule's bootstrap
+    resamples). With ``dense`` a cascade is scored as it serves: the stored (static) vectors
+    for its first stage, the re-embedded ones for the tickets it escalates."""
     metrics: dict[str, dict[str, Any]] = {}
     predicted: dict[str, list[str]] = {}
     for target, pairs in labelled.items():
