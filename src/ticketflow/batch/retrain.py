@@ -594,8 +594,9 @@ def decide(  # noqa: PLR0913
             f"{name}: macro-F1 {new:.3f} vs champion {old:.3f} "
             f"(gain {gain:+.3f} {verdict} {'-' if needed < 0 else ''}margin {margin:.3f})"
         )
+        passed = gain >= needed
         resampled = (gains or {}).get(name)
-        if gain < needed and name.startswith(AUDIT) and resampled is not None and len(resampled):
+        if not passed and name.startswith(AUDIT) and resampled is not None and len(resampled):
             worse = float(np.mean(resampled < 0))
             sure = worse >= AUDIT_VETO_CONFIDENCE
             reasons.append(
@@ -603,8 +604,8 @@ def decide(  # noqa: PLR0913
                 f"({'≥' if sure else '<'} {AUDIT_VETO_CONFIDENCE:.0%}: "
                 f"{'a veto' if sure else 'no veto'})"
             )
-            gain = gain if sure else needed
-        ok = ok and gain >= needed
+            passed = not sure  # a loss the resamples are not sure of is no veto
+        ok = ok and passed
         if name not in no_regression and resampled is not None and len(resampled):
             above = float(np.mean(resampled > 0))
             held = f"{'≥' if above >= confidence else '<'} confidence {confidence:.0%}"
