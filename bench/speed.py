@@ -13,7 +13,9 @@ with the same probe texts for every row and the same thread count:
 - the full pipeline through Kafka with the default configuration: steady tickets/s, p50/p99
   latency at half that rate, worker peak RSS, and cold start (process start → ready → first
   label); streamed ``--repeats`` times, each right after one timing of the in-process
-  cascade core on the same tickets, so pipeline / core is a ratio of neighbours;
+  cascade core on the same tickets, so pipeline / core is a ratio of neighbours; each round
+  also streams with ``INCIDENTS_ENABLED=false`` (the core runs no incident detector), so the
+  plumbing's overhead and the detector's cost are reported apart;
 - the same with ``CASCADE=false`` and with one batch at a time (the old batching), and the
   CPU milliseconds per ticket of each worker against its core alone.
 
@@ -218,19 +220,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tickets=tickets,
         test_idx=test_idx,
     )
+    # The in-process core has no incident detector, which the worker runs by default: each
+    # round also streams with INCIDENTS_ENABLED=false, so the Kafka/Faust/store overhead and
+    # the detector's cost are told apart.
     pairs = []
+    undetected = []
     for attempt in range(args.repeats):
         core = timed_cores(lambda: pipeline_rate(pipeline, bulk, batch)[0])
         run_stream = stream_at(workdir / f"default-{attempt}")
         pairs.append((core, run_stream))
+        without = stream_at(
+            workdir / f"no-incidents-{attempt}", extra_env={"INCIDENTS_ENABLED": "false"}
+        )
+        undetected.append(without)
         print(
-            f"pair {attempt}: cascade core {core['tickets_per_s']:.1f}/s, pipeline "
-            f"{run_stream['pipeline_tickets_per_s']:.1f}/s",
+            f"round {attempt}: cascade core {core['tickets_per_s']:.1f}/s, pipeline "
+            f"{run_stream['pipeline_tickets_per_s']:.1f}/s, without the incident detector "
+            f"{without['pipeline_tickets_per_s']:.1f}/s",
             flush=True,
         )
     stream = median_stream([s for _, s in pairs])
     cascade_core = statistics.median(c["tickets_per_s"] for c, _ in pairs)
     pair_ratios = [s["pipeline_tickets_per_s"] / c["tickets_per_s"] for c, s in pairs]
+    undetected_ratios = [
+        s["pipeline_tickets_per_s"] / c["tickets_per_s"]
+        for (c, _), s in zip(pairs, undetected, strict=True)
+    ]
+    detector_ratios = [
+        s["pipeline_tickets_per_s"] / w["pipeline_tickets_per_s"]
+        for (_, s), w in zip(pairs, undetected, strict=True)
+    ]
     core_cpu = statistics.median(c["cpu_ms_per_ticket"] for c, _ in pairs)
     transformer_core = timed_cores(lambda: pipeline_rate(plain_pipeline, bulk, batch)[0])
     plain_stream = stream_at(
@@ -310,9 +329,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stream": stream,
         "stream_without_cascade": plain_stream,
         "stream_serial": serial,
+        "stream_without_detector": median_stream(undetected),
         "pipeline_vs_backend_cost": {
             "cascade_pipeline_vs_cascade_core_pairs": [round(r, 3) for r in pair_ratios],
             "cascade_pipeline_vs_cascade_core": round(statistics.median(pair_ratios), 3),
+            "without_detector_vs_cascade_core_pairs": [round(r, 3) for r in undetected_ratios],
+            "without_detector_vs_cascade_core": round(statistics.median(undetected_ratios), 3),
+            "with_detector_vs_without_pairs": [round(r, 3) for r in detector_ratios],
+            "with_detector_vs_without": round(statistics.median(detector_ratios), 3),
             "serial_cascade_pipeline_vs_cascade_core": round(
                 serial["pipeline_tickets_per_s"] / cascade_core, 3
             ),

@@ -102,6 +102,13 @@ class WorkerSettings(BaseSettings):
         "while the last one's transformer half runs) while the last is stored and published; "
         "1 = one at a time.",
     )
+    worker_malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas of the worker process (what `MALLOC_ARENA_MAX` sets, "
+        "which wins when present): fewer arenas, less memory held apart by its threads; "
+        "0 = glibc's default (8 per core).",
+    )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."
     )
