@@ -98,6 +98,7 @@ def main() -> None:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = args.threads
             options.inter_op_num_threads = 1
+            options.enable_mem_pattern = False  # as OnnxEncoder serves it
             options.add_session_config_entry(
                 "session.intra_op.allow_spinning", session.pop("spinning", "0")
             )
