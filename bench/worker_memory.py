@@ -43,6 +43,7 @@ from ticketflow.data.datasets import ColumnMapping, load_labeled
 from ticketflow.models.encoders import encoders_root, load_encoder
 from ticketflow.models.registry import ModelRegistry
 from ticketflow.models.text import build_texts
+from ticketflow.schemas import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 # One session option changed from what OnnxEncoder sets (name -> changes).
@@ -108,15 +109,22 @@ def probe_encoder(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     }
 
 
-def test_texts(args: argparse.Namespace) -> list[str]:
+def bueck_split(datasets: Path) -> tuple[list[Ticket], list[int]]:
+    """bueck-v3's tickets and the rows of its test part (the ``ticketflow experiments`` split)."""
     data = load_labeled(
-        args.datasets / "bueck-v3" / "tickets.csv",
+        datasets / "bueck-v3" / "tickets.csv",
         targets=["queue"],
         mapping=ColumnMapping.parse([]),
         progress=False,
     )
-    texts = build_texts(data.tickets, max_chars=Settings().max_text_chars)
-    _, test_idx = split_indices(len(texts), data.labels["queue"], test_size=TEST_SIZE, seed=SEED)
+    labels = data.labels["queue"]
+    _, test_idx = split_indices(len(labels), labels, test_size=TEST_SIZE, seed=SEED)
+    return data.tickets, test_idx
+
+
+def test_texts(args: argparse.Namespace) -> list[str]:
+    tickets, test_idx = bueck_split(args.datasets)
+    texts = build_texts(tickets, max_chars=Settings().max_text_chars)
     return [texts[i] for i in test_idx]
 
 
@@ -141,14 +149,7 @@ def encoder_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def stream_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = Settings()
-    data = load_labeled(
-        args.datasets / "bueck-v3" / "tickets.csv",
-        targets=["queue"],
-        mapping=ColumnMapping.parse([]),
-        progress=False,
-    )
-    tickets = data.tickets
-    _, test_idx = split_indices(len(tickets), data.labels["queue"], test_size=TEST_SIZE, seed=SEED)
+    tickets, test_idx = bueck_split(args.datasets)
     test_rows = set(test_idx)
     others = [i for i in range(len(tickets)) if i not in test_rows][:150]
     workdir = Path(tempfile.mkdtemp(prefix="ticketflow-worker-memory-"))
