@@ -37,8 +37,8 @@ $(VENV)/.installed: pyproject.toml
 	echo "make install: ticketflow with the [dev] extra (training, tests, lint tools)"
 	# --compile-bytecode (all of site-packages) and compileall (the editable src/): with no .pyc
 	# Python compiles every module at every start, and where PYTHONDONTWRITEBYTECODE is set
-	# (as in the image) it never keeps them: the worker was ready after 6.6 s instead of 8.6
-	# (docs/speed.md, "Memory and cold start"). pip, which builds the image, compiles by default.
+	# (as in the image) it never keeps them, which slows every process's start (docs/speed.md,
+	# "Memory and cold start"). pip, which builds the image, compiles by default.
 	$$UV pip install --quiet --python $(PY) --compile-bytecode -e ".[dev]"
 	$(PY) -m compileall -q src
 	touch $@

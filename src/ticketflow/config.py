@@ -105,9 +105,9 @@ class WorkerSettings(BaseSettings):
     worker_malloc_arenas: int = Field(
         default=2,
         ge=0,
-        description="glibc malloc arenas of the worker process (what `MALLOC_ARENA_MAX` sets, "
-        "which wins when present): fewer arenas, less memory held apart by its threads; "
-        "0 = glibc's default (8 per core).",
+        description="glibc malloc arenas of the `ticketflow worker` process (what "
+        "`MALLOC_ARENA_MAX` sets, which wins when present): fewer arenas, less memory held "
+        "apart by its threads; 0 = glibc's default (8 per core).",
     )
     metrics_port: int = Field(
         default=6066, description="Worker web port: /metrics, /healthz, /readyz."

@@ -38,10 +38,11 @@ def limit_malloc_arenas(arenas: int) -> bool:
     """Cap glibc's malloc arenas at ``arenas`` for this process, as ``MALLOC_ARENA_MAX`` would.
 
     glibc gives a thread that meets a locked arena a new one, up to 8 per core, and freed memory
-    stays in the arena that held it; the worker's ~25 threads (Faust, librdkafka, onnxruntime,
-    its executors) then hold memory apart (docs/speed.md, "Memory and cold start"). Call before
-    the threads start. Does nothing, and says so by returning False, when ``arenas`` is 0, when
-    ``MALLOC_ARENA_MAX`` is set (glibc has applied it) or when the C library is not glibc."""
+    stays in the arena that held it; the worker's many threads (Faust, librdkafka,
+    onnxruntime, its executors) then hold memory apart (docs/speed.md, "Memory and cold
+    start"). Call before the threads start. Does nothing, and says so by returning False, when
+    ``arenas`` is 0, when ``MALLOC_ARENA_MAX`` is set (glibc has applied it) or when the C
+    library is not glibc."""
     if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
