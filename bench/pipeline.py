@@ -117,10 +117,11 @@ def output_timestamps(bootstrap: str, topic: str, want: int, timeout_s: float) -
     return seen
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """``pid``'s peak resident memory in MB (``field="VmRSS"``: its current one)."""
     with suppress(OSError), Path(f"/proc/{pid}/status").open() as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import measure_stream
+from bench.pipeline import measure_stream, peak_rss_mb
 from ticketflow.batch.experiments import SEED, TEST_SIZE, default_datasets_dir
 from ticketflow.batch.train import split_indices
 from ticketflow.config import Settings
@@ -57,11 +57,7 @@ ARENAS = ["0", "2", "4"]
 
 
 def rss_mb() -> float:
-    with Path("/proc/self/status").open() as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return peak_rss_mb(os.getpid(), "VmRSS")
 
 
 def probe_encoder(args: argparse.Namespace, variant: str) -> dict[str, Any]:
@@ -80,7 +76,7 @@ def probe_encoder(args: argparse.Namespace, variant: str) -> dict[str, Any]:
         return real_session(path, options, **kwargs)
 
     onnxruntime.InferenceSession = session
-    texts = test_texts(args)[: args.probe]
+    texts = bueck_test_texts(args)[: args.probe]
     settings = Settings()
     registry = ModelRegistry(args.registry)
     metadata = registry.metadata(registry.current_version() or "")
@@ -122,7 +118,7 @@ def bueck_split(datasets: Path) -> tuple[list[Ticket], list[int]]:
     return data.tickets, test_idx
 
 
-def test_texts(args: argparse.Namespace) -> list[str]:
+def bueck_test_texts(args: argparse.Namespace) -> list[str]:
     tickets, test_idx = bueck_split(args.datasets)
     texts = build_texts(tickets, max_chars=Settings().max_text_chars)
     return [texts[i] for i in test_idx]
