@@ -15,12 +15,16 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ticketflow.data.progress import on_terminal
 from ticketflow.models.build_cache import atomic_directory
 from ticketflow.models.embedding import EncoderLoadError, FloatMatrix, resolve_model_source
+
+if TYPE_CHECKING:
+    from model2vec import StaticModel
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +100,40 @@ def static_sha256(directory: Path) -> str:
     return recorded
 
 
+def load_distilled(directory: Path) -> StaticModel:
+    """The model2vec model :func:`distill_static` saved in ``directory``, read as
+    ``StaticModel.from_pretrained`` reads that layout (model.safetensors, tokenizer.json,
+    config.json).
+
+    Not through ``from_pretrained``: its loader also serves the Hugging Face hub and imports
+    the hub client and model-card code to do so, a share of every worker's cold start
+    (docs/speed.md) for a directory that is always local. A unit test checks that both give
+    the same vectors.
+    """
+    from model2vec import StaticModel
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    tensors = load_file(str(directory / "model.safetensors"))
+    return StaticModel(
+        vectors=tensors["embeddings"],
+        tokenizer=Tokenizer.from_file(str(directory / "tokenizer.json")),
+        config=config,
+        normalize=bool(config.get("normalize", False)),
+        weights=tensors.get("weights"),
+        token_mapping=tensors.get("mapping"),
+        max_length=config.get("max_length", 512),
+    )
+
+
 class StaticEncoder:
     """model2vec behind the :class:`~ticketflow.models.embedding.Encoder` protocol
     (L2-normalised)."""
 
     def __init__(self, directory: Path, *, source_model: str) -> None:
-        from model2vec import StaticModel
-
         self.sha256 = static_sha256(directory)
-        self._model = StaticModel.from_pretrained(str(directory))
+        self._model = load_distilled(directory)
         self._name = static_model_name(source_model)
         self._dimension = int(self._model.dim)
 
