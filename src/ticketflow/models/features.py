@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,86 @@ class FeatureConfig:
 
 EMBEDDING_ONLY = FeatureConfig(dense=True, word=False, char=False)
 HYBRID = FeatureConfig()
+
+
+# Words whose character n-grams CharNgrams keeps; it starts over when full. A ticket stream's
+# words follow Zipf's law: a few thousand words make up most of every ticket.
+CHAR_CACHE_WORDS = 32_768
+
+
+class CharNgrams:
+    """A fitted ``char_wb`` :class:`TfidfVectorizer`'s ``transform``, a word at a time.
+
+    scikit-learn's analyzer makes every character n-gram of every word in Python and looks
+    each up in the vocabulary, for each ticket again: most of the cost of a ticket's features
+    and all of it holding the GIL the worker's other threads need. A ``char_wb`` n-gram never
+    crosses a word's edge, so a word's n-grams are the same in every ticket: they are looked up
+    once per word and kept (up to ``max_words``), and a ticket's counts are its words'
+    columns summed. The counts are the vectorizer's exactly; its own weighting (TF-IDF,
+    sublinear tf, L2 norm) is applied to them by a :class:`TfidfTransformer` holding its
+    ``idf_``. A unit test checks the rows against ``transform``'s.
+    """
+
+    def __init__(self, vectorizer: TfidfVectorizer, *, max_words: int = CHAR_CACHE_WORDS) -> None:
+        if vectorizer.analyzer != "char_wb":
+            raise ValueError(f"CharNgrams reads char_wb vectorizers, not {vectorizer.analyzer!r}")
+        self._vocabulary: dict[str, int] = vectorizer.vocabulary_
+        self._sizes = range(vectorizer.ngram_range[0], vectorizer.ngram_range[1] + 1)
+        self._decode = vectorizer.decode
+        self._preprocess = vectorizer.build_preprocessor()
+        self._dtype = vectorizer.dtype
+        self._weights = TfidfTransformer(
+            norm=vectorizer.norm,
+            use_idf=vectorizer.use_idf,
+            smooth_idf=vectorizer.smooth_idf,
+            sublinear_tf=vectorizer.sublinear_tf,
+        )
+        if vectorizer.use_idf:
+            self._weights.idf_ = vectorizer.idf_
+        self._max_words = max_words
+        self._words: dict[str, list[int]] = {}
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        columns: list[int] = []
+        lengths: list[int] = []
+        words, known = self._words, self._words.get
+        for text in texts:
+            start = len(columns)
+            for word in self._preprocess(self._decode(text)).split():
+                found = known(word)
+                if found is None:
+                    if len(words) >= self._max_words:
+                        words.clear()
+                    found = words[word] = self._columns(word)
+                columns.extend(found)
+            lengths.append(len(columns) - start)
+        rows = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
+        counts = sp.csr_matrix(
+            (
+                np.ones(len(columns), dtype=self._dtype),
+                (rows, np.asarray(columns, dtype=np.int32)),
+            ),
+            shape=(len(texts), len(self._vocabulary)),
+        )
+        counts.sum_duplicates()  # one entry per (ticket, n-gram): the count
+        weighted: sp.csr_matrix = sp.csr_matrix(self._weights.transform(counts, copy=False))
+        return weighted
+
+    def _columns(self, word: str) -> list[int]:
+        """The vocabulary columns of ``word``'s n-grams, as scikit-learn's ``char_wb``
+        analyzer makes them (padded with a space each side; a word shorter than n once)."""
+        padded = f" {word} "
+        vocabulary = self._vocabulary
+        found: list[int] = []
+        for n in self._sizes:
+            last = max(len(padded) - n, 0)
+            for offset in range(last + 1):
+                column = vocabulary.get(padded[offset : offset + n])
+                if column is not None:
+                    found.append(column)
+            if last == 0:
+                break
+        return found
 
 
 def _min_df(config: FeatureConfig, n_texts: int) -> int:
@@ -127,13 +207,30 @@ class TextFeatures:
                 total += len(vectorizer.vocabulary_)
         return total
 
+    def _char_ngrams(self) -> CharNgrams:
+        """The char block's fast transform, made on first use (models pickled before it
+        existed have none) and never pickled (:meth:`__getstate__`)."""
+        ngrams: CharNgrams | None = self.__dict__.get("_char")
+        if ngrams is None:
+            if self.char is None:
+                raise ValueError(f"features {self.config.name} have no character block")
+            ngrams = self.__dict__["_char"] = CharNgrams(self.char)
+        return ngrams
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_char", None)  # a cache of words: rebuilt where the model is loaded
+        return state
+
     def shares_text_blocks(self, other: TextFeatures) -> bool:
         """Whether ``other`` reads the very same fitted TF-IDF blocks (see :meth:`fit`)."""
         return self.uses_text and self.word is other.word and self.char is other.char
 
     def text_blocks(self, texts: Sequence[str]) -> sp.csr_matrix:
         """The sparse (word, char) part of :meth:`transform`'s rows."""
-        blocks = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        blocks = [] if self.word is None else [self.word.transform(texts)]
+        if self.char is not None:
+            blocks.append(self._char_ngrams().transform(texts))
         stacked: sp.csr_matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
         return stacked
 
