@@ -180,10 +180,9 @@ class WorkerSettings(BaseSettings):
         default=True,
         description="The worker groups bursts of close tickets into incidents "
         "(`KAFKA_TOPIC_INCIDENTS`, `incident_id` on labelled tickets). The detector runs on "
-        "its own thread beside the vector write; through Kafka it changed throughput by "
-        "-6% to +4% before the latest-half test; in eight pairs after it by -21% to +21%, "
-        "median -13%, pooled -9%: at the 10% budget, not clearly within it "
-        "(bench.pipeline --incidents, 2026-12-07, docs/incidents.md).",
+        "its own thread beside the vector write; what it costs through Kafka is at the 10% "
+        "budget of issue #31, not clearly within it (bench.pipeline --incidents, measured "
+        "in docs/incidents.md, Cost).",
     )
     incident_window_s: float = Field(
         default=600.0,
