@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import tempfile
 import time
 import uuid
@@ -33,11 +32,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import REPO, kafka, output_timestamps, spawn, wait_ready
+from bench.pipeline import REPO, fresh_topics, kafka, output_timestamps, spawn, wait_ready
+from bench.worker_memory import summary
 from ticketflow.adapters.kafka.clients import encode_event, produce_raw
-from ticketflow.adapters.kafka.topics import create_topics
 from ticketflow.config import Settings
-from ticketflow.devtools.kafka.local_broker import free_port
 from ticketflow.devtools.sample import generate_tickets
 from ticketflow.models.registry import ModelRegistry
 
@@ -50,33 +48,23 @@ def start_once(
     """One worker start on fresh topics holding ``tickets``: seconds to ready and to the
     first labelled ticket, from the process start."""
     suffix = uuid.uuid4().hex[:8]
-    names = {kind: f"cold-{kind}-{suffix}" for kind in ("in", "out", "dlq", "incidents")}
-    config = {"bootstrap.servers": bootstrap}
-    create_topics(config, [names["in"], names["out"], names["dlq"]], partitions=3, replication=1)
-    create_topics(config, [names["incidents"]], partitions=1, replication=1)
+    topics = fresh_topics(bootstrap, workdir / suffix, "cold")
     events = [{**t, "ticket_id": f"{t['ticket_id']}-{suffix}"} for t in tickets]
-    produce_raw(config, names["in"], [(e["ticket_id"].encode(), encode_event(e)) for e in events])
-    port = free_port()
-    env = {
-        **env,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC_TICKETS": names["in"],
-        "KAFKA_TOPIC_LABELED": names["out"],
-        "KAFKA_TOPIC_DLQ": names["dlq"],
-        "KAFKA_TOPIC_INCIDENTS": names["incidents"],
-        "WORKER_APP_ID": f"cold-{suffix}",
-        "CHROMA_PATH": str(workdir / suffix / "chroma"),
-        "STATE_DIR": str(workdir / suffix / "state"),
-        "METRICS_PORT": str(port),
-        "METRICS_BIND": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
+    produce_raw(
+        {"bootstrap.servers": bootstrap},
+        topics["KAFKA_TOPIC_TICKETS"],
+        [(e["ticket_id"].encode(), encode_event(e)) for e in events],
+    )
+    env = {**env, **topics}
+    port = int(env["METRICS_PORT"])
     with (workdir / f"worker-{suffix}.log").open("wb") as log:
         started = time.time()
         worker = spawn(["worker"], env, log)
         try:
             ready = wait_ready(port, worker)
-            done = output_timestamps(bootstrap, names["out"], len(events), timeout_s=300)
+            done = output_timestamps(
+                bootstrap, topics["KAFKA_TOPIC_LABELED"], len(events), timeout_s=300
+            )
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
@@ -133,15 +121,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     print()
-    print("| build | ready s, median (rounds) | first label s, median (rounds) |")
-    print("|---|---|---|")
-    for name in names:
-        mine = [r for r in rows if r["build"] == name]
-        cells = [
-            f"{statistics.median(r[k] for r in mine):.2f} ({', '.join(str(r[k]) for r in mine)})"
-            for k in ("ready_s", "first_label_s")
-        ]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+    print("\n".join(summary(rows, "build", ["ready_s", "first_label_s"])))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"tickets": args.tickets, "fresh_broker": args.fresh_broker, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -178,6 +178,31 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
+def fresh_topics(bootstrap: str, workdir: Path, prefix: str) -> dict[str, str]:
+    """A worker's environment on topics of its own, created on ``bootstrap`` (tickets,
+    labelled, dead letters, incidents), its store and state under ``workdir``, its metrics on
+    a free local port, logging warnings only."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_TICKETS": f"{prefix}-in-{suffix}",
+        "KAFKA_TOPIC_LABELED": f"{prefix}-out-{suffix}",
+        "KAFKA_TOPIC_DLQ": f"{prefix}-dlq-{suffix}",
+        "KAFKA_TOPIC_INCIDENTS": f"{prefix}-incidents-{suffix}",
+        "WORKER_APP_ID": f"{prefix}-{suffix}",
+        "CHROMA_PATH": str(workdir / "chroma"),
+        "STATE_DIR": str(workdir / "state"),
+        "METRICS_PORT": str(free_port()),
+        "METRICS_BIND": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    config = {"bootstrap.servers": bootstrap}
+    three = [env[k] for k in ("KAFKA_TOPIC_TICKETS", "KAFKA_TOPIC_LABELED", "KAFKA_TOPIC_DLQ")]
+    create_topics(config, three, partitions=3, replication=1)
+    create_topics(config, [env["KAFKA_TOPIC_INCIDENTS"]], partitions=1, replication=1)
+    return env
+
+
 def measure_stream(
     settings: Settings,
     workdir: Path,
@@ -190,32 +215,13 @@ def measure_stream(
     """One worker (``env`` names its registry) through Kafka: ``bulk`` pre-published for
     throughput, then ``paced`` at half that rate for latency; cold start, RSS, stages."""
     with kafka(settings, workdir) as bootstrap:
-        suffix = uuid.uuid4().hex[:8]
-        topics = {"tickets": f"bench-in-{suffix}", "labeled": f"bench-out-{suffix}"}
+        env = {**env, **fresh_topics(bootstrap, workdir, "bench"), **(extra_env or {})}
+        topics = {"tickets": env["KAFKA_TOPIC_TICKETS"], "labeled": env["KAFKA_TOPIC_LABELED"]}
+        port = int(env["METRICS_PORT"])
         config = {"bootstrap.servers": bootstrap}
-        create_topics(
-            config, [*topics.values(), f"bench-dlq-{suffix}"], partitions=3, replication=1
-        )
-        create_topics(config, [f"bench-incidents-{suffix}"], partitions=1, replication=1)
         produce_raw(
             config, topics["tickets"], [(t["ticket_id"].encode(), encode_event(t)) for t in bulk]
         )
-        port = free_port()
-        env = {
-            **env,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_TOPIC_TICKETS": topics["tickets"],
-            "KAFKA_TOPIC_LABELED": topics["labeled"],
-            "KAFKA_TOPIC_DLQ": f"bench-dlq-{suffix}",
-            "KAFKA_TOPIC_INCIDENTS": f"bench-incidents-{suffix}",
-            "WORKER_APP_ID": f"bench-{suffix}",
-            "CHROMA_PATH": str(workdir / "chroma"),
-            "STATE_DIR": str(workdir / "state"),
-            "METRICS_PORT": str(port),
-            "METRICS_BIND": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-            **(extra_env or {}),
-        }
         log = (workdir / "worker.log").open("wb")
         started = time.time()
         worker = spawn(["worker"], env, log)
